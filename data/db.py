@@ -1,0 +1,210 @@
+"""Database access: the one table definition and the engine every package uses.
+
+The tables are declared once here with SQLAlchemy Core, so Postgres (compose, tests) and SQLite
+(the embedded demo) get the same columns. `init_db.sql` at the repository root is generated from
+these definitions (`python -m data.db --sql > init_db.sql`) and a test keeps it in step, so the
+SQL file and the code cannot disagree about a column name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from data.settings import get_settings
+
+metadata = MetaData()
+
+_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
+_JSON = JSON().with_variant(postgresql.JSONB, "postgresql")
+_TIME = DateTime(timezone=True)
+
+# One row per prediction the API served. Features are one JSON object keyed by the schema's
+# feature names, so the table does not change with the model; readers extract typed columns
+# with the schema (`data.ingest.read_predictions`), never hand the blob on.
+prediction_logs = Table(
+    "prediction_logs",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("request_id", String(128), nullable=False, unique=True),
+    Column("predicted_at", _TIME, nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(50), nullable=False),
+    Column("features", _JSON, nullable=False),
+    Column("predicted_class", SmallInteger, nullable=False),
+    Column("score", Float, nullable=False),  # probability of the positive class
+    Column("latency_ms", Float, nullable=False),
+)
+Index("ix_prediction_logs_predicted_at", prediction_logs.c.predicted_at)
+
+# Ground truth that arrived later, joined to predictions by request id. A corrected label
+# replaces the earlier one (upsert), keeping when it was first received.
+labels = Table(
+    "labels",
+    metadata,
+    Column("request_id", String(128), primary_key=True),
+    Column("label", SmallInteger, nullable=False),
+    Column("labelled_at", _TIME, nullable=False),
+    Column("received_at", _TIME, nullable=False, server_default=func.now()),
+)
+
+# The drift check's result for one window (the full report is `report`, see
+# `monitoring.drift_report.DriftReport.to_dict`).
+drift_reports = Table(
+    "drift_reports",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("created_at", _TIME, nullable=False, server_default=func.now()),
+    Column("window_start", _TIME, nullable=False),
+    Column("window_end", _TIME, nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(50)),
+    Column("rows_reference", Integer, nullable=False),
+    Column("rows_current", Integer, nullable=False),
+    Column("drifted_share", Float, nullable=False),
+    Column("dataset_drift", Boolean, nullable=False),
+    Column("prediction_drift", Boolean, nullable=False),
+    Column("report", _JSON, nullable=False),
+)
+Index("ix_drift_reports_window_end", drift_reports.c.window_end)
+
+# The data-quality check's result for one window.
+quality_reports = Table(
+    "quality_reports",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("created_at", _TIME, nullable=False, server_default=func.now()),
+    Column("window_start", _TIME, nullable=False),
+    Column("window_end", _TIME, nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(50)),
+    Column("rows", Integer, nullable=False),
+    Column("hard_failures", Integer, nullable=False),
+    Column("soft_warnings", Integer, nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("report", _JSON, nullable=False),
+)
+Index("ix_quality_reports_window_end", quality_reports.c.window_end)
+
+# Every alert notification that went out (or failed to), for the post-incident timeline.
+alert_log = Table(
+    "alert_log",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("created_at", _TIME, nullable=False, server_default=func.now()),
+    Column("alertname", String(200), nullable=False),
+    Column("severity", String(20), nullable=False),
+    Column("status", String(20), nullable=False),  # firing | resolved
+    Column("destination", String(50), nullable=False),  # slack | pagerduty | email | webhook
+    Column("delivered", Boolean, nullable=False),
+    Column("labels", _JSON),
+    Column("annotations", _JSON),
+    Column("error", Text),
+)
+
+# Every promotion, rejection and rollback of a model version: who, why, when, with the numbers.
+promotion_audit = Table(
+    "promotion_audit",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("created_at", _TIME, nullable=False, server_default=func.now()),
+    Column("model_name", String(200), nullable=False),
+    Column("version", String(50), nullable=False),
+    Column("action", String(20), nullable=False),  # promoted | challenger | rejected | rollback
+    Column("previous_champion", String(50)),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("gates", _JSON),
+)
+Index(
+    "ix_promotion_audit_model_created", promotion_audit.c.model_name, promotion_audit.c.created_at
+)
+
+
+_engines: dict[str, Engine] = {}
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """A pooled engine for `url` (default: `DATABASE_URL`), created once per process."""
+    url = url or get_settings().database_url
+    if url not in _engines:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        _engines[url] = engine
+    return _engines[url]
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (tests, and workers after a fork)."""
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets the API write while the demo's monitoring jobs read the same file.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def init_db(engine: Engine | None = None) -> None:
+    """Create any missing tables and indexes; safe to call at every start."""
+    metadata.create_all(engine or get_engine())
+
+
+def postgres_ddl() -> str:
+    """The Postgres DDL for every table, idempotent (what `init_db.sql` holds)."""
+    dialect = postgresql.dialect()
+    statements = []
+    for table in metadata.sorted_tables:
+        statements.append(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
+        statements.extend(
+            str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
+            for index in sorted(table.indexes, key=lambda i: i.name or "")
+        )
+    header = "-- Generated by `python -m data.db --sql` from data/db.py; do not edit by hand.\n"
+    body = "".join(f"{statement.strip()};\n\n" for statement in statements)
+    return header + "\n".join(line.rstrip() for line in body.splitlines()).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Create the monitoring tables.")
+    parser.add_argument("--sql", action="store_true", help="print the Postgres DDL and exit")
+    args = parser.parse_args(argv)
+    if args.sql:
+        sys.stdout.write(postgres_ddl())
+        return 0
+    init_db()
+    print(f"tables ready in {get_engine().url.render_as_string(hide_password=True)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

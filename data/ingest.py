@@ -1,0 +1,338 @@
+"""Ingest: read a dataset (CSV, Parquet or a SQL query) into a frame typed by the feature schema.
+
+Everything downstream (the feature pipeline, training, the drift and quality checks) relies on
+one shape, which `coerce_frame` produces and nothing else has to re-check:
+
+- columns in schema order: id and timestamp first when the data has them, then the features,
+  then the target when present; any other column is dropped;
+- id: values as found;
+- timestamp: tz-aware UTC datetimes (naive values are taken as UTC);
+- numerical: float64, NaN for missing, ±inf kept so that validation can report it;
+- categorical: object dtype holding `str` values (a number 1 becomes "1"), NaN for missing;
+- boolean: float64 0.0 / 1.0, NaN for missing;
+- target: numeric as found, booleans and "true"/"false" mapped to 1 / 0.
+
+Data that cannot take that shape raises `DataError`, a one-line message naming the file (or
+query), the column and a few offending values. Value rules (bounds, categories, a binary label)
+are not checked here: `data.validate` reports them all at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow
+from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_dtype
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from data.db import get_engine, labels, prediction_logs
+from data.schema import Feature, FeatureSchema
+
+SUPPORTED_SUFFIXES = (".csv", ".parquet")
+_BOOLEAN_WORDS = {
+    "true": 1.0,
+    "t": 1.0,
+    "yes": 1.0,
+    "y": 1.0,
+    "1": 1.0,
+    "1.0": 1.0,
+    "false": 0.0,
+    "f": 0.0,
+    "no": 0.0,
+    "n": 0.0,
+    "0": 0.0,
+    "0.0": 0.0,
+}
+_MAX_EXAMPLES = 3
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the file/column and the problem."""
+
+
+def load_frame(
+    source: str | Path, schema: FeatureSchema, *, require_target: bool = True
+) -> pd.DataFrame:
+    """Read a `.csv` or `.parquet` file and return it typed by `schema` (see `coerce_frame`)."""
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DataError(
+            f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv or .parquet"
+        )
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes)")
+    try:
+        if suffix == ".csv":
+            # Read categories and ids as text so that codes like "007" keep their leading zeros.
+            text_columns = [f.name for f in schema.categorical] + [schema.id]
+            frame = pd.read_csv(path, dtype={c: str for c in text_columns if c}, low_memory=False)
+        else:
+            frame = pd.read_parquet(path)
+    except (OSError, ValueError, UnicodeDecodeError, pyarrow.ArrowException) as exc:
+        kind = "CSV" if suffix == ".csv" else "Parquet"
+        raise DataError(f"{path}: cannot read as {kind}: {_one_line(exc)}") from None
+    if frame.empty:
+        raise DataError(f"{path}: no data rows (the file has {len(frame.columns)} columns, 0 rows)")
+    return coerce_frame(frame, schema, require_target=require_target, origin=str(path))
+
+
+def read_sql(
+    query: str,
+    schema: FeatureSchema,
+    *,
+    url: str | None = None,
+    require_target: bool = True,
+) -> pd.DataFrame:
+    """Run `query` on `url` (default `DATABASE_URL`) and return the rows typed by `schema`.
+
+    An empty result is returned as an empty typed frame, not an error: a quiet monitoring
+    window is a normal answer to a query.
+    """
+    engine = get_engine(url)
+    origin = f"query on {engine.url.render_as_string(hide_password=True)}"
+    try:
+        # text() lets SQLAlchemy escape "%" for drivers like psycopg2 (LIKE 'card%' must work).
+        frame = pd.read_sql(text(query), engine)
+    except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        # pandas wraps the SQLAlchemy error, which wraps the driver's; the driver says it best.
+        cause = exc.__cause__ if isinstance(exc.__cause__, SQLAlchemyError) else exc
+        problem = getattr(cause, "orig", None) or cause
+        raise DataError(f"{origin} failed: {_one_line(problem)}") from None
+    return coerce_frame(frame, schema, require_target=require_target, origin=origin)
+
+
+def coerce_frame(
+    frame: pd.DataFrame,
+    schema: FeatureSchema,
+    *,
+    require_target: bool = True,
+    origin: str = "data",
+) -> pd.DataFrame:
+    """Return a new frame with the schema's columns, in schema order, with the schema's types."""
+    required = schema.feature_names + ([schema.target] if require_target else [])
+    missing = [name for name in required if name not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{origin}: missing {len(missing)} column(s) required by schema {schema.name!r}: "
+            + ", ".join(missing)
+        )
+    columns = [c for c in (schema.id, schema.timestamp) if c and c in frame.columns]
+    columns += schema.feature_names
+    if schema.target in frame.columns:
+        columns.append(schema.target)
+    duplicated = sorted(set(frame.columns[frame.columns.duplicated()]) & set(columns))
+    if duplicated:
+        raise DataError(f"{origin}: column(s) appear more than once: {', '.join(duplicated)}")
+
+    typed: dict[str, pd.Series] = {}
+    for name in columns:
+        column = frame[name].reset_index(drop=True)
+        if name == schema.timestamp:
+            typed[name] = _to_utc_datetime(column, origin)
+        elif name == schema.target:
+            typed[name] = _to_label(column, origin)
+        elif name == schema.id:
+            typed[name] = column.copy()
+        else:
+            typed[name] = _to_feature_type(column, schema.feature(name), origin)
+    return pd.DataFrame(typed, columns=columns)
+
+
+def _to_feature_type(column: pd.Series, feature: Feature, origin: str) -> pd.Series:
+    if feature.is_numerical:
+        return _to_float(column, origin)
+    if feature.is_boolean:
+        return _to_boolean(column, origin)
+    return _to_text(column)
+
+
+def _to_float(column: pd.Series, origin: str) -> pd.Series:
+    if is_bool_dtype(column.dtype) or is_numeric_dtype(column.dtype):
+        return column.astype("float64")
+    blank_as_missing = _blank_to_missing(column)
+    numbers = pd.to_numeric(blank_as_missing, errors="coerce").astype("float64")
+    bad = blank_as_missing.notna() & numbers.isna()
+    if bad.any():
+        raise DataError(
+            f"{origin}: column {column.name!r} must be numeric; "
+            f"{int(bad.sum())} value(s) are not, e.g. {_examples(column[bad])}"
+        )
+    return numbers
+
+
+def _to_boolean(column: pd.Series, origin: str) -> pd.Series:
+    if is_bool_dtype(column.dtype):
+        return column.astype("float64")
+    if is_numeric_dtype(column.dtype):
+        values = column.astype("float64")
+        bad = values.notna() & ~values.isin([0.0, 1.0])
+    else:
+        present = _blank_to_missing(column)
+        words = present.astype(str).str.strip().str.lower()
+        values = words.map(_BOOLEAN_WORDS).astype("float64")
+        bad = present.notna() & values.isna()
+    if bad.any():
+        raise DataError(
+            f"{origin}: column {column.name!r} must be boolean (true/false, yes/no, t/f or 1/0); "
+            f"{int(bad.sum())} value(s) are not, e.g. {_examples(column[bad])}"
+        )
+    return values
+
+
+def _to_text(column: pd.Series) -> pd.Series:
+    if column.dtype.kind == "f":
+        whole = column.dropna()
+        # A category column with gaps is read as float; "3" must not turn into "3.0".
+        if np.isfinite(whole).all() and (whole == np.floor(whole)).all():
+            column = column.astype("Int64")
+    # pandas' string dtype keeps missing values as NaN, which then survive the cast to object.
+    return column.astype(str).astype(object)
+
+
+def _to_label(column: pd.Series, origin: str) -> pd.Series:
+    if is_bool_dtype(column.dtype):
+        return column.astype("float64") if column.isna().any() else column.astype("int64")
+    if is_numeric_dtype(column.dtype):
+        return column.copy()
+    present = _blank_to_missing(column)
+    numbers = pd.to_numeric(present, errors="coerce")
+    if (numbers.notna() | present.isna()).all():
+        return numbers
+    words = present.astype(str).str.strip().str.lower().map(_BOOLEAN_WORDS)
+    bad = present.notna() & words.isna()
+    if bad.any():
+        raise DataError(
+            f"{origin}: target column {column.name!r} must hold 0/1 or true/false labels; "
+            f"found e.g. {_examples(column[bad])}"
+        )
+    return words.astype("float64") if words.isna().any() else words.astype("int64")
+
+
+def _to_utc_datetime(column: pd.Series, origin: str) -> pd.Series:
+    if is_datetime64_any_dtype(column.dtype):
+        if column.dt.tz is None:
+            return column.dt.tz_localize("UTC")
+        return column.dt.tz_convert("UTC")
+    if is_numeric_dtype(column.dtype) and column.notna().any():
+        # Seconds, milliseconds and nanoseconds since 1970 all look alike; guessing would
+        # silently move every event, so ask for an unambiguous format instead.
+        raise DataError(
+            f"{origin}: timestamp column {column.name!r} holds numbers; "
+            "store ISO-8601 text (2026-01-31T12:00:00Z) or a datetime column"
+        )
+    present = _blank_to_missing(column)
+    parsed = pd.to_datetime(present, utc=True, format="ISO8601", errors="coerce")
+    retry = present.notna() & parsed.isna()
+    if retry.any():
+        # Rare non-ISO rows (e.g. "01/31/2026 12:00") are parsed one by one, the rest stay fast.
+        parsed[retry] = pd.to_datetime(present[retry], utc=True, format="mixed", errors="coerce")
+    bad = present.notna() & parsed.isna()
+    if bad.any():
+        raise DataError(
+            f"{origin}: timestamp column {column.name!r} has {int(bad.sum())} value(s) that are "
+            f"not dates, e.g. {_examples(column[bad])}"
+        )
+    return parsed
+
+
+def _blank_to_missing(column: pd.Series) -> pd.Series:
+    """Empty or whitespace-only text means "no value", as it does when read_csv reads a file."""
+    text = column.astype(object)
+    try:
+        blank = text.str.strip().eq("")
+    except AttributeError:  # no text in the column at all (e.g. Decimals from a database)
+        return text
+    return text.mask(blank)
+
+
+def _examples(values: pd.Series) -> str:
+    # tolist() gives plain Python values, so numbers print as 2.0 rather than np.float64(2.0).
+    return ", ".join(repr(v) for v in values.drop_duplicates().head(_MAX_EXAMPLES).tolist())
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+# Columns `read_predictions` adds next to the schema's columns.
+PREDICTION_COLUMN = "prediction"
+SCORE_COLUMN = "score"
+MODEL_VERSION_COLUMN = "model_version"
+
+
+def read_predictions(
+    schema: FeatureSchema,
+    start: datetime,
+    end: datetime,
+    *,
+    url: str | None = None,
+    with_labels: bool = False,
+    chunksize: int | None = None,
+) -> pd.DataFrame | Iterator[pd.DataFrame]:
+    """Logged predictions with `start <= predicted_at < end`, typed by the schema.
+
+    Each feature becomes its own typed column (extracted from the logged JSON by the database),
+    next to the schema's id (the request id) and timestamp (the prediction time), `prediction`,
+    `score` and `model_version`; with `with_labels`, the target column holds the label that
+    arrived later, or NaN. With `chunksize`, rows are streamed with a server-side cursor and an
+    iterator of frames is returned, so a window larger than memory can be processed in pieces.
+    """
+    log = prediction_logs
+    columns = [
+        log.c.request_id.label(schema.id or "request_id"),
+        log.c.predicted_at.label(schema.timestamp or "predicted_at"),
+    ]
+    for feature in schema.features:
+        value = log.c.features[feature.name]
+        typed_value = value.as_string() if feature.is_categorical else value.as_float()
+        columns.append(typed_value.label(feature.name))
+    columns += [
+        log.c.predicted_class.label(PREDICTION_COLUMN),
+        log.c.score.label(SCORE_COLUMN),
+        log.c.model_version.label(MODEL_VERSION_COLUMN),
+    ]
+    if with_labels:
+        columns.append(labels.c.label.label(schema.target))
+    query = select(*columns)
+    if with_labels:
+        query = query.select_from(log.outerjoin(labels, labels.c.request_id == log.c.request_id))
+    query = query.where(log.c.predicted_at >= start, log.c.predicted_at < end).order_by(
+        log.c.predicted_at, log.c.id
+    )
+    engine = get_engine(url)
+    origin = "prediction_logs"
+
+    def typed(frame: pd.DataFrame) -> pd.DataFrame:
+        extra = frame[[PREDICTION_COLUMN, SCORE_COLUMN, MODEL_VERSION_COLUMN]].reset_index(
+            drop=True
+        )
+        result = coerce_frame(frame, schema, require_target=False, origin=origin)
+        if with_labels:
+            result[schema.target] = pd.to_numeric(frame[schema.target]).to_numpy(dtype=float)
+        result[PREDICTION_COLUMN] = extra[PREDICTION_COLUMN].astype("int64")
+        result[SCORE_COLUMN] = extra[SCORE_COLUMN].astype("float64")
+        result[MODEL_VERSION_COLUMN] = extra[MODEL_VERSION_COLUMN].astype(str)
+        return result
+
+    if chunksize is None:
+        with engine.connect() as conn:
+            return typed(pd.read_sql(query, conn))
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        with engine.connect() as conn:
+            streaming = conn.execution_options(stream_results=True, max_row_buffer=chunksize)
+            for frame in pd.read_sql(query, streaming, chunksize=chunksize):
+                yield typed(frame)
+
+    return chunks()

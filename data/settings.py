@@ -1,0 +1,154 @@
+"""The stack's configuration: the one place that reads the environment.
+
+Every package (data, training, monitoring, api, the DAGs) calls `get_settings()`; nothing else
+touches `os.environ`. Every field is documented in `.env.example`. Defaults are the embedded ones
+(`make demo`: SQLite and a local MLflow store under `var/`); compose overrides them with Postgres
+and the MLflow server. Outside `ENVIRONMENT=development` placeholder secrets are refused at start,
+so a copied `.env.example` cannot reach production unnoticed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Values that mean "nobody filled this in"; `.env.example` uses the first one.
+PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "change-me", "changethis", "secret", "password", "xxx"}
+)
+
+
+class Settings(BaseSettings):
+    """Typed view of the environment (see `.env.example` for every variable)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
+
+    ENVIRONMENT: str = "development"
+
+    # Stores
+    DATABASE_URL: str = "sqlite:///var/monitoring.db"
+    MLFLOW_TRACKING_URI: str = "sqlite:///var/mlflow.db"
+    MLFLOW_ARTIFACT_ROOT: str = "var/mlartifacts"
+    MLFLOW_EXPERIMENT: str = "fraud-detector"
+
+    # The model and its data
+    MODEL_NAME: str = "fraud-detector"
+    FEATURE_SCHEMA: str = "schemas/fraud.yaml"
+    DATA_DIR: str = "var/data"
+    MODEL_TYPE: Literal["hist_gradient_boosting", "random_forest"] = "hist_gradient_boosting"
+    REFERENCE_SAMPLE_SIZE: int = Field(default=10_000, ge=100)
+
+    # Promotion gates
+    AUTO_PROMOTE: bool = False
+    GATE_MIN_ROC_AUC: float = Field(default=0.90, ge=0, le=1)
+    GATE_MIN_PR_AUC: float = Field(default=0.50, ge=0, le=1)
+    GATE_MIN_F1: float = Field(default=0.40, ge=0, le=1)
+    GATE_MAX_REGRESSION: float = Field(default=0.02, ge=0, le=1)
+    GATE_LATENCY_BUDGET_MS: float = Field(default=20.0, gt=0)
+    GATE_MAX_CALIBRATION_WORSENING: float = Field(default=0.10, ge=0)
+
+    # Drift and retraining
+    DRIFT_WINDOW_HOURS: int = Field(default=6, gt=0)
+    RETRAIN_COOLDOWN_HOURS: int = Field(default=12, ge=0)
+    KS_P_THRESHOLD: float = Field(default=0.05, gt=0, lt=1)
+    CHI2_P_THRESHOLD: float = Field(default=0.05, gt=0, lt=1)
+    PSI_WARNING: float = Field(default=0.1, gt=0)
+    PSI_CRITICAL: float = Field(default=0.2, gt=0)
+    DRIFT_CORRECTION: Literal["benjamini_hochberg", "bonferroni"] = "benjamini_hochberg"
+    DRIFT_SHARE_THRESHOLD: float = Field(default=0.3, gt=0, le=1)
+
+    # Serving (api/)
+    API_WORKERS: int = Field(default=2, ge=1)
+    API_PORT: int = Field(default=8000, gt=0, lt=65536)
+    MODEL_POLL_SECONDS: float = Field(default=30.0, ge=0)
+    MAX_BATCH_SIZE: int = Field(default=1_000, ge=1)
+    MAX_BODY_BYTES: int = Field(default=2_000_000, ge=1_024)
+    PREDICTION_SPOOL_DIR: str = "var/spool"
+    # Off only to measure what monitoring costs (`make bench`): no prediction log, no metrics.
+    API_MONITORING: bool = True
+    # Read by prometheus_client itself; `python -m api.serve` sets and wipes it for its workers.
+    PROMETHEUS_MULTIPROC_DIR: str | None = None
+
+    # Alert destinations and admin access
+    SLACK_WEBHOOK_URL: SecretStr | None = None
+    PAGERDUTY_ROUTING_KEY: SecretStr | None = None
+    API_ADMIN_TOKEN: SecretStr | None = None
+
+    @property
+    def is_development(self) -> bool:
+        return self.ENVIRONMENT == "development"
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production_config(self) -> Settings:
+        if self.PSI_WARNING >= self.PSI_CRITICAL:
+            raise ValueError(
+                f"PSI_WARNING ({self.PSI_WARNING}) must be below PSI_CRITICAL ({self.PSI_CRITICAL})"
+            )
+        if self.is_development:
+            return self
+        if self.API_ADMIN_TOKEN is None:
+            raise ValueError(f"API_ADMIN_TOKEN must be set when ENVIRONMENT={self.ENVIRONMENT}")
+        secrets = {
+            "API_ADMIN_TOKEN": self.API_ADMIN_TOKEN,
+            "SLACK_WEBHOOK_URL": self.SLACK_WEBHOOK_URL,
+            "PAGERDUTY_ROUTING_KEY": self.PAGERDUTY_ROUTING_KEY,
+        }
+        for name, value in secrets.items():
+            if value is not None and _is_placeholder(value.get_secret_value()):
+                raise ValueError(
+                    f"{name} is a placeholder; set a real secret when "
+                    f"ENVIRONMENT={self.ENVIRONMENT}"
+                )
+        db_password = make_url(self.DATABASE_URL).password
+        if db_password is not None and _is_placeholder(db_password):
+            raise ValueError(
+                f"DATABASE_URL uses a placeholder password; set a real one when "
+                f"ENVIRONMENT={self.ENVIRONMENT}"
+            )
+        return self
+
+    def path(self, value: str) -> Path:
+        """Resolve a configured path against the project root, so CWD does not matter."""
+        candidate = Path(value)
+        return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
+
+    @property
+    def database_url(self) -> str:
+        return _anchor_sqlite(self.DATABASE_URL)
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return _anchor_sqlite(self.MLFLOW_TRACKING_URI)
+
+
+def _is_placeholder(value: str) -> bool:
+    return value.strip().lower() in PLACEHOLDER_SECRETS
+
+
+def _anchor_sqlite(url: str) -> str:
+    """Make a relative SQLite path absolute under the project root; create the file's folder.
+
+    `sqlite:///var/x.db` is relative to the working directory, which differs between the
+    Makefile, Airflow workers and tests; anchoring it keeps every process on the same file.
+    """
+    if not url.startswith("sqlite:///"):
+        return url
+    location = url.removeprefix("sqlite:///")
+    if location in ("", ":memory:"):
+        return url
+    path = PROJECT_ROOT / location  # an absolute location ("/...") stays as it is
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,136 @@
+"""Training end to end against a real MLflow store, and its command line on bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+
+from data.settings import PROJECT_ROOT
+from data.synthetic import generate_transactions
+from training.register_model import CHAMPION, Registry
+from training.train import main, time_split
+
+
+def test_default_training_registers_a_good_champion(default_training, fraud_schema):
+    settings, result = default_training
+    assert result.version == "1"
+    assert result.action == "promoted"
+    assert result.metrics["roc_auc"] > 0.9
+    assert result.metrics["accuracy"] > 0.93
+    assert result.gates.passed
+
+    registry = Registry.from_settings(settings)
+    champion = registry.alias(CHAMPION)
+    assert champion is not None and champion.version == "1"
+    tags = champion.tags
+    assert float(tags["holdout.roc_auc"]) == pytest.approx(result.metrics["roc_auc"], abs=1e-6)
+    for gate in ("performance_floor", "no_regression", "operational"):
+        assert tags[f"gate.{gate}"] == "passed"
+        assert "reason" in tags[f"gate.{gate}.detail"]
+
+    run = registry.client.get_run(result.run_id)
+    assert run.data.metrics["holdout_roc_auc"] == pytest.approx(result.metrics["roc_auc"])
+    assert run.data.params["model_type"] == "hist_gradient_boosting"
+    artifacts = {a.path for a in registry.client.list_artifacts(result.run_id)}
+    assert {"confusion_matrix.png", "calibration.png", "reference_profile.json"} <= artifacts
+    assert {"validation_report.json", "holdout.parquet", "fraud.yaml"} <= artifacts
+
+    # The registered model is one servable pipeline: raw typed columns in, probabilities out.
+    model = registry.load_model("1")
+    assert isinstance(model, Pipeline)
+    rows = generate_transactions(5, seed=99).astype({"is_foreign": float, "card_present": float})
+    proba = model.predict_proba(rows[fraud_schema.feature_names])
+    assert proba.shape == (5, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+def test_reference_profile_is_stored_with_the_version(default_training, fraud_schema):
+    settings, result = default_training
+    profile = Registry.from_settings(settings).reference_profile(result.version)
+    assert profile.schema_name == "fraud"
+    assert profile.rows == 10_000  # the newest 20% of 50,000 rows
+    assert set(profile.numerical) == {f.name for f in fraud_schema.numerical}
+    assert set(profile.categorical) == {f.name for f in fraud_schema.features if not f.is_numerical}
+    assert sum(profile.prediction_counts.values()) == 10_000
+    assert 0 <= profile.score.min <= profile.score.max <= 1
+
+
+def test_time_split_holds_out_the_newest_rows(fraud_schema):
+    frame = generate_transactions(1_000, seed=2).sample(frac=1.0, random_state=0)
+    train, holdout = time_split(frame, fraud_schema, 0.25)
+    assert (len(train), len(holdout)) == (750, 250)
+    assert train["timestamp"].max() <= holdout["timestamp"].min()
+
+
+def write_csv(tmp_path, frame: pd.DataFrame, name="data.csv"):
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def bad_inputs(tmp_path):
+    frame = generate_transactions(1_000, seed=4)
+    three_labels = frame.copy()
+    three_labels.loc[:10, "is_fraud"] = 2
+    broken_schema = tmp_path / "broken.yaml"
+    broken_schema.write_text(
+        (PROJECT_ROOT / "schemas/fraud.yaml").read_text().replace("type: boolean", "type: bool", 1)
+    )
+    other_schema = tmp_path / "other.yaml"
+    other_schema.write_text("name: other\ntarget: y\nfeatures:\n  - name: x\n    type: numerical\n")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    return {
+        "missing column": (
+            ["--data", write_csv(tmp_path, frame.drop(columns=["amount"]))],
+            "amount",
+        ),
+        "three-valued label": (
+            ["--data", write_csv(tmp_path, three_labels, "three.csv")],
+            "is_fraud",
+        ),
+        "empty file": (["--data", str(empty)], "empty"),
+        "no such file": (["--data", str(tmp_path / "nope.csv")], "nope.csv"),
+        "broken schema": (["--schema", str(broken_schema)], "unknown type 'bool'"),
+        "schema without data": (["--schema", str(other_schema)], "--data is required"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing column",
+        "three-valued label",
+        "empty file",
+        "no such file",
+        "broken schema",
+        "schema without data",
+    ],
+)
+def test_bad_input_gets_one_clear_message(tmp_path, capsys, case):
+    argv, expected = bad_inputs(tmp_path)[case]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ")
+    assert expected in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_cli_process_exits_non_zero_without_traceback(tmp_path):
+    frame = generate_transactions(500, seed=4).drop(columns=["merchant_category", "amount"])
+    path = write_csv(tmp_path, frame)
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.train", "--data", path],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "amount" in proc.stderr and "merchant_category" in proc.stderr
