@@ -1,0 +1,408 @@
+"""Loss-free prediction logging, off the request path.
+
+`submit` puts a row on a bounded in-memory queue and returns at once: no request waits for the
+database. One writer thread per worker drains the queue in batches (COPY through a staging
+table on Postgres, executemany on SQLite). When the database is down or failing, batches go to an
+append-only JSONL spool on disk instead; once the database answers again the spool is replayed
+in order, file by file, and each file is deleted only after its rows are committed. Rows are
+inserted with ON CONFLICT (request_id) DO NOTHING, so a replay interrupted between commit and
+delete cannot log a row twice: every acknowledged request id ends up in `prediction_logs`
+exactly once. While spooled rows are waiting, new batches are spooled behind them, which keeps
+the order. `close` (on SIGTERM, via the app's lifespan) drains the queue to the database or,
+failing that, to the spool. Spool files left by a worker that died are claimed and replayed by
+the next worker that starts.
+
+A full queue (the database slower than the traffic for a long time) spills to the spool from
+the request thread: one line appended to a file, still no database wait. A row is dropped only
+if the disk cannot take it either, and `ml_prediction_log_dropped_total` counts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from data.db import get_engine, prediction_logs
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (
+    "request_id",
+    "predicted_at",
+    "model_name",
+    "model_version",
+    "features",
+    "predicted_class",
+    "score",
+    "latency_ms",
+)
+_STAGE = "prediction_logs_stage"
+_CREATE_STAGE = f"""
+CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
+    request_id text, predicted_at timestamptz, model_name text, model_version text,
+    features jsonb, predicted_class smallint, score double precision, latency_ms double precision
+) ON COMMIT DELETE ROWS
+"""
+_COLUMN_LIST = ", ".join(COLUMNS)
+_INSERT_FROM_STAGE = (
+    f"INSERT INTO prediction_logs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGE} "
+    "ON CONFLICT (request_id) DO NOTHING"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    request_id: str
+    predicted_at: datetime
+    model_name: str
+    model_version: str
+    features: dict[str, Any]
+    predicted_class: int
+    score: float
+    latency_ms: float
+
+    def to_json(self) -> str:
+        row = asdict(self)
+        row["predicted_at"] = self.predicted_at.isoformat()
+        return json.dumps(row, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> PredictionRecord:
+        row = json.loads(line)
+        row["predicted_at"] = datetime.fromisoformat(row["predicted_at"])
+        return cls(**row)
+
+
+class LogMetrics(Protocol):
+    """Where the logger reports (`api.metrics.ApiMetrics` is one)."""
+
+    queue_depth: Any
+    log_written: Any
+    log_spooled: Any
+    log_replayed: Any
+    log_dropped: Any
+
+
+class PredictionLogger:
+    """Bounded queue → batching writer thread → database, with a disk spool when it is down."""
+
+    def __init__(
+        self,
+        spool_dir: str | Path,
+        *,
+        url: str | None = None,
+        metrics: LogMetrics | None = None,
+        batch_size: int = 2_000,
+        flush_interval: float = 0.1,
+        max_queue: int = 100_000,
+        retry_interval: float = 1.0,
+    ) -> None:
+        self.engine: Engine = get_engine(url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        self.spool_dir = Path(spool_dir)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.retry_interval = retry_interval
+        self._queue: queue.Queue[PredictionRecord] = queue.Queue(maxsize=max_queue)
+        self._spool_lock = threading.Lock()
+        self._spool_file: io.TextIOWrapper | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_retry = 0.0
+        # Request ids accepted by this worker but not yet committed, so that feedback arriving
+        # before the row is written is not refused as unknown.
+        self._pending: set[str] = set()
+        self.written = 0
+        self.spooled = 0
+        self.replayed = 0
+        self.dropped = 0
+        self.database_ok = True
+
+    # --- request side ------------------------------------------------------------------------
+
+    def submit(self, record: PredictionRecord) -> None:
+        """Queue one row; never blocks on the database."""
+        self._pending.add(record.request_id)
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self._spool([record])
+
+    def submit_many(self, records: Iterable[PredictionRecord]) -> None:
+        for record in records:
+            self.submit(record)
+
+    def is_pending(self, request_id: str) -> bool:
+        """Accepted by this worker and not yet in the database (queued or spooled)."""
+        return request_id in self._pending
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def _own_spool_files(self) -> list[Path]:
+        return sorted(self.spool_dir.glob(f"*-{os.getpid()}.jsonl"))
+
+    def has_spooled_rows(self) -> bool:
+        return bool(self._own_spool_files())
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> PredictionLogger:
+        self._claim_orphaned_spool()
+        self._thread = threading.Thread(target=self._run, name="prediction-logger", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 15.0) -> None:
+        """Write everything still queued (to the database, else the spool) and stop."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        # Whatever the writer could not take in time goes to disk, not to the void.
+        leftovers = self._drain(limit=None)
+        if leftovers:
+            self._spool(leftovers)
+            for _ in leftovers:
+                self._queue.task_done()
+        with self._spool_lock:
+            if self._spool_file is not None:
+                self._spool_file.close()
+                self._spool_file = None
+        self._report_depth()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the queue is empty and nothing is spooled (tests, admin tooling)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0 and not self.has_spooled_rows():
+                return True
+            time.sleep(0.01)
+        return False
+
+    # --- writer thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not (self._stop.is_set() and self._queue.empty()):
+            batch = self._next_batch()
+            self._report_depth()
+            try:
+                if self.has_spooled_rows():
+                    if batch:
+                        self._spool(batch)
+                    self._replay_if_due()
+                elif batch:
+                    self._write_or_spool(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+        self._replay_if_due(force=True)
+
+    def _next_batch(self) -> list[PredictionRecord]:
+        """Up to batch_size rows: after the first arrives, linger flush_interval and take what
+        came meanwhile. Waking up for every row would hand the GIL back and forth with the
+        request thread and cost more than the prediction itself."""
+        try:
+            first = self._queue.get(timeout=self.flush_interval)
+        except queue.Empty:
+            return []
+        if self._queue.qsize() < self.batch_size - 1:
+            self._stop.wait(self.flush_interval)
+        return [first, *self._drain(self.batch_size - 1)]
+
+    def _drain(self, limit: int | None) -> list[PredictionRecord]:
+        rows: list[PredictionRecord] = []
+        while limit is None or len(rows) < limit:
+            try:
+                rows.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return rows
+
+    def _write_or_spool(self, batch: list[PredictionRecord]) -> None:
+        try:
+            self.write(batch)
+        except Exception as exc:  # any database failure: keep the rows on disk
+            self._database_down(exc)
+            self._spool(batch)
+        else:
+            self.written += len(batch)
+            self._pending.difference_update(r.request_id for r in batch)
+            if self.metrics:
+                self.metrics.log_written.inc(len(batch))
+
+    def write(self, batch: list[PredictionRecord]) -> None:
+        """Insert `batch` in one transaction, ignoring request ids already logged."""
+        if self.is_postgres:
+            self._copy_postgres(batch)
+        else:
+            rows = [{name: getattr(record, name) for name in COLUMNS} for record in batch]
+            statement = sqlite_insert(prediction_logs).on_conflict_do_nothing(
+                index_elements=["request_id"]
+            )
+            with self.engine.begin() as conn:
+                conn.execute(statement, rows)
+        if not self.database_ok:
+            log.warning("prediction log database is back")
+            self.database_ok = True
+
+    def _copy_postgres(self, batch: list[PredictionRecord]) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for r in batch:
+            writer.writerow(
+                (
+                    r.request_id,
+                    r.predicted_at.isoformat(),
+                    r.model_name,
+                    r.model_version,
+                    json.dumps(r.features, separators=(",", ":")),
+                    r.predicted_class,
+                    repr(r.score),
+                    repr(r.latency_ms),
+                )
+            )
+        buffer.seek(0)
+        connection = self.engine.raw_connection()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(_CREATE_STAGE)
+                cursor.copy_expert(f"COPY {_STAGE} ({_COLUMN_LIST}) FROM STDIN WITH (FORMAT csv)",
+                                   buffer)  # fmt: skip
+                cursor.execute(_INSERT_FROM_STAGE)
+            connection.commit()
+        except Exception:
+            connection.invalidate()  # a broken connection must not go back to the pool
+            raise
+        finally:
+            connection.close()
+
+    def _database_down(self, exc: Exception) -> None:
+        if self.database_ok:
+            log.error("prediction log database unavailable, spooling to %s: %s", self.spool_dir,
+                      str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # fmt: skip
+        self.database_ok = False
+        self._next_retry = time.monotonic() + self.retry_interval
+
+    # --- spool -------------------------------------------------------------------------------
+
+    def _spool(self, records: list[PredictionRecord]) -> None:
+        lines = "".join(record.to_json() + "\n" for record in records)
+        try:
+            with self._spool_lock:
+                if self._spool_file is None:
+                    name = f"{time.time_ns():020d}-{os.getpid()}.jsonl"
+                    self._spool_file = open(self.spool_dir / name, "a", encoding="utf-8")  # noqa: SIM115
+                self._spool_file.write(lines)
+                self._spool_file.flush()
+                os.fsync(self._spool_file.fileno())
+        except OSError as exc:
+            log.critical("cannot spool %d prediction log rows: %s", len(records), exc)
+            self.dropped += len(records)
+            if self.metrics:
+                self.metrics.log_dropped.inc(len(records))
+            return
+        self.spooled += len(records)
+        if self.metrics:
+            self.metrics.log_spooled.inc(len(records))
+
+    def _replay_if_due(self, force: bool = False) -> None:
+        if not force and time.monotonic() < self._next_retry:
+            return
+        with self._spool_lock:  # rotate: new rows go to a new file behind the ones replayed
+            if self._spool_file is not None:
+                self._spool_file.close()
+                self._spool_file = None
+            files = self._own_spool_files()
+        for path in files:
+            try:
+                for batch in self._read_spool(path):
+                    self.write(batch)
+                    self._pending.difference_update(r.request_id for r in batch)
+                    self.replayed += len(batch)
+                    if self.metrics:
+                        self.metrics.log_replayed.inc(len(batch))
+            except Exception as exc:  # still down: try again later, from this file
+                self._database_down(exc)
+                return
+            path.unlink()
+
+    def _read_spool(self, path: Path) -> Iterator[list[PredictionRecord]]:
+        batch: list[PredictionRecord] = []
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if not line.endswith("\n"):
+                    continue  # a line torn by a crash mid-write was never acknowledged as logged
+                batch.append(PredictionRecord.from_json(line))
+                if len(batch) >= self.batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def _claim_orphaned_spool(self) -> None:
+        """Take over spool files of workers that are gone, so their rows are replayed."""
+        mine = os.getpid()
+        for path in self.spool_dir.glob("*.jsonl"):
+            stamp, _, pid = path.stem.partition("-")
+            if pid.isdigit() and int(pid) != mine and not _alive(int(pid)):
+                with contextlib.suppress(FileNotFoundError):  # another worker claimed it first
+                    path.rename(path.with_name(f"{stamp}-{mine}.jsonl"))
+
+    def _report_depth(self) -> None:
+        if self.metrics:
+            self.metrics.queue_depth.set(self._queue.qsize())
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "queue_depth": self.queue_depth,
+            "written": self.written,
+            "spooled": self.spooled,
+            "replayed": self.replayed,
+            "dropped": self.dropped,
+            "database_ok": self.database_ok,
+            "spool_files": len(self._own_spool_files()),
+        }
+
+
+class DisabledLogger:
+    """Stands in for PredictionLogger when API_MONITORING is off (benchmarks only)."""
+
+    def start(self) -> DisabledLogger:
+        return self
+
+    def submit(self, record: PredictionRecord) -> None:
+        pass
+
+    def is_pending(self, request_id: str) -> bool:
+        return False
+
+    def close(self, timeout: float = 0.0) -> None:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,256 @@
+"""The API's Prometheus metrics, correct with one worker or several.
+
+Metrics are `prometheus_client` objects registered once per process at import. With several
+workers, `api.serve` sets PROMETHEUS_MULTIPROC_DIR (wiped at start) before any worker imports
+this module, so every worker writes its values to files there and `/metrics` merges them with a
+`MultiProcessCollector` on a fresh registry per scrape. Gauges declare how workers combine:
+`ml_model_loaded` takes the minimum over live workers (one worker without a model is a
+problem), the logger's queue depth the sum.
+
+Every metric carries `environment` (ENVIRONMENT). No request id or raw feature value is ever a
+label: per-feature values go into histograms, whose label is only the feature's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from data.settings import get_settings
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+# One bucket set for every numerical feature, log-spaced so that amounts and hours both fit.
+FEATURE_BUCKETS = (0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 100000)
+
+PREDICTIONS = Counter(
+    "ml_predictions_total", "Predictions served", ["environment", "model_version", "prediction"]
+)
+PREDICTION_LATENCY = Histogram(
+    "ml_prediction_latency_seconds",
+    "Time to validate, score and enqueue one prediction (per row for batches)",
+    ["environment"],
+    buckets=LATENCY_BUCKETS,
+)
+PREDICTION_ERRORS = Counter(
+    "ml_prediction_errors_total",
+    "Prediction requests refused or failed, by cause",
+    ["environment", "error_type"],
+)
+PREDICTION_CONFIDENCE = Histogram(
+    "ml_prediction_confidence",
+    "Probability of the predicted class",
+    ["environment"],
+    buckets=CONFIDENCE_BUCKETS,
+)
+PREDICTION_SCORE = Histogram(
+    "ml_prediction_score",
+    "Probability of the positive class",
+    ["environment"],
+    buckets=SCORE_BUCKETS,
+)
+FEATURE_VALUE = Histogram(
+    "ml_feature_value",
+    "Values of numerical input features as received",
+    ["environment", "feature"],
+    buckets=FEATURE_BUCKETS,
+)
+MODEL_LOADED = Gauge(
+    "ml_model_loaded",
+    "1 when a model is loaded and serving (minimum over workers)",
+    ["environment"],
+    multiprocess_mode="livemin",
+)
+MODEL_INFO = Gauge(
+    "ml_model_info",
+    "The model version a worker serves (value 1)",
+    ["environment", "model_name", "model_version", "scorer"],
+    multiprocess_mode="livemax",
+)
+MODEL_RELOADS = Counter(
+    "ml_model_reloads_total", "Model (re)loads by result", ["environment", "result"]
+)
+FEEDBACK = Counter("ml_feedback_total", "Ground-truth labels received", ["environment", "label"])
+LOG_QUEUE_DEPTH = Gauge(
+    "ml_prediction_log_queue_depth",
+    "Prediction log rows waiting in memory for the writer",
+    ["environment"],
+    multiprocess_mode="livesum",
+)
+LOG_WRITTEN = Counter(
+    "ml_prediction_log_written_total",
+    "Prediction log rows written to the database",
+    ["environment"],
+)
+LOG_SPOOLED = Counter(
+    "ml_prediction_log_spooled_total",
+    "Prediction log rows written to the disk spool while the database was unavailable",
+    ["environment"],
+)
+LOG_REPLAYED = Counter(
+    "ml_prediction_log_replayed_total",
+    "Spooled prediction log rows replayed into the database",
+    ["environment"],
+)
+LOG_DROPPED = Counter(
+    "ml_prediction_log_dropped_total",
+    "Prediction log rows lost (neither database nor spool could take them)",
+    ["environment"],
+)
+
+
+class ApiMetrics:
+    """The metrics above bound to one environment, with label children cached for speed."""
+
+    def __init__(
+        self, environment: str, numerical_features: Iterable[str] = (), enabled: bool = True
+    ) -> None:
+        self.environment = environment
+        self.enabled = enabled
+        self._predictions: dict[tuple[str, int], Any] = {}
+        self.latency = PREDICTION_LATENCY.labels(environment)
+        self.confidence = PREDICTION_CONFIDENCE.labels(environment)
+        self.score = PREDICTION_SCORE.labels(environment)
+        self.features = {f: FEATURE_VALUE.labels(environment, f) for f in numerical_features}
+        self.model_loaded = MODEL_LOADED.labels(environment)
+        self.queue_depth = LOG_QUEUE_DEPTH.labels(environment)
+        self.log_written = LOG_WRITTEN.labels(environment)
+        self.log_spooled = LOG_SPOOLED.labels(environment)
+        self.log_replayed = LOG_REPLAYED.labels(environment)
+        self.log_dropped = LOG_DROPPED.labels(environment)
+        self._model_info: tuple[str, ...] | None = None
+        self.model_loaded.set(0)
+
+    def prediction(
+        self,
+        model_version: str,
+        predicted_class: int,
+        confidence: float,
+        score: float,
+        features: Mapping[str, Any],
+    ) -> None:
+        if not self.enabled:
+            return
+        key = (model_version, predicted_class)
+        child = self._predictions.get(key)
+        if child is None:
+            child = PREDICTIONS.labels(self.environment, model_version, str(predicted_class))
+            self._predictions[key] = child
+        child.inc()
+        self.confidence.observe(confidence)
+        self.score.observe(score)
+        for name, histogram in self.features.items():
+            value = features.get(name)
+            if value is not None and value == value:
+                histogram.observe(value)
+
+    def prediction_latency(self, seconds: float) -> None:
+        if self.enabled:
+            self.latency.observe(seconds)
+
+    def error(self, error_type: str, count: int = 1) -> None:
+        PREDICTION_ERRORS.labels(self.environment, error_type).inc(count)
+
+    def feedback(self, label: int, count: int = 1) -> None:
+        FEEDBACK.labels(self.environment, str(label)).inc(count)
+
+    def model_served(self, model_name: str, model_version: str, scorer: str) -> None:
+        if self._model_info is not None:
+            MODEL_INFO.labels(*self._model_info).set(0)
+        self._model_info = (self.environment, model_name, model_version, scorer)
+        MODEL_INFO.labels(*self._model_info).set(1)
+        self.model_loaded.set(1)
+
+    def reload(self, result: str) -> None:
+        MODEL_RELOADS.labels(self.environment, result).inc()
+
+
+def _registry() -> CollectorRegistry:
+    if get_settings().PROMETHEUS_MULTIPROC_DIR:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+def latest() -> tuple[bytes, str]:
+    """The exposition for a scrape: merged over workers in multiprocess mode."""
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def summary() -> dict[str, Any]:
+    """A human-readable snapshot of the merged metrics (all workers)."""
+    samples: dict[str, list] = {}
+    for family in _registry().collect():
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+
+    def total(name: str, by: str | None = None) -> Any:
+        rows = samples.get(name, [])
+        if by is None:
+            return sum(s.value for s in rows)
+        grouped: dict[str, float] = {}
+        for s in rows:
+            grouped[s.labels.get(by, "")] = grouped.get(s.labels.get(by, ""), 0) + s.value
+        return grouped
+
+    buckets: dict[float, float] = {}
+    for s in samples.get("ml_prediction_latency_seconds_bucket", []):
+        bound = float(s.labels["le"])
+        buckets[bound] = buckets.get(bound, 0) + s.value
+    count = total("ml_prediction_latency_seconds_count")
+    served = [s.labels for s in samples.get("ml_model_info", []) if s.value == 1]
+    return {
+        "predictions": {
+            "total": total("ml_predictions_total"),
+            "by_class": total("ml_predictions_total", "prediction"),
+            "by_model_version": total("ml_predictions_total", "model_version"),
+        },
+        "errors": total("ml_prediction_errors_total", "error_type"),
+        "feedback": total("ml_feedback_total", "label"),
+        "latency_seconds": {
+            "count": count,
+            "mean": total("ml_prediction_latency_seconds_sum") / count if count else None,
+            **{f"p{int(q * 100)}_upper_bound": _quantile(buckets, q) for q in (0.5, 0.95, 0.99)},
+        },
+        "model": {
+            "loaded_in_all_workers": min(
+                (s.value for s in samples.get("ml_model_loaded", [])), default=0
+            )
+            == 1,
+            "serving": sorted({(i["model_name"], i["model_version"]) for i in served}),
+        },
+        "prediction_log": {
+            "queue_depth": total("ml_prediction_log_queue_depth"),
+            "written": total("ml_prediction_log_written_total"),
+            "spooled": total("ml_prediction_log_spooled_total"),
+            "replayed": total("ml_prediction_log_replayed_total"),
+            "dropped": total("ml_prediction_log_dropped_total"),
+        },
+    }
+
+
+def _quantile(buckets: dict[float, float], q: float) -> float | None:
+    """The smallest bucket bound holding at least a share `q` of observations."""
+    if not buckets or buckets.get(float("inf"), 0) == 0:
+        return None
+    target = q * buckets[float("inf")]
+    return next(bound for bound in sorted(buckets) if buckets[bound] >= target)
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop a finished worker's live gauges from the merged view."""
+    if get_settings().PROMETHEUS_MULTIPROC_DIR:
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,28 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import PredictorDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+def health(predictor: PredictorDep) -> dict:
+    """Liveness: the process answers. Says which model version serves, if any."""
+    model = predictor.current
+    return {"status": "ok", "model_version": model.version if model else None}
+
+
+@router.get("/ready", responses={503: {"description": "no model loaded yet"}})
+def ready(predictor: PredictorDep) -> JSONResponse:
+    """Readiness: 200 once a model is loaded, 503 (with the reason) until then."""
+    model = predictor.current
+    if model is None:
+        return JSONResponse(
+            {"status": "not ready", "detail": predictor.last_error or "loading"}, status_code=503
+        )
+    return JSONResponse({"status": "ready", "model_version": model.version})

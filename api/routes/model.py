@@ -1,0 +1,46 @@
+"""`/model` (what serves and why) and `/model/reload` (admin: load the current @champion)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+
+from api.deps import AdminDep, MetricsDep, PredictorDep
+from api.schemas import ErrorResponse, ReloadResponse
+
+router = APIRouter(prefix="/model", tags=["model"])
+
+
+@router.get("", responses={503: {"model": ErrorResponse}})
+def model_info(predictor: PredictorDep) -> dict:
+    """The served version, its alias, when it was loaded, its gate results and hold-out metrics."""
+    model = predictor.current
+    if model is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"no model loaded yet: {predictor.last_error or 'loading'}",
+        )
+    return model.describe()
+
+
+@router.post(
+    "/reload",
+    response_model=ReloadResponse,
+    dependencies=[AdminDep],
+    responses={401: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+def reload_model(predictor: PredictorDep, metrics: MetricsDep) -> ReloadResponse:
+    """Load the version `@champion` points at now, without a restart (this worker; the others
+    follow within MODEL_POLL_SECONDS)."""
+    previous = predictor.current.version if predictor.current else None
+    try:
+        model = predictor.load_champion()
+    except Exception as exc:
+        metrics.reload("failed")
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"reload failed, still serving v{previous}: {predictor.last_error or exc}",
+        ) from None
+    metrics.reload("changed" if model.version != previous else "unchanged")
+    return ReloadResponse(
+        previous_version=previous, model_version=model.version, changed=model.version != previous
+    )

@@ -1,0 +1,113 @@
+"""Request and response models, the feature model generated from the feature schema.
+
+The `features` object of `/predict` is a pydantic model built from the schema file at start, so
+the OpenAPI docs list every feature with its type and bounds, and a request is refused with a 422
+naming the field when a feature is missing, extra, of the wrong type (strict: "1.5" is not a
+number, 1 is not a boolean), NaN or infinite. A null is accepted only for `nullable` features.
+Values outside the schema's bounds and unseen categories are *accepted*: they are what drift and
+quality monitoring exist to catch, and refusing them would hide the very change to be seen.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, create_model
+
+from data.schema import Feature, FeatureSchema
+
+RequestId = Annotated[
+    str,
+    Field(min_length=1, max_length=128, description="Caller's id; feedback refers to it"),
+]
+
+
+def _feature_field(feature: Feature) -> tuple[Any, Any]:
+    if feature.is_numerical:
+        bounds = []
+        if feature.min is not None:
+            bounds.append(f"expected ≥ {feature.min:g}")
+        if feature.max is not None:
+            bounds.append(f"expected ≤ {feature.max:g}")
+        annotation: Any = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+        extra = "; ".join(bounds)
+    elif feature.is_boolean:
+        annotation, extra = StrictBool, ""
+    else:
+        annotation = StrictStr
+        extra = f"one of {', '.join(feature.categories)}" if feature.categories else ""
+    description = " ".join(p for p in (feature.description, f"({extra})" if extra else "") if p)
+    if feature.nullable:
+        annotation = annotation | None
+    return annotation, Field(..., description=description or None)
+
+
+def build_models(schema: FeatureSchema) -> dict[str, type[BaseModel]]:
+    """The request models for `schema`: Features, PredictRequest, BatchPredictRequest."""
+    features_model = create_model(
+        "Features",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"Input features of the {schema.name!r} model (from {schema.source}).",
+        **{f.name: _feature_field(f) for f in schema.features},
+    )
+    predict_request = create_model(
+        "PredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        request_id=(RequestId, Field(default_factory=lambda: uuid.uuid4().hex)),
+        features=(features_model, ...),
+    )
+    batch_request = create_model(
+        "BatchPredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        instances=(list[predict_request], Field(..., min_length=1)),
+    )
+    return {
+        "Features": features_model,
+        "PredictRequest": predict_request,
+        "BatchPredictRequest": batch_request,
+    }
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    predicted_class: int
+    confidence: float = Field(description="Probability of the predicted class")
+    probabilities: dict[str, float] = Field(description="Probability per class label")
+    model_version: str
+
+
+class BatchPredictResponse(BaseModel):
+    predictions: list[PredictResponse]
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: RequestId
+    label: Annotated[int, Field(ge=0, le=1, strict=True, description="Ground truth: 0 or 1")]
+    labelled_at: datetime | None = Field(
+        default=None, description="When the truth became known (default: now)"
+    )
+
+
+class BatchFeedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[Feedback] = Field(..., min_length=1)
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int
+
+
+class ReloadResponse(BaseModel):
+    previous_version: str | None
+    model_version: str
+    changed: bool
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,235 @@
+"""Benchmarks of the serving hot path: scoring, /predict under load, batches, the logger.
+
+    python benchmarks/bench_api.py [--seconds 15]      (make bench runs it)
+
+Trains a model into a temporary MLflow store, logs to a temporary Postgres database on
+127.0.0.1:5432, and reports:
+  1. in-process scoring of one row (validation + features + model), p50 / p99;
+  2. /predict with wrk, 2 workers and 32 connections, monitoring on and off, and their ratio;
+  3. /predict/batch of 1,000 rows over HTTP, rows/s;
+  4. the prediction logger into Postgres, rows/s.
+Figures go to stdout as a table; compare them as ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from api.logger import PredictionLogger, PredictionRecord  # noqa: E402
+from api.routes.predict import _plain  # noqa: E402
+from api.schemas import build_models  # noqa: E402
+from api.scoring import make_scorer  # noqa: E402
+from data.db import get_engine, init_db  # noqa: E402
+from data.schema import load_schema  # noqa: E402
+from tests.api_server import ServerProcess  # noqa: E402
+from tests.conftest import store_settings  # noqa: E402
+from tests.test_api import request_rows  # noqa: E402
+from training.register_model import Registry  # noqa: E402
+from training.train import train  # noqa: E402
+
+ADMIN_URL = os.environ.get(
+    "BENCH_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local body = io.open("{body}"):read("*a")
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+counter = 0
+request = function()
+  counter = counter + 1
+  local id = '"' .. "w" .. tid .. "-" .. counter .. "-" .. os.time() .. '"'
+  return wrk.format(nil, "/predict", nil, string.gsub(body, '"REQUEST_ID"', id))
+end
+"""
+
+
+def scoring_one_row(schema, settings, rows) -> dict:
+    registry = Registry.from_settings(settings)
+    pipeline = registry.load_model("1")
+    scorer = make_scorer(pipeline, schema, registry.holdout("1").head(500))
+    request_model = build_models(schema)["PredictRequest"]
+    booleans = [f.name for f in schema.boolean]
+    payloads = [{"request_id": f"r{i}", "features": r} for i, r in enumerate(rows)]
+    timings = []
+    for i in range(20_000):
+        payload = payloads[i % len(payloads)]
+        start = time.perf_counter()
+        request = request_model.model_validate(payload)
+        scorer.score_one(_plain(request.features, booleans))
+        timings.append(time.perf_counter() - start)
+    timings = np.array(timings[2_000:]) * 1e3
+    pipeline_ms = []
+    frame = registry.holdout("1")[schema.feature_names]
+    for i in range(300):
+        start = time.perf_counter()
+        pipeline.predict_proba(frame.iloc[[i]])
+        pipeline_ms.append((time.perf_counter() - start) * 1e3)
+    return {
+        "scorer": scorer.kind,
+        "p50_ms": float(np.percentile(timings, 50)),
+        "p99_ms": float(np.percentile(timings, 99)),
+        "sklearn_pipeline_p50_ms": statistics.median(pipeline_ms),
+    }
+
+
+def wrk(url: str, body_path: Path, seconds: int, connections: int = 32) -> dict:
+    script = body_path.with_suffix(".lua")
+    script.write_text(WRK_SCRIPT.format(body=body_path))
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+    def latency(label: str) -> float:
+        value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", output).groups()
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def batch_rows_per_s(url: str, rows: list[dict], repeats: int = 30) -> float:
+    body = {"instances": [{"request_id": uuid.uuid4().hex, "features": r} for r in rows[:1000]]}
+    timings = []
+    with httpx.Client(timeout=60) as client:
+        for _ in range(repeats):
+            for instance in body["instances"]:
+                instance["request_id"] = uuid.uuid4().hex
+            start = time.perf_counter()
+            answer = client.post(f"{url}/predict/batch", json=body)
+            timings.append(time.perf_counter() - start)
+            assert answer.status_code == 200, answer.text
+    return 1000 / statistics.median(timings[3:])
+
+
+def logger_rows_per_s(url: str, spool: Path, n: int = 200_000) -> float:
+    init_db(get_engine(url))
+    records = [
+        PredictionRecord(
+            request_id=f"bench-{i}",
+            predicted_at=datetime.now(UTC),
+            model_name="fraud-detector",
+            model_version="1",
+            features={"amount": 12.5, "merchant_category": "travel", "hour_of_day": 3.0},
+            predicted_class=0,
+            score=0.01,
+            latency_ms=0.1,
+        )
+        for i in range(n)
+    ]
+    logger = PredictionLogger(spool, url=url, max_queue=n + 1)
+    logger.submit_many(records)
+    start = time.perf_counter()
+    logger.start()
+    assert logger.flush(timeout=600)
+    elapsed = time.perf_counter() - start
+    logger.close()
+    return n / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each wrk run")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    database = f"bench_api_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{database}"'))
+    db_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+    results: dict[str, object] = {}
+    try:
+        settings = store_settings(work / "store")
+        (work / "store").mkdir()
+        train(settings=settings, auto_promote=True)
+        schema = load_schema(ROOT / "schemas/fraud.yaml")
+        rows = request_rows(schema, 2_000, seed=77)
+        results["scoring_one_row"] = scoring_one_row(schema, settings, rows)
+
+        body_path = work / "body.json"
+        body_path.write_text(json.dumps({"request_id": "REQUEST_ID", "features": rows[0]}))
+        env = {
+            "MLFLOW_TRACKING_URI": settings.MLFLOW_TRACKING_URI,
+            "DATABASE_URL": db_url,
+            "MODEL_POLL_SECONDS": "0",
+            "PREDICTION_SPOOL_DIR": str(work / "spool"),
+        }
+        for monitoring in ("true", "false"):
+            folder = work / f"server-{monitoring}"
+            folder.mkdir()
+            server = ServerProcess(folder, env | {"API_MONITORING": monitoring})
+            try:
+                server.wait_ready()
+                wrk(server.url, body_path, 3)  # warm-up
+                results[f"predict_monitoring_{monitoring}"] = wrk(
+                    server.url, body_path, args.seconds
+                )
+                if monitoring == "true":
+                    results["batch_1000_rows_per_s"] = batch_rows_per_s(server.url, rows)
+            finally:
+                server.stop()
+        on, off = results["predict_monitoring_true"], results["predict_monitoring_false"]
+        results["monitoring_cost_ratio"] = off["requests_per_s"] / on["requests_per_s"]
+        results["logger_rows_per_s"] = logger_rows_per_s(db_url, work / "logger-spool")
+    finally:
+        from data.db import dispose_engines
+
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(json.dumps(results, indent=2))
+    score = results["scoring_one_row"]
+    on, off = results["predict_monitoring_true"], results["predict_monitoring_false"]
+    print(
+        "\n| benchmark | result | target |\n|---|---|---|\n"
+        f"| one row in-process (validation + features + model), p50 | {score['p50_ms']:.3f} ms "
+        f"(sklearn pipeline: {score['sklearn_pipeline_p50_ms']:.2f} ms) | < 0.3 ms |\n"
+        f"| /predict, 2 workers, 32 connections | {on['requests_per_s']:,.0f} req/s, "
+        f"p99 {on['p99_ms']:.1f} ms | ≥ 2,500 req/s, p99 < 20 ms |\n"
+        f"| /predict with monitoring off | {off['requests_per_s']:,.0f} req/s, "
+        f"p99 {off['p99_ms']:.1f} ms | (ratio off/on {results['monitoring_cost_ratio']:.2f}) |\n"
+        f"| /predict/batch of 1,000 rows | {results['batch_1000_rows_per_s']:,.0f} rows/s | "
+        f"≥ 50,000 rows/s |\n"
+        f"| prediction logger into Postgres | {results['logger_rows_per_s']:,.0f} rows/s | "
+        f"≥ 20,000 rows/s |"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Run the API as production does (`python -m api.serve`, several workers) and load it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from data.settings import PROJECT_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, folder: Path, env: dict[str, str], workers: int = 2) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = folder / "server.log"
+        self.metrics_dir = folder / "prometheus"
+        environment = {**os.environ, **env, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "api.serve", "--workers", str(workers), "--port", str(self.port),
+             "--host", "127.0.0.1", "--log-level", "info"],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            stdout=self.log_path.open("w"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready: {self.log_path.read_text()[-2000:]}")
+
+    def sigterm(self, timeout: float = 60) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.sigterm()
+
+
+class Load:
+    """`threads` clients sending /predict with unique ids until stopped; keeps what was acked."""
+
+    def __init__(self, url: str, rows: list[dict], threads: int = 6, pause: float = 0.0) -> None:
+        self.url = url
+        self.rows = rows
+        self.pause = pause
+        self.acknowledged: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self, n: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            i = 0
+            while not self._stop.is_set():
+                request_id = f"load-{n}-{i}"
+                body = {"request_id": request_id, "features": self.rows[i % len(self.rows)]}
+                try:
+                    answer = client.post("/predict", json=body)
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"{request_id}: {type(exc).__name__}")
+                else:
+                    if answer.status_code == 200:
+                        self.acknowledged.append(request_id)
+                    else:
+                        self.failures.append(f"{request_id}: HTTP {answer.status_code}")
+                i += 1
+                if self.pause:
+                    time.sleep(self.pause)

@@ -1,0 +1,320 @@
+"""The inference API in-process (TestClient runs the lifespan): contract, validation, logging,
+feedback, admin endpoints, hot reload and metrics, against a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from api.main import create_app
+from data.db import get_engine, labels
+from data.ingest import coerce_frame, read_predictions
+from data.settings import get_settings
+from data.synthetic import generate_transactions
+from tests.conftest import store_settings
+from training.register_model import Registry, promote
+from training.train import train
+
+TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def request_rows(schema, n: int, seed: int = 5) -> list[dict]:
+    """`n` feature dicts as a client sends them (booleans as JSON booleans, null for missing)."""
+    frame = coerce_frame(generate_transactions(n, seed=seed), schema)[schema.feature_names]
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in record.items()}
+        for f in schema.boolean:
+            row[f.name] = bool(row[f.name])
+        rows.append(row)
+    return rows
+
+
+def configure(monkeypatch, store, database_url: str, tmp_path, **env) -> None:
+    values = {
+        "MLFLOW_TRACKING_URI": store.MLFLOW_TRACKING_URI,
+        "DATABASE_URL": database_url,
+        "API_ADMIN_TOKEN": TOKEN,
+        "MODEL_POLL_SECONDS": "0",
+        "PREDICTION_SPOOL_DIR": str(tmp_path / "spool"),
+        **{k: str(v) for k, v in env.items()},
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def client(monkeypatch, default_training, tmp_path):
+    store, _ = default_training
+    configure(monkeypatch, store, f"sqlite:///{tmp_path / 'api.db'}", tmp_path)
+    with TestClient(create_app()) as test_client:
+        yield test_client
+
+
+def test_predict_returns_the_registered_models_probabilities(
+    client, default_training, fraud_schema
+):
+    store, result = default_training
+    rows = request_rows(fraud_schema, 50)
+    answers = [
+        client.post("/predict", json={"request_id": f"p{i}", "features": r})
+        for i, r in enumerate(rows)
+    ]
+    assert all(a.status_code == 200 for a in answers)
+    body = answers[0].json()
+    assert set(body) == {
+        "request_id",
+        "predicted_class",
+        "confidence",
+        "probabilities",
+        "model_version",
+    }
+    assert body["request_id"] == "p0" and body["model_version"] == result.version
+
+    model = Registry.from_settings(store).load_model(result.version)
+    frame = pd.DataFrame(rows).astype({f.name: float for f in fraud_schema.boolean})
+    frame = frame.astype({f.name: float for f in fraud_schema.numerical})
+    expected = model.predict_proba(frame)[:, 1]
+    served = np.array([a.json()["probabilities"]["1"] for a in answers])
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+    for a, p in zip(answers, expected, strict=True):
+        assert a.json()["predicted_class"] == int(p >= 0.5)
+        assert a.json()["confidence"] == pytest.approx(max(p, 1 - p), abs=1e-6)
+    assert client.get("/model").json()["scorer"] == "compiled"
+
+
+def test_batch_matches_single_predictions(client, fraud_schema):
+    rows = request_rows(fraud_schema, 40, seed=9)
+    batch = client.post(
+        "/predict/batch",
+        json={"instances": [{"request_id": f"b{i}", "features": r} for i, r in enumerate(rows)]},
+    )
+    assert batch.status_code == 200
+    predictions = batch.json()["predictions"]
+    assert [p["request_id"] for p in predictions] == [f"b{i}" for i in range(40)]
+    single = client.post("/predict", json={"request_id": "s", "features": rows[17]}).json()
+    assert predictions[17]["probabilities"]["1"] == pytest.approx(
+        single["probabilities"]["1"], abs=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        (lambda f: f.pop("amount"), "features.amount", "Field required"),
+        (lambda f: f.update(colour="red"), "features.colour", "Extra inputs are not permitted"),
+        (lambda f: f.update(amount="12.5"), "features.amount", "valid number"),
+        (lambda f: f.update(merchant_category=3), "features.merchant_category", "valid string"),
+        (lambda f: f.update(is_foreign=1), "features.is_foreign", "valid boolean"),
+        (lambda f: f.update(hour_of_day=None), "features.hour_of_day", "valid number"),
+    ],
+)
+def test_bad_features_get_422_naming_the_field(client, fraud_schema, change, field, message):
+    features = request_rows(fraud_schema, 1)[0]
+    change(features)
+    answer = client.post("/predict", json={"request_id": "bad", "features": features})
+    assert answer.status_code == 422
+    assert answer.json()["detail"].startswith(field) and message in answer.json()["detail"]
+    assert answer.json()["errors"][0]["field"] == field
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_numbers_get_422(client, fraud_schema, token):
+    features = request_rows(fraud_schema, 1)[0]
+    text = json.dumps({"request_id": "nan", "features": features}).replace(
+        f'"amount": {json.dumps(features["amount"])}', f'"amount": {token}'
+    )
+    assert token in text
+    answer = client.post("/predict", content=text, headers={"content-type": "application/json"})
+    assert answer.status_code == 422
+    assert "features.amount" in answer.json()["detail"] and "finite" in answer.json()["detail"]
+
+
+def test_nullable_feature_may_be_null_and_unseen_category_is_served(client, fraud_schema):
+    features = request_rows(fraud_schema, 1)[0] | {"customer_age": None, "device_type": "smart-tv"}
+    assert client.post("/predict", json={"features": features}).status_code == 200
+
+
+def test_oversized_batch_and_body_get_413(monkeypatch, default_training, tmp_path, fraud_schema):
+    store, _ = default_training
+    configure(monkeypatch, store, f"sqlite:///{tmp_path / 'api.db'}", tmp_path,
+              MAX_BATCH_SIZE=5, MAX_BODY_BYTES=4096)  # fmt: skip
+    rows = request_rows(fraud_schema, 30)
+    with TestClient(create_app()) as small:
+        answer = small.post(
+            "/predict/batch", json={"instances": [{"features": r} for r in rows[:6]]}
+        )
+        assert answer.status_code == 413 and "MAX_BATCH_SIZE" in answer.json()["detail"]
+        answer = small.post("/predict/batch", json={"instances": [{"features": r} for r in rows]})
+        assert answer.status_code == 413 and "MAX_BODY_BYTES" in answer.json()["detail"]
+        assert small.post("/predict/batch", json={"instances": [{"features": rows[0]}]}).is_success
+
+
+def test_predictions_are_logged_and_feedback_joins_them(
+    monkeypatch, default_training, tmp_path, fraud_schema, database_url
+):
+    store, _ = default_training
+    configure(monkeypatch, store, database_url, tmp_path)
+    rows = request_rows(fraud_schema, 30, seed=12)
+    start = pd.Timestamp.now(tz="UTC")
+    with TestClient(create_app()) as api:
+        for i, features in enumerate(rows):
+            assert api.post(
+                "/predict", json={"request_id": f"log{i}", "features": features}
+            ).is_success
+        # Feedback may arrive before the row is written: the id is known to the logger.
+        assert api.post("/feedback", json={"request_id": "log0", "label": 1}).json() == {
+            "accepted": 1
+        }
+        assert api.app.state.logger.flush()
+        batch = {"labels": [{"request_id": "log1", "label": 0}, {"request_id": "log2", "label": 1}]}
+        assert api.post("/feedback/batch", json=batch).json() == {"accepted": 2}
+        assert api.post(
+            "/feedback", json={"request_id": "log1", "label": 1}
+        ).is_success  # corrected
+
+        unknown = {
+            "labels": [{"request_id": "log3", "label": 1}, {"request_id": "nope", "label": 0}]
+        }
+        answer = api.post("/feedback/batch", json=unknown)
+        assert answer.status_code == 404 and "nope" in answer.json()["detail"]
+        assert api.post("/feedback", json={"request_id": "log4", "label": 2}).status_code == 422
+
+        logs = api.get("/logs", headers=ADMIN, params={"limit": 5})
+        assert logs.status_code == 200 and logs.json()["count"] == 5
+        assert logs.json()["rows"][0]["request_id"] == "log29"  # newest first
+
+    end = pd.Timestamp.now(tz="UTC").to_pydatetime()
+    window = read_predictions(
+        fraud_schema, start.to_pydatetime(), end, url=database_url, with_labels=True
+    )
+    assert window["transaction_id"].tolist() == [f"log{i}" for i in range(30)]
+    sent = coerce_frame(pd.DataFrame(rows), fraud_schema, require_target=False)
+    sent = sent[fraud_schema.feature_names]
+    pd.testing.assert_frame_equal(window[fraud_schema.feature_names], sent)
+    assert window["is_fraud"].iloc[:4].tolist()[:3] == [1.0, 1.0, 1.0]
+    assert np.isnan(window["is_fraud"].iloc[3])  # refused batch: log3 got no label
+    with get_engine(database_url).connect() as conn:
+        assert conn.execute(select(labels.c.request_id)).scalars().all().count("nope") == 0
+
+
+def test_admin_endpoints_need_the_token(client):
+    assert client.get("/logs").status_code == 401
+    assert client.get("/logs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/model/reload").status_code == 401
+    answer = client.post("/model/reload", headers=ADMIN)
+    assert answer.status_code == 200 and answer.json()["changed"] is False
+
+
+@pytest.mark.parametrize(
+    "window",
+    [{"end": "0001-01-01T00:00:00Z"}, {"start": "9999-12-31T23:30:00-05:00"}],
+)
+def test_logs_window_at_the_edge_of_time_is_a_422_not_a_500(client, window):
+    # Found by the schemathesis fuzz run: "end - 1 hour" overflowed before year 1.
+    answer = client.get("/logs", headers=ADMIN, params=window)
+    assert answer.status_code == 422 and "range" in answer.json()["detail"]
+
+
+def test_not_ready_until_a_champion_exists(monkeypatch, tmp_path, fraud_schema):
+    empty = store_settings(tmp_path / "empty")
+    (tmp_path / "empty").mkdir()
+    configure(monkeypatch, empty, f"sqlite:///{tmp_path / 'api.db'}", tmp_path)
+    with TestClient(create_app()) as api:
+        assert api.get("/health").json() == {"status": "ok", "model_version": None}
+        ready = api.get("/ready")
+        assert ready.status_code == 503 and "no registered model" in ready.json()["detail"]
+        features = request_rows(fraud_schema, 1)[0]
+        answer = api.post("/predict", json={"features": features})
+        assert answer.status_code == 503 and "no model loaded" in answer.json()["detail"]
+        assert api.get("/model").status_code == 503
+
+
+def test_hot_reload_swaps_without_failing_a_request(monkeypatch, tmp_path, fraud_schema):
+    store = store_settings(tmp_path / "store")
+    (tmp_path / "store").mkdir()
+    data = tmp_path / "data.parquet"
+    generate_transactions(15_000, seed=3).to_parquet(data)
+    train(data_path=data, settings=store, auto_promote=True, seed=1)
+    second = train(data_path=data, settings=store, seed=2)
+    configure(
+        monkeypatch, store, f"sqlite:///{tmp_path / 'api.db'}", tmp_path, MODEL_POLL_SECONDS=0.2
+    )
+    rows = request_rows(fraud_schema, 20)
+    failures, versions = [], set()
+    with TestClient(create_app()) as api:
+        assert api.get("/model").json()["model_version"] == "1"
+        stop = threading.Event()
+
+        def hammer() -> None:
+            i = 0
+            while not stop.is_set():
+                answer = api.post("/predict", json={"features": rows[i % len(rows)]})
+                if answer.status_code != 200:
+                    failures.append(answer.status_code)
+                else:
+                    versions.add(answer.json()["model_version"])
+                i += 1
+
+        worker = threading.Thread(target=hammer)
+        worker.start()
+        time.sleep(0.3)
+        promote(Registry.from_settings(store), second.version, actor="test", force=True, reason="t")
+        deadline = time.monotonic() + 15
+        while api.get("/model").json()["model_version"] != second.version:
+            assert time.monotonic() < deadline, "the poller did not pick up the new champion"
+            time.sleep(0.1)
+        time.sleep(0.3)
+        stop.set()
+        worker.join()
+    assert failures == []
+    assert versions == {"1", second.version}
+
+
+def test_metrics_count_predictions_without_request_ids(client, fraud_schema):
+    before = client.get("/metrics/summary").json()["predictions"]["total"]
+    for i, features in enumerate(request_rows(fraud_schema, 7)):
+        client.post("/predict", json={"request_id": f"secret-id-{i}", "features": features})
+    client.post("/predict", json={"features": {"amount": 1}})
+    text = client.get("/metrics").text
+    assert "secret-id" not in text
+    for name in (
+        "ml_predictions_total",
+        "ml_prediction_latency_seconds_bucket",
+        "ml_prediction_errors_total",
+        "ml_prediction_confidence_bucket",
+        "ml_model_loaded",
+        "ml_model_info",
+        "ml_feature_value_bucket",
+        "ml_prediction_log_queue_depth",
+        "ml_prediction_log_written_total",
+        "ml_prediction_log_spooled_total",
+        "ml_prediction_log_dropped_total",
+        "http_requests_total",
+    ):
+        assert f"\n{name}{{" in text, name
+    assert 'environment="development"' in text
+    summary = client.get("/metrics/summary").json()
+    assert summary["predictions"]["total"] == before + 7
+    assert summary["errors"]["validation"] >= 1
+    assert summary["model"]["loaded_in_all_workers"] is True
+
+
+def test_openapi_documents_the_features(client, fraud_schema):
+    spec = client.get("/openapi.json").json()
+    features = spec["components"]["schemas"]["Features"]
+    assert set(features["required"]) == set(fraud_schema.feature_names)
+    assert features["additionalProperties"] is False
+    documented = set(spec["paths"])
+    assert {"/predict", "/predict/batch", "/feedback", "/feedback/batch", "/logs"} <= documented
+    assert {"/metrics", "/metrics/summary", "/model", "/model/reload"} <= documented
+    assert {"/health", "/ready"} <= documented

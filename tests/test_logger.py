@@ -1,0 +1,143 @@
+"""The prediction logger: batches into SQLite and Postgres, spools when the database is down,
+replays once and in order, and loses nothing on close."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from api.logger import PredictionLogger, PredictionRecord
+from data.db import get_engine, init_db, prediction_logs
+
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def record(i: int, prefix: str = "r") -> PredictionRecord:
+    return PredictionRecord(
+        request_id=f"{prefix}{i}",
+        predicted_at=T0 + timedelta(milliseconds=i),
+        model_name="fraud-detector",
+        model_version="1",
+        features={"amount": float(i), "merchant_category": "travel", "is_foreign": 1.0, "x": None},
+        predicted_class=i % 2,
+        score=i / 1000,
+        latency_ms=0.05,
+    )
+
+
+def logged_ids(url: str) -> list[str]:
+    query = select(prediction_logs.c.request_id).order_by(prediction_logs.c.id)
+    with get_engine(url).connect() as conn:
+        return list(conn.execute(query).scalars())
+
+
+def test_rows_arrive_once_with_their_values(database_url, tmp_path):
+    init_db(get_engine(database_url))
+    logger = PredictionLogger(tmp_path / "spool", url=database_url, flush_interval=0.02).start()
+    logger.submit_many(record(i) for i in range(2_500))
+    logger.submit(record(7))  # a client retrying the same request id: still one row
+    assert logger.flush()
+    logger.close()
+    ids = logged_ids(database_url)
+    assert len(ids) == 2_500 and len(set(ids)) == 2_500
+    with get_engine(database_url).connect() as conn:
+        row = conn.execute(
+            select(prediction_logs).where(prediction_logs.c.request_id == "r42")
+        ).one()
+    assert row.features == {
+        "amount": 42.0,
+        "merchant_category": "travel",
+        "is_foreign": 1.0,
+        "x": None,
+    }
+    assert (row.predicted_class, row.score, row.model_version) == (0, 0.042, "1")
+    assert logger.stats()["written"] == 2_501 and logger.stats()["spooled"] == 0
+
+
+def test_database_down_spools_then_replays_in_order(private_postgres, tmp_path):
+    url = private_postgres.url
+    init_db(get_engine(url))
+    logger = PredictionLogger(
+        tmp_path / "spool", url=url, flush_interval=0.02, retry_interval=0.2, batch_size=100
+    ).start()
+    logger.submit_many(record(i) for i in range(300))
+    assert logger.flush()
+
+    private_postgres.stop()
+    logger.submit_many(record(i) for i in range(300, 900))
+    # Nothing waits and nothing is lost: the rows are on disk, in order.
+    deadline = datetime.now() + timedelta(seconds=10)
+    while logger.stats()["spooled"] < 600 and datetime.now() < deadline:
+        logger.flush(timeout=0.1)
+    assert logger.stats()["spooled"] == 600
+    assert not logger.database_ok
+    assert logger.is_pending("r450")
+    spooled = [
+        json.loads(line)["request_id"]
+        for path in sorted((tmp_path / "spool").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    assert spooled == [f"r{i}" for i in range(300, 900)]
+
+    private_postgres.start()
+    logger.submit_many(record(i) for i in range(900, 1_000))
+    assert logger.flush(timeout=20)
+    logger.close()
+    assert logged_ids(url) == [f"r{i}" for i in range(1_000)]  # once each, in order
+    assert logger.stats()["replayed"] >= 600
+    assert not list((tmp_path / "spool").glob("*.jsonl"))
+    assert not logger.is_pending("r450")
+
+
+def test_close_with_database_down_keeps_rows_for_the_next_worker(private_postgres, tmp_path):
+    url = private_postgres.url
+    init_db(get_engine(url))
+    private_postgres.stop()
+    spool = tmp_path / "spool"
+    dying = PredictionLogger(spool, url=url, flush_interval=0.02, retry_interval=60).start()
+    dying.submit_many(record(i, "d") for i in range(50))
+    dying.close(timeout=5)
+    files = list(spool.glob("*.jsonl"))
+    assert files and sum(len(p.read_text().splitlines()) for p in files) == 50
+
+    # The spool names the dead worker's pid; the next worker claims and replays it.
+    for path in files:
+        path.rename(path.with_name(path.name.replace(f"-{os.getpid()}.", "-999999999.")))
+    private_postgres.start()
+    successor = PredictionLogger(spool, url=url, flush_interval=0.02).start()
+    assert successor.flush(timeout=20)
+    successor.close()
+    assert sorted(logged_ids(url)) == sorted(f"d{i}" for i in range(50))
+
+
+def test_full_queue_spills_to_disk_not_to_the_floor(tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    init_db(get_engine(url))
+    logger = PredictionLogger(tmp_path / "spool", url=url, max_queue=10)  # writer not started
+    logger.submit_many(record(i) for i in range(25))
+    assert logger.stats()["queue_depth"] == 10
+    assert logger.stats()["spooled"] == 15
+    logger.start()
+    assert logger.flush(timeout=10)
+    logger.close()
+    assert sorted(logged_ids(url)) == sorted(f"r{i}" for i in range(25))
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_torn_last_line_is_skipped(tmp_path, rows):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    init_db(get_engine(url))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    lines = "".join(record(i).to_json() + "\n" for i in range(rows))
+    (spool / f"{1:020d}-999999999.jsonl").write_text(lines + '{"request_id": "torn')
+    logger = PredictionLogger(spool, url=url).start()
+    assert logger.flush(timeout=10)
+    logger.close()
+    assert len(logged_ids(url)) == rows
+    with get_engine(url).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(prediction_logs)).scalar() == rows
