@@ -1,0 +1,355 @@
+"""Model performance in production: realized once labels arrive, estimated before they do.
+
+Realized (`realized_performance`): the prediction log joined with the labels that arrived later
+(`data.ingest.read_predictions(..., with_labels=True)`) gives, per time window and for the whole
+frame, accuracy, precision, recall, F1 and ROC AUC over the labelled rows, next to the number of
+predictions, the number labelled and the label coverage (labelled / predictions). Rows still
+waiting for their label count towards coverage only. A metric whose definition divides by zero
+in a window (no label yet, no predicted positive for precision, one class for ROC AUC) is None,
+not 0, so that a quiet hour does not look like a broken model.
+
+Estimated (`estimated_performance`, `estimated_performance_by_window`): fraud labels take weeks,
+so before they arrive performance is estimated from the scores alone by confidence-based
+performance estimation (CBPE, as NannyML does). If the scores are calibrated, a row scored p is
+positive with probability p, so a predicted positive (p >= threshold) adds p to the expected true
+positives and 1 - p to the false positives, and a predicted negative adds p to the false negatives
+and 1 - p to the true negatives; the expected confusion matrix gives expected accuracy, precision,
+recall and F1. The expected ROC AUC counts each row as a positive of weight p and a negative of
+weight 1 - p and takes the weighted AUC. Realized metrics use the very same formulas with the
+label in place of p, so the two are directly comparable.
+
+What the estimate can and cannot see:
+
+- Covariate shift (the inputs move, P(y|x) stays): the estimate follows it, as long as the model
+  stays calibrated where the inputs move to. Raw gradient-boosted probabilities are not: in the
+  sparse regions a shift moves traffic into, trees extrapolate flat and under-predict, and the
+  estimate turns optimistic (tests/test_performance.py measures both cases).
+- Concept drift (P(y|x) itself changes): it CANNOT see it. The probabilities were calibrated on
+  the old relationship; when that changes they are wrong in a way the model has no means to know,
+  and the estimate stays where it was while the real accuracy falls. Only the realized metrics
+  catch concept drift, once labels arrive.
+- Calibration is assumed, not enforced: nothing here recalibrates scores. `estimation_error`
+  measures the assumption on the rows that already have labels (the estimate on those rows minus
+  the realized value, and the expected calibration error); a persistent gap there means the
+  estimates for the unlabelled rows are off by about as much.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+from pandas.tseries.offsets import BaseOffset
+
+from data.ingest import SCORE_COLUMN
+from data.schema import FeatureSchema
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+# `read_predictions` names the prediction time after the schema's timestamp, or this.
+DEFAULT_TIMESTAMP_COLUMN = "predicted_at"
+
+Window = str | timedelta | BaseOffset | Sequence[datetime | str]
+
+
+@dataclass
+class PerformanceReport:
+    """Metrics per time window and over the whole frame, realized or estimated.
+
+    `windows` has one row per window (window_start, window_end, counts, then METRICS), NaN where
+    a metric is undefined; `overall` is the same over every row of the frame, JSON-ready, None
+    where undefined.
+    """
+
+    kind: str  # "realized" | "estimated"
+    threshold: float
+    windows: pd.DataFrame
+    overall: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ISO-8601 window bounds, plain numbers, None for undefined metrics."""
+        records = []
+        for row in self.windows.to_dict("records"):
+            records.append({key: _json_value(value) for key, value in row.items()})
+        return {
+            "kind": self.kind,
+            "threshold": self.threshold,
+            "overall": {key: _json_value(value) for key, value in self.overall.items()},
+            "windows": records,
+        }
+
+
+def realized_performance(
+    frame: pd.DataFrame,
+    schema: FeatureSchema,
+    *,
+    window: Window = "1h",
+    threshold: float = 0.5,
+) -> PerformanceReport:
+    """Realized metrics per window of the timestamp column and overall, from labelled rows.
+
+    `frame` holds the score, the timestamp and the target (NaN where no label arrived yet), as
+    `read_predictions(..., with_labels=True)` returns it. `window` is a pandas frequency ("1h",
+    "6h", "1D", a timedelta), windows aligned as `DataFrame.resample` aligns them and empty ones
+    kept, or an explicit sequence of bin edges [e0, e1, ..., en] giving the windows [e0, e1), ...
+    (rows outside every bin count in `overall` only). Predictions are score >= threshold, which
+    at the default 0.5 is what the API answered.
+    """
+    timestamps, scores = _inputs(frame, schema)
+    labels = _labels(frame, schema)
+    labelled = ~np.isnan(labels)
+    starts, ends, codes = _assign_windows(timestamps, window)
+
+    def table(rows: np.ndarray, groups: int) -> pd.DataFrame:
+        metrics = _metrics(rows[labelled], groups, scores[labelled], labels[labelled], threshold)
+        predictions = np.bincount(rows, minlength=groups)
+        counted = np.bincount(rows[labelled], minlength=groups)
+        counts = pd.DataFrame(
+            {
+                "predictions": predictions,
+                "labelled": counted,
+                "label_coverage": _ratio(counted, predictions),
+            }
+        )
+        return pd.concat([counts, metrics], axis=1)
+
+    return _report("realized", threshold, starts, ends, codes, table)
+
+
+def estimated_performance(scores: np.ndarray | pd.Series, threshold: float = 0.5) -> dict[str, Any]:
+    """CBPE on positive-class probabilities: expected metrics and confusion matrix (see above).
+
+    Returns rows, expected_positive_rate (mean score), the expected tp/fp/fn/tn and METRICS,
+    None where a metric is undefined (no rows; precision with no predicted positive).
+    """
+    values = _check_scores(np.asarray(scores, dtype=np.float64))
+    rows = np.zeros(values.size, dtype=np.intp)
+    metrics = _metrics(rows, 1, values, values, threshold, with_confusion=True)
+    result = {
+        "rows": int(values.size),
+        "expected_positive_rate": float(values.mean()) if values.size else None,
+        **metrics.to_dict("records")[0],
+    }
+    return {key: _json_value(value) for key, value in result.items()}
+
+
+def estimated_performance_by_window(
+    frame: pd.DataFrame,
+    schema: FeatureSchema,
+    *,
+    window: Window = "1h",
+    threshold: float = 0.5,
+) -> PerformanceReport:
+    """CBPE per window of the timestamp column and overall; `window` as in realized_performance."""
+    timestamps, scores = _inputs(frame, schema)
+    starts, ends, codes = _assign_windows(timestamps, window)
+
+    def table(rows: np.ndarray, groups: int) -> pd.DataFrame:
+        predictions = np.bincount(rows, minlength=groups)
+        counts = pd.DataFrame(
+            {
+                "predictions": predictions,
+                "expected_positive_rate": _ratio(
+                    np.bincount(rows, weights=scores, minlength=groups), predictions
+                ),
+            }
+        )
+        return pd.concat([counts, _metrics(rows, groups, scores, scores, threshold)], axis=1)
+
+    return _report("estimated", threshold, starts, ends, codes, table)
+
+
+def estimation_error(
+    frame: pd.DataFrame, schema: FeatureSchema, *, threshold: float = 0.5
+) -> dict[str, Any]:
+    """How far CBPE is from the truth on the rows that already have labels.
+
+    Returns `labelled` (rows used), `estimated` and `realized` METRICS on those rows, `error`
+    (estimated − realized per metric) and `ece` (expected calibration error of the scores). A gap
+    here, on old rows, means the calibration assumption does not hold for this model and window.
+    """
+    # Imported here: training.evaluate pulls in sklearn and matplotlib (~1.7 s), which nothing
+    # else in this module, or the quality check that imports it, needs.
+    from training.evaluate import expected_calibration_error
+
+    _require(frame, [SCORE_COLUMN])
+    labels = _labels(frame, schema)
+    done = ~np.isnan(labels)
+    scores, y = _check_scores(frame[SCORE_COLUMN].to_numpy(dtype=np.float64))[done], labels[done]
+    rows = np.zeros(y.size, dtype=np.intp)
+    estimated = _metrics(rows, 1, scores, scores, threshold).iloc[0]
+    realized = _metrics(rows, 1, scores, y, threshold).iloc[0]
+    return {
+        "labelled": int(y.size),
+        "estimated": {m: _json_value(estimated[m]) for m in METRICS},
+        "realized": {m: _json_value(realized[m]) for m in METRICS},
+        "error": {m: _json_value(estimated[m] - realized[m]) for m in METRICS},
+        "ece": float(expected_calibration_error(y.astype(int), scores)) if y.size else None,
+    }
+
+
+def _metrics(
+    rows: np.ndarray,
+    groups: int,
+    scores: np.ndarray,
+    positive: np.ndarray,
+    threshold: float,
+    *,
+    with_confusion: bool = False,
+) -> pd.DataFrame:
+    """METRICS per group, with each row counting as a positive of weight `positive` and a negative
+    of weight 1 - `positive`: the label for realized metrics, the score itself for CBPE."""
+    predicted = scores >= threshold
+    negative = 1.0 - positive
+
+    def total(weights: np.ndarray) -> np.ndarray:
+        return np.bincount(rows, weights=weights, minlength=groups)
+
+    tp, fp = total(np.where(predicted, positive, 0.0)), total(np.where(predicted, negative, 0.0))
+    fn, tn = total(np.where(predicted, 0.0, positive)), total(np.where(predicted, 0.0, negative))
+    table = pd.DataFrame(
+        {
+            "accuracy": _ratio(tp + tn, tp + fp + fn + tn),
+            "precision": _ratio(tp, tp + fp),
+            "recall": _ratio(tp, tp + fn),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            "roc_auc": _weighted_auc(rows, groups, scores, positive, negative),
+        }
+    )
+    if with_confusion:
+        table = table.assign(tp=tp, fp=fp, fn=fn, tn=tn)
+    return table
+
+
+def _weighted_auc(
+    rows: np.ndarray, groups: int, scores: np.ndarray, positive: np.ndarray, negative: np.ndarray
+) -> np.ndarray:
+    """Per group, P(score of a positive > score of a negative) + ½ P(equal), rows weighted.
+
+    This is the Mann-Whitney form of ROC AUC, what `sklearn.metrics.roc_auc_score` gives with
+    `sample_weight`, computed for every group in one sort instead of one call per window.
+    """
+    order = np.lexsort((scores, rows))
+    rows, scores = rows[order], scores[order]
+    positive, negative = positive[order], negative[order]
+    # One entry per distinct (group, score): tied rows share their positive and negative weight.
+    new_tie = (np.diff(rows, prepend=-1) != 0) | (np.diff(scores, prepend=np.nan) != 0)
+    tie = np.cumsum(new_tie) - 1
+    tie_positive = np.bincount(tie, weights=positive)
+    tie_negative = np.bincount(tie, weights=negative)
+    tie_group = rows[new_tie]
+    # Negative weight at strictly lower scores in the same group.
+    before = np.cumsum(tie_negative) - tie_negative
+    first_of_group = np.diff(tie_group, prepend=-1) != 0
+    group_first = np.maximum.accumulate(np.where(first_of_group, np.arange(tie_group.size), 0))
+    below = before - before[group_first]
+    wins = np.bincount(
+        tie_group, weights=tie_positive * (below + 0.5 * tie_negative), minlength=groups
+    )
+    pairs = np.bincount(rows, weights=positive, minlength=groups) * np.bincount(
+        rows, weights=negative, minlength=groups
+    )
+    return _ratio(wins, pairs)
+
+
+def _assign_windows(
+    timestamps: pd.Series, window: Window
+) -> tuple[pd.DatetimeIndex, pd.DatetimeIndex, np.ndarray]:
+    """Window starts and ends, and each row's window number (-1: in no window)."""
+    if isinstance(window, str | timedelta | BaseOffset):
+        offset = to_offset(window)
+        present = pd.DatetimeIndex(timestamps.dropna())
+        if present.empty:
+            starts = pd.DatetimeIndex([], tz="UTC")
+        else:
+            # resample's alignment (hours on the hour, days at midnight), empty windows included.
+            starts = pd.Series(0, index=present).resample(offset).size().index
+        ends = starts + offset
+    else:
+        edges = pd.DatetimeIndex(pd.to_datetime(list(window), utc=True))
+        if len(edges) < 2 or not (edges[1:] > edges[:-1]).all():
+            raise ValueError("explicit window edges must be at least two increasing times")
+        starts, ends = edges[:-1], edges[1:]
+    nanos = pd.DatetimeIndex(timestamps).as_unit("ns").asi8
+    codes = np.searchsorted(starts.as_unit("ns").asi8, nanos, side="right") - 1
+    inside = (codes >= 0) & timestamps.notna().to_numpy()
+    inside[inside] &= nanos[inside] < ends.as_unit("ns").asi8[codes[inside]]
+    return starts, ends, np.where(inside, codes, -1)
+
+
+def _report(
+    kind: str,
+    threshold: float,
+    starts: pd.DatetimeIndex,
+    ends: pd.DatetimeIndex,
+    codes: np.ndarray,
+    table: Callable[[np.ndarray, int], pd.DataFrame],
+) -> PerformanceReport:
+    """Assemble the report from `table(row_groups, group_count)`, computed per window and once
+    over every row."""
+    # Rows in no window go to one extra group, dropped afterwards, so no window counts them.
+    extra = len(starts)
+    per_window = table(np.where(codes >= 0, codes, extra), extra + 1).iloc[:extra]
+    windows = pd.concat(
+        [pd.DataFrame({"window_start": starts, "window_end": ends}), per_window], axis=1
+    )
+    everything = table(np.zeros(codes.size, dtype=np.intp), 1).to_dict("records")[0]
+    overall = {key: _json_value(value) for key, value in everything.items()}
+    return PerformanceReport(kind=kind, threshold=threshold, windows=windows, overall=overall)
+
+
+def _inputs(frame: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.Series, np.ndarray]:
+    """The prediction times (UTC) and the scores, checked."""
+    timestamp = schema.timestamp or DEFAULT_TIMESTAMP_COLUMN
+    _require(frame, [timestamp, SCORE_COLUMN])
+    timestamps = pd.to_datetime(frame[timestamp], utc=True).reset_index(drop=True)
+    return timestamps, _check_scores(frame[SCORE_COLUMN].to_numpy(dtype=np.float64))
+
+
+def _labels(frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
+    """The target as 0.0 / 1.0, NaN where no label has arrived."""
+    _require(frame, [schema.target])
+    labels = pd.to_numeric(frame[schema.target], errors="coerce").to_numpy(dtype=np.float64)
+    given = labels[~np.isnan(labels)]
+    if not np.isin(given, (0.0, 1.0)).all():
+        found = sorted(set(given.tolist()) - {0.0, 1.0})[:5]
+        raise ValueError(f"target {schema.target!r} must hold 0/1 labels, found {found}")
+    return labels
+
+
+def _require(frame: pd.DataFrame, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"performance needs column(s) {', '.join(missing)} in the frame")
+
+
+def _check_scores(scores: np.ndarray) -> np.ndarray:
+    bad = ~((scores >= 0.0) & (scores <= 1.0))  # also catches NaN
+    if bad.any():
+        raise ValueError(
+            f"scores must be probabilities in [0, 1]; {int(bad.sum())} are not, "
+            f"e.g. {scores[bad][:3].tolist()}"
+        )
+    return scores
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.asarray(denominator, dtype=np.float64)
+    safe = np.where(denominator > 0, denominator, 1.0)
+    return np.where(denominator > 0, numerator / safe, np.nan)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat()
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    return value

@@ -1,0 +1,703 @@
+"""Data-quality checks on a live window: is the data the model is scoring fit to be scored?
+
+The live counterpart of `data.validate`, which decides whether a model may be trained on a
+dataset. This runs on a window of logged predictions (`data.ingest.read_predictions`) or on a
+CSV / Parquet file, and every check runs, so one report names every problem at once. The frame
+does not have to be typed: a value that cannot take its feature's type is reported (check 4), not
+raised, because a monitoring job that crashes on bad data reports nothing about it.
+
+A hard failure means the pipeline feeding the model is broken and someone should look now; a soft
+warning means something changed that deserves a look. Thresholds are `QualityThresholds` fields.
+
+1. `missing_values`: hard when a non-nullable feature is missing in more than
+   `missing_tolerance` of the rows (0.1%) or is absent from the data; soft when a nullable
+   feature's missing share exceeds the reference's by more than `missing_margin` (5 points).
+2. `out_of_range`: numerical values outside the schema's min / max; soft for any, hard when
+   more than `out_of_range_hard` (1%) of a feature's values are outside.
+3. `unseen_categories`: categorical values outside the schema's categories, or outside the
+   reference's counts when the schema lists none; soft for any, hard above
+   `unseen_category_hard` (5%) of a feature's values.
+4. `type_violations`: hard for any value that cannot take its type: ±inf or text in a
+   numerical feature, a boolean that is not 0 / 1 (or a word `data.ingest` reads as one), a
+   timestamp that is not a date. Such values count here, not as missing or out of range.
+5. `duplicate_ids`: hard when an id occurs twice. `prediction_logs.request_id` is unique, so on
+   a healthy path this cannot happen: duplicates mean double logging or a join that fans rows
+   out, and they would double-count every rate the drift and performance checks compute.
+6. `volume_freshness`: hard when the window has no rows, or its newest row is more than
+   `freshness_hard_minutes` (180) older than `window_end`; soft when it has fewer rows than
+   `min_volume_ratio` (50%) of `expected_rows_per_hour` × the window's hours, or the newest row
+   is more than `freshness_soft_minutes` (60) old.
+7. `stuck_features`: hard when a feature holds one value (numerical: a standard deviation at
+   most `stuck_std_ratio` of the reference's) in a window where the reference makes that
+   implausible: its most common value, repeated in every row, has a chance below `stuck_chance`
+   (1e-6). So a quiet hour of ten rows with no failed logins is not "stuck", a thousand are.
+   Soft when a feature holds one value over at least `stuck_min_rows` rows and there is no
+   reference to compare with.
+
+`QualityReport.missing_share` (feature → share of rows without a value) feeds the Prometheus
+exporter; `to_dict()` is what the `quality_reports` table stores.
+
+    python -m monitoring.quality_report --schema schemas/fraud.yaml --current window.parquet \\
+        [--reference profile.json] [--expected-rows-per-hour 400] [--json quality.json]
+
+Exit status: 0 when no check failed hard, 1 when one did, 2 when the report could not be made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import pandas as pd
+import pyarrow
+
+# The one list of words read as booleans; the live check must accept exactly what ingest does.
+from data.ingest import _BOOLEAN_WORDS, DataError, coerce_frame
+from data.profile import MISSING_KEY, ReferenceProfile
+from data.schema import Feature, FeatureSchema, SchemaError, load_schema
+from monitoring.performance import DEFAULT_TIMESTAMP_COLUMN
+
+CHECKS = (
+    "missing_values",
+    "out_of_range",
+    "unseen_categories",
+    "type_violations",
+    "duplicate_ids",
+    "volume_freshness",
+    "stuck_features",
+)
+OK, SOFT, HARD = "ok", "soft", "hard"
+_RANK = {OK: 0, SOFT: 1, HARD: 2}
+_MAX_EXAMPLES = 5
+_TYPE_WORDS = {"numerical": "finite numbers", "boolean": "booleans (0 / 1)"}
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """Where each check turns soft or hard (see the module docstring)."""
+
+    missing_tolerance: float = 0.001
+    missing_margin: float = 0.05
+    out_of_range_hard: float = 0.01
+    unseen_category_hard: float = 0.05
+    min_volume_ratio: float = 0.5
+    freshness_soft_minutes: float = 60.0
+    freshness_hard_minutes: float = 180.0
+    stuck_std_ratio: float = 1e-3
+    stuck_chance: float = 1e-6
+    stuck_min_rows: int = 100
+
+    def __post_init__(self) -> None:
+        if self.freshness_soft_minutes > self.freshness_hard_minutes:
+            raise ValueError("freshness_soft_minutes must not exceed freshness_hard_minutes")
+
+
+@dataclass(frozen=True)
+class QualityCheck:
+    """One check's outcome: `level` is "ok", "soft" or "hard"; `details` is JSON-ready."""
+
+    name: str
+    level: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.level == OK
+
+    @property
+    def hard(self) -> bool:
+        return self.level == HARD
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "level": self.level,
+            "hard": self.hard,
+            "passed": self.passed,
+            "message": self.message,
+            "details": self.details,
+        }
+
+
+@dataclass
+class QualityReport:
+    checks: list[QualityCheck]
+    rows: int
+    window_start: datetime
+    window_end: datetime
+    missing_share: dict[str, float]
+
+    @property
+    def hard_failures(self) -> int:
+        return sum(c.level == HARD for c in self.checks)
+
+    @property
+    def soft_warnings(self) -> int:
+        return sum(c.level == SOFT for c in self.checks)
+
+    @property
+    def passed(self) -> bool:
+        """True when no check failed hard; soft warnings do not count."""
+        return self.hard_failures == 0
+
+    def check(self, name: str) -> QualityCheck:
+        return next(c for c in self.checks if c.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "rows": self.rows,
+            "window_start": self.window_start.isoformat(),
+            "window_end": self.window_end.isoformat(),
+            "hard_failures": self.hard_failures,
+            "soft_warnings": self.soft_warnings,
+            "failures": [c.name for c in self.checks if c.level == HARD],
+            "warnings": [c.name for c in self.checks if c.level == SOFT],
+            "missing_share": self.missing_share,
+            "checks": [c.to_dict() for c in self.checks],
+            "summary": self.summary(),
+        }
+
+    def summary(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        lines = [
+            f"quality {verdict}: {len(self.checks)} checks on {self.rows:,} rows "
+            f"from {self.window_start:%Y-%m-%d %H:%M} to {self.window_end:%Y-%m-%d %H:%M} UTC, "
+            f"{self.hard_failures} hard failure(s), {self.soft_warnings} warning(s)"
+        ]
+        for level, word in ((HARD, "error  "), (SOFT, "warning")):
+            lines += [f"  {word} {c.name}: {c.message}" for c in self.checks if c.level == level]
+        return "\n".join(lines)
+
+
+@dataclass
+class _Column:
+    """A feature column typed leniently: values NaN where `missing` or `invalid`."""
+
+    values: pd.Series
+    missing: np.ndarray
+    invalid: np.ndarray
+
+    @property
+    def present(self) -> pd.Series:
+        return self.values[~(self.missing | self.invalid)]
+
+
+def compute_quality_report(
+    current: pd.DataFrame,
+    schema: FeatureSchema,
+    *,
+    window_start: datetime | str,
+    window_end: datetime | str,
+    expected_rows_per_hour: float | None = None,
+    reference: ReferenceProfile | None = None,
+    thresholds: QualityThresholds | None = None,
+) -> QualityReport:
+    """Run the seven checks on `current`, the rows logged in [window_start, window_end).
+
+    `reference` (the profile stored with the model version) sharpens three checks: missing
+    shares are compared with it, categories come from it when the schema lists none, and stuck
+    features are judged against its spread. Without `expected_rows_per_hour`, volume is only
+    checked for an empty window.
+    """
+    thresholds = thresholds or QualityThresholds()
+    start, end = _utc(window_start), _utc(window_end)
+    if end < start:
+        raise ValueError(f"window_end {end} is before window_start {start}")
+    current = current.reset_index(drop=True)
+    columns = {
+        f.name: _type_column(current[f.name], f)
+        for f in schema.features
+        if f.name in current.columns
+    }
+    timestamp = schema.timestamp or DEFAULT_TIMESTAMP_COLUMN
+    times, bad_times = _parse_times(current[timestamp]) if timestamp in current else (None, None)
+    rows = len(current)
+
+    missing = _missing_values(schema, columns, rows, reference, thresholds)
+    checks = [
+        missing,
+        _out_of_range(schema, columns, thresholds),
+        _unseen_categories(schema, columns, reference, thresholds),
+        _type_violations(current, schema, columns, timestamp, bad_times),
+        _duplicate_ids(current, schema),
+        _volume_freshness(rows, times, timestamp, start, end, expected_rows_per_hour, thresholds),
+        _stuck_features(schema, columns, reference, thresholds),
+    ]
+    missing_share = {name: detail["share"] for name, detail in missing.details.items()}
+    return QualityReport(
+        checks=checks,
+        rows=rows,
+        window_start=start,
+        window_end=end,
+        missing_share=missing_share,
+    )
+
+
+def _missing_values(
+    schema: FeatureSchema,
+    columns: dict[str, _Column],
+    rows: int,
+    reference: ReferenceProfile | None,
+    thresholds: QualityThresholds,
+) -> QualityCheck:
+    details: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for feature in schema.features:
+        name = feature.name
+        if name not in columns:
+            details[name] = {"missing": rows, "share": 1.0, "absent": True, "level": HARD}
+            problems.append((HARD, f"{name} is absent from the data"))
+            continue
+        count = int(columns[name].missing.sum())
+        # An empty window has no missing values; the volume check reports the emptiness.
+        share = count / rows if rows else 0.0
+        baseline = _reference_missing_share(reference, feature)
+        level = OK
+        if not feature.nullable and share > thresholds.missing_tolerance:
+            level = HARD
+            problems.append(
+                (HARD, f"{name} has {count:,} missing value(s) ({_pct(share)}) but is not nullable")
+            )
+        elif (
+            feature.nullable
+            and baseline is not None
+            and share > baseline + thresholds.missing_margin
+        ):
+            level = SOFT
+            problems.append(
+                (
+                    SOFT,
+                    f"{name} is missing in {_pct(share)} of rows against {_pct(baseline)} "
+                    "in the reference",
+                )
+            )
+        details[name] = {
+            "missing": count,
+            "share": share,
+            "reference_share": baseline,
+            "nullable": feature.nullable,
+            "level": level,
+        }
+    passed = "no feature has more missing values than allowed"
+    most = max(details, key=lambda name: details[name]["share"], default=None)
+    if most is not None and details[most]["share"]:
+        passed += f" (the most: {most} in {_pct(details[most]['share'])} of rows)"
+    return _result("missing_values", problems, passed, details)
+
+
+def _out_of_range(
+    schema: FeatureSchema, columns: dict[str, _Column], thresholds: QualityThresholds
+) -> QualityCheck:
+    details: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for feature in schema.numerical:
+        if feature.name not in columns or (feature.min is None and feature.max is None):
+            continue
+        values = columns[feature.name].present.to_numpy(dtype=np.float64)
+        below = int((values < feature.min).sum()) if feature.min is not None else 0
+        above = int((values > feature.max).sum()) if feature.max is not None else 0
+        share = (below + above) / values.size if values.size else 0.0
+        level = HARD if share > thresholds.out_of_range_hard else SOFT if share else OK
+        details[feature.name] = {
+            "below_min": below,
+            "above_max": above,
+            "share": share,
+            "min": feature.min,
+            "max": feature.max,
+            "level": level,
+        }
+        if level != OK:
+            parts = [f"{below:,} below min {_num(feature.min)}"] if below else []
+            parts += [f"{above:,} above max {_num(feature.max)}"] if above else []
+            problems.append(
+                (
+                    level,
+                    f"{feature.name} has {_pct(share)} of its values out of range "
+                    f"({' and '.join(parts)})",
+                )
+            )
+    return _result(
+        "out_of_range", problems, "every numerical value is within the schema's bounds", details
+    )
+
+
+def _unseen_categories(
+    schema: FeatureSchema,
+    columns: dict[str, _Column],
+    reference: ReferenceProfile | None,
+    thresholds: QualityThresholds,
+) -> QualityCheck:
+    details: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for feature in schema.categorical:
+        if feature.name not in columns:
+            continue
+        known, source = _known_categories(feature, reference)
+        if known is None:
+            details[feature.name] = {"level": OK, "skipped": "no categories to compare with"}
+            continue
+        values = columns[feature.name].present
+        unseen = values[~values.isin(known)].value_counts()
+        count = int(unseen.sum())
+        share = count / len(values) if len(values) else 0.0
+        level = HARD if share > thresholds.unseen_category_hard else SOFT if count else OK
+        examples = {str(v): int(n) for v, n in unseen.head(_MAX_EXAMPLES).items()}
+        details[feature.name] = {
+            "unseen": count,
+            "share": share,
+            "known_from": source,
+            "examples": examples,
+            "level": level,
+        }
+        if level != OK:
+            listed = ", ".join(f"{v!r} ({n:,})" for v, n in examples.items())
+            more = f" and {len(unseen) - _MAX_EXAMPLES} more" if len(unseen) > _MAX_EXAMPLES else ""
+            problems.append(
+                (
+                    level,
+                    f"{feature.name} has {count:,} value(s) ({_pct(share)}) not in the {source}'s "
+                    f"categories: {listed}{more}",
+                )
+            )
+    return _result(
+        "unseen_categories", problems, "every categorical value is a known category", details
+    )
+
+
+def _type_violations(
+    current: pd.DataFrame,
+    schema: FeatureSchema,
+    columns: dict[str, _Column],
+    timestamp: str,
+    bad_times: np.ndarray | None,
+) -> QualityCheck:
+    invalid = {name: column.invalid for name, column in columns.items()}
+    if bad_times is not None:
+        invalid[timestamp] = bad_times
+    details: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for name, mask in invalid.items():
+        count = int(mask.sum())
+        if not count:
+            continue
+        bad = current[name][mask].drop_duplicates().head(_MAX_EXAMPLES)
+        examples = [repr(v) for v in bad.tolist()]
+        kind = "dates" if name == timestamp else _TYPE_WORDS[schema.feature(name).type]
+        details[name] = {"count": count, "examples": examples, "level": HARD}
+        problems.append(
+            (HARD, f"{name} has {count:,} value(s) that are not {kind}, e.g. {', '.join(examples)}")
+        )
+    return _result("type_violations", problems, "every value has its feature's type", details)
+
+
+def _duplicate_ids(current: pd.DataFrame, schema: FeatureSchema) -> QualityCheck:
+    name = "duplicate_ids"
+    if not schema.id or schema.id not in current.columns:
+        return QualityCheck(name, OK, "skipped: the data has no id column")
+    ids = current[schema.id].dropna()
+    repeats = ids[ids.duplicated()]
+    details = {"duplicated_rows": len(repeats), "ids_affected": int(repeats.nunique())}
+    if repeats.empty:
+        return QualityCheck(name, OK, f"every {schema.id} is unique", details)
+    examples = [str(v) for v in repeats.drop_duplicates().head(3).tolist()]
+    message = (
+        f"{len(repeats):,} row(s) repeat an earlier {schema.id} ({details['ids_affected']:,} "
+        f"id(s), e.g. {', '.join(examples)}): predictions were logged twice"
+    )
+    return QualityCheck(name, HARD, message, {**details, "examples": examples})
+
+
+def _volume_freshness(
+    rows: int,
+    times: pd.Series | None,
+    timestamp: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    expected_rows_per_hour: float | None,
+    thresholds: QualityThresholds,
+) -> QualityCheck:
+    hours = (end - start).total_seconds() / 3600
+    expected = expected_rows_per_hour * hours if expected_rows_per_hour is not None else None
+    newest = times.max() if times is not None else pd.NaT
+    age = (end - newest).total_seconds() / 60 if not pd.isna(newest) else None
+    details = {
+        "rows": rows,
+        "window_hours": hours,
+        "rows_per_hour": rows / hours if hours else None,
+        "expected_rows": expected,
+        "newest": None if pd.isna(newest) else newest.isoformat(),
+        "minutes_since_newest": age,
+    }
+    problems: list[tuple[str, str]] = []
+    if rows == 0:
+        problems.append((HARD, f"the window of {hours:g} hour(s) has no rows"))
+    elif expected and rows < thresholds.min_volume_ratio * expected:
+        problems.append(
+            (
+                SOFT,
+                f"{rows:,} rows against {expected:,.0f} expected ({_pct(rows / expected)}; "
+                f"a warning below {_pct(thresholds.min_volume_ratio)})",
+            )
+        )
+    if age is not None and age > thresholds.freshness_soft_minutes:
+        level = HARD if age > thresholds.freshness_hard_minutes else SOFT
+        problems.append(
+            (level, f"the newest row is {age:,.0f} minutes older than the end of the window")
+        )
+    volume = f"{rows:,} rows" + (f" ({expected:,.0f} expected)" if expected is not None else "")
+    if age is not None:
+        fresh = f"the newest {age:,.0f} minutes before the end of the window"
+    else:
+        fresh = f"freshness not measured (no {timestamp} values)"
+    return _result("volume_freshness", problems, f"{volume}, {fresh}", details)
+
+
+def _stuck_features(
+    schema: FeatureSchema,
+    columns: dict[str, _Column],
+    reference: ReferenceProfile | None,
+    thresholds: QualityThresholds,
+) -> QualityCheck:
+    details: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for feature in schema.features:
+        if feature.name not in columns:
+            continue
+        values = columns[feature.name].present
+        if len(values) < 2:
+            continue
+        distinct = values.nunique()
+        modal_share, reference_std = _reference_spread(reference, feature)
+        if feature.is_numerical:
+            std = float(values.std(ddof=0))
+            constant = (
+                std <= thresholds.stuck_std_ratio * reference_std
+                if reference_std
+                else distinct == 1
+            )
+        else:
+            std, constant = None, distinct == 1
+        if not constant or modal_share == 1.0:  # constant in the reference too: that is normal
+            continue
+        what = f"the single value {_value(values.iloc[0])}" if distinct == 1 else "almost one value"
+        if modal_share is not None:
+            chance = modal_share ** len(values)
+            level = HARD if chance < thresholds.stuck_chance else OK
+            why = f"the reference varies (chance of this by luck {max(chance, 1e-99):.0e})"
+        else:
+            chance = None
+            level = SOFT if len(values) >= thresholds.stuck_min_rows else OK
+            why = "no reference to compare with"
+        details[feature.name] = {
+            "rows": len(values),
+            "distinct": int(distinct),
+            "std": std,
+            "reference_std": reference_std,
+            "chance": chance,
+            "level": level,
+        }
+        if level != OK:
+            problems.append((level, f"{feature.name} holds {what} in {len(values):,} rows; {why}"))
+    return _result("stuck_features", problems, "no feature is stuck at one value", details)
+
+
+def _result(
+    name: str, problems: list[tuple[str, str]], passed_message: str, details: dict[str, Any]
+) -> QualityCheck:
+    """The check's level is its worst problem's; the message lists the problems, worst first."""
+    if not problems:
+        return QualityCheck(name, OK, passed_message, details)
+    problems = sorted(problems, key=lambda p: -_RANK[p[0]])
+    return QualityCheck(name, problems[0][0], "; ".join(p[1] for p in problems), details)
+
+
+def _type_column(column: pd.Series, feature: Feature) -> _Column:
+    if feature.is_categorical:
+        # Categories never fail to type: anything is text, as `coerce_frame` makes it.
+        one = replace(_ONE_FEATURE_SCHEMA, features=(feature,))
+        values = coerce_frame(column.to_frame(), one, require_target=False)[feature.name]
+        missing = values.isna().to_numpy()
+        return _Column(values, missing, np.zeros(len(values), dtype=bool))
+    if pd.api.types.is_bool_dtype(column.dtype) or pd.api.types.is_numeric_dtype(column.dtype):
+        numbers = pd.Series(column.to_numpy(dtype=np.float64, na_value=np.nan))
+        missing = numbers.isna().to_numpy()
+    else:
+        text = column.astype("string")
+        given = column.mask(text.str.strip().eq("").to_numpy(dtype=bool, na_value=False))
+        missing = given.isna().to_numpy()
+        if feature.is_boolean:
+            words = text.str.strip().str.lower().map(_BOOLEAN_WORDS, na_action="ignore")
+            numbers = pd.to_numeric(words, errors="coerce").astype(np.float64)
+        else:
+            numbers = pd.to_numeric(given, errors="coerce").astype(np.float64)
+        numbers = numbers.reset_index(drop=True)
+    array = numbers.to_numpy()
+    valid = np.isin(array, (0.0, 1.0)) if feature.is_boolean else np.isfinite(array)
+    invalid = ~missing & ~valid
+    return _Column(numbers.where(valid), missing, invalid)
+
+
+# `coerce_frame` types one column at a time against this, so a bad column elsewhere cannot stop it.
+_ONE_FEATURE_SCHEMA = FeatureSchema(name="quality", target="__target__", features=())
+
+
+def _parse_times(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Timestamps as UTC (naive taken as UTC, as ingest does) and the mask of unparseable ones."""
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        return pd.to_datetime(column, utc=True), np.zeros(len(column), dtype=bool)
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        # Ingest refuses epoch numbers (seconds? milliseconds?); so does this check.
+        parsed = pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns, UTC]")
+    else:
+        parsed = pd.to_datetime(column, utc=True, format="mixed", errors="coerce")
+    blank = column.astype("string").str.strip().eq("").to_numpy(dtype=bool, na_value=False)
+    return parsed, column.notna().to_numpy() & ~blank & parsed.isna().to_numpy()
+
+
+def _reference_missing_share(reference: ReferenceProfile | None, feature: Feature) -> float | None:
+    if reference is None:
+        return None
+    profile = (reference.numerical if feature.is_numerical else reference.categorical).get(
+        feature.name
+    )
+    return profile.missing / profile.count if profile and profile.count else None
+
+
+def _known_categories(
+    feature: Feature, reference: ReferenceProfile | None
+) -> tuple[list[str] | None, str]:
+    if feature.categories:
+        return list(feature.categories), "schema"
+    profile = reference.categorical.get(feature.name) if reference else None
+    if profile is None:
+        return None, ""
+    return [c for c in profile.counts if c != MISSING_KEY], "reference"
+
+
+def _reference_spread(
+    reference: ReferenceProfile | None, feature: Feature
+) -> tuple[float | None, float | None]:
+    """The reference's share of its most common value, and its std (numerical features)."""
+    if reference is None:
+        return None, None
+    if feature.is_numerical:
+        profile = reference.numerical.get(feature.name)
+        if profile is None or not profile.sample:
+            return None, None
+        _, counts = np.unique(profile.sample, return_counts=True)
+        return float(counts.max() / counts.sum()), profile.std
+    categorical = reference.categorical.get(feature.name)
+    counts = [n for c, n in categorical.counts.items() if c != MISSING_KEY] if categorical else []
+    return (max(counts) / sum(counts), None) if counts else (None, None)
+
+
+def _utc(moment: datetime | str) -> pd.Timestamp:
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
+
+
+def _pct(share: float) -> str:
+    return f"{share:.1%}" if share >= 0.001 or share == 0 else f"{share:.3%}"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _value(value: Any) -> str:
+    return _num(value) if isinstance(value, float) and math.isfinite(value) else repr(value)
+
+
+def read_window(path: str | Path, schema: FeatureSchema) -> pd.DataFrame:
+    """Read a CSV or Parquet window untyped (the checks type it), ids and categories as text."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise DataError(
+            f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv or .parquet"
+        )
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        text_columns = [f.name for f in schema.categorical] + [schema.id]
+        return pd.read_csv(path, dtype={c: str for c in text_columns if c}, low_memory=False)
+    except (ValueError, UnicodeDecodeError, pyarrow.ArrowException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot read: {first}") from None
+
+
+class _UsageError(ValueError):
+    pass
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # Reported by `main` in one line like every other bad input, not as a usage block.
+        raise _UsageError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _ArgumentParser(description="Run the data-quality checks on a data window.")
+    parser.add_argument("--schema", required=True, help="feature-schema YAML file")
+    parser.add_argument("--current", required=True, help=".csv or .parquet window")
+    parser.add_argument("--reference", help="reference profile JSON (ReferenceProfile.save)")
+    parser.add_argument("--window-start", help="ISO time (default: the earliest timestamp)")
+    parser.add_argument("--window-end", help="ISO time (default: the latest timestamp)")
+    parser.add_argument("--expected-rows-per-hour", type=float)
+    parser.add_argument("--json", dest="json_out", help="write the report as JSON here")
+    try:
+        args = parser.parse_args(argv)
+        schema = load_schema(args.schema)
+        current = read_window(args.current, schema)
+        reference = ReferenceProfile.load(args.reference) if args.reference else None
+        start, end = _cli_window(current, schema, args.window_start, args.window_end)
+        report = compute_quality_report(
+            current,
+            schema,
+            window_start=start,
+            window_end=end,
+            expected_rows_per_hour=args.expected_rows_per_hour,
+            reference=reference,
+        )
+        if args.json_out:
+            path = Path(args.json_out)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+    except (SchemaError, DataError, OSError, ValueError, KeyError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    if args.json_out:
+        print(f"wrote {args.json_out}")
+    return 0 if report.passed else 1
+
+
+def _cli_window(
+    current: pd.DataFrame, schema: FeatureSchema, start: str | None, end: str | None
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    column = schema.timestamp or DEFAULT_TIMESTAMP_COLUMN
+    times = _parse_times(current[column])[0].dropna() if column in current else pd.Series()
+    if (start is None or end is None) and times.empty:
+        raise ValueError(
+            f"the data has no {column} values to take the window from; "
+            "give --window-start and --window-end"
+        )
+    return (
+        _utc(start) if start else times.min(),
+        _utc(end) if end else times.max(),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

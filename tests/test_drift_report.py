@@ -1,0 +1,754 @@
+"""Drift report: scipy-exact statistics, PSI with open bins, corrections, streaming, the CLI.
+
+Known answers come from scipy on the same data (`ks_2samp`, `chi2_contingency`,
+`false_discovery_control`) or from hand-built shares; the statistical guarantees (few false
+alarms with 30 undrifted features, no alarm for a trivial shift in a million rows, each injected
+drift found on the right feature) are checked over many seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from data.drift_injector import DRIFT_TYPES, inject_drift
+from data.ingest import PREDICTION_COLUMN, SCORE_COLUMN, coerce_frame
+from data.profile import build_reference_profile
+from data.schema import Feature, FeatureSchema, load_schema
+from data.settings import PROJECT_ROOT, get_settings
+from data.synthetic import fraud_probability, generate_transactions
+from monitoring.drift_report import (
+    DriftAccumulator,
+    DriftError,
+    DriftThresholds,
+    compute_drift_report,
+    main,
+    profile_from_frame,
+    psi,
+)
+
+FEATURE_KEYS = {
+    "type",
+    "test",
+    "statistic",
+    "p_value",
+    "p_value_corrected",
+    "psi",
+    "severity",
+    "drifted",
+    "missing_share_reference",
+    "missing_share_current",
+    "distribution",
+}
+REPORT_KEYS = {
+    "features",
+    "prediction",
+    "drifted_share",
+    "dataset_drift",
+    "summary",
+    "rows_reference",
+    "rows_current",
+    "correction",
+    "thresholds",
+    "counts_by_severity",
+}
+
+
+def make_schema(numerical: int = 1, categorical: int = 0, boolean: int = 0) -> FeatureSchema:
+    features = [Feature(f"x{i}", "numerical", nullable=True) for i in range(numerical)]
+    features += [Feature(f"c{i}", "categorical", nullable=True) for i in range(categorical)]
+    features += [Feature(f"b{i}", "boolean", nullable=True) for i in range(boolean)]
+    return FeatureSchema(name="test", target="y", features=tuple(features))
+
+
+def one_column(values, name: str = "x0") -> pd.DataFrame:
+    return pd.DataFrame({name: np.asarray(values, dtype=object if name[0] == "c" else float)})
+
+
+def with_outputs(frame: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    return frame.assign(**{PREDICTION_COLUMN: (scores > 0.5).astype(int), SCORE_COLUMN: scores})
+
+
+def assert_json_ready(value) -> None:
+    """Only JSON types, no NaN or infinity, anywhere."""
+    if isinstance(value, dict):
+        assert all(isinstance(k, str) for k in value)
+        for v in value.values():
+            assert_json_ready(v)
+    elif isinstance(value, list):
+        for v in value:
+            assert_json_ready(v)
+    else:
+        assert value is None or type(value) in (str, int, float, bool), (type(value), value)
+        if isinstance(value, float):
+            assert np.isfinite(value)
+
+
+def assert_same_numbers(left, right) -> None:
+    """Equal structure; floats equal to 12 significant digits (running means may differ in
+    the last bits when added chunk by chunk)."""
+    if isinstance(left, dict):
+        assert left.keys() == right.keys()
+        for key in left:
+            assert_same_numbers(left[key], right[key])
+    elif isinstance(left, list):
+        assert len(left) == len(right)
+        for a, b in zip(left, right, strict=True):
+            assert_same_numbers(a, b)
+    elif isinstance(left, float) and isinstance(right, float):
+        assert left == pytest.approx(right, rel=1e-12, abs=1e-15)
+    else:
+        assert left == right
+
+
+# --- Kolmogorov-Smirnov: exactly scipy's ks_2samp -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n_ref", "n_cur", "decimals"),
+    [
+        (300, 200, None),  # exact mode, no ties
+        (300, 300, 1),  # exact mode, equal sizes, many ties
+        (40, 25, 0),  # tiny, heavy ties
+        (30_000, 20_000, None),  # asymptotic mode
+        (30_000, 12_000, 1),  # asymptotic with ties between the samples
+        (5_000, 50_000, 2),  # reference small enough for exact, current is not
+    ],
+)
+def test_ks_equals_scipy(n_ref, n_cur, decimals):
+    rng = np.random.default_rng(n_ref + n_cur)
+    reference = rng.normal(0, 1, n_ref)
+    current = rng.normal(0.05, 1.1, n_cur)
+    if decimals is not None:
+        reference, current = reference.round(decimals), current.round(decimals)
+    report = compute_drift_report(one_column(reference), one_column(current), make_schema())
+    expected = stats.ks_2samp(reference, current)
+    feature = report.features["x0"]
+    assert feature.test == "ks"
+    assert feature.statistic == pytest.approx(expected.statistic, rel=1e-9)
+    assert feature.p_value == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("n_cur", [3_000, 40_000])
+def test_ks_against_a_sampled_profile_equals_scipy_on_the_sample(n_cur):
+    rng = np.random.default_rng(7)
+    reference = one_column(rng.lognormal(3, 0.7, 60_000).round(2))
+    profile = build_reference_profile(
+        reference,
+        make_schema(),
+        predictions=np.zeros(60_000),
+        scores=np.zeros(60_000),
+        sample_size=2_000,
+    )
+    current = rng.lognormal(3.05, 0.7, n_cur).round(2)
+    feature = compute_drift_report(profile, one_column(current), make_schema()).features["x0"]
+    expected = stats.ks_2samp(np.array(profile.numerical["x0"].sample), current)
+    assert feature.statistic == pytest.approx(expected.statistic, rel=1e-9)
+    assert feature.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+
+
+def test_identical_data_has_no_drift():
+    values = np.random.default_rng(1).normal(size=2_000)
+    report = compute_drift_report(one_column(values), one_column(values), make_schema())
+    feature = report.features["x0"]
+    assert feature.statistic == 0.0 and feature.p_value == 1.0
+    assert feature.psi == pytest.approx(0.0, abs=1e-12)
+    assert not feature.drifted and feature.severity == "none"
+
+
+# --- Chi-square and PSI --------------------------------------------------------------------
+
+
+def test_chi2_equals_scipy_over_the_union_of_categories():
+    reference = ["a"] * 50 + ["b"] * 30 + ["c"] * 20
+    current = ["a"] * 40 + ["b"] * 30 + ["c"] * 10 + ["new"] * 20
+    schema = FeatureSchema(
+        "t", "y", (Feature("c0", "categorical", categories=("a", "b", "c", "never")),)
+    )
+    feature = compute_drift_report(
+        one_column(reference, "c0"), one_column(current, "c0"), schema
+    ).features["c0"]
+    # "never" is in neither sample and is dropped; "new" is in the current only and counts.
+    table = [[50, 30, 20, 0], [40, 30, 10, 20]]
+    expected = stats.chi2_contingency(table)
+    assert feature.test == "chi2"
+    assert feature.statistic == pytest.approx(expected.statistic, rel=1e-9)
+    assert feature.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+    distribution = feature.distribution
+    assert distribution.labels == ["a", "b", "c", "new"]
+    assert distribution.new == ["new"]
+    assert distribution.reference == pytest.approx([0.5, 0.3, 0.2, 0.0])
+    assert distribution.current == pytest.approx([0.4, 0.3, 0.1, 0.2])
+    shares_ref, shares_cur = np.array([0.5, 0.3, 0.2, 1e-4]), np.array([0.4, 0.3, 0.1, 0.2])
+    hand_psi = np.sum((shares_cur - shares_ref) * np.log(shares_cur / shares_ref))
+    assert feature.psi == pytest.approx(hand_psi, rel=1e-9)
+    assert feature.severity == "critical"
+
+
+def test_boolean_and_missing_categories_are_counted_like_the_profile():
+    schema = make_schema(numerical=0, categorical=1, boolean=1)
+    reference = pd.DataFrame(
+        {"c0": ["x"] * 90 + [np.nan] * 10, "b0": [1.0] * 70 + [0.0] * 30}, dtype=object
+    ).astype({"b0": float})
+    current = pd.DataFrame(
+        {"c0": ["x"] * 60 + [np.nan] * 40, "b0": [1.0] * 50 + [0.0] * 40 + [np.nan] * 10},
+        dtype=object,
+    ).astype({"b0": float})
+    report = compute_drift_report(reference, current, schema)
+    categorical, boolean = report.features["c0"], report.features["b0"]
+    assert categorical.missing_share_reference == 0.1
+    assert categorical.missing_share_current == 0.4
+    assert categorical.distribution.labels == ["x", "(missing)"]
+    expected = stats.chi2_contingency([[90, 10], [60, 40]])  # two columns: Yates' correction
+    assert categorical.statistic == pytest.approx(expected.statistic, rel=1e-9)
+    assert categorical.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+    assert boolean.distribution.labels == ["true", "false", "(missing)"]
+    expected = stats.chi2_contingency([[70, 30, 0], [50, 40, 10]])
+    assert boolean.statistic == pytest.approx(expected.statistic, rel=1e-9)
+
+
+def test_psi_uses_open_decile_bins_lessons_6():
+    """30% of values at +10σ must give a large PSI (a closed histogram gave 0.002)."""
+    rng = np.random.default_rng(6)
+    reference = rng.normal(0, 1, 10_000)
+    current = rng.normal(0, 1, 10_000)
+    current[:3_000] = 10 + rng.uniform(0, 1, 3_000)
+    feature = compute_drift_report(
+        one_column(reference), one_column(current), make_schema()
+    ).features["x0"]
+
+    edges = np.quantile(reference, np.linspace(0.1, 0.9, 9))
+    ref_shares = np.bincount(np.searchsorted(edges, reference), minlength=10) / 10_000
+    cur_shares = np.bincount(np.searchsorted(edges, current), minlength=10) / 10_000
+    assert cur_shares[-1] == pytest.approx(0.3 + 0.7 * 0.1, abs=0.02)
+    hand_psi = psi(np.append(ref_shares, 0), np.append(cur_shares, 0))
+    assert feature.psi == pytest.approx(hand_psi, rel=1e-9)
+    assert feature.psi > 0.2
+    assert feature.severity == "critical"
+    assert feature.distribution.labels[-2].startswith(">")  # the open upper bin
+    assert feature.distribution.labels[-1] == "(missing)"
+
+
+def test_psi_function():
+    shares = np.array([0.2, 0.3, 0.5])
+    assert psi(shares, shares) == 0.0
+    assert psi([0.5, 0.5], [0.9, 0.1]) == pytest.approx(
+        0.4 * np.log(0.9 / 0.5) - 0.4 * np.log(0.1 / 0.5)
+    )
+    assert psi([1.0, 0.0], [0.5, 0.5]) == pytest.approx(
+        -0.5 * np.log(0.5) + (0.5 - 1e-4) * np.log(0.5 / 1e-4)
+    )
+
+
+def test_missing_values_are_reported_tested_and_binned():
+    rng = np.random.default_rng(3)
+    reference = rng.normal(size=4_000)
+    reference[:200] = np.nan  # 5%
+    current = rng.normal(size=4_000)
+    current[:800] = np.nan  # 20%
+    report = compute_drift_report(one_column(reference), one_column(current), make_schema())
+    feature = report.features["x0"]
+    assert feature.missing_share_reference == pytest.approx(0.05)
+    assert feature.missing_share_current == pytest.approx(0.20)
+    expected = stats.ks_2samp(reference[200:], current[800:])  # KS on the present values
+    assert feature.statistic == pytest.approx(expected.statistic, rel=1e-9)
+    assert feature.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+    assert feature.distribution.reference[-1] == pytest.approx(0.05)
+    assert feature.distribution.current[-1] == pytest.approx(0.20)
+    assert sum(feature.distribution.current) == pytest.approx(1.0)
+    missing_test = stats.chi2_contingency([[200, 3_800], [800, 3_200]])
+    assert feature.missing_p_value == pytest.approx(missing_test.pvalue, rel=1e-9)
+    assert feature.decision_p_value == pytest.approx(min(1, 2 * missing_test.pvalue))
+    assert feature.drifted  # same present values, but four times as many gaps
+
+
+def test_a_column_with_no_values_left_is_reported_not_crashed():
+    reference = np.random.default_rng(0).normal(size=1_000)
+    report = compute_drift_report(
+        one_column(reference), one_column(np.full(500, np.nan)), make_schema()
+    )
+    feature = report.features["x0"]
+    assert feature.statistic is None and feature.p_value is None
+    assert feature.missing_share_current == 1.0
+    assert feature.severity == "critical"
+    data = report.to_dict()
+    assert_json_ready(data)
+    assert data["features"]["x0"]["mean_current"] is None
+
+
+# --- Decisions: correction, effect size, false alarms --------------------------------------
+
+
+@pytest.mark.parametrize("correction", ["benjamini_hochberg", "bonferroni"])
+def test_p_values_are_corrected_across_all_features(correction):
+    rng = np.random.default_rng(11)
+    schema = make_schema(numerical=4, categorical=1)
+    cats = np.array(list("abc"), dtype=object)
+
+    def frame(shift: float) -> pd.DataFrame:
+        data = {f"x{i}": rng.normal(shift * i, 1, 3_000) for i in range(4)}
+        return pd.DataFrame(data | {"c0": cats[rng.integers(0, 3, 3_000)]})
+
+    thresholds = DriftThresholds(correction=correction)
+    report = compute_drift_report(frame(0), frame(0.15), schema, thresholds=thresholds)
+    raw = np.array([f.p_value for f in report.features.values()])
+    if correction == "bonferroni":
+        expected = np.minimum(raw * raw.size, 1)
+    else:
+        expected = stats.false_discovery_control(raw, method="bh")
+    corrected = [f.p_value_corrected for f in report.features.values()]
+    assert corrected == pytest.approx(expected.tolist(), rel=1e-12)
+    assert report.to_dict()["correction"] == correction
+    for f in report.features.values():
+        assert f.drifted == (f.p_value_corrected < 0.05 and f.psi >= 0.1)
+
+
+def test_thresholds_come_from_settings(monkeypatch):
+    monkeypatch.setenv("PSI_WARNING", "0.05")
+    monkeypatch.setenv("PSI_CRITICAL", "0.5")
+    monkeypatch.setenv("DRIFT_CORRECTION", "bonferroni")
+    monkeypatch.setenv("DRIFT_SHARE_THRESHOLD", "0.5")
+    get_settings.cache_clear()
+    values = np.arange(100.0)
+    thresholds = compute_drift_report(one_column(values), one_column(values), make_schema())
+    assert thresholds.to_dict()["thresholds"] == {
+        "ks_p_threshold": 0.05,
+        "chi2_p_threshold": 0.05,
+        "psi_warning": 0.05,
+        "psi_critical": 0.5,
+        "correction": "bonferroni",
+        "drift_share_threshold": 0.5,
+    }
+    with pytest.raises(DriftError, match="psi_warning < psi_critical"):
+        DriftThresholds(psi_warning=0.3, psi_critical=0.2)
+
+
+def test_few_false_alarms_with_30_undrifted_features_at_n_500_lessons_7():
+    """Without correction and effect size, something was flagged in 81% of such runs."""
+    schema = make_schema(numerical=25, categorical=5)
+    cats = np.array(list("abcde"), dtype=object)
+
+    def frame(rng: np.random.Generator) -> pd.DataFrame:
+        data = {f"x{i}": rng.normal(size=500) for i in range(25)}
+        return pd.DataFrame(data | {f"c{i}": cats[rng.integers(0, 5, 500)] for i in range(5)})
+
+    runs, any_flagged, dataset_flagged, naive_flagged = 200, 0, 0, 0
+    for seed in range(runs):
+        rng = np.random.default_rng(seed)
+        report = compute_drift_report(frame(rng), frame(rng), schema)
+        any_flagged += bool(report.drifted_features)
+        dataset_flagged += report.dataset_drift
+        naive_flagged += any(f.p_value < 0.05 for f in report.features.values())
+    assert naive_flagged / runs > 0.5  # the data really does produce chance "discoveries"
+    assert any_flagged / runs <= 0.05 + 0.03
+    assert dataset_flagged / runs <= 0.05 + 0.03
+
+
+def test_few_false_alarms_with_a_million_rows():
+    """Undrifted million-row windows against a stored 100k-row profile: almost never flagged."""
+    schema = make_schema(numerical=4, categorical=1)
+    cats = np.array([f"v{i}" for i in range(8)], dtype=object)
+    probabilities = np.linspace(1, 2, 8) / np.linspace(1, 2, 8).sum()
+
+    def frame(rng: np.random.Generator, rows: int) -> pd.DataFrame:
+        data = {
+            "x0": rng.normal(0, 1, rows),
+            "x1": rng.lognormal(3, 0.7, rows).round(2),  # ties
+            "x2": rng.poisson(2.5, rows).astype(float),  # heavy ties
+            "x3": rng.exponential(1.0, rows),
+        }
+        return pd.DataFrame(data | {"c0": cats[rng.choice(8, rows, p=probabilities)]})
+
+    runs, any_flagged, dataset_flagged = 20, 0, 0
+    for seed in range(runs):
+        rng = np.random.default_rng(1_000 + seed)
+        reference = frame(rng, 100_000)
+        profile = build_reference_profile(
+            reference, schema, predictions=np.zeros(100_000), scores=np.zeros(100_000)
+        )
+        report = compute_drift_report(profile, frame(rng, 1_000_000), schema)
+        any_flagged += bool(report.drifted_features)
+        dataset_flagged += report.dataset_drift
+    assert any_flagged <= 2 and dataset_flagged <= 1
+
+
+def test_a_trivial_shift_in_a_million_rows_is_not_drift_lessons_7():
+    """0.02σ against a full 1M-row reference: KS calls it significant, PSI says it is tiny."""
+    rng = np.random.default_rng(2)
+    reference = one_column(rng.normal(0, 1, 1_000_000))
+    current = one_column(rng.normal(0.02, 1, 1_000_000))
+    feature = compute_drift_report(reference, current, make_schema()).features["x0"]
+    assert feature.p_value < 1e-6
+    assert feature.psi < 0.01
+    assert not feature.drifted and feature.severity == "none"
+
+
+# --- Streaming ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rows", [6_000, 60_000])  # scipy's exact mode, then asymptotic
+def test_five_chunks_give_the_same_report_as_one_call(rows):
+    rng = np.random.default_rng(rows)
+    schema = make_schema(numerical=2, categorical=1, boolean=1)
+    cats = np.array(list("abc"), dtype=object)
+
+    def frame(shift: float) -> pd.DataFrame:
+        x0 = rng.normal(shift, 1, rows).round(2)
+        x0[rng.random(rows) < 0.03] = np.nan
+        data = {
+            "x0": x0,
+            "x1": rng.poisson(3 + shift, rows).astype(float),
+            "c0": cats[rng.integers(0, 3, rows)],
+            "b0": (rng.random(rows) < 0.3 + shift / 10).astype(float),
+        }
+        return with_outputs(pd.DataFrame(data), rng.beta(2, 5 - shift, rows))
+
+    reference, current = frame(0.0), frame(0.3)
+    current.loc[current.index[-50:], "c0"] = "late"  # a category only the last chunk has
+    whole = compute_drift_report(reference, current, schema).to_dict()
+
+    accumulator = DriftAccumulator(reference, schema)
+    for start in range(0, rows, rows // 5):
+        accumulator.update(current.iloc[start : start + rows // 5])
+    streamed = accumulator.report().to_dict()
+    for data in (whole, streamed):
+        data.pop("created_at")
+    assert_same_numbers(streamed, whole)
+    assert whole["prediction"]["available"] is True
+    assert "late" in whole["features"]["c0"]["distribution"]["new"]
+
+
+def test_report_can_be_taken_while_streaming():
+    values = np.random.default_rng(0).normal(size=3_000)
+    accumulator = DriftAccumulator(one_column(values), make_schema())
+    accumulator.update(one_column(values[:1_000]))
+    assert accumulator.report().rows_current == 1_000
+    accumulator.update(one_column(values[1_000:]))
+    report = accumulator.report()
+    assert report.rows_current == 3_000
+    assert report.features["x0"].statistic == 0.0
+
+
+# --- The seven injected drift types on the fraud data ---------------------------------------
+
+FRAUD_SCHEMA = load_schema(PROJECT_ROOT / "schemas" / "fraud.yaml")
+INJECTED_FEATURE = {
+    "mean_shift": "amount",
+    "variance_change": "customer_age",
+    "category_frequency_shift": "entry_mode",
+    "new_category": "merchant_category",
+    "missing_values": "account_age_days",
+    "out_of_range": "distance_from_home_km",
+    "concept_drift": "amount",
+}
+
+
+def model_outputs(raw: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
+    """Typed frame plus the outputs of a "model" that knows the hidden rule exactly."""
+    with np.errstate(invalid="ignore"):  # negative distances (out_of_range) score NaN: missing
+        scores = fraud_probability(raw)
+    return with_outputs(coerce_frame(raw, schema), scores)
+
+
+@pytest.fixture(scope="module")
+def fraud_reference():
+    raw = generate_transactions(20_000, seed=1)
+    frame = model_outputs(raw, FRAUD_SCHEMA)
+    return build_reference_profile(
+        frame,
+        FRAUD_SCHEMA,
+        predictions=frame[PREDICTION_COLUMN].to_numpy(),
+        scores=frame[SCORE_COLUMN].to_numpy(),
+    )
+
+
+@pytest.fixture(scope="module")
+def fraud_current() -> pd.DataFrame:
+    return generate_transactions(20_000, seed=2)
+
+
+def test_injected_kinds_cover_every_drift_type():
+    assert set(INJECTED_FEATURE) == set(DRIFT_TYPES)
+
+
+@pytest.mark.parametrize("kind", DRIFT_TYPES)
+def test_each_injected_drift_is_found_on_its_feature(kind, fraud_reference, fraud_current):
+    feature = INJECTED_FEATURE[kind]
+    drifted = inject_drift(
+        fraud_current, kind, schema=FRAUD_SCHEMA, feature=feature, intensity=0.3, seed=4
+    )
+    report = compute_drift_report(
+        fraud_reference, model_outputs(drifted, FRAUD_SCHEMA), FRAUD_SCHEMA
+    )
+    if kind == "concept_drift":
+        # Only labels changed: input drift cannot see it by construction, and must not claim
+        # to. Performance monitoring on labelled feedback (monitoring.performance) catches it.
+        assert report.drifted_features == []
+        assert not report.dataset_drift
+        assert not report.prediction.drifted
+        return
+    assert [f.name for f in report.drifted_features] == [feature]
+    assert report.ranked_features()[0].name == feature
+    assert report.features[feature].severity in ("warning", "critical")
+    assert not report.dataset_drift  # one feature of 13 is below the 30% share
+
+
+def test_undrifted_fraud_window_is_quiet(fraud_reference, fraud_current):
+    report = compute_drift_report(
+        fraud_reference, model_outputs(fraud_current, FRAUD_SCHEMA), FRAUD_SCHEMA
+    )
+    assert report.drifted_features == []
+    assert report.prediction.available and not report.prediction.drifted
+    assert report.summary.startswith("0 of 13 features drifted.")
+
+
+def test_out_of_range_and_new_category_raise_psi_and_chi2(fraud_reference, fraud_current):
+    by_intensity = {}
+    for intensity in (0.05, 0.15, 0.3):
+        frames = {
+            kind: inject_drift(
+                fraud_current, kind, schema=FRAUD_SCHEMA, intensity=intensity, seed=1
+            )
+            for kind in ("out_of_range", "new_category")
+        }
+        out_of_range = compute_drift_report(
+            fraud_reference, coerce_frame(frames["out_of_range"], FRAUD_SCHEMA), FRAUD_SCHEMA
+        ).features["amount"]
+        new_category = compute_drift_report(
+            fraud_reference, coerce_frame(frames["new_category"], FRAUD_SCHEMA), FRAUD_SCHEMA
+        ).features["merchant_category"]
+        by_intensity[intensity] = (out_of_range, new_category)
+        # amount has only a lower bound, so the injector puts values below it: they land in
+        # the open bottom bin, whose share grows by the intensity.
+        bottom_bin = out_of_range.distribution.current[0]
+        assert bottom_bin == pytest.approx(0.1 * (1 - intensity) + intensity, abs=0.01)
+        assert new_category.drifted
+        # 5% outliers are a quality problem (the bounds check reports them) but a small shift
+        # of the distribution: PSI about 0.02.
+        assert out_of_range.drifted == (intensity > 0.05)
+        assert new_category.distribution.new == ["__unseen_category__"]
+    low, mid, high = (by_intensity[i] for i in (0.05, 0.15, 0.3))
+    assert low[0].psi < mid[0].psi < high[0].psi
+    assert low[0].statistic < mid[0].statistic < high[0].statistic
+    assert low[1].psi < mid[1].psi < high[1].psi
+    assert low[1].statistic < mid[1].statistic < high[1].statistic
+
+
+# --- Prediction drift -----------------------------------------------------------------------
+
+
+def test_prediction_drift_is_detected_when_scores_shift():
+    rng = np.random.default_rng(5)
+    schema = make_schema()
+    reference = with_outputs(one_column(rng.normal(size=5_000)), rng.beta(2, 5, 5_000))
+    current = with_outputs(one_column(rng.normal(size=5_000)), rng.beta(4, 4, 5_000))
+    report = compute_drift_report(reference, current, schema)
+    prediction = report.to_dict()["prediction"]
+    assert prediction["available"] and prediction["drifted"]
+    assert prediction["test"] == "chi2" and prediction["score"]["test"] == "ks"
+    expected = stats.ks_2samp(reference[SCORE_COLUMN], current[SCORE_COLUMN])
+    assert prediction["score"]["statistic"] == pytest.approx(expected.statistic, rel=1e-9)
+    assert prediction["score"]["p_value"] == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
+    classes = [np.bincount(frame[PREDICTION_COLUMN], minlength=2) for frame in (reference, current)]
+    expected = stats.chi2_contingency(classes)
+    assert prediction["statistic"] == pytest.approx(expected.statistic, rel=1e-9)
+    assert prediction["score"]["drifted"] and prediction["score"]["psi"] >= 0.2
+    assert report.features["x0"].drifted is False
+    assert "Prediction drift: yes" in report.summary
+
+
+def test_prediction_drift_is_not_available_without_reference_predictions_lessons_5():
+    rng = np.random.default_rng(5)
+    reference = one_column(rng.normal(size=1_000))  # training features only
+    current = with_outputs(one_column(rng.normal(size=1_000)), rng.beta(2, 5, 1_000))
+    prediction = compute_drift_report(reference, current, make_schema()).to_dict()["prediction"]
+    assert prediction["available"] is False and prediction["drifted"] is False
+    assert "reference has no model predictions" in prediction["reason"]
+
+
+def test_prediction_drift_is_not_available_without_current_predictions(fraud_reference):
+    current = coerce_frame(generate_transactions(2_000, seed=3), FRAUD_SCHEMA)
+    prediction = compute_drift_report(fraud_reference, current, FRAUD_SCHEMA).prediction
+    assert not prediction.available
+    assert "current data has no 'prediction'" in prediction.reason
+
+
+# --- The report's shape and errors ----------------------------------------------------------
+
+
+def test_to_dict_follows_the_contract(fraud_reference, fraud_current):
+    current = inject_drift(fraud_current, "mean_shift", schema=FRAUD_SCHEMA, intensity=0.3)
+    current = model_outputs(current, FRAUD_SCHEMA)
+    data = compute_drift_report(fraud_reference, current, FRAUD_SCHEMA).to_dict()
+    assert set(data) >= REPORT_KEYS
+    assert list(data["features"]) == FRAUD_SCHEMA.feature_names
+    for name, feature in data["features"].items():
+        assert set(feature) >= FEATURE_KEYS, name
+        assert feature["test"] == ("ks" if feature["type"] == "numerical" else "chi2")
+    assert {"test", "statistic", "p_value", "psi", "drifted", "score"} <= set(data["prediction"])
+    assert data["counts_by_severity"] == {"critical": 1, "warning": 0, "none": 12}
+    assert data["drifted_share"] == pytest.approx(1 / 13)
+    assert data["dataset_drift"] is False
+    assert data["summary"].startswith("1 of 13 features drifted (1 critical): amount (critical")
+    assert data["rows_reference"] == data["rows_current"] == 20_000
+    assert data["window"]["start"].startswith("2026-01-01")
+    assert data["ranked_features"][0] == "amount"
+    assert_json_ready(data)
+    assert json.loads(json.dumps(data, allow_nan=False)) == data
+
+
+def test_dataset_drift_needs_the_share_of_drifted_features():
+    rng = np.random.default_rng(9)
+    schema = make_schema(numerical=3)
+    reference = pd.DataFrame({f"x{i}": rng.normal(size=2_000) for i in range(3)})
+    current = pd.DataFrame({f"x{i}": rng.normal(size=2_000) for i in range(3)})
+    current["x0"] += 1.0
+    report = compute_drift_report(reference, current, schema)
+    assert report.drifted_share == pytest.approx(1 / 3)
+    assert report.dataset_drift  # 33% >= the default 30%
+    strict = DriftThresholds(drift_share_threshold=0.5)
+    assert not compute_drift_report(reference, current, schema, thresholds=strict).dataset_drift
+
+
+def test_explicit_window_is_reported():
+    values = one_column(np.arange(50.0))
+    window = (datetime(2026, 3, 1, 0, tzinfo=UTC), datetime(2026, 3, 1, 6, tzinfo=UTC))
+    data = compute_drift_report(values, values, make_schema(), window=window).to_dict()
+    assert data["window"] == {
+        "start": "2026-03-01T00:00:00+00:00",
+        "end": "2026-03-01T06:00:00+00:00",
+    }
+
+
+def test_bad_inputs_raise_drift_errors(fraud_reference):
+    values = one_column(np.arange(10.0))
+    with pytest.raises(DriftError, match="current data lacks feature column"):
+        compute_drift_report(values, pd.DataFrame({"other": [1.0]}), make_schema())
+    with pytest.raises(DriftError, match="no rows"):
+        compute_drift_report(values, values.iloc[:0], make_schema())
+    with pytest.raises(DriftError, match="must be numeric"):
+        compute_drift_report(
+            values, one_column(["a", "b"], "c0").rename(columns={"c0": "x0"}), make_schema()
+        )
+    with pytest.raises(DriftError, match="no statistics for: x0"):
+        compute_drift_report(fraud_reference, values, make_schema())
+    with pytest.raises(DriftError, match="reference must be"):
+        compute_drift_report({"x0": [1.0]}, values, make_schema())
+
+
+def test_a_reference_frame_is_profiled_with_every_value_and_its_model_outputs():
+    rng = np.random.default_rng(1)
+    frame = with_outputs(one_column(rng.normal(size=25_000)), rng.random(25_000))
+    profile = profile_from_frame(frame, make_schema())
+    assert len(profile.numerical["x0"].sample) == 25_000
+    assert len(profile.score.sample) == 25_000
+    assert profile.prediction_counts == {
+        str(k): int(v) for k, v in frame[PREDICTION_COLUMN].value_counts().items()
+    }
+    assert profile_from_frame(frame[["x0"]], make_schema()).prediction_counts == {}
+
+
+# --- Command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def data_files(tmp_path):
+    def write(suffix: str, *, drift: bool) -> tuple[str, str]:
+        reference = generate_transactions(3_000, seed=1)
+        current = generate_transactions(3_000, seed=2)
+        if drift:
+            current = inject_drift(current, "mean_shift", schema=FRAUD_SCHEMA, intensity=0.5)
+        paths = []
+        for name, frame in (("reference", reference), ("current", current)):
+            frame = frame.assign(
+                **{SCORE_COLUMN: fraud_probability(frame)},
+                **{PREDICTION_COLUMN: (fraud_probability(frame) > 0.5).astype(int)},
+            )
+            path = tmp_path / f"{name}{suffix}"
+            if suffix == ".csv":
+                frame.to_csv(path, index=False)
+            else:
+                frame.to_parquet(path, index=False)
+            paths.append(str(path))
+        return paths[0], paths[1]
+
+    return write
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_cli_writes_json_and_html(suffix, data_files, tmp_path, capsys):
+    reference, current = data_files(suffix, drift=True)
+    json_out, html_out = tmp_path / "out" / "drift.json", tmp_path / "out" / "drift.html"
+    schema = str(PROJECT_ROOT / "schemas" / "fraud.yaml")
+    code = main(
+        ["--schema", schema, "--reference", reference, "--current", current]
+        + ["--json", str(json_out), "--html", str(html_out)]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("1 of 13 features drifted (1 critical): amount")
+    data = json.loads(json_out.read_text())
+    assert set(data) >= REPORT_KEYS
+    assert data["features"]["amount"]["drifted"] is True
+    assert data["prediction"]["available"] is True  # prediction/score read next to the schema
+    page = html_out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page
+
+
+def test_cli_accepts_a_saved_reference_profile(data_files, tmp_path, fraud_reference, capsys):
+    _, current = data_files(".parquet", drift=False)
+    profile_path = fraud_reference.save(tmp_path / "profile.json")
+    schema = str(PROJECT_ROOT / "schemas" / "fraud.yaml")
+    code = main(["--schema", schema, "--reference", str(profile_path), "--current", current])
+    assert code == 0
+    assert capsys.readouterr().out.startswith("0 of 13 features drifted.")
+
+
+def test_cli_runs_as_a_module(data_files, tmp_path):
+    reference, current = data_files(".csv", drift=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "monitoring.drift_report", "--schema", "schemas/fraud.yaml"]
+        + ["--reference", reference, "--current", current, "--json", str(tmp_path / "r.json")],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "features drifted" in result.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["rows_current"] == 3_000
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--current": "missing.csv"}, "file not found"),
+        ({"--current": "data.txt"}, "unsupported file type"),
+        ({"--schema": "nope.yaml"}, "feature-schema file not found"),
+        ({"--reference": "profile.json"}, "profile.json"),
+        ({"--current": None}, "the following arguments are required: --current"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(change, message, data_files, tmp_path, capsys):
+    reference, current = data_files(".csv", drift=False)
+    (tmp_path / "data.txt").write_text("x\n1\n")
+    (tmp_path / "profile.json").write_text('{"version": 1}')
+    args = {
+        "--schema": str(PROJECT_ROOT / "schemas" / "fraud.yaml"),
+        "--reference": reference,
+        "--current": current,
+    }
+    for key, value in change.items():
+        args[key] = None if value is None else str(tmp_path / value)
+    argv = [part for key, value in args.items() if value for part in (key, value)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
