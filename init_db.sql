@@ -39,6 +39,21 @@ CREATE TABLE IF NOT EXISTS labels (
 	PRIMARY KEY (request_id)
 );
 
+CREATE TABLE IF NOT EXISTS performance_reports (
+	id BIGSERIAL NOT NULL,
+	created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+	window_start TIMESTAMP WITH TIME ZONE NOT NULL,
+	window_end TIMESTAMP WITH TIME ZONE NOT NULL,
+	model_name VARCHAR(200) NOT NULL,
+	model_version VARCHAR(50),
+	predictions INTEGER NOT NULL,
+	labelled INTEGER NOT NULL,
+	report JSONB NOT NULL,
+	PRIMARY KEY (id)
+);
+
+CREATE INDEX IF NOT EXISTS ix_performance_reports_window_end ON performance_reports (window_end);
+
 CREATE TABLE IF NOT EXISTS prediction_logs (
 	id BIGSERIAL NOT NULL,
 	request_id VARCHAR(128) NOT NULL,

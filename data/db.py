@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -108,6 +109,23 @@ quality_reports = Table(
 )
 Index("ix_quality_reports_window_end", quality_reports.c.window_end)
 
+# Model performance for one window: realized from the labels that arrived, and estimated from
+# the scores (CBPE) before they do; the full `{"realized": ..., "estimated": ...}` is `report`.
+performance_reports = Table(
+    "performance_reports",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("created_at", _TIME, nullable=False, server_default=func.now()),
+    Column("window_start", _TIME, nullable=False),
+    Column("window_end", _TIME, nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(50)),
+    Column("predictions", Integer, nullable=False),
+    Column("labelled", Integer, nullable=False),
+    Column("report", _JSON, nullable=False),
+)
+Index("ix_performance_reports_window_end", performance_reports.c.window_end)
+
 # Every alert notification that went out (or failed to), for the post-incident timeline.
 alert_log = Table(
     "alert_log",
@@ -172,6 +190,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def as_utc(moment: datetime | str) -> datetime:
+    """An aware UTC datetime from a datetime or ISO-8601 text; naive times are taken as UTC.
+
+    Everything stored is UTC, and SQLite hands stored times back naive.
+    """
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def init_db(engine: Engine | None = None) -> None:

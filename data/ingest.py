@@ -34,7 +34,7 @@ from data.db import get_engine, labels, prediction_logs
 from data.schema import Feature, FeatureSchema
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
-_BOOLEAN_WORDS = {
+BOOLEAN_WORDS = {
     "true": 1.0,
     "t": 1.0,
     "yes": 1.0,
@@ -179,7 +179,7 @@ def _to_boolean(column: pd.Series, origin: str) -> pd.Series:
     else:
         present = _blank_to_missing(column)
         words = present.astype(str).str.strip().str.lower()
-        values = words.map(_BOOLEAN_WORDS).astype("float64")
+        values = words.map(BOOLEAN_WORDS).astype("float64")
         bad = present.notna() & values.isna()
     if bad.any():
         raise DataError(
@@ -208,7 +208,7 @@ def _to_label(column: pd.Series, origin: str) -> pd.Series:
     numbers = pd.to_numeric(present, errors="coerce")
     if (numbers.notna() | present.isna()).all():
         return numbers
-    words = present.astype(str).str.strip().str.lower().map(_BOOLEAN_WORDS)
+    words = present.astype(str).str.strip().str.lower().map(BOOLEAN_WORDS)
     bad = present.notna() & words.isna()
     if bad.any():
         raise DataError(

@@ -5,7 +5,8 @@ the model's own predictions on it) and stored with the registered model version,
 check never reloads the training set and always compares against the data *this* version saw.
 
 Per numerical feature: counts, moments, 101 quantiles of the full column and a sorted sample
-(every value when the window is smaller than the sample size, so KS is exact). Per categorical or
+(every value when the window is smaller than the sample size, so KS is exact), held in memory as
+one float64 array (`FloatSample`) and saved as a JSON list. Per categorical or
 boolean feature: value counts. For the model: predicted-class counts and the score (positive-class
 probability) profile. `category_counts` is the one function that turns a column into counts, used
 both here and by the drift check, so reference and live data are counted the same way.
@@ -14,6 +15,7 @@ both here and by the drift check, so reference and live data are counted the sam
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +31,82 @@ QUANTILE_LEVELS = np.linspace(0.0, 1.0, 101)
 MISSING_KEY = "__missing__"
 
 
+class FloatSample(Sequence[float]):
+    """A reference sample: float64 values in one read-only numpy array.
+
+    A million values take 8 MB this way, against about 40 MB as a list of Python floats (a
+    24-byte float object plus an 8-byte slot each, and the float objects scattered in memory).
+    It behaves as the list it replaces: `len`, indexing, iteration (Python floats), `==` with a
+    list, tuple or array (one bool, true when the values are the same), false when empty. numpy
+    gets the array itself, without a copy: `np.asarray(sample)`, or `sample.values`.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Iterable[float] | np.ndarray = ()) -> None:
+        if not isinstance(values, np.ndarray | Sequence) and not hasattr(values, "__array__"):
+            values = list(values)
+        # A view, so that making it read-only never freezes an array the caller still holds.
+        array = np.array(values, dtype=np.float64, copy=None).view()
+        if array.ndim != 1:
+            raise ValueError(f"a sample is one-dimensional, got shape {array.shape}")
+        array.flags.writeable = False
+        self._values = array
+
+    @property
+    def values(self) -> np.ndarray:
+        """The values as a read-only float64 array (no copy)."""
+        return self._values
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if dtype is not None and np.dtype(dtype) != self._values.dtype:
+            if copy is False:
+                raise ValueError(f"a float64 sample cannot be viewed as {np.dtype(dtype)}")
+            return self._values.astype(dtype)
+        return self._values.copy() if copy else self._values
+
+    def __len__(self) -> int:
+        return self._values.size
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return FloatSample(self._values[index])
+        return float(self._values[index])
+
+    def __iter__(self) -> Iterator[float]:
+        return map(float, self._values)
+
+    def __contains__(self, value: object) -> bool:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+        return bool((self._values == number).any())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FloatSample):
+            other = other._values
+        elif isinstance(other, list | tuple | np.ndarray):
+            try:
+                other = np.asarray(other, dtype=np.float64)
+            except (TypeError, ValueError):
+                return False
+        else:
+            return NotImplemented
+        return other.shape == self._values.shape and bool(np.array_equal(self._values, other))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking like the list it replaces
+
+    def __reduce__(self) -> tuple[type[FloatSample], tuple[np.ndarray]]:
+        return FloatSample, (self._values,)
+
+    def __repr__(self) -> str:
+        return f"FloatSample({np.array2string(self._values, separator=', ', threshold=8)})"
+
+    def tolist(self) -> list[float]:
+        return self._values.tolist()
+
+
 @dataclass
 class NumericalProfile:
     count: int
@@ -38,7 +116,24 @@ class NumericalProfile:
     min: float | None
     max: float | None
     quantiles: list[float]
-    sample: list[float]
+    sample: FloatSample  # sorted; a list or an array given here is converted
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sample, FloatSample):
+            self.sample = FloatSample(self.sample)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values, the sample as a list (the saved format)."""
+        return {
+            "count": self.count,
+            "missing": self.missing,
+            "mean": self.mean,
+            "std": self.std,
+            "min": self.min,
+            "max": self.max,
+            "quantiles": list(self.quantiles),
+            "sample": self.sample.tolist(),
+        }
 
     @classmethod
     def from_values(
@@ -46,21 +141,22 @@ class NumericalProfile:
     ) -> NumericalProfile:
         array = np.asarray(values, dtype=np.float64)
         present = array[~np.isnan(array)]
-        if present.size > sample_size:
-            sample = rng.choice(present, size=sample_size, replace=False)
-        else:
-            sample = present
         empty = present.size == 0
-        return cls(
-            count=int(array.size),
-            missing=int(array.size - present.size),
-            mean=None if empty else float(present.mean()),
-            std=None if empty else float(present.std()),
-            min=None if empty else float(present.min()),
-            max=None if empty else float(present.max()),
-            quantiles=[] if empty else np.quantile(present, QUANTILE_LEVELS).tolist(),
-            sample=np.sort(sample).tolist(),
-        )
+        summary = {
+            "count": int(array.size),
+            "missing": int(array.size - present.size),
+            "mean": None if empty else float(present.mean()),
+            "std": None if empty else float(present.std()),
+            "min": None if empty else float(present.min()),
+            "max": None if empty else float(present.max()),
+            "quantiles": [] if empty else np.quantile(present, QUANTILE_LEVELS).tolist(),
+        }
+        if present.size > sample_size:
+            sample = np.sort(rng.choice(present, size=sample_size, replace=False))
+        else:
+            sample = present  # a copy already (boolean indexing): sorted in place
+            sample.sort()
+        return cls(**summary, sample=FloatSample(sample))
 
 
 @dataclass
@@ -82,7 +178,17 @@ class ReferenceProfile:
     version: int = PROFILE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON values, in the saved format (samples as lists)."""
+        return {
+            "schema_name": self.schema_name,
+            "rows": self.rows,
+            "numerical": {k: v.to_dict() for k, v in self.numerical.items()},
+            "categorical": {k: asdict(v) for k, v in self.categorical.items()},
+            "prediction_counts": dict(self.prediction_counts),
+            "score": self.score.to_dict(),
+            "created_at": self.created_at,
+            "version": self.version,
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ReferenceProfile:

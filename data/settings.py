@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     DRIFT_CORRECTION: Literal["benjamini_hochberg", "bonferroni"] = "benjamini_hochberg"
     DRIFT_SHARE_THRESHOLD: float = Field(default=0.3, gt=0, le=1)
 
+    # Monitoring jobs and the Prometheus exporter (monitoring/)
+    EXPECTED_ROWS_PER_HOUR: float = Field(default=0.0, ge=0)
+    EXPORTER_PORT: int = Field(default=9100, gt=0, lt=65536)
+    EXPORTER_CACHE_SECONDS: float = Field(default=15.0, ge=0)
+
     # Serving (api/)
     API_WORKERS: int = Field(default=2, ge=1)
     API_PORT: int = Field(default=8000, gt=0, lt=65536)

@@ -58,8 +58,8 @@ import numpy as np
 import pandas as pd
 import pyarrow
 
-# The one list of words read as booleans; the live check must accept exactly what ingest does.
-from data.ingest import _BOOLEAN_WORDS, DataError, coerce_frame
+# The live check must accept exactly the boolean words ingest does.
+from data.ingest import BOOLEAN_WORDS, DataError, coerce_frame
 from data.profile import MISSING_KEY, ReferenceProfile
 from data.schema import Feature, FeatureSchema, SchemaError, load_schema
 from monitoring.performance import DEFAULT_TIMESTAMP_COLUMN
@@ -535,7 +535,7 @@ def _type_column(column: pd.Series, feature: Feature) -> _Column:
         given = column.mask(text.str.strip().eq("").to_numpy(dtype=bool, na_value=False))
         missing = given.isna().to_numpy()
         if feature.is_boolean:
-            words = text.str.strip().str.lower().map(_BOOLEAN_WORDS, na_action="ignore")
+            words = text.str.strip().str.lower().map(BOOLEAN_WORDS, na_action="ignore")
             numbers = pd.to_numeric(words, errors="coerce").astype(np.float64)
         else:
             numbers = pd.to_numeric(given, errors="coerce").astype(np.float64)

@@ -12,44 +12,16 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from api.main import create_app
 from data.db import get_engine, labels
 from data.ingest import coerce_frame, read_predictions
-from data.settings import get_settings
 from data.synthetic import generate_transactions
 from tests.conftest import store_settings
+from tests.traffic import ADMIN, configure, request_rows
 from training.register_model import Registry, promote
 from training.train import train
-
-TOKEN = "test-admin-token"
-ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def request_rows(schema, n: int, seed: int = 5) -> list[dict]:
-    """`n` feature dicts as a client sends them (booleans as JSON booleans, null for missing)."""
-    frame = coerce_frame(generate_transactions(n, seed=seed), schema)[schema.feature_names]
-    rows = []
-    for record in frame.to_dict("records"):
-        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in record.items()}
-        for f in schema.boolean:
-            row[f.name] = bool(row[f.name])
-        rows.append(row)
-    return rows
-
-
-def configure(monkeypatch, store, database_url: str, tmp_path, **env) -> None:
-    values = {
-        "MLFLOW_TRACKING_URI": store.MLFLOW_TRACKING_URI,
-        "DATABASE_URL": database_url,
-        "API_ADMIN_TOKEN": TOKEN,
-        "MODEL_POLL_SECONDS": "0",
-        "PREDICTION_SPOOL_DIR": str(tmp_path / "spool"),
-        **{k: str(v) for k, v in env.items()},
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
 
 
 @pytest.fixture
@@ -205,6 +177,17 @@ def test_predictions_are_logged_and_feedback_joins_them(
     assert np.isnan(window["is_fraud"].iloc[3])  # refused batch: log3 got no label
     with get_engine(database_url).connect() as conn:
         assert conn.execute(select(labels.c.request_id)).scalars().all().count("nope") == 0
+
+
+def test_a_worker_scores_on_one_thread(monkeypatch, default_training, tmp_path):
+    # Two workers on two cores, each with OpenMP's thread per core, stalled batches ~0.9 s.
+    store, _ = default_training
+    configure(monkeypatch, store, f"sqlite:///{tmp_path / 'api.db'}", tmp_path)
+    with threadpool_limits(2, user_api="openmp"), TestClient(create_app()) as api:
+        # Asked in the event loop's thread, where uvicorn runs the lifespan and the handlers:
+        # OpenMP's limit belongs to the thread that sets it.
+        pools = api.portal.call(threadpool_info)
+        assert [p["num_threads"] for p in pools if p["user_api"] == "openmp"] == [1]
 
 
 def test_admin_endpoints_need_the_token(client):

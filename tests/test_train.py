@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from data.settings import PROJECT_ROOT
 from data.synthetic import generate_transactions
+from training.evaluate import measure_single_row_latency
 from training.register_model import CHAMPION, Registry
 from training.train import main, time_split
 
@@ -58,6 +60,22 @@ def test_reference_profile_is_stored_with_the_version(default_training, fraud_sc
     assert set(profile.categorical) == {f.name for f in fraud_schema.features if not f.is_numerical}
     assert sum(profile.prediction_counts.values()) == 10_000
     assert 0 <= profile.score.min <= profile.score.max <= 1
+
+
+def test_single_row_latency_is_measured_on_one_thread_as_the_api_scores():
+    # With OpenMP's thread per core, one row on a busy machine stalled ~0.9 s waiting for a
+    # core and failed the latency gate of a model the API scores in 50 µs.
+    import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime threadpoolctl inspects)
+
+    threads: list[int] = []
+
+    class Probe:
+        def predict_proba(self, row):
+            threads.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp")
+
+    with threadpool_limits(2, user_api="openmp"):  # the default on this 2-core machine
+        measure_single_row_latency(Probe(), pd.DataFrame({"x": [1.0, 2.0]}), repeats=5)
+    assert threads == [1] * 5
 
 
 def test_time_split_holds_out_the_newest_rows(fraud_schema):

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from api.deps import AdminDep
 from api.schemas import ErrorResponse
-from data.db import get_engine, labels, prediction_logs
+from data.db import as_utc, get_engine, labels, prediction_logs
 
 router = APIRouter(prefix="/logs", tags=["admin"], dependencies=[AdminDep])
 
@@ -26,8 +26,8 @@ def prediction_log(
 ) -> dict:
     """Logged predictions with `start <= predicted_at < end`, with their label if one arrived."""
     try:
-        end = _utc(end) if end else datetime.now(UTC)
-        start = _utc(start) if start else end - timedelta(hours=1)
+        end = as_utc(end) if end else datetime.now(UTC)
+        start = as_utc(start) if start else end - timedelta(hours=1)
     except OverflowError:
         # e.g. end=0001-01-01T00:00Z has no hour before it; 9999-12-31T23:00-05:00 no UTC form.
         raise HTTPException(
@@ -49,10 +49,5 @@ def prediction_log(
         rows = [dict(row._mapping) for row in conn.execute(query)]
     for row in rows:
         row.pop("id")
-        row["predicted_at"] = _utc(row["predicted_at"]).isoformat()
+        row["predicted_at"] = as_utc(row["predicted_at"]).isoformat()
     return {"start": start.isoformat(), "end": end.isoformat(), "count": len(rows), "rows": rows}
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -1,0 +1,144 @@
+"""A monitoring pass end to end: traffic through the real API, labels through /feedback, then
+`run_checks` against the champion's stored reference profile, saved and read back from SQLite
+and real Postgres."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from data.db import get_engine, init_db
+from data.drift_injector import inject_drift
+from data.settings import get_settings
+from data.synthetic import generate_transactions
+from monitoring.quality_report import compute_quality_report
+from monitoring.run_checks import CheckError, main, run_checks
+from monitoring.store import latest_reports, save_reports
+from tests.conftest import store_settings
+from tests.traffic import configure, request_features
+
+ROWS = 4_000
+LABELLED = 2_000
+
+
+@pytest.fixture
+def api(monkeypatch, default_training, tmp_path, database_url):
+    store, _ = default_training
+    configure(monkeypatch, store, database_url, tmp_path)
+    with TestClient(create_app()) as client:
+        yield client
+
+
+def send(api, frame, schema, prefix: str) -> tuple[list[str], list[int]]:
+    """Score `frame` through /predict/batch; the request ids and predicted classes, once logged."""
+    features = request_features(frame, schema)
+    ids, predicted = [f"{prefix}{i}" for i in range(len(features))], []
+    for first in range(0, len(ids), 1_000):
+        instances = [
+            {"request_id": request_id, "features": row}
+            for request_id, row in zip(
+                ids[first : first + 1_000], features[first : first + 1_000], strict=True
+            )
+        ]
+        answer = api.post("/predict/batch", json={"instances": instances})
+        assert answer.status_code == 200
+        predicted += [p["predicted_class"] for p in answer.json()["predictions"]]
+    assert api.app.state.logger.flush()
+    return ids, predicted
+
+
+def test_a_pass_over_drifted_traffic_finds_the_drift_and_saves_it(
+    api, default_training, fraud_schema, database_url, tmp_path
+):
+    _, training = default_training
+    live = generate_transactions(ROWS, seed=11)
+    drifted = inject_drift(live, "mean_shift", schema=fraud_schema, feature="amount", seed=1)
+    ids, predicted = send(api, drifted, fraud_schema, "d")
+    truth = drifted[fraud_schema.target].astype(int).tolist()
+    labels = [{"request_id": i, "label": y} for i, y in zip(ids, truth, strict=True)][:LABELLED]
+    assert api.post("/feedback/batch", json={"labels": labels}).json() == {"accepted": LABELLED}
+
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    result = run_checks(end=end, hours=1, html=tmp_path / "drift.html")
+
+    assert result.rows == ROWS and result.model_version == training.version
+    assert [f.name for f in result.drift.drifted_features] == ["amount"]
+    assert result.drift.features["amount"].severity == "critical"
+    assert result.quality.hard_failures == 0
+    realized, estimated = result.realized.overall, result.estimated.overall
+    assert realized["label_coverage"] == pytest.approx(LABELLED / ROWS)
+    hits = [p == y for p, y in zip(predicted, truth, strict=True)][:LABELLED]
+    assert realized["accuracy"] == pytest.approx(sum(hits) / LABELLED)
+    assert 0 < estimated["accuracy"] <= 1
+    assert "amount" in (tmp_path / "drift.html").read_text()
+
+    latest = latest_reports(get_settings().MODEL_NAME, engine=get_engine(database_url))
+    assert latest.drift["id"] == result.saved.drift_id
+    assert latest.drift["model_version"] == training.version
+    assert latest.drift["window_end"] == end and latest.drift["window_start"] == end - timedelta(
+        hours=1
+    )
+    assert latest.drift["report"]["features"]["amount"]["drifted"] is True
+    assert latest.drift["dataset_drift"] is False  # 1 of 13 features
+    assert latest.quality["passed"] is True and latest.quality["rows"] == ROWS
+    assert latest.performance["labelled"] == LABELLED
+    stored = latest.performance["report"]
+    assert stored["realized"]["overall"]["accuracy"] == pytest.approx(realized["accuracy"])
+    assert stored["estimated"]["overall"]["accuracy"] == pytest.approx(estimated["accuracy"])
+
+
+def test_an_empty_window_is_a_quality_failure_not_a_crash(api, database_url):
+    end = datetime.now(UTC) - timedelta(days=30)
+    result = run_checks(end=end, hours=6)
+    assert result.rows == 0 and result.drift is None and result.realized is None
+    assert result.quality.check("volume_freshness").level == "hard"
+    assert result.saved.drift_id is None and result.saved.quality_id is not None
+    latest = latest_reports(engine=get_engine(database_url))
+    assert latest.quality["passed"] is False and latest.drift is None
+
+
+def test_no_champion_is_one_clear_error(tmp_path, capsys, monkeypatch):
+    store = store_settings(tmp_path / "empty")
+    with pytest.raises(CheckError, match="no registered model"):
+        run_checks(settings=store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.MLFLOW_TRACKING_URI)
+    get_settings.cache_clear()
+    capsys.readouterr()
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no registered model") and "Traceback" not in err
+
+
+def test_the_command_line_prints_the_pass_and_refuses_a_bad_time(api, capsys):
+    assert main(["--end", "yesterday"]) == 2
+    assert "yesterday" in capsys.readouterr().err
+    assert main(["--hours", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "0 predictions" in out and "quality FAILED" in out
+
+
+JAN_1, JAN_2 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("window", "with_report", "message"),
+    [((JAN_2, JAN_1), True, "not before"), ((JAN_1, JAN_2), False, "nothing to save")],
+)
+def test_save_reports_refuses_a_reversed_window_or_nothing(
+    fraud_schema, window, with_report, message
+):
+    empty = pd.DataFrame(columns=fraud_schema.feature_names)
+    quality = compute_quality_report(empty, fraud_schema, window_start=JAN_1, window_end=JAN_2)
+    init_db()
+    with pytest.raises(ValueError, match=message):
+        save_reports(
+            window=window,
+            model_name="fraud-detector",
+            model_version="1",
+            quality=quality if with_report else None,
+        )
+    assert latest_reports().quality is None  # nothing was written

@@ -1,0 +1,43 @@
+"""Talking to the API as a client does, shared by the API and monitoring tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from data.ingest import coerce_frame
+from data.settings import get_settings
+from data.synthetic import generate_transactions
+
+TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def request_rows(schema, n: int, seed: int = 5) -> list[dict]:
+    """`n` synthetic transactions as a client sends them."""
+    return request_features(generate_transactions(n, seed=seed), schema)
+
+
+def request_features(frame, schema) -> list[dict]:
+    """The rows of `frame` as `features` objects (booleans as JSON booleans, null for missing)."""
+    frame = coerce_frame(frame, schema)[schema.feature_names]
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in record.items()}
+        for f in schema.boolean:
+            row[f.name] = bool(row[f.name])
+        rows.append(row)
+    return rows
+
+
+def configure(monkeypatch, store, database_url: str, tmp_path, **env) -> None:
+    values = {
+        "MLFLOW_TRACKING_URI": store.MLFLOW_TRACKING_URI,
+        "DATABASE_URL": database_url,
+        "API_ADMIN_TOKEN": TOKEN,
+        "MODEL_POLL_SECONDS": "0",
+        "PREDICTION_SPOOL_DIR": str(tmp_path / "spool"),
+        **{k: str(v) for k, v in env.items()},
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
