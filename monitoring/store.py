@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, insert, select
+from sqlalchemy import Engine, Table, insert, inspect, select
 
 from data.db import (
     as_utc,
@@ -123,10 +123,15 @@ class LatestReports:
 
 
 def latest_reports(model_name: str | None = None, engine: Engine | None = None) -> LatestReports:
-    """The most recent window's reports (by window end, then insertion), optionally per model."""
+    """The most recent window's reports (by window end, then insertion), optionally per model.
+
+    A table that does not exist yet (no monitoring pass has run) reads as no report.
+    """
     engine = engine or get_engine()
 
     def newest(table: Table) -> dict[str, Any] | None:
+        if not inspect(conn).has_table(table.name):
+            return None
         query = select(table).order_by(table.c.window_end.desc(), table.c.id.desc()).limit(1)
         if model_name is not None:
             query = query.where(table.c.model_name == model_name)

@@ -1,0 +1,346 @@
+"""Prometheus exporter: the latest drift, quality and performance results as `ml_*` metrics.
+
+The monitoring pass (`monitoring.run_checks`, run by the six-hourly DAG) writes its reports to
+the database; this process serves them on port EXPORTER_PORT (9100) for Prometheus to scrape,
+so alert rules and dashboards see what the last pass found. A custom collector reads the newest
+report rows and the registry's `@champion` at scrape time, at most once per
+EXPORTER_CACHE_SECONDS; ages are computed at every scrape so they keep growing when the checks
+stop running.
+
+Every series carries `environment` (ENVIRONMENT) and `model_name` (MODEL_NAME). Encodings:
+`ml_drift_severity` 0 none, 1 warning, 2 critical; `ml_quality_check_status` 0 ok, 1 soft,
+2 hard; booleans 0 / 1. A database or registry that cannot be read is not a failed scrape:
+`ml_exporter_source_up{source}` drops to 0 and the last values read stay (with growing ages),
+so an outage is an alert, not a gap in every graph.
+
+    python -m monitoring.prometheus_exporter            # serve on :9100
+    python -m monitoring.prometheus_exporter --once     # print one scrape and exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from data.db import get_engine
+from data.settings import Settings, get_settings
+from monitoring.performance import METRICS
+from monitoring.store import LatestReports, latest_reports
+
+log = logging.getLogger(__name__)
+
+SEVERITY_CODE = {"none": 0, "warning": 1, "critical": 2}
+LEVEL_CODE = {"ok": 0, "soft": 1, "hard": 2}
+BASE_LABELS = ("environment", "model_name")
+
+
+@dataclass
+class Snapshot:
+    """What one read of the sources found; kept between reads for the cache."""
+
+    reports: LatestReports = field(default_factory=lambda: LatestReports(None, None, None))
+    champion_version: str | None = None
+    sources_up: dict[str, bool] = field(default_factory=dict)
+    read_at: float = 0.0
+    read_seconds: float = 0.0
+
+
+class MonitoringCollector(Collector):
+    """Reads the newest reports and the champion (cached), yields `ml_*` gauge families."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        read_registry: bool = True,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.read_registry = read_registry
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._snapshot = Snapshot()
+        self._labels = [self.settings.ENVIRONMENT, self.settings.MODEL_NAME]
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        # Registering a collector calls describe(): answering with the families keeps the
+        # registration from reading the database.
+        return list(self._families(None))
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        return list(self._families(self.snapshot()))
+
+    def snapshot(self) -> Snapshot:
+        """The sources as last read, read again if older than EXPORTER_CACHE_SECONDS."""
+        with self._lock:
+            age = self._clock() - self._snapshot.read_at
+            if not self._snapshot.read_at or age >= self.settings.EXPORTER_CACHE_SECONDS:
+                self._snapshot = self._read(self._snapshot)
+            return self._snapshot
+
+    def _read(self, previous: Snapshot) -> Snapshot:
+        started = time.perf_counter()
+        snapshot = Snapshot(
+            reports=previous.reports,
+            champion_version=previous.champion_version,
+            sources_up=dict(previous.sources_up),
+        )
+        try:
+            engine = get_engine(self.settings.database_url)
+            snapshot.reports = latest_reports(self.settings.MODEL_NAME, engine=engine)
+            snapshot.sources_up["database"] = True
+        except Exception as exc:  # any driver error: report it as a metric, keep serving
+            log.warning("cannot read the report tables: %s", " ".join(str(exc).split())[:300])
+            snapshot.sources_up["database"] = False
+        if self.read_registry:
+            try:
+                snapshot.champion_version = self._champion_version()
+                snapshot.sources_up["registry"] = True
+            except Exception as exc:
+                log.warning("cannot read the model registry: %s", " ".join(str(exc).split())[:300])
+                snapshot.sources_up["registry"] = False
+        snapshot.read_at = self._clock()
+        snapshot.read_seconds = time.perf_counter() - started
+        return snapshot
+
+    def _champion_version(self) -> str | None:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        uri = self.settings.mlflow_tracking_uri
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        try:
+            champion = client.get_model_version_by_alias(self.settings.MODEL_NAME, "champion")
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None  # no model or no champion yet: a state, not an outage
+            raise
+        return str(champion.version)
+
+    # --- the metric families -------------------------------------------------------------
+
+    def _families(self, snapshot: Snapshot | None) -> Iterator[GaugeMetricFamily]:
+        now = datetime.now(UTC)
+        reports = snapshot.reports if snapshot else LatestReports(None, None, None)
+        yield from self._exporter_families(snapshot)
+        yield from self._drift_families(reports.drift, now)
+        yield from self._quality_families(reports.quality, now)
+        yield from self._performance_families(reports.performance, now)
+
+    def _gauge(self, name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=[*BASE_LABELS, *labels])
+
+    def _add(self, family: GaugeMetricFamily, value: float | None, *labels: str) -> None:
+        if value is not None:
+            family.add_metric([*self._labels, *labels], float(value))
+
+    def _exporter_families(self, snapshot: Snapshot | None) -> Iterator[GaugeMetricFamily]:
+        up = self._gauge(
+            "ml_exporter_source_up",
+            "1 when the exporter's last read of the source worked, 0 when it failed",
+            ["source"],
+        )
+        duration = self._gauge(
+            "ml_exporter_read_seconds", "Seconds the last read of the database and registry took"
+        )
+        champion = self._gauge(
+            "ml_champion_version",
+            "The registry's @champion version of the model (absent when there is none)",
+        )
+        if snapshot is not None:
+            for source, ok in snapshot.sources_up.items():
+                self._add(up, ok, source)
+            self._add(duration, snapshot.read_seconds)
+            if snapshot.champion_version is not None and snapshot.champion_version.isdigit():
+                self._add(champion, int(snapshot.champion_version))
+        yield from (up, duration, champion)
+
+    def _age(self, name: str, what: str, row: dict | None, now: datetime) -> GaugeMetricFamily:
+        family = self._gauge(name, f"Seconds since the end of the window of the latest {what}")
+        if row is not None:
+            self._add(family, (now - row["window_end"]).total_seconds())
+        return family
+
+    def _drift_families(self, row: dict | None, now: datetime) -> Iterator[GaugeMetricFamily]:
+        psi = self._gauge("ml_drift_psi", "PSI of the feature, latest drift report", ["feature"])
+        p_value = self._gauge(
+            "ml_drift_p_value",
+            "p-value of the feature's test (KS or chi-square, uncorrected), latest drift report",
+            ["feature", "test"],
+        )
+        statistic = self._gauge(
+            "ml_drift_statistic", "KS or chi-square statistic of the feature", ["feature", "test"]
+        )
+        drifted = self._gauge(
+            "ml_drift_detected",
+            "1 when the feature drifted (corrected p-value significant and PSI over the warning)",
+            ["feature"],
+        )
+        severity = self._gauge(
+            "ml_drift_severity",
+            "Feature drift severity: 0 none, 1 warning, 2 critical",
+            ["feature"],
+        )
+        missing = self._gauge(
+            "ml_drift_missing_ratio",
+            "Share of the window's rows without a value for the feature",
+            ["feature"],
+        )
+        by_severity = self._gauge(
+            "ml_drift_features", "Number of features at each severity", ["severity"]
+        )
+        share = self._gauge("ml_drift_drifted_share", "Share of features that drifted")
+        dataset = self._gauge(
+            "ml_drift_dataset_drift", "1 when the drifted share reaches DRIFT_SHARE_THRESHOLD"
+        )
+        prediction = self._gauge(
+            "ml_prediction_drift_detected", "1 when the predicted class or the score drifted"
+        )
+        prediction_psi = self._gauge(
+            "ml_prediction_drift_psi", "PSI of the model's outputs", ["output"]
+        )
+        prediction_p = self._gauge(
+            "ml_prediction_drift_p_value",
+            "p-value of the outputs' test (chi-square for the class, KS for the score)",
+            ["output"],
+        )
+        rows = self._gauge("ml_drift_window_rows", "Rows in the latest drift report", ["dataset"])
+        if row is not None:
+            report = row["report"]
+            for name, feature in report["features"].items():
+                self._add(psi, feature["psi"], name)
+                self._add(p_value, feature["p_value"], name, feature["test"])
+                self._add(statistic, feature["statistic"], name, feature["test"])
+                self._add(drifted, feature["drifted"], name)
+                self._add(severity, SEVERITY_CODE.get(feature["severity"]), name)
+                self._add(missing, feature["missing_share_current"], name)
+            for level, count in report["counts_by_severity"].items():
+                self._add(by_severity, count, level)
+            self._add(share, row["drifted_share"])
+            self._add(dataset, row["dataset_drift"])
+            self._add(prediction, row["prediction_drift"])
+            outputs = report["prediction"]
+            if outputs.get("available"):
+                self._add(prediction_psi, outputs["psi"], "predicted_class")
+                self._add(prediction_p, outputs["p_value"], "predicted_class")
+                self._add(prediction_psi, outputs["score"]["psi"], "score")
+                self._add(prediction_p, outputs["score"]["p_value"], "score")
+            self._add(rows, row["rows_reference"], "reference")
+            self._add(rows, row["rows_current"], "current")
+        yield from (psi, p_value, statistic, drifted, severity, missing, by_severity, share)
+        yield from (dataset, prediction, prediction_psi, prediction_p, rows)
+        yield self._age("ml_drift_report_age_seconds", "drift report", row, now)
+
+    def _quality_families(self, row: dict | None, now: datetime) -> Iterator[GaugeMetricFamily]:
+        hard = self._gauge("ml_quality_hard_failures", "Quality checks that failed hard")
+        soft = self._gauge("ml_quality_soft_warnings", "Quality checks that raised a warning")
+        passed = self._gauge("ml_quality_passed", "1 when no quality check failed hard")
+        status = self._gauge(
+            "ml_quality_check_status", "Quality check result: 0 ok, 1 soft, 2 hard", ["check"]
+        )
+        missing = self._gauge(
+            "ml_quality_missing_ratio", "Share of rows missing the feature", ["feature"]
+        )
+        rows = self._gauge("ml_quality_window_rows", "Rows in the latest quality report's window")
+        if row is not None:
+            report = row["report"]
+            self._add(hard, row["hard_failures"])
+            self._add(soft, row["soft_warnings"])
+            self._add(passed, row["passed"])
+            for check in report["checks"]:
+                self._add(status, LEVEL_CODE.get(check["level"]), check["name"])
+            for name, share in report["missing_share"].items():
+                self._add(missing, share, name)
+            self._add(rows, row["rows"])
+        yield from (hard, soft, passed, status, missing, rows)
+        yield self._age("ml_quality_report_age_seconds", "quality report", row, now)
+
+    def _performance_families(self, row: dict | None, now: datetime) -> Iterator[GaugeMetricFamily]:
+        realized = self._gauge(
+            "ml_realized_performance",
+            "Metric over the labelled predictions of the latest window (labels arrive late)",
+            ["metric"],
+        )
+        estimated = self._gauge(
+            "ml_estimated_performance",
+            "Metric estimated from calibrated scores before labels arrive (CBPE); "
+            "blind to concept drift",
+            ["metric"],
+        )
+        coverage = self._gauge(
+            "ml_label_coverage_ratio", "Share of the window's predictions that have a label"
+        )
+        counts = self._gauge(
+            "ml_performance_window_rows", "Predictions and labelled ones in the window", ["rows"]
+        )
+        if row is not None:
+            report = row["report"]
+            for kind, family in (("realized", realized), ("estimated", estimated)):
+                overall = (report.get(kind) or {}).get("overall") or {}
+                for metric in METRICS:
+                    self._add(family, overall.get(metric), metric)
+            overall = (report.get("realized") or {}).get("overall") or {}
+            self._add(coverage, overall.get("label_coverage"))
+            self._add(counts, row["predictions"], "predictions")
+            self._add(counts, row["labelled"], "labelled")
+        yield from (realized, estimated, coverage, counts)
+        yield self._age("ml_performance_report_age_seconds", "performance report", row, now)
+
+
+def build_registry(collector: MonitoringCollector) -> CollectorRegistry:
+    """A registry holding only the monitoring collector (no process metrics of the exporter)."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(collector)
+    return registry
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m monitoring.prometheus_exporter",
+        description="Serve the latest monitoring results as Prometheus metrics.",
+    )
+    parser.add_argument("--port", type=int, default=settings.EXPORTER_PORT)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--once", action="store_true", help="print one scrape and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+    collector = MonitoringCollector(settings)
+    registry = build_registry(collector)
+    if args.once:
+        sys.stdout.write(generate_latest(registry).decode())
+        down = [name for name, ok in collector.snapshot().sources_up.items() if not ok]
+        if down:
+            print(f"error: could not read the {' and the '.join(down)}", file=sys.stderr)
+        return 1 if down else 0
+    try:
+        server, thread = start_http_server(args.port, addr=args.host, registry=registry)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"serving monitoring metrics on http://{args.host}:{args.port}/metrics", flush=True)
+    stop.wait()
+    server.shutdown()
+    thread.join(timeout=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""The Prometheus exporter: real report rows in SQLite and Postgres in, `ml_*` series out, read
+back with prometheus_client's own parser; and the real process answering a scrape."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from data.db import get_engine
+from data.drift_injector import inject_drift
+from data.ingest import PREDICTION_COLUMN, SCORE_COLUMN
+from data.settings import PROJECT_ROOT, get_settings
+from data.synthetic import fraud_probability, generate_transactions
+from monitoring.drift_report import compute_drift_report, profile_from_frame
+from monitoring.performance import estimated_performance_by_window, realized_performance
+from monitoring.prometheus_exporter import MonitoringCollector, build_registry
+from monitoring.quality_report import compute_quality_report
+from monitoring.store import save_reports
+
+WINDOW_END = datetime(2026, 3, 1, 6, tzinfo=UTC)
+WINDOW = (WINDOW_END - timedelta(hours=6), WINDOW_END)
+
+
+def scored(frame):
+    """The hidden rule's probability as the model's score: calibrated by construction."""
+    frame = frame.copy()
+    frame[SCORE_COLUMN] = fraud_probability(frame)
+    frame[PREDICTION_COLUMN] = (frame[SCORE_COLUMN] >= 0.5).astype(int)
+    return frame
+
+
+def save_window(schema, database_url, *, feature="amount", model_version="3"):
+    """Compute real reports on a window with `feature` mean-shifted and save them."""
+    reference = scored(generate_transactions(5_000, seed=1))
+    current = generate_transactions(3_000, seed=2, start="2026-03-01", days=0.25)
+    current = scored(inject_drift(current, "mean_shift", schema=schema, feature=feature, seed=3))
+    profile = profile_from_frame(reference, schema)
+    reports = {
+        "drift": compute_drift_report(profile, current, schema, window=WINDOW),
+        "quality": compute_quality_report(
+            current, schema, window_start=WINDOW[0], window_end=WINDOW[1], reference=profile
+        ),
+        "realized": realized_performance(current, schema, window=list(WINDOW)),
+        "estimated": estimated_performance_by_window(current, schema, window=list(WINDOW)),
+    }
+    save_reports(
+        window=WINDOW,
+        model_name=get_settings().MODEL_NAME,
+        model_version=model_version,
+        engine=get_engine(database_url),
+        **reports,
+    )
+    return reports
+
+
+def scrape(collector) -> dict[tuple[str, frozenset], float]:
+    """{(sample name, its labels without the common ones): value} of one scrape."""
+    text = generate_latest(build_registry(collector)).decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            assert labels.pop("environment") == "development"
+            assert labels.pop("model_name") == "fraud-detector"
+            samples[(sample.name, frozenset(labels.items()))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples[(name, frozenset(labels.items()))]
+
+
+@pytest.fixture
+def collector(monkeypatch, database_url):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    return MonitoringCollector(read_registry=False)
+
+
+def test_the_latest_reports_become_ml_series(collector, fraud_schema, database_url):
+    reports = save_window(fraud_schema, database_url)
+    samples = scrape(collector)
+    drift, quality = reports["drift"], reports["quality"]
+
+    amount = drift.features["amount"]
+    assert value(samples, "ml_drift_psi", feature="amount") == pytest.approx(amount.psi)
+    assert value(samples, "ml_drift_p_value", feature="amount", test="ks") == pytest.approx(
+        amount.p_value
+    )
+    assert value(samples, "ml_drift_detected", feature="amount") == 1
+    assert value(samples, "ml_drift_severity", feature="amount") == 2  # critical
+    assert value(samples, "ml_drift_detected", feature="merchant_category") == 0
+    counts = drift.counts_by_severity
+    assert value(samples, "ml_drift_features", severity="critical") == counts["critical"]
+    assert value(samples, "ml_drift_drifted_share") == pytest.approx(drift.drifted_share)
+    assert value(samples, "ml_drift_dataset_drift") == 0
+    assert value(samples, "ml_prediction_drift_psi", output="score") == pytest.approx(
+        drift.prediction.score.psi
+    )
+    assert value(samples, "ml_drift_window_rows", dataset="current") == 3_000
+    age = (datetime.now(UTC) - WINDOW_END).total_seconds()
+    assert value(samples, "ml_drift_report_age_seconds") == pytest.approx(age, abs=60)
+
+    assert value(samples, "ml_quality_hard_failures") == quality.hard_failures
+    assert value(samples, "ml_quality_passed") == int(quality.passed)
+    assert value(samples, "ml_quality_check_status", check="duplicate_ids") == 0
+    assert value(samples, "ml_quality_missing_ratio", feature="amount") == 0
+
+    realized, estimated = reports["realized"].overall, reports["estimated"].overall
+    for metric in ("accuracy", "precision", "recall", "f1", "roc_auc"):
+        assert value(samples, "ml_realized_performance", metric=metric) == pytest.approx(
+            realized[metric]
+        )
+        assert value(samples, "ml_estimated_performance", metric=metric) == pytest.approx(
+            estimated[metric]
+        )
+    assert value(samples, "ml_label_coverage_ratio") == 1.0
+    assert value(samples, "ml_exporter_source_up", source="database") == 1
+
+
+def test_nothing_saved_yet_is_no_series_not_an_error(collector):
+    samples = scrape(collector)
+    assert value(samples, "ml_exporter_source_up", source="database") == 1
+    assert not [name for name, _ in samples if name.startswith(("ml_drift", "ml_quality"))]
+
+
+def test_reads_are_cached_and_ages_keep_growing(monkeypatch, fraud_schema, database_url):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("EXPORTER_CACHE_SECONDS", "30")
+    get_settings.cache_clear()
+    now = [1_000.0]
+    collector = MonitoringCollector(read_registry=False, clock=lambda: now[0])
+    save_window(fraud_schema, database_url, feature="amount")
+    first = scrape(collector)
+    assert value(first, "ml_drift_severity", feature="avg_amount_30d") == 0
+    save_window(fraud_schema, database_url, feature="avg_amount_30d")  # a newer row, same window
+    now[0] += 29
+    cached = scrape(collector)
+    assert value(cached, "ml_drift_severity", feature="avg_amount_30d") == 0
+    assert value(cached, "ml_drift_report_age_seconds") >= value(
+        first, "ml_drift_report_age_seconds"
+    )
+    now[0] += 1
+    assert value(scrape(collector), "ml_drift_severity", feature="avg_amount_30d") == 2
+
+
+def test_a_database_outage_is_a_metric_not_a_failed_scrape(monkeypatch, fraud_schema, tmp_path):
+    url = f"sqlite:///{tmp_path / 'monitoring.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("EXPORTER_CACHE_SECONDS", "0")
+    get_settings.cache_clear()
+    save_window(fraud_schema, url)
+    collector = MonitoringCollector(read_registry=False)
+    assert value(scrape(collector), "ml_drift_severity", feature="amount") == 2
+    collector.settings = collector.settings.model_copy(
+        update={"DATABASE_URL": "postgresql+psycopg2://postgres@127.0.0.1:1/none"}
+    )
+    samples = scrape(collector)
+    assert value(samples, "ml_exporter_source_up", source="database") == 0
+    # The last values read stay, and their age goes on growing.
+    assert value(samples, "ml_drift_severity", feature="amount") == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_exporter_process_serves_real_values_to_a_scrape(
+    default_training, fraud_schema, postgres_url
+):
+    store, training = default_training
+    reports = save_window(fraud_schema, postgres_url, model_version=training.version)
+    env = {
+        **os.environ,
+        "DATABASE_URL": postgres_url,
+        "MLFLOW_TRACKING_URI": store.MLFLOW_TRACKING_URI,
+    }
+    port = _free_port()
+    command = [sys.executable, "-m", "monitoring.prometheus_exporter"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port), "--host", "127.0.0.1"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                time.sleep(0.2)
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        psi = {s.labels["feature"]: s.value for s in families["ml_drift_psi"].samples}
+        assert psi["amount"] == pytest.approx(reports["drift"].features["amount"].psi)
+        (champion,) = families["ml_champion_version"].samples
+        assert champion.value == int(training.version)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0
+
+    once = subprocess.run(
+        [*command, "--once"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert once.returncode == 0, once.stderr
+    line = (
+        'ml_drift_severity{environment="development",feature="amount",model_name="fraud-detector"}'
+    )
+    assert f"{line} 2.0" in once.stdout.splitlines()
