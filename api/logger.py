@@ -146,8 +146,18 @@ class PredictionLogger:
             self._spool([record])
 
     def submit_many(self, records: Iterable[PredictionRecord]) -> None:
-        for record in records:
-            self.submit(record)
+        """Queue a batch under one lock (`Queue.put` takes it, and notifies, once per row)."""
+        records = list(records)
+        self._pending.update(record.request_id for record in records)
+        q = self._queue
+        with q.not_full:
+            room = q.maxsize - len(q.queue) if q.maxsize > 0 else len(records)
+            accepted = records[: max(room, 0)]
+            q.queue.extend(accepted)
+            q.unfinished_tasks += len(accepted)
+            q.not_empty.notify()
+        if len(accepted) < len(records):
+            self._spool(list(records[len(accepted) :]))
 
     def is_pending(self, request_id: str) -> bool:
         """Accepted by this worker and not yet in the database (queued or spooled)."""

@@ -50,6 +50,10 @@ class Scorer(Protocol):
     def score_many(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray: ...
 
 
+# From this many rows on, the matrix is built column by column.
+COLUMNWISE_ROWS = 32
+
+
 class PipelineScorer:
     """The slow, general path: the sklearn pipeline on a DataFrame."""
 
@@ -179,6 +183,8 @@ class CompiledScorer:
 
     def vectorize(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """The ColumnTransformer's output for `rows`, without pandas."""
+        if len(rows) >= COLUMNWISE_ROWS:
+            return self._vectorize_columns(rows)
         matrix = np.zeros((len(rows), self.width))
         for r, row in enumerate(rows):
             out = matrix[r]
@@ -189,6 +195,19 @@ class CompiledScorer:
                 column = columns.get(row.get(feature))
                 if column is not None:
                     out[column] = 1.0
+        return matrix
+
+    def _vectorize_columns(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        # The same matrix built a column at a time: numpy does the per-row work of big batches.
+        matrix = np.zeros((len(rows), self.width))
+        for feature, column, fill in self.numeric:
+            values = np.array([row.get(feature) for row in rows], dtype=np.float64)  # None: NaN
+            matrix[:, column] = np.where(np.isnan(values), fill, values)
+        for feature, columns in self.categorical.items():
+            hits = [columns.get(row.get(feature), -1) for row in rows]
+            where = np.array(hits, dtype=np.intp)
+            known = where >= 0
+            matrix[np.flatnonzero(known), where[known]] = 1.0
         return matrix
 
     def raw(self, matrix: np.ndarray) -> np.ndarray:

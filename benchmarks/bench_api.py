@@ -42,7 +42,7 @@ from data.db import get_engine, init_db  # noqa: E402
 from data.schema import load_schema  # noqa: E402
 from tests.api_server import ServerProcess  # noqa: E402
 from tests.conftest import store_settings  # noqa: E402
-from tests.test_api import request_rows  # noqa: E402
+from tests.traffic import request_rows  # noqa: E402
 from training.register_model import Registry  # noqa: E402
 from training.train import train  # noqa: E402
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -290,6 +292,40 @@ def test_metrics_count_predictions_without_request_ids(client, fraud_schema):
     assert summary["predictions"]["total"] == before + 7
     assert summary["errors"]["validation"] >= 1
     assert summary["model"]["loaded_in_all_workers"] is True
+
+
+def _histograms(client) -> Counter:
+    text = client.get("/metrics").text
+    counts: Counter = Counter()
+    for family in text_string_to_metric_families(text):
+        if family.name in ("ml_feature_value", "ml_predictions", "ml_prediction_score"):
+            for sample in family.samples:
+                if not sample.name.endswith("_created"):
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    counts[key] += round(sample.value, 6)
+    return counts
+
+
+def test_a_batch_counts_in_metrics_exactly_as_its_rows_one_by_one(client, fraud_schema):
+    # Batches fill histograms in bulk (one increment per bucket); the counts must not differ.
+    rows = request_rows(fraud_schema, 300, seed=21)
+    rows[5]["customer_age"] = None  # a missing nullable value is not counted
+    start = _histograms(client)
+    for row in rows:
+        assert client.post("/predict", json={"features": row}).is_success
+    singles = _histograms(client)
+    instances = [{"features": row} for row in rows]
+    assert client.post("/predict/batch", json={"instances": instances}).is_success
+    batch = _histograms(client)
+    one_by_one = {k: round(v - start[k], 3) for k, v in singles.items() if v != start[k]}
+    in_bulk = {k: round(v - singles[k], 3) for k, v in batch.items() if v != singles[k]}
+    assert one_by_one == in_bulk
+    counted = {
+        dict(labels)["feature"]: value
+        for (name, labels), value in in_bulk.items()
+        if name == "ml_feature_value_count"
+    }
+    assert counted["amount"] == 300 and counted["customer_age"] < 300  # missing: not counted
 
 
 def test_openapi_documents_the_features(client, fraud_schema):

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from data.db import get_engine, prediction_logs
 from tests.api_server import Load, ServerProcess
-from tests.test_api import TOKEN, request_rows
+from tests.traffic import TOKEN, request_rows
 
 
 @pytest.fixture
