@@ -15,6 +15,7 @@ report stored as JSON can be rendered again later.
 from __future__ import annotations
 
 import html
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +144,8 @@ def _cards(data: dict[str, Any]) -> str:
         _card("Rows reference / current", f"{data['rows_reference']:,} / {data['rows_current']:,}"),
     ]
     if window.get("start") or window.get("end"):
-        cards.append(_card("Window", f"{window.get('start') or '?'} → {window.get('end') or '?'}"))
+        start, end = _moment(window.get("start")), _moment(window.get("end"))
+        cards.append(_card("Window (UTC)", f"{start} → {end}"))
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
@@ -290,3 +292,13 @@ def _thresholds_note(data: dict[str, Any]) -> str:
         f"(chi-square) and its PSI is at least {t['psi_warning']}; critical from PSI "
         f"{t['psi_critical']}. Generated {_e(data.get('created_at', ''))}.</p>"
     )
+
+
+def _moment(text: str | None) -> str:
+    """An ISO time as a person reads it: to the minute, in UTC."""
+    if not text:
+        return "?"
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return text

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from data.ingest import coerce_frame
+from data.replay import request_instances
 from data.settings import get_settings
 from data.synthetic import generate_transactions
 
@@ -18,15 +16,8 @@ def request_rows(schema, n: int, seed: int = 5) -> list[dict]:
 
 
 def request_features(frame, schema) -> list[dict]:
-    """The rows of `frame` as `features` objects (booleans as JSON booleans, null for missing)."""
-    frame = coerce_frame(frame, schema)[schema.feature_names]
-    rows = []
-    for record in frame.to_dict("records"):
-        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in record.items()}
-        for f in schema.boolean:
-            row[f.name] = bool(row[f.name])
-        rows.append(row)
-    return rows
+    """The rows of `frame` as `features` objects, as `data.replay` sends them."""
+    return [instance["features"] for instance in request_instances(frame, schema)]
 
 
 def configure(monkeypatch, store, database_url: str, tmp_path, **env) -> None:

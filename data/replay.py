@@ -1,0 +1,159 @@
+"""Replay a CSV or Parquet file into a running API, as client traffic and, later, ground truth.
+
+Each row becomes a `/predict/batch` instance (its id column as the request id, the schema's
+features as `features`); with `--labels`, the target column then goes to `/feedback/batch`, as
+if the truth had arrived. `make demo` uses it to feed the API normal and drifted traffic; it is
+also the quickest way to see what the monitoring makes of a dataset of your own.
+
+    python -m data.replay --data var/data/live.parquet --url http://127.0.0.1:8000 --labels
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import requests
+
+from data.ingest import DataError, coerce_frame, load_frame
+from data.schema import FeatureSchema, SchemaError, load_schema
+from data.settings import get_settings
+
+
+class ReplayError(RuntimeError):
+    """The API refused a batch or could not be reached; the message says which and why."""
+
+
+def request_instances(frame: pd.DataFrame, schema: FeatureSchema) -> list[dict[str, Any]]:
+    """The rows of `frame` as `/predict` requests (missing values as null, booleans as bools)."""
+    typed = coerce_frame(frame, schema, require_target=False)
+    booleans = {f.name for f in schema.boolean}
+    instances = []
+    for position, record in enumerate(typed[schema.feature_names].to_dict("records")):
+        features = {}
+        for name, value in record.items():
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                features[name] = None
+            elif name in booleans:
+                features[name] = bool(value)
+            else:
+                features[name] = value
+        request_id = str(frame[schema.id].iloc[position]) if schema.id in frame else None
+        instances.append({"request_id": request_id, "features": features})
+    return instances
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for first in range(0, len(items), size):
+        yield items[first : first + size]
+
+
+def replay(
+    frame: pd.DataFrame,
+    schema: FeatureSchema,
+    url: str,
+    *,
+    labels: bool = False,
+    batch_size: int = 500,
+    session: requests.Session | None = None,
+) -> dict[str, int]:
+    """Send `frame` to the API at `url`; returns how many predictions (and labels) it took."""
+    session = session or requests.Session()
+    instances = request_instances(frame, schema)
+    ids: list[str] = []
+    positives = 0
+    for chunk in _chunks(instances, batch_size):
+        answer = _post(session, f"{url}/predict/batch", {"instances": chunk})
+        for prediction in answer["predictions"]:
+            ids.append(prediction["request_id"])
+            positives += prediction["predicted_class"]
+    result = {"predictions": len(ids), "predicted_positive": positives, "labels": 0}
+    if labels:
+        if schema.target not in frame:
+            raise ReplayError(f"--labels needs the target column {schema.target!r} in the data")
+        truth = [int(v) for v in frame[schema.target]]
+        feedback = [{"request_id": i, "label": y} for i, y in zip(ids, truth, strict=True)]
+        for chunk in _chunks(feedback, batch_size):
+            result["labels"] += _post(session, f"{url}/feedback/batch", {"labels": chunk})[
+                "accepted"
+            ]
+    return result
+
+
+def wait_until_ready(url: str, seconds: float) -> None:
+    """Poll `/ready` until the API serves a model, or raise ReplayError after `seconds`."""
+    deadline = time.monotonic() + seconds
+    reason = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            answer = requests.get(f"{url}/ready", timeout=5)
+            if answer.status_code == 200:
+                return
+            reason = answer.json().get("detail", answer.text)
+        except (requests.RequestException, ValueError) as exc:
+            reason = str(exc)
+        time.sleep(0.5)
+    raise ReplayError(f"{url} was not ready after {seconds:g} s: {reason}")
+
+
+def _post(session: requests.Session, url: str, body: dict) -> dict:
+    try:
+        answer = session.post(url, json=body, timeout=60)
+    except requests.RequestException as exc:
+        raise ReplayError(f"cannot reach {url}: {exc}") from None
+    if answer.status_code != 200:
+        try:
+            detail = answer.json().get("detail", answer.text)
+        except ValueError:
+            detail = answer.text
+        raise ReplayError(f"{url} answered {answer.status_code}: {detail}")
+    return answer.json()
+
+
+def _slice(text: str) -> slice:
+    try:
+        start, end = (int(part) if part else None for part in text.split(":"))
+    except ValueError:
+        raise ReplayError(f"--rows {text!r} is not START:END, e.g. 0:3000") from None
+    return slice(start, end)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(description="Replay a data file into the API.")
+    parser.add_argument("--data", required=True, help=".csv or .parquet file")
+    parser.add_argument("--url", default=f"http://127.0.0.1:{settings.API_PORT}")
+    parser.add_argument("--schema", default=str(settings.path(settings.FEATURE_SCHEMA)))
+    parser.add_argument("--labels", action="store_true", help="also send the target as feedback")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--rows", help="only rows START:END of the file (Python slice, 0-based)")
+    parser.add_argument(
+        "--wait", type=float, default=0, help="seconds to wait for the API's /ready first"
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.wait:
+            wait_until_ready(args.url, args.wait)
+        schema = load_schema(args.schema)
+        frame = load_frame(args.data, schema, require_target=args.labels)
+        if args.rows:
+            frame = frame.iloc[_slice(args.rows)]
+        result = replay(frame, schema, args.url, labels=args.labels, batch_size=args.batch_size)
+    except (SchemaError, DataError, ReplayError, OSError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(
+        f"sent {result['predictions']:,} predictions ({result['predicted_positive']:,} positive)"
+        + (f" and {result['labels']:,} labels" if args.labels else "")
+        + f" to {args.url}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
