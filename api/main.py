@@ -47,7 +47,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     api_metrics: ApiMetrics = app.state.metrics
     if settings.API_MONITORING:
         spool = settings.path(settings.PREDICTION_SPOOL_DIR)
-        logger: PredictionLogger | DisabledLogger = PredictionLogger(spool, metrics=api_metrics)
+        logger: PredictionLogger | DisabledLogger = PredictionLogger(
+            spool, metrics=api_metrics, on_tick=api_metrics.flush
+        )
     else:
         logger = DisabledLogger()
     app.state.logger = logger.start()

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -326,6 +327,28 @@ def test_a_batch_counts_in_metrics_exactly_as_its_rows_one_by_one(client, fraud_
         if name == "ml_feature_value_count"
     }
     assert counted["amount"] == 300 and counted["customer_age"] < 300  # missing: not counted
+
+
+def test_buffered_prediction_metrics_are_written_without_a_scrape(client, fraud_schema):
+    # Per-request metrics wait in a buffer that the logger's writer thread flushes every 0.1 s,
+    # so another worker's scrape sees them even if this worker is never scraped.
+    def served() -> float:
+        return sum(
+            REGISTRY.get_sample_value(
+                "ml_predictions_total",
+                {"environment": "development", "model_version": "1", "prediction": label},
+            )
+            or 0.0
+            for label in ("0", "1")
+        )
+
+    before = served()
+    for features in request_rows(fraud_schema, 5, seed=4):
+        assert client.post("/predict", json={"features": features}).is_success
+    deadline = time.monotonic() + 5
+    while served() < before + 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert served() == before + 5
 
 
 def test_openapi_documents_the_features(client, fraud_schema):

@@ -73,12 +73,18 @@ def test_metrics_are_summed_over_both_workers(server_env, postgres_url, tmp_path
         with ThreadPoolExecutor(8) as pool:
             assert set(pool.map(predict, range(400))) == {200}
 
-        per_worker = {}
-        for path in server.metrics_dir.glob("counter_*.db"):
-            merged = multiprocess.MultiProcessCollector.merge([str(path)], accumulate=False)
-            per_worker[path.name] = sum(
-                s.value for m in merged for s in m.samples if s.name == "ml_predictions_total"
-            )
+        # Workers write their counts from a background thread every 0.1 s.
+        deadline = time.monotonic() + 5
+        while True:
+            per_worker = {}
+            for path in server.metrics_dir.glob("counter_*.db"):
+                merged = multiprocess.MultiProcessCollector.merge([str(path)], accumulate=False)
+                per_worker[path.name] = sum(
+                    s.value for m in merged for s in m.samples if s.name == "ml_predictions_total"
+                )
+            if sum(per_worker.values()) == 400 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert len([v for v in per_worker.values() if v > 0]) == 2, per_worker
         for _ in range(5):  # whichever worker answers the scrape, it reports both
             text = httpx.get(f"{server.url}/metrics", timeout=10).text

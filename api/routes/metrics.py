@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from api import metrics
 
@@ -10,13 +10,17 @@ router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", response_class=Response)
-def prometheus_metrics() -> Response:
+def prometheus_metrics(request: Request) -> Response:
     """Prometheus text format, summed over all workers."""
+    # This worker's buffered predictions now; the other workers' writer threads flush theirs
+    # every 0.1 s.
+    request.app.state.metrics.flush()
     body, content_type = metrics.latest()
     return Response(body, media_type=content_type)
 
 
 @router.get("/metrics/summary")
-def metrics_summary() -> dict:
+def metrics_summary(request: Request) -> dict:
     """Totals, error counts, latency quantiles, the served model and the logger's counters."""
+    request.app.state.metrics.flush()
     return metrics.summary()

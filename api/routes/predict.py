@@ -6,12 +6,13 @@ hop to a worker thread that a plain `def` handler would cost on every request.
 # No `from __future__ import annotations` here: FastAPI must see the generated body models
 # of `build_router` as real types, not as strings naming local variables.
 
-import json
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, HTTPException, Response, status
 
 from api.deps import LoggerDep, MetricsDep, PredictorDep, SettingsDep
@@ -49,9 +50,10 @@ def build_router(schema: FeatureSchema) -> APIRouter:
         without waiting for the database."""
         started = time.perf_counter()
         model = _served(predictor, metrics)
-        features = _plain(body.features, booleans)
+        features = _plain(body["features"], booleans)
         score = model.scorer.score_one(features)
-        return _answer(body.request_id, features, score, model, started, metrics, logger)
+        request_id = body.get("request_id") or uuid.uuid4().hex
+        return _answer(request_id, features, score, model, started, metrics, logger)
 
     @router.post("/batch", response_model=BatchPredictResponse, responses=ERRORS)
     async def predict_batch(
@@ -71,14 +73,14 @@ def build_router(schema: FeatureSchema) -> APIRouter:
                 f"{settings.MAX_BATCH_SIZE} (MAX_BATCH_SIZE)",
             )
         model = _served(predictor, metrics)
-        rows = [_plain(instance.features, booleans) for instance in body.instances]
+        rows = [_plain(instance["features"], booleans) for instance in body.instances]
         scores = np.asarray(model.scorer.score_many(rows), dtype=np.float64)
         predicted = (scores >= THRESHOLD).astype(np.int64)
         confidence = np.where(predicted == 1, scores, 1.0 - scores)
         latency = (time.perf_counter() - started) / max(len(rows), 1)
         metrics.predictions(model.version, predicted, confidence, scores, rows, latency)
         now = datetime.now(UTC)
-        ids = [instance.request_id for instance in body.instances]
+        ids = [instance.get("request_id") or uuid.uuid4().hex for instance in body.instances]
         version, scores_list = model.version, scores.tolist()
         logger.submit_many(
             [
@@ -102,7 +104,7 @@ def build_router(schema: FeatureSchema) -> APIRouter:
                 ids, predicted.tolist(), confidence.tolist(), scores_list, strict=True
             )
         ]
-        return Response(json.dumps({"predictions": answers}), media_type="application/json")
+        return Response(orjson.dumps({"predictions": answers}), media_type="application/json")
 
     return router
 
@@ -120,7 +122,7 @@ def _served(predictor: Predictor, metrics: ApiMetrics) -> LoadedModel:
 
 def _plain(features: Any, booleans: list[str]) -> dict[str, Any]:
     # Booleans travel as 0.0 / 1.0 from here on: the model and the log store them as numbers.
-    values = dict(features.__dict__)
+    values = dict(features)
     for name in booleans:
         value = values[name]
         if value is not None:
@@ -140,8 +142,7 @@ def _answer(
     predicted = 1 if score >= THRESHOLD else 0
     confidence = score if predicted else 1.0 - score
     latency = time.perf_counter() - started
-    metrics.prediction_latency(latency)
-    metrics.prediction(model.version, predicted, confidence, score, features)
+    metrics.prediction(model.version, predicted, confidence, score, features, latency)
     logger.submit(
         PredictionRecord(
             request_id=request_id,
