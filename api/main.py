@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
 from api.logger import DisabledLogger, PredictionLogger
-from api.metrics import ApiMetrics, mark_worker_dead
+from api.metrics import ApiMetrics, http_instrumentation, mark_worker_dead
 from api.predictor import Predictor
 from api.routes import feedback, health, logs, metrics, model, predict
 from data.db import get_engine, init_db
@@ -156,6 +156,7 @@ def create_app() -> FastAPI:
         instrumentator = Instrumentator(
             excluded_handlers=["/metrics"], should_group_status_codes=False
         )
+        instrumentator.add(http_instrumentation(settings.ENVIRONMENT))
         instrumentator.instrument(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.MAX_BODY_BYTES)
     return app

@@ -14,7 +14,7 @@ label: per-feature values go into histograms, whose label is only the feature's 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,10 +28,12 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_fastapi_instrumentator.metrics import Info
 
 from data.settings import get_settings
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 # One bucket set for every numerical feature, log-spaced so that amounts and hours both fit.
@@ -83,6 +85,19 @@ MODEL_INFO = Gauge(
 )
 MODEL_RELOADS = Counter(
     "ml_model_reloads_total", "Model (re)loads by result", ["environment", "result"]
+)
+# Per HTTP request, for every route (the instrumentator's middleware fills them). Two series only:
+# its default set adds size summaries and a 21-bucket histogram that cost more than scoring.
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests by handler, method and status",
+    ["environment", "handler", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request duration by handler and method",
+    ["environment", "handler", "method"],
+    buckets=HTTP_BUCKETS,
 )
 FEEDBACK = Counter("ml_feedback_total", "Ground-truth labels received", ["environment", "label"])
 LOG_QUEUE_DEPTH = Gauge(
@@ -209,6 +224,17 @@ class ApiMetrics:
 
     def reload(self, result: str) -> None:
         MODEL_RELOADS.labels(self.environment, result).inc()
+
+
+def http_instrumentation(environment: str) -> Callable[[Info], None]:
+    """The instrumentator callback that fills HTTP_REQUESTS and HTTP_DURATION."""
+
+    def record(info: Info) -> None:
+        handler, method = info.modified_handler, info.method
+        HTTP_REQUESTS.labels(environment, handler, method, info.modified_status).inc()
+        HTTP_DURATION.labels(environment, handler, method).observe(info.modified_duration)
+
+    return record
 
 
 def _observe_many(histogram: Any, values: np.ndarray) -> None:
