@@ -70,17 +70,12 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure(rows: int, array_samples: bool) -> dict[str, float]:
+def measure(rows: int) -> dict[str, float]:
     """Run in a child process: build the inputs, then measure one size."""
     schema = make_schema()
     reference = make_frame(rows, seed=1)
-    profile = profile_from_frame(reference, schema)
+    profile = profile_from_frame(reference, schema)  # samples held as float64 arrays
     del reference
-    if array_samples:
-        # What the profile would weigh with its samples as float64 arrays (8 bytes a value)
-        # instead of lists of Python floats (32 bytes a value).
-        for numerical in profile.numerical.values():
-            numerical.sample = np.asarray(numerical.sample)
     current = make_frame(rows, seed=2)
     thresholds = DriftThresholds()
     gc.collect()
@@ -111,10 +106,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--array-samples", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.array_samples)))
+        print(json.dumps(measure(args.child)))
         return 0
 
     print(
@@ -123,32 +117,28 @@ def main() -> int:
         f"Python {platform.python_version()}, numpy {np.__version__}"
     )
     header = (
-        f"{'rows ref + cur':>22} {'profile samples':>16} {'median s':>9} {'min s':>7} "
+        f"{'rows ref + cur':>22} {'median s':>9} {'min s':>7} "
         f"{'peak MB':>8} {'added MB':>9} {'inputs MB':>10} {'max RSS MB':>11}"
     )
     print(header)
     print("-" * len(header))
-    runs = [(rows, False) for rows in args.rows] + [(max(args.rows), True)]
-    for rows, array_samples in runs:
+    for rows in args.rows:
         command = [sys.executable, __file__, "--child", str(rows)]
-        child = subprocess.run(
-            command + ["--array-samples"] * array_samples, capture_output=True, text=True
-        )
+        child = subprocess.run(command, capture_output=True, text=True)
         if child.returncode:
             print(child.stderr, file=sys.stderr)
             return child.returncode
         r = json.loads(child.stdout)
         print(
-            f"{f'{rows:,} + {rows:,}':>22} {'float64 arrays' if array_samples else 'lists':>16} "
+            f"{f'{rows:,} + {rows:,}':>22} "
             f"{r['median_s']:>9.2f} {r['min_s']:>7.2f} {r['peak_mb']:>8.0f} "
             f"{r['added_mb']:>9.0f} {r['inputs_mb']:>10.0f} {r['max_rss_mb']:>11.0f}"
         )
     print(
         "peak MB: resident memory at its highest during compute_drift_report; added MB: the "
         "part of it above the inputs already in memory (the current frame and the reference "
-        "profile); max RSS MB: the whole process, including building the data and the profile. "
-        "profile samples: as data.profile stores them (lists of Python floats), or converted to "
-        "float64 arrays to show what the inputs would weigh in that form."
+        "profile, its samples as float64 arrays); max RSS MB: the whole process, including "
+        "building the data and the profile."
     )
     return 0
 

@@ -1,0 +1,673 @@
+"""Benchmark: the drift check over a window larger than memory, read from Postgres in chunks.
+
+What the Airflow drift check does on a busy day, end to end: `read_predictions(...,
+chunksize=N)` streams the window out of `prediction_logs` with a server-side cursor (the database
+extracts one typed column per feature from the JSONB), and `DriftAccumulator` counts each chunk
+against the reference profile, so memory stays bounded by the profile and one chunk, whatever
+the window holds.
+
+1. A fresh database (dropped at the end, also on failure or Ctrl-C) gets the project's tables
+   (`init_db`) and N prediction-log rows of the fraud schema (default 10,000,000 over a 6-hour
+   window), loaded with COPY in pieces of 500,000 rows, so the loader stays bounded too. Each
+   piece is `generate_transactions` with its own seed; in the last quarter of the window the
+   amounts move up by 0.1 std and 2% of the transactions move to the rarest merchant category
+   (`data.drift_injector`), so the window is neither a copy of the reference nor drifted beyond
+   doubt. Scores are the synthetic data's own fraud probabilities. Load time is reported apart.
+2. The reference profile keeps every value of 200,000 other synthetic rows (KS is exact).
+3. Each timed pass (median of 3) runs in a process of its own: the profile is built, then Linux's
+   peak resident memory (VmHWM) is reset and the pass (read + update every chunk + report) timed,
+   in chunks of 50,000 rows (as fast as larger chunks on the reference machine, for a fraction
+   of their memory). Reported: time, rows/s, the peak, the part of it above what was resident
+   before the pass, how much the resident memory grew from the first tenth of the chunks to the
+   end (about zero when bounded; the exit status is 1 above 64 MB), and what the same window
+   would take as one typed DataFrame (measured per row on a chunk).
+
+    python benchmarks/bench_drift_postgres.py                      # 10,000,000 rows
+    python benchmarks/bench_drift_postgres.py --rows 200000
+    python benchmarks/bench_drift_postgres.py --chunksize 20000 100000   # compare chunk sizes
+    python benchmarks/bench_drift_postgres.py --breakdown          # where the time goes
+
+`--breakdown` adds, in the same database, passes that split the time: the database alone (the
+same cursor, `MOVE FORWARD ALL`: every row computed, none sent), the database and the driver
+(psycopg2 turning rows into Python tuples), pandas building and typing the frames, and the drift
+counting; and the same window read with `COPY (...) TO STDOUT` parsed by pandas' CSV reader,
+whose drift report is checked to be identical to the one read through the cursor.
+
+Postgres: BENCH_POSTGRES_ADMIN_URL (default postgresql+psycopg2://postgres@127.0.0.1:5432/postgres),
+a role that may create databases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import json
+import os
+import platform
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import psycopg2  # noqa: E402
+from sqlalchemy import create_engine, event, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from data.db import dispose_engines, get_engine, init_db  # noqa: E402
+from data.drift_injector import inject_drift  # noqa: E402
+from data.ingest import coerce_frame, read_predictions  # noqa: E402
+from data.schema import FeatureSchema, load_schema  # noqa: E402
+from data.synthetic import fraud_probability, generate_transactions  # noqa: E402
+from monitoring.drift_report import (  # noqa: E402
+    DriftAccumulator,
+    DriftThresholds,
+    profile_from_frame,
+)
+
+ADMIN_URL = os.environ.get(
+    "BENCH_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+SCHEMA_PATH = ROOT / "schemas" / "fraud.yaml"
+WINDOW_START = datetime(2026, 3, 1, tzinfo=UTC)
+WINDOW = timedelta(hours=6)  # DRIFT_WINDOW_HOURS
+PIECE_ROWS = 500_000
+SHIFTED_SHARE = 0.25  # the last quarter of the window is mildly shifted
+SHIFTED_FEATURES = ("amount", "merchant_category")
+REFERENCE_SEED = 1
+CURRENT_SEED = 1_000  # piece k uses CURRENT_SEED + k
+COPY_COLUMNS = (
+    "request_id, predicted_at, model_name, model_version, features, predicted_class, score, "
+    "latency_ms"
+)
+_TEXT = np.dtypes.StringDType()
+
+
+# ---------------------------------------------------------------------------------------------
+# memory
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+
+
+# ---------------------------------------------------------------------------------------------
+# the database and the load
+
+
+def create_database(admin_url: str) -> tuple[str, str]:
+    name = f"bench_drift_pg_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return name, make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    dispose_engines()
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def _dsn(url: str) -> str:
+    """A libpq connection string for a SQLAlchemy URL."""
+    u = make_url(url)
+    parts = {
+        "host": u.host,
+        "port": u.port,
+        "dbname": u.database,
+        "user": u.username,
+        "password": u.password,
+    }
+    return " ".join(f"{k}={v}" for k, v in parts.items() if v is not None)
+
+
+def _numbers(values: np.ndarray) -> np.ndarray:
+    """Shortest round-trip text of each float (numpy's repr), `null` for NaN (JSON)."""
+    as_text = values.astype(_TEXT)
+    missing = np.isnan(values)
+    return np.where(missing, "null", as_text).astype(_TEXT) if missing.any() else as_text
+
+
+def piece_text(schema: FeatureSchema, first_row: int, rows: int, total: int) -> str:
+    """`rows` prediction-log rows as COPY text: one transaction block of its own seed."""
+    piece = first_row // PIECE_ROWS
+    frame = generate_transactions(rows, seed=CURRENT_SEED + piece)
+    # Rows from `cut` on are in the shifted last part of the window.
+    cut = min(rows, max(0, round(total * (1 - SHIFTED_SHARE)) - first_row))
+    if rows - cut >= 2:
+        tail = frame.iloc[cut:].reset_index(drop=True)
+        tail = inject_drift(tail, "mean_shift", schema=schema, feature=SHIFTED_FEATURES[0],
+                            intensity=0.05, seed=piece)  # fmt: skip
+        tail = inject_drift(tail, "category_frequency_shift", schema=schema,
+                            feature=SHIFTED_FEATURES[1], intensity=0.02, seed=piece)  # fmt: skip
+        frame = pd.concat([frame.iloc[:cut], tail], ignore_index=True)
+    score = fraud_probability(frame)
+    # The features as the API logs them: one JSON object, booleans as 0.0 / 1.0, missing as null.
+    add = np.strings.add
+    features = None
+    for i, feature in enumerate(schema.features):
+        column = frame[feature.name]
+        if feature.is_categorical:
+            value = add(add('"', column.to_numpy().astype(_TEXT)), '"')
+        else:
+            value = _numbers(column.to_numpy(dtype=np.float64))
+        pair = add(('{"' if i == 0 else ',"') + feature.name + '":', value)
+        features = pair if features is None else add(features, pair)
+    # predicted_at spreads the N rows evenly over the window, in order.
+    step_us = WINDOW / timedelta(microseconds=1) / total
+    offsets = np.round((first_row + np.arange(rows)) * step_us).astype("timedelta64[us]")
+    stamps = np.datetime64(WINDOW_START.replace(tzinfo=None), "us") + offsets
+    latency = np.round(np.random.default_rng(CURRENT_SEED + piece).gamma(2.0, 0.4, rows), 3)
+    ids = add("bench-", (first_row + np.arange(rows)).astype(_TEXT))
+    line = add(ids, "\t")
+    line = add(line, np.datetime_as_string(stamps, timezone="UTC").astype(_TEXT))
+    line = add(add(line, "\tfraud-detector\t3\t"), add(features, "}\t"))
+    line = add(add(line, (score >= 0.5).astype(np.int8).astype(_TEXT)), "\t")
+    line = add(add(line, score.astype(_TEXT)), "\t")
+    line = add(line, latency.astype(_TEXT))
+    payload = "\n".join(line.tolist()) + "\n"
+    # COPY's text format gives backslashes a meaning; none of these values has one.
+    assert "\\" not in payload
+    return payload
+
+
+def _pieces(schema: FeatureSchema, rows: int, ready: queue.Queue, stop: threading.Event) -> None:
+    """Generate the COPY payloads one piece ahead of the loader (a thread of its own)."""
+
+    def hand(item: object) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                ready.put(item, timeout=1)
+                return
+
+    try:
+        for first in range(0, rows, PIECE_ROWS):
+            t0 = time.perf_counter()
+            payload = piece_text(schema, first, min(PIECE_ROWS, rows - first), rows).encode()
+            hand((first, payload, time.perf_counter() - t0))
+            del payload
+        hand(None)
+    except BaseException as exc:  # handed to the loader
+        hand(exc)
+
+
+def load(url: str, schema: FeatureSchema, rows: int) -> dict[str, float]:
+    """COPY `rows` rows in pieces; the next piece is generated while the database takes one."""
+    init_db(get_engine(url))
+    dispose_engines()
+    generate_s = copy_s = 0.0
+    started = time.perf_counter()
+    ready: queue.Queue = queue.Queue(maxsize=1)  # at most two pieces in memory, plus one copying
+    stop = threading.Event()
+    generator = threading.Thread(target=_pieces, args=(schema, rows, ready, stop), daemon=True)
+    generator.start()
+    connection = psycopg2.connect(_dsn(url))
+    try:
+        with connection.cursor() as cursor:
+            while (item := ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                first, payload, seconds = item
+                del item
+                generate_s += seconds
+                t0 = time.perf_counter()
+                cursor.copy_expert(
+                    f"COPY prediction_logs ({COPY_COLUMNS}) FROM STDIN",
+                    io.BytesIO(payload),
+                    size=1 << 20,
+                )
+                connection.commit()
+                del payload
+                copy_s += time.perf_counter() - t0
+                print(f"  loaded {min(first + PIECE_ROWS, rows):>12,} rows", file=sys.stderr)
+        connection.autocommit = True
+        t0 = time.perf_counter()
+        with connection.cursor() as cursor:
+            # What autovacuum would have done on a table written over hours: statistics for the
+            # planner, hint bits and the visibility map set, so the timed reads only read.
+            cursor.execute("VACUUM (ANALYZE) prediction_logs")
+            vacuum_s = time.perf_counter() - t0
+            cursor.execute(
+                "SELECT pg_total_relation_size('prediction_logs'), "
+                "pg_relation_size('prediction_logs'), count(*) FROM prediction_logs"
+            )
+            total_bytes, heap_bytes, count = cursor.fetchone()
+    finally:
+        stop.set()
+        connection.close()
+        generator.join(timeout=60)
+    if count != rows:
+        raise RuntimeError(f"loaded {count} rows, expected {rows}")
+    return {
+        "load_s": time.perf_counter() - started,
+        "generate_s": generate_s,
+        "copy_s": copy_s,
+        "vacuum_analyze_s": vacuum_s,
+        "table_mb": total_bytes / 2**20,
+        "heap_mb": heap_bytes / 2**20,
+        "loader_peak_mb": _status_kib("VmHWM") / 1024,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the timed pass (in a child process)
+
+
+def reference_profile(schema: FeatureSchema, rows: int):
+    raw = generate_transactions(rows, seed=REFERENCE_SEED)
+    frame = coerce_frame(raw, schema)
+    score = fraud_probability(raw)
+    frame["prediction"] = (score >= 0.5).astype(np.int64)
+    frame["score"] = score
+    return profile_from_frame(frame, schema)
+
+
+class _Capture:
+    """The SQL statement and parameters that `read_predictions` sends (for the breakdown)."""
+
+    def __init__(self, url: str) -> None:
+        self.statement: str | None = None
+        self.parameters: dict | None = None
+        event.listen(get_engine(url), "before_cursor_execute", self)
+
+    def __call__(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        if "prediction_logs" in statement and self.statement is None:
+            self.statement, self.parameters = statement, parameters
+
+
+def _report_fingerprint(report) -> str:
+    raw = report.to_dict()
+    raw.pop("created_at")
+    return json.dumps(raw, sort_keys=True)
+
+
+def drift_pass(
+    schema: FeatureSchema,
+    profile,
+    chunks: Iterator[pd.DataFrame],
+    rows_expected: int,
+    chunksize: int,
+) -> dict:
+    """Feed `chunks` to a DriftAccumulator; time the reading and the counting apart."""
+    early_chunks = max(1, -(-rows_expected // chunksize) // 10)  # the first tenth of the window
+    read_s = update_s = 0.0
+    rows = n_chunks = 0
+    early_rss = later_rss = 0
+    frame_bytes_per_row = None
+    gc.collect()
+    baseline = _status_kib("VmRSS")
+    _reset_peak()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    accumulator = DriftAccumulator(
+        profile, schema, thresholds=DriftThresholds(), window=(WINDOW_START, WINDOW_START + WINDOW)
+    )
+    while True:
+        t0 = time.perf_counter()
+        chunk = next(chunks, None)
+        t1 = time.perf_counter()
+        read_s += t1 - t0
+        if chunk is None:
+            break
+        accumulator.update(chunk)
+        update_s += time.perf_counter() - t1
+        rows += len(chunk)
+        n_chunks += 1
+        if frame_bytes_per_row is None:  # measured once, outside the timed parts
+            pause = time.perf_counter()
+            frame_bytes_per_row = chunk.memory_usage(deep=True, index=True).sum() / len(chunk)
+            started += time.perf_counter() - pause
+        del chunk
+        rss = _status_kib("VmRSS")
+        if n_chunks <= early_chunks:
+            early_rss = max(early_rss, rss)
+        else:
+            later_rss = max(later_rss, rss)
+    t0 = time.perf_counter()
+    report = accumulator.report()
+    report_s = time.perf_counter() - t0
+    total_s = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started
+    peak = _status_kib("VmHWM")
+    if rows != rows_expected:
+        raise RuntimeError(f"read {rows} rows, expected {rows_expected}")
+    return {
+        "total_s": total_s,
+        "read_s": read_s,
+        "update_s": update_s,
+        "report_s": report_s,
+        "process_cpu_s": cpu_s,
+        "chunks": n_chunks,
+        "rows_per_s": rows / total_s,
+        "peak_mb": peak / 1024,
+        "baseline_mb": baseline / 1024,
+        "added_mb": (peak - baseline) / 1024,
+        "rss_growth_mb": max(0, later_rss - early_rss) / 1024,
+        "frame_bytes_per_row": float(frame_bytes_per_row or 0),
+        "in_memory_frame_mb": float(frame_bytes_per_row or 0) * rows / 2**20,
+        "drifted": [f.name for f in report.drifted_features],
+        "prediction_drift": report.prediction.drifted,
+        "shifted": {
+            name: {"p": report.features[name].p_value, "psi": report.features[name].psi}
+            for name in SHIFTED_FEATURES
+        },
+        "fingerprint": _report_fingerprint(report),
+    }
+
+
+def child(url: str, rows: int, chunksize: int, reference_rows: int, breakdown: bool) -> dict:
+    schema = load_schema(SCHEMA_PATH)
+    profile = reference_profile(schema, reference_rows)
+    capture = _Capture(url)
+    end = WINDOW_START + WINDOW
+    chunks = read_predictions(schema, WINDOW_START, end, url=url, chunksize=chunksize)
+    result = drift_pass(schema, profile, chunks, rows, chunksize)
+    dispose_engines()
+    if breakdown:
+        result["breakdown"] = split_time(url, schema, profile, capture, rows, chunksize, result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# --breakdown: where the time goes
+
+
+def split_time(url, schema, profile, capture, rows, chunksize, cursor_pass) -> dict:
+    sql = capture.statement
+    params = capture.parameters
+    out: dict[str, object] = {}
+    with contextlib.closing(psycopg2.connect(_dsn(url))) as connection:
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN DECLARE bench_plan NO SCROLL CURSOR FOR " + sql, params)
+            out["plan"] = [row[0] for row in cursor.fetchall()]
+            # The database alone: the same cursor, every row computed, none sent.
+            t0 = time.perf_counter()
+            cursor.execute("DECLARE bench_move NO SCROLL CURSOR FOR " + sql, params)
+            cursor.execute("MOVE FORWARD ALL IN bench_move")
+            out["database_s"] = time.perf_counter() - t0
+            moved = cursor.rowcount
+            connection.rollback()
+        if moved != rows:
+            raise RuntimeError(f"MOVE counted {moved} rows, expected {rows}")
+        # The database and the driver: rows fetched as read_predictions fetches them, as tuples.
+        names = None
+        driver_s = frame_s = coerce_s = 0.0
+        with connection.cursor(name="bench_fetch") as cursor:
+            t0 = time.perf_counter()
+            cursor.execute(sql, params)  # DECLARE: the query runs as FETCH asks for rows
+            driver_s += time.perf_counter() - t0
+            while True:
+                t1 = time.perf_counter()
+                batch = cursor.fetchmany(chunksize)
+                t2 = time.perf_counter()
+                driver_s += t2 - t1
+                if not batch:
+                    break
+                if names is None:
+                    names = [d[0] for d in cursor.description]
+                frame = pd.DataFrame.from_records(batch, columns=names, coerce_float=True)
+                del batch
+                t3 = time.perf_counter()
+                coerce_frame(frame, schema, require_target=False)
+                frame_s += t3 - t2
+                coerce_s += time.perf_counter() - t3
+        connection.rollback()
+    out["database_and_driver_s"] = driver_s
+    out["driver_s"] = max(0.0, driver_s - out["database_s"])
+    out["pandas_frame_s"] = frame_s
+    out["pandas_coerce_s"] = coerce_s
+    out["read_predictions_s"] = cursor_pass["read_s"]
+    out["rest_s"] = max(0.0, cursor_pass["read_s"] - driver_s - frame_s - coerce_s)
+    out["drift_s"] = cursor_pass["update_s"] + cursor_pass["report_s"]
+
+    # The same window through COPY (...) TO STDOUT and pandas' CSV reader.
+    chunks = copy_chunks(url, schema, sql, params, names, chunksize)
+    copied = drift_pass(schema, profile, chunks, rows, chunksize)
+    out["copy"] = {k: v for k, v in copied.items() if k != "fingerprint"}
+    out["copy_report_identical"] = copied["fingerprint"] == cursor_pass["fingerprint"]
+    return out
+
+
+def copy_chunks(url, schema, sql, params, names, chunksize) -> Iterator[pd.DataFrame]:
+    """The window as typed frames, streamed with COPY (<the same query>) TO STDOUT as CSV.
+
+    A thread runs the COPY into a pipe, the caller's thread parses it chunk by chunk with
+    pandas' C reader: memory stays bounded by the pipe and one chunk.
+    """
+    connection = psycopg2.connect(_dsn(url))
+    with connection.cursor() as cursor:
+        query = cursor.mogrify(sql, params).decode()
+    copy_sql = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, NULL '\\N')"
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with os.fdopen(write_fd, "wb", buffering=1 << 20) as sink:
+                with connection.cursor() as cursor:
+                    cursor.copy_expert(copy_sql, sink, size=1 << 20)
+                connection.rollback()
+        except BaseException as exc:  # handed to the reading thread
+            failure.append(exc)
+
+    feature_types = {f.name: (str if f.is_categorical else np.float64) for f in schema.features}
+    dtypes = {names[0]: str, names[1]: str, **feature_types}
+    dtypes |= {"prediction": np.int64, "score": np.float64, "model_version": str}
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    try:
+        with os.fdopen(read_fd, "rb") as source:
+            reader = pd.read_csv(
+                source,
+                names=names,
+                header=None,
+                dtype=dtypes,
+                na_values=["\\N"],
+                keep_default_na=False,
+                chunksize=chunksize,
+                float_precision="round_trip",
+            )
+            for frame in reader:
+                typed = coerce_frame(frame, schema, require_target=False)
+                typed["prediction"] = frame["prediction"].to_numpy()
+                typed["score"] = frame["score"].to_numpy()
+                typed["model_version"] = frame["model_version"].astype(str).to_numpy()
+                yield typed
+    finally:
+        producer.join(timeout=60)  # the COPY stops when its pipe closes
+        connection.close()
+    if failure:
+        raise failure[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the orchestration
+
+
+def run_child(url: str, rows: int, chunksize: int, reference_rows: int, breakdown: bool) -> dict:
+    command = [sys.executable, __file__, "--child", url, "--rows", str(rows)]
+    command += ["--chunksize", str(chunksize), "--reference-rows", str(reference_rows)]
+    command += ["--breakdown"] * breakdown
+    process = subprocess.run(command, capture_output=True, text=True)
+    if process.returncode:
+        sys.stderr.write(process.stderr)
+        raise RuntimeError(f"the timed pass failed (exit {process.returncode})")
+    return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(128 + signum)  # so that the database is dropped on the way out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--chunksize", type=int, nargs="+", default=[50_000])
+    parser.add_argument("--reference-rows", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per chunk size")
+    parser.add_argument("--breakdown", action="store_true", help="also split the time")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        result = child(
+            args.child, args.rows, args.chunksize[0], args.reference_rows, args.breakdown
+        )
+        print(json.dumps(result))
+        return 0
+
+    signal.signal(signal.SIGTERM, _terminate)
+    schema = load_schema(SCHEMA_PATH)
+    machine = (
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}, "
+        f"pandas {pd.__version__}"
+    )
+    name, url = create_database(ADMIN_URL)
+    try:
+        with contextlib.closing(psycopg2.connect(_dsn(url))) as connection:
+            cursor = connection.cursor()
+            cursor.execute("SHOW server_version")
+            machine += f", PostgreSQL {cursor.fetchone()[0].split()[0]}"
+        print(f"drift check over {args.rows:,} logged predictions read from Postgres; {machine}")
+        print(f"loading {args.rows:,} rows into database {name} ...", file=sys.stderr)
+        loaded = load(url, schema, args.rows)
+        print(
+            f"load: {loaded['load_s']:.1f} s ({args.rows / loaded['load_s']:,.0f} rows/s; "
+            f"generating {loaded['generate_s']:.1f} s alongside COPY {loaded['copy_s']:.1f} s, "
+            f"VACUUM ANALYZE {loaded['vacuum_analyze_s']:.1f} s), table "
+            f"{loaded['table_mb']:,.0f} MB with indexes, loader peak "
+            f"{loaded['loader_peak_mb']:,.0f} MB"
+        )
+        results = []
+        header = (
+            f"{'rows':>12} {'chunk':>8} {'median s':>9} {'min s':>7} {'rows/s':>9} "
+            f"{'read s':>7} {'drift s':>8} {'peak MB':>8} {'added MB':>9} {'growth MB':>10} "
+            f"{'whole frame MB':>15}"
+        )
+        print(header)
+        print("-" * len(header))
+        for chunksize in args.chunksize:
+            passes = []
+            for repeat in range(args.repeats):
+                breakdown = args.breakdown and repeat == args.repeats - 1
+                passes.append(run_child(url, args.rows, chunksize, args.reference_rows, breakdown))
+            fingerprints = {p.pop("fingerprint") for p in passes}
+            if len(fingerprints) != 1:
+                raise RuntimeError("the drift report differs between repeats")
+            median = statistics.median(p["total_s"] for p in passes)
+            summary = {
+                "rows": args.rows,
+                "chunksize": chunksize,
+                "repeats": args.repeats,
+                "median_s": median,
+                "min_s": min(p["total_s"] for p in passes),
+                "rows_per_s": args.rows / median,
+                "read_s": statistics.median(p["read_s"] for p in passes),
+                "drift_s": statistics.median(p["update_s"] + p["report_s"] for p in passes),
+                "process_cpu_s": statistics.median(p["process_cpu_s"] for p in passes),
+                "peak_mb": statistics.median(p["peak_mb"] for p in passes),
+                "added_mb": statistics.median(p["added_mb"] for p in passes),
+                "baseline_mb": statistics.median(p["baseline_mb"] for p in passes),
+                "rss_growth_mb": max(p["rss_growth_mb"] for p in passes),
+                "in_memory_frame_mb": passes[0]["in_memory_frame_mb"],
+                "drifted": passes[0]["drifted"],
+                "prediction_drift": passes[0]["prediction_drift"],
+                "shifted": passes[0]["shifted"],
+                "passes_s": [round(p["total_s"], 2) for p in passes],
+            }
+            if "breakdown" in passes[-1]:
+                summary["breakdown"] = passes[-1]["breakdown"]
+            # Bounded: resident memory stops growing once the first chunks are in.
+            summary["bounded"] = summary["rss_growth_mb"] < 64
+            results.append(summary)
+            print(
+                f"{args.rows:>12,} {chunksize:>8,} {median:>9.1f} {summary['min_s']:>7.1f} "
+                f"{summary['rows_per_s']:>9,.0f} {summary['read_s']:>7.1f} "
+                f"{summary['drift_s']:>8.1f} {summary['peak_mb']:>8.0f} "
+                f"{summary['added_mb']:>9.0f} {summary['rss_growth_mb']:>10.0f} "
+                f"{summary['in_memory_frame_mb']:>15,.0f}"
+            )
+        print(
+            "median/min s: one pass (read_predictions with chunksize + DriftAccumulator.update "
+            "per chunk + report), each in a fresh process; read s / drift s: its two parts; peak "
+            "MB: resident memory at its highest during the pass (VmHWM reset before it), added "
+            "MB: the part above what the process held before (interpreter, libraries, reference "
+            "profile); growth MB: resident memory at the end above its level after the first "
+            "tenth of the window (0 = bounded); whole frame MB: the window as one typed "
+            "DataFrame, what reading it without chunks would need at the least."
+        )
+        drifted = results[0]["drifted"]
+        shifted = ", ".join(
+            f"{name} p {t['p']:.2g} PSI {t['psi']:.3f}" for name, t in results[0]["shifted"].items()
+        )
+        print(
+            f"drifted: {', '.join(drifted) or 'none'} (shifted in the last quarter: {shifted}; "
+            f"drifted needs PSI >= 0.1 too); prediction drift: "
+            f"{'yes' if results[0]['prediction_drift'] else 'no'}; bounded: "
+            f"{'yes' if all(r['bounded'] for r in results) else 'NO'}"
+        )
+        for r in results:
+            if "breakdown" in r:
+                print_breakdown(r)
+        print(json.dumps({"benchmark": "drift_postgres", "machine": machine, "load": loaded,
+                          "results": results}))  # fmt: skip
+        return 0 if all(r["bounded"] for r in results) else 1
+    finally:
+        drop_database(ADMIN_URL, name)
+        print(f"dropped database {name}", file=sys.stderr)
+
+
+def print_breakdown(result: dict) -> None:
+    b = result["breakdown"]
+    copy = b["copy"]
+    rows = result["rows"]
+    print(f"where the time goes, chunk {result['chunksize']:,} (last pass):")
+    print("  plan: " + " / ".join(line.strip() for line in b["plan"]))
+    lines = [
+        ("database only (same cursor, MOVE FORWARD ALL)", b["database_s"]),
+        ("driver: rows into Python tuples (psycopg2)", b["driver_s"]),
+        ("pandas: DataFrame.from_records", b["pandas_frame_s"]),
+        ("pandas: coerce_frame (typing)", b["pandas_coerce_s"]),
+        ("SQLAlchemy rows + pandas.read_sql (the rest)", b["rest_s"]),
+        ("read_predictions in the timed pass, all of the above", b["read_predictions_s"]),
+        ("drift: DriftAccumulator.update + report", b["drift_s"]),
+    ]
+    for label, seconds in lines:
+        print(f"  {label:<55} {seconds:>7.1f} s")
+    print(
+        f"  COPY (...) TO STDOUT + pandas read_csv instead of the cursor: pass "
+        f"{copy['total_s']:.1f} s ({rows / copy['total_s']:,.0f} rows/s), read "
+        f"{copy['read_s']:.1f} s, peak {copy['peak_mb']:.0f} MB, growth "
+        f"{copy['rss_growth_mb']:.0f} MB; same drift report: "
+        f"{'yes' if b['copy_report_identical'] else 'NO'}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
