@@ -13,15 +13,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
 from typing_extensions import TypedDict
 
 from data.schema import Feature, FeatureSchema
 
+# Text that Postgres can store: no NUL character (a Rust-side pattern, which also refuses lone
+# surrogates as invalid Unicode). One such value would otherwise fail every COPY of its batch.
+STORABLE_TEXT = r"^[^\x00]*$"
+
 RequestId = Annotated[
     str,
-    Field(min_length=1, max_length=128, description="Caller's id; feedback refers to it"),
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=STORABLE_TEXT,
+        description="Caller's id; feedback refers to it",
+    ),
 ]
+StorableStr = Annotated[str, Field(strict=True, pattern=STORABLE_TEXT)]
 
 
 def _feature_field(feature: Feature) -> tuple[Any, Any]:
@@ -36,7 +46,7 @@ def _feature_field(feature: Feature) -> tuple[Any, Any]:
     elif feature.is_boolean:
         annotation, extra = StrictBool, ""
     else:
-        annotation = StrictStr
+        annotation = StorableStr
         extra = f"one of {', '.join(feature.categories)}" if feature.categories else ""
     description = " ".join(p for p in (feature.description, f"({extra})" if extra else "") if p)
     if feature.nullable:

@@ -102,6 +102,27 @@ def test_bad_features_get_422_naming_the_field(client, fraud_schema, change, fie
     assert answer.json()["errors"][0]["field"] == field
 
 
+@pytest.mark.parametrize(
+    ("raw", "field", "message"),
+    [
+        ('"merchant_category": "on\\u0000line"', "features.merchant_category", "match pattern"),
+        ('"merchant_category": "\\ud800"', "features.merchant_category", "unicode"),
+        ('"request_id": "id\\u0000"', "request_id", "match pattern"),
+    ],
+)
+def test_text_postgres_cannot_store_gets_422(client, fraud_schema, raw, field, message):
+    # A NUL or a lone surrogate made every COPY of its batch fail, so the logger spooled and
+    # retried it forever and no later prediction reached the database.
+    features = request_rows(fraud_schema, 1)[0]
+    body = json.dumps({"request_id": "x", "features": features})
+    key = raw.split(":")[0]
+    body = body.replace(f"{key}: {json.dumps(features.get(key.strip(chr(34)), 'x'))}", raw)
+    assert raw in body
+    answer = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"].startswith(field) and message in answer.json()["detail"]
+
+
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_numbers_get_422(client, fraud_schema, token):
     features = request_rows(fraud_schema, 1)[0]

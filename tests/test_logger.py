@@ -58,6 +58,34 @@ def test_rows_arrive_once_with_their_values(database_url, tmp_path):
     assert logger.stats()["written"] == 2_501 and logger.stats()["spooled"] == 0
 
 
+def test_awkward_text_arrives_exactly(database_url, tmp_path):
+    # COPY's text format escapes backslashes, tabs and line breaks; quotes pass as they are.
+    awkward = 'tab\there, new\nline, back\\slash, "quoted", \\N, \\., é, 🙂'
+    init_db(get_engine(database_url))
+    logger = PredictionLogger(tmp_path / "spool", url=database_url, flush_interval=0.02).start()
+    rows = [record(i) for i in range(3)]
+    rows[1] = PredictionRecord(
+        request_id=awkward,
+        predicted_at=T0,
+        model_name="fraud\tdetector",
+        model_version="1",
+        features={"merchant_category": awkward, "amount": 1e-300, "x": None},
+        predicted_class=1,
+        score=0.1 + 0.2,
+        latency_ms=0.05,
+    )
+    logger.submit_many(rows)
+    assert logger.flush()
+    logger.close()
+    with get_engine(database_url).connect() as conn:
+        row = conn.execute(
+            select(prediction_logs).where(prediction_logs.c.request_id == awkward)
+        ).one()
+    assert row.features == {"merchant_category": awkward, "amount": 1e-300, "x": None}
+    assert row.model_name == "fraud\tdetector" and row.score == 0.1 + 0.2
+    assert logged_ids(database_url) == ["r0", awkward, "r2"]
+
+
 def test_database_down_spools_then_replays_in_order(private_postgres, tmp_path):
     url = private_postgres.url
     init_db(get_engine(url))
