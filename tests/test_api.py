@@ -123,6 +123,14 @@ def test_text_postgres_cannot_store_gets_422(client, fraud_schema, raw, field, m
     assert answer.json()["detail"].startswith(field) and message in answer.json()["detail"]
 
 
+@pytest.mark.parametrize("body", ['{"features": {"amount": 1,', "[1, 2", '{"features": nul}'])
+def test_broken_json_gets_422(client, body):
+    # Bodies are parsed by orjson, with the standard parser as the fallback for NaN literals;
+    # what neither can read is a 422, never a 500.
+    answer = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 422 and "JSON" in answer.json()["detail"]
+
+
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_numbers_get_422(client, fraud_schema, token):
     features = request_rows(fraud_schema, 1)[0]

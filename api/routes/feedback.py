@@ -18,10 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.deps import LoggerDep, MetricsDep
 from api.logger import PredictionLogger
 from api.metrics import ApiMetrics
+from api.routes import JSONBodyRoute
 from api.schemas import BatchFeedback, ErrorResponse, Feedback, FeedbackResponse
 from data.db import get_engine, labels, prediction_logs
 
-router = APIRouter(prefix="/feedback", tags=["feedback"])
+router = APIRouter(prefix="/feedback", tags=["feedback"], route_class=JSONBodyRoute)
 
 ERRORS = {
     404: {"model": ErrorResponse, "description": "unknown request id(s)"},

@@ -19,6 +19,7 @@ from api.deps import LoggerDep, MetricsDep, PredictorDep, SettingsDep
 from api.logger import PredictionLogger, PredictionRecord
 from api.metrics import ApiMetrics
 from api.predictor import LoadedModel, Predictor
+from api.routes import JSONBodyRoute
 from api.schemas import BatchPredictResponse, ErrorResponse, PredictResponse, build_models
 from data.schema import FeatureSchema
 
@@ -40,7 +41,7 @@ def build_router(schema: FeatureSchema) -> APIRouter:
     predict_request = models["PredictRequest"]
     batch_request = models["BatchPredictRequest"]
     booleans = [f.name for f in schema.boolean]
-    router = APIRouter(prefix="/predict", tags=["predict"])
+    router = APIRouter(prefix="/predict", tags=["predict"], route_class=JSONBodyRoute)
 
     @router.post("", response_model=PredictResponse, responses=ERRORS)
     async def predict(
