@@ -49,6 +49,7 @@ from training.train import train  # noqa: E402
 ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
+TARGET_RATE = 2_500  # requests/s the issue asks of 2 workers
 REPEATS = 3  # wrk runs per configuration; the median one is reported
 JSON_HEADERS = {"content-type": "application/json"}
 WRK_SCRIPT = """
@@ -65,6 +66,7 @@ local function next_id()
   counter = counter + 1
   return '"w' .. tid .. "-" .. counter .. "-" .. os.time() .. '"'
 end
+{pacing}
 request = function()
   -- Every instance of the body gets its own request id, as real clients send.
   return wrk.format(nil, "{path}", nil, string.gsub(body, '"REQUEST_ID"', next_id))
@@ -102,10 +104,18 @@ def scoring_one_row(schema, settings, rows) -> dict:
 
 
 def wrk(
-    url: str, body_path: Path, seconds: int, connections: int = 32, path: str = "/predict"
+    url: str,
+    body_path: Path,
+    seconds: int,
+    connections: int = 32,
+    path: str = "/predict",
+    pause_ms: float | None = None,
 ) -> dict:
+    """One wrk run; with `pause_ms`, each connection waits that long between its requests, to
+    measure latency below saturation instead of at it."""
+    pacing = f"function delay() return {pause_ms:.2f} end" if pause_ms is not None else ""
     script = body_path.with_suffix(".lua")
-    script.write_text(WRK_SCRIPT.format(body=body_path, path=path))
+    script.write_text(WRK_SCRIPT.format(body=body_path, path=path, pacing=pacing))
     output = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
@@ -203,6 +213,22 @@ def main() -> int:
                     "requests_per_s_runs": [run["requests_per_s"] for run in runs],
                     "p99_ms_runs": [run["p99_ms"] for run in runs],
                 }
+                if monitoring == "true":
+                    # 32 connections offering TARGET_RATE: each waits between requests. A short
+                    # trial measures what a request adds to its pause, so the pause can be set
+                    # to offer the target rate.
+                    cycle_ms = 32 * 1000 / TARGET_RATE
+                    trial = wrk(server.url, body_path, 3, pause_ms=cycle_ms)
+                    overhead_ms = 32 * 1000 / trial["requests_per_s"] - cycle_ms
+                    pause = max(cycle_ms - overhead_ms, 0.0)
+                    paced = [
+                        wrk(server.url, body_path, args.seconds, pause_ms=pause)
+                        for _ in range(REPEATS)
+                    ]
+                    paced.sort(key=lambda run: run["p99_ms"])
+                    results["predict_at_target_rate"] = paced[len(paced) // 2] | {
+                        "p99_ms_runs": [run["p99_ms"] for run in paced]
+                    }
                 for clients in (1, 2):
                     results[f"batch_1000_{clients}_clients_monitoring_{monitoring}"] = (
                         batch_rows_per_s(server.url, batch_path, args.seconds, clients)
@@ -222,6 +248,8 @@ def main() -> int:
 
     print(json.dumps(results, indent=2))
 
+    paced = results["predict_at_target_rate"]
+
     def batch(clients: int, monitoring: str) -> str:
         key = f"batch_1000_{clients}_clients_monitoring_{monitoring}"
         return f"{results[key]['rows_per_s']:,.0f}"
@@ -234,6 +262,8 @@ def main() -> int:
         f"(sklearn pipeline: {score['sklearn_pipeline_p50_ms']:.2f} ms) | < 0.3 ms |\n"
         f"| /predict, 2 workers, 32 connections | {on['requests_per_s']:,.0f} req/s, "
         f"p99 {on['p99_ms']:.1f} ms | ≥ 2,500 req/s, p99 < 20 ms |\n"
+        f"| /predict at {paced['requests_per_s']:,.0f} req/s offered, 32 connections | "
+        f"p50 {paced['p50_ms']:.1f} ms, p99 {paced['p99_ms']:.1f} ms | p99 < 20 ms |\n"
         f"| /predict with monitoring off | {off['requests_per_s']:,.0f} req/s, "
         f"p99 {off['p99_ms']:.1f} ms | (ratio off/on {results['monitoring_cost_ratio']:.2f}) |\n"
         f"| /predict/batch of 1,000 rows, 1 batch in flight | "
