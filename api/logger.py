@@ -433,6 +433,9 @@ class DisabledLogger:
     def submit(self, record: PredictionRecord) -> None:
         pass
 
+    def submit_many(self, records: Iterable[PredictionRecord]) -> None:
+        pass
+
     def is_pending(self, request_id: str) -> bool:
         return False
 

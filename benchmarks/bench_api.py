@@ -126,6 +126,9 @@ def wrk(
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if errors:
+        # A figure made of error answers is no figure at all.
+        raise RuntimeError(f"{path}: {errors.group(1)} answers were not 2xx:\n{output}")
     return {
         "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
         "p50_ms": latency("50"),
