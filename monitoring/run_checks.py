@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from data.db import as_utc
+from data.db import as_utc, get_engine
 from data.ingest import DataError, read_predictions
 from data.schema import SchemaError, load_schema
 from data.settings import Settings, get_settings
@@ -124,6 +124,7 @@ def run_checks(
         quality=quality,
         realized=realized,
         estimated=estimated,
+        engine=get_engine(settings.database_url),
     )
     if html is not None and drift is not None:
         write_html(drift, html)

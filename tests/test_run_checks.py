@@ -101,6 +101,14 @@ def test_an_empty_window_is_a_quality_failure_not_a_crash(api, database_url):
     assert latest.quality["passed"] is False and latest.drift is None
 
 
+def test_reports_go_to_the_database_of_the_settings_given(default_training, isolated_settings):
+    store, _ = default_training  # its DATABASE_URL is not the environment's
+    run_checks(settings=store, end=datetime.now(UTC) - timedelta(days=30), hours=1)
+    assert latest_reports(engine=get_engine(store.database_url)).quality is not None
+    init_db()
+    assert latest_reports().quality is None
+
+
 def test_no_champion_is_one_clear_error(tmp_path, capsys, monkeypatch):
     store = store_settings(tmp_path / "empty")
     with pytest.raises(CheckError, match="no registered model"):
