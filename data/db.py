@@ -32,6 +32,8 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from data.settings import get_settings
@@ -200,6 +202,13 @@ def as_utc(moment: datetime | str) -> datetime:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def database_error_message(exc: SQLAlchemyError) -> str:
+    """One line for a command line to print when the database fails: which one, and why."""
+    where = make_url(get_settings().database_url).render_as_string(hide_password=True)
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"the database {where} failed: {reason[0] if reason else type(exc).__name__}"
 
 
 def init_db(engine: Engine | None = None) -> None:

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from data.db import as_utc, get_engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from data.db import as_utc, database_error_message, get_engine
 from data.ingest import DataError, read_predictions
 from data.schema import SchemaError, load_schema
 from data.settings import Settings, get_settings
@@ -151,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run_checks(end=end, hours=args.hours, html=args.html)
     except (CheckError, SchemaError, DataError, ValueError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"error: {database_error_message(exc)}", file=sys.stderr)
         return 2
     print(result.summary())
     if args.html and result.drift is not None:

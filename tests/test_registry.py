@@ -15,6 +15,7 @@ from data.features import FeaturePipeline
 from data.ingest import coerce_frame
 from data.settings import get_settings
 from data.synthetic import generate_transactions
+from monitoring.run_checks import main as run_checks_cli
 from tests.conftest import store_settings
 from training.register_model import (
     CHALLENGER,
@@ -28,6 +29,7 @@ from training.register_model import (
 )
 from training.register_model import main as registry_cli
 from training.train import configure_mlflow, log_servable_model, time_split, train
+from training.train import main as train_cli
 
 ROWS = 20_000
 
@@ -256,3 +258,25 @@ def test_registry_without_champion_or_challenger(tmp_path, capsys, monkeypatch):
     assert "has no @challenger to promote" in capsys.readouterr().err
     assert registry_cli(["promote", "--version", "7"]) == 2
     assert "has no version 7" in capsys.readouterr().err
+
+
+DOWN = "postgresql+psycopg2://postgres:secret@127.0.0.1:1/monitoring"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        lambda: registry_cli(["history"]),
+        lambda: train_cli(["--rows", "3000"]),
+        lambda: run_checks_cli([]),
+    ],
+    ids=["register_model history", "train", "run_checks"],
+)
+def test_database_down_is_one_line_naming_it(monkeypatch, capsys, command):
+    # These commands used to end in a SQLAlchemy traceback when DATABASE_URL was unreachable.
+    monkeypatch.setenv("DATABASE_URL", DOWN)
+    get_settings.cache_clear()
+    assert command() == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: the database postgresql+psycopg2://postgres:***@127.0.0.1:1")
+    assert "Connection refused" in err and "secret" not in err

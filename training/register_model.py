@@ -36,8 +36,9 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import SQLAlchemyError
 
-from data.db import get_engine, init_db, promotion_audit
+from data.db import database_error_message, get_engine, init_db, promotion_audit
 from data.profile import ReferenceProfile
 from data.schema import FeatureSchema
 from data.settings import Settings, get_settings
@@ -572,6 +573,9 @@ def main(argv: list[str] | None = None) -> int:
                 _print_history(data)
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:  # the audit table's database (DATABASE_URL) is unavailable
+        print(f"error: {database_error_message(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -29,7 +29,9 @@ import skops.io
 from mlflow.models import infer_signature
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.pipeline import Pipeline
+from sqlalchemy.exc import SQLAlchemyError
 
+from data.db import database_error_message
 from data.features import FeaturePipeline
 from data.ingest import DataError, load_frame
 from data.profile import build_reference_profile
@@ -272,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (SchemaError, DataError, ValidationError, RegistryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:  # the audit table's database (DATABASE_URL) is unavailable
+        print(f"error: {database_error_message(exc)}", file=sys.stderr)
         return 2
     _print_result(result)
     return 0
