@@ -238,7 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.sql:
         sys.stdout.write(postgres_ddl())
         return 0
-    init_db()
+    try:
+        init_db()
+    except SQLAlchemyError as exc:
+        print(f"error: {database_error_message(exc)}", file=sys.stderr)
+        return 2
     print(f"tables ready in {get_engine().url.render_as_string(hide_password=True)}")
     return 0
 

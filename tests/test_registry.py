@@ -11,6 +11,7 @@ from sklearn.pipeline import Pipeline
 from sqlalchemy import select
 
 from data.db import get_engine, promotion_audit
+from data.db import main as db_cli
 from data.features import FeaturePipeline
 from data.ingest import coerce_frame
 from data.settings import get_settings
@@ -269,8 +270,9 @@ DOWN = "postgresql+psycopg2://postgres:secret@127.0.0.1:1/monitoring"
         lambda: registry_cli(["history"]),
         lambda: train_cli(["--rows", "3000"]),
         lambda: run_checks_cli([]),
+        lambda: db_cli([]),
     ],
-    ids=["register_model history", "train", "run_checks"],
+    ids=["register_model history", "train", "run_checks", "data.db"],
 )
 def test_database_down_is_one_line_naming_it(monkeypatch, capsys, command):
     # These commands used to end in a SQLAlchemy traceback when DATABASE_URL was unreachable.
