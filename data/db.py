@@ -73,17 +73,28 @@ labels = Table(
     Column("received_at", _TIME, nullable=False, server_default=func.now()),
 )
 
+
+def _window_report_columns() -> list[Column]:
+    """What every monitoring report row starts with: which window, which model, when.
+
+    Then the report's own summary columns and, last, the full report as JSON in `report`.
+    """
+    return [
+        Column("id", _ID, primary_key=True),
+        Column("created_at", _TIME, nullable=False, server_default=func.now()),
+        Column("window_start", _TIME, nullable=False),
+        Column("window_end", _TIME, nullable=False),
+        Column("model_name", String(200), nullable=False),
+        Column("model_version", String(50)),
+    ]
+
+
 # The drift check's result for one window (the full report is `report`, see
 # `monitoring.drift_report.DriftReport.to_dict`).
 drift_reports = Table(
     "drift_reports",
     metadata,
-    Column("id", _ID, primary_key=True),
-    Column("created_at", _TIME, nullable=False, server_default=func.now()),
-    Column("window_start", _TIME, nullable=False),
-    Column("window_end", _TIME, nullable=False),
-    Column("model_name", String(200), nullable=False),
-    Column("model_version", String(50)),
+    *_window_report_columns(),
     Column("rows_reference", Integer, nullable=False),
     Column("rows_current", Integer, nullable=False),
     Column("drifted_share", Float, nullable=False),
@@ -97,12 +108,7 @@ Index("ix_drift_reports_window_end", drift_reports.c.window_end)
 quality_reports = Table(
     "quality_reports",
     metadata,
-    Column("id", _ID, primary_key=True),
-    Column("created_at", _TIME, nullable=False, server_default=func.now()),
-    Column("window_start", _TIME, nullable=False),
-    Column("window_end", _TIME, nullable=False),
-    Column("model_name", String(200), nullable=False),
-    Column("model_version", String(50)),
+    *_window_report_columns(),
     Column("rows", Integer, nullable=False),
     Column("hard_failures", Integer, nullable=False),
     Column("soft_warnings", Integer, nullable=False),
@@ -116,12 +122,7 @@ Index("ix_quality_reports_window_end", quality_reports.c.window_end)
 performance_reports = Table(
     "performance_reports",
     metadata,
-    Column("id", _ID, primary_key=True),
-    Column("created_at", _TIME, nullable=False, server_default=func.now()),
-    Column("window_start", _TIME, nullable=False),
-    Column("window_end", _TIME, nullable=False),
-    Column("model_name", String(200), nullable=False),
-    Column("model_version", String(50)),
+    *_window_report_columns(),
     Column("predictions", Integer, nullable=False),
     Column("labelled", Integer, nullable=False),
     Column("report", _JSON, nullable=False),
