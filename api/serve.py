@@ -1,10 +1,16 @@
-"""Production start: several uvicorn workers with multiprocess Prometheus metrics.
+"""Production start: several uvicorn workers, each with its own listening socket.
 
     python -m api.serve [--workers N] [--port P] [--host H]
 
 Before any worker starts it points PROMETHEUS_MULTIPROC_DIR at a fresh, empty folder (stale
-files from an earlier run would be summed into the new counters), then hands over to uvicorn's
-process manager with uvloop and httptools. SIGTERM or SIGINT shuts down gracefully: each worker
+files from an earlier run would be summed into the new counters). Each worker then binds its own
+SO_REUSEPORT socket on the same port, so the kernel spreads new connections over the workers.
+Uvicorn's own process manager shares one socket between workers instead, and whichever worker
+wakes first accepts every pending connection: with a few keep-alive clients (a batch job, a
+load balancer's pool) one worker served all of them while the other sat idle.
+
+This process supervises the workers: it restarts one that dies (and marks it dead for the
+multiprocess metrics), and on SIGTERM or SIGINT passes SIGTERM on and waits. Each worker then
 stops taking requests, finishes the ones in flight, and drains its prediction log queue to the
 database (or the disk spool) before it exits.
 """
@@ -12,15 +18,27 @@ database (or the disk spool) before it exits.
 from __future__ import annotations
 
 import argparse
+import logging
+import multiprocessing
 import os
 import shutil
+import signal
+import socket
 import sys
+import threading
+import time
+from multiprocessing.context import SpawnProcess
+from typing import Any
 
 import uvicorn
+from prometheus_client import multiprocess
 
 from data.settings import get_settings
 
 GRACEFUL_SHUTDOWN_SECONDS = 20
+RESTART_PAUSE_SECONDS = 1.0  # a worker that dies at once must not turn into a busy loop
+
+log = logging.getLogger("api.serve")
 
 
 def prepare_multiprocess_dir(path: str) -> str:
@@ -31,6 +49,101 @@ def prepare_multiprocess_dir(path: str) -> str:
     return path
 
 
+def worker_socket(host: str, port: int) -> socket.socket:
+    """A socket bound into the port's SO_REUSEPORT group, for uvicorn to listen on once the
+    app has started: the kernel only hands connections to listening sockets, so none waits
+    on a worker that is still loading its model."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the port cannot be ours, if it cannot. Binding without SO_REUSEPORT also refuses a
+    port that an earlier instance of this server still holds: joining its group would quietly
+    split the traffic between the old server and the new one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def uvicorn_options(log_level: str) -> dict[str, Any]:
+    return {
+        "app": "api.main:app",
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+    }
+
+
+def run_worker(host: str, port: int, log_level: str) -> None:
+    """One worker process: its own socket, one uvicorn server (which handles SIGTERM itself)."""
+    config = uvicorn.Config(host=host, port=port, **uvicorn_options(log_level))
+    uvicorn.Server(config).run(sockets=[worker_socket(host, port)])
+
+
+class Supervisor:
+    """Keeps `workers` worker processes running until SIGTERM or SIGINT, then stops them."""
+
+    def __init__(self, host: str, port: int, workers: int, log_level: str) -> None:
+        self.args = (host, port, log_level)
+        self.workers = workers
+        self.stopping = threading.Event()
+        self.processes: list[SpawnProcess] = []
+        self._context = multiprocessing.get_context("spawn")
+
+    def _start_one(self) -> SpawnProcess:
+        process = self._context.Process(target=run_worker, args=self.args, name="api-worker")
+        process.start()
+        return process
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stopping.set())
+        self.processes = [self._start_one() for _ in range(self.workers)]
+        log.info("started %d workers: %s", self.workers, [p.pid for p in self.processes])
+        while not self.stopping.wait(0.5):
+            for index, process in enumerate(self.processes):
+                if process.is_alive() or self.stopping.is_set():
+                    continue
+                log.error("worker %s exited with %s; starting another", process.pid,
+                          process.exitcode)  # fmt: skip
+                multiprocess.mark_process_dead(process.pid)  # its live gauges stop counting
+                time.sleep(RESTART_PAUSE_SECONDS)
+                self.processes[index] = self._start_one()
+        return self.stop()
+
+    def stop(self) -> int:
+        for process in self.processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + GRACEFUL_SHUTDOWN_SECONDS + 15
+        clean = True
+        for process in self.processes:
+            process.join(max(deadline - time.monotonic(), 0))
+            if process.is_alive():
+                log.error("worker %s did not stop in time; killing it", process.pid)
+                process.kill()
+                process.join()
+            # Killed by our SIGTERM before uvicorn took over the signal: it had accepted nothing.
+            clean = clean and process.exitcode in (0, -signal.SIGTERM)
+        return 0 if clean else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m api.serve", description=__doc__.split("\n")[0])
@@ -39,22 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=settings.API_PORT)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
 
     metrics_dir = settings.PROMETHEUS_MULTIPROC_DIR or str(settings.path("var/prometheus"))
     prepare_multiprocess_dir(metrics_dir)
     get_settings.cache_clear()  # workers and this process must see the folder just set
-    uvicorn.run(
-        "api.main:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        log_level=args.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
-    return 0
+    if args.workers <= 1:
+        uvicorn.run(host=args.host, port=args.port, **uvicorn_options(args.log_level))
+        return 0
+    problem = port_problem(args.host, args.port)
+    if problem:  # one line here rather than a traceback in every worker
+        print(f"cannot listen on {args.host}:{args.port}: {problem}", file=sys.stderr)
+        return 2
+    return Supervisor(args.host, args.port, args.workers, args.log_level).run()
 
 
 if __name__ == "__main__":

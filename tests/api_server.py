@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -22,8 +23,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on `port` (Linux's /proc/net/tcp; 0A is LISTEN)."""
+    suffix = f":{port:04X}"
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as handle:
+            for line in handle.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                count += local.endswith(suffix) and state == "0A"
+    return count
+
+
 class ServerProcess:
     def __init__(self, folder: Path, env: dict[str, str], workers: int = 2) -> None:
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = folder / "server.log"
@@ -39,17 +53,29 @@ class ServerProcess:
         )  # fmt: skip
 
     def wait_ready(self, timeout: float = 90) -> None:
+        """Until every worker listens (each has its own socket) and one answers /ready."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
+                ready = httpx.get(f"{self.url}/ready", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
+                ready = False
+            if ready and listening_sockets(self.port) == self.workers:
+                return
             time.sleep(0.2)
         raise TimeoutError(f"server not ready: {self.log_path.read_text()[-2000:]}")
+
+    def worker_pids(self) -> list[int]:
+        """The live worker processes under `python -m api.serve`."""
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [  # multiprocessing's resource tracker is a child too, but no worker
+            int(child)
+            for child in children
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        ]
 
     def sigterm(self, timeout: float = 60) -> int:
         self.process.send_signal(signal.SIGTERM)

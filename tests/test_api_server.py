@@ -6,9 +6,13 @@ load, SIGTERM during load, and a schemathesis fuzz run of the OpenAPI schema fin
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPConnection
 
 import httpx
 import pytest
@@ -59,6 +63,40 @@ def metric_total(text: str, name: str) -> float:
     )
 
 
+def predictions_per_worker(server: ServerProcess, expected_total: int) -> dict[str, float]:
+    """`ml_predictions_total` of each worker, read from its own multiprocess metrics file."""
+    # Workers write their counts from a background thread every 0.1 s.
+    deadline = time.monotonic() + 5
+    while True:
+        per_worker = {}
+        for path in server.metrics_dir.glob("counter_*.db"):
+            merged = multiprocess.MultiProcessCollector.merge([str(path)], accumulate=False)
+            per_worker[path.name] = sum(
+                s.value for m in merged for s in m.samples if s.name == "ml_predictions_total"
+            )
+        if sum(per_worker.values()) == expected_total or time.monotonic() > deadline:
+            return per_worker
+        time.sleep(0.05)
+
+
+def answers_over_connections(server: ServerProcess, rows: list[dict], clients: int) -> set[int]:
+    """Each row predicted once on each of `clients` connections opened at once; the statuses."""
+    connections = [HTTPConnection("127.0.0.1", server.port, timeout=30) for _ in range(clients)]
+    for connection in connections:  # all connected at once, as wrk or a connection pool does
+        connection.connect()
+    answers = set()
+    for i, row in enumerate(rows):
+        for n, connection in enumerate(connections):
+            body = json.dumps({"request_id": f"c{n}-{i}-{time.time_ns()}", "features": row})
+            connection.request("POST", "/predict", body, {"content-type": "application/json"})
+            with connection.getresponse() as response:
+                response.read()
+                answers.add(response.status)
+    for connection in connections:
+        connection.close()
+    return answers
+
+
 def test_metrics_are_summed_over_both_workers(server_env, postgres_url, tmp_path, fraud_schema):
     server = ServerProcess(tmp_path, server_env | {"DATABASE_URL": postgres_url})
     try:
@@ -73,18 +111,7 @@ def test_metrics_are_summed_over_both_workers(server_env, postgres_url, tmp_path
         with ThreadPoolExecutor(8) as pool:
             assert set(pool.map(predict, range(400))) == {200}
 
-        # Workers write their counts from a background thread every 0.1 s.
-        deadline = time.monotonic() + 5
-        while True:
-            per_worker = {}
-            for path in server.metrics_dir.glob("counter_*.db"):
-                merged = multiprocess.MultiProcessCollector.merge([str(path)], accumulate=False)
-                per_worker[path.name] = sum(
-                    s.value for m in merged for s in m.samples if s.name == "ml_predictions_total"
-                )
-            if sum(per_worker.values()) == 400 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        per_worker = predictions_per_worker(server, expected_total=400)
         assert len([v for v in per_worker.values() if v > 0]) == 2, per_worker
         for _ in range(5):  # whichever worker answers the scrape, it reports both
             text = httpx.get(f"{server.url}/metrics", timeout=10).text
@@ -97,6 +124,42 @@ def test_metrics_are_summed_over_both_workers(server_env, postgres_url, tmp_path
     assert wait_until_logged(postgres_url, {f"m{i}" for i in range(400)}) == Counter(
         {f"m{i}": 1 for i in range(400)}
     )
+
+
+def test_clients_that_keep_their_connection_are_spread_over_both_workers(
+    server_env, postgres_url, tmp_path, fraud_schema
+):
+    """Sixteen clients connect at once and reuse their connection, as a batch job or a load
+    balancer's pool does. With one socket shared by the workers, the first worker to wake
+    accepted all of them and the other sat idle; each worker's own socket lets the kernel
+    spread them."""
+    server = ServerProcess(tmp_path, server_env | {"DATABASE_URL": postgres_url})
+    clients = 16
+    try:
+        server.wait_ready()
+        rows = request_rows(fraud_schema, 5)
+        assert answers_over_connections(server, rows, clients) == {200}
+        per_worker = predictions_per_worker(server, expected_total=clients * len(rows))
+        assert len(per_worker) == 2 and all(per_worker.values()), per_worker
+    finally:
+        server.stop()
+
+
+def test_a_worker_that_dies_is_replaced(server_env, postgres_url, tmp_path, fraud_schema):
+    server = ServerProcess(tmp_path, server_env | {"DATABASE_URL": postgres_url})
+    try:
+        server.wait_ready()
+        dead, alive = server.worker_pids()
+        os.kill(dead, signal.SIGKILL)
+        time.sleep(1)
+        server.wait_ready()  # both workers listen again
+        (replacement,) = set(server.worker_pids()) - {alive}
+        assert replacement != dead
+        # The replacement serves its share of the traffic.
+        assert answers_over_connections(server, request_rows(fraud_schema, 5), 16) == {200}
+        assert predictions_per_worker(server, expected_total=80)[f"counter_{replacement}.db"] > 0
+    finally:
+        assert server.sigterm() == 0
 
 
 def test_postgres_outage_loses_no_prediction(server_env, private_postgres, tmp_path, fraud_schema):
