@@ -55,17 +55,15 @@ CREATE TABLE IF NOT EXISTS performance_reports (
 CREATE INDEX IF NOT EXISTS ix_performance_reports_window_end ON performance_reports (window_end);
 
 CREATE TABLE IF NOT EXISTS prediction_logs (
-	id BIGSERIAL NOT NULL,
 	request_id VARCHAR(128) NOT NULL,
 	predicted_at TIMESTAMP WITH TIME ZONE NOT NULL,
 	model_name VARCHAR(200) NOT NULL,
 	model_version VARCHAR(50) NOT NULL,
-	features JSONB NOT NULL,
+	features JSON NOT NULL,
 	predicted_class SMALLINT NOT NULL,
 	score FLOAT NOT NULL,
 	latency_ms FLOAT NOT NULL,
-	PRIMARY KEY (id),
-	UNIQUE (request_id)
+	PRIMARY KEY (request_id)
 );
 
 CREATE INDEX IF NOT EXISTS ix_prediction_logs_predicted_at ON prediction_logs (predicted_at);

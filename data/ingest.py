@@ -24,10 +24,11 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow
 from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_dtype
-from sqlalchemy import select, text
+from sqlalchemy import Text, cast, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.db import get_engine, labels, prediction_logs
@@ -269,6 +270,7 @@ def _one_line(exc: BaseException) -> str:
 PREDICTION_COLUMN = "prediction"
 SCORE_COLUMN = "score"
 MODEL_VERSION_COLUMN = "model_version"
+_FEATURES_JSON = "_features_json"
 
 
 def read_predictions(
@@ -282,7 +284,7 @@ def read_predictions(
 ) -> pd.DataFrame | Iterator[pd.DataFrame]:
     """Logged predictions with `start <= predicted_at < end`, typed by the schema.
 
-    Each feature becomes its own typed column (extracted from the logged JSON by the database),
+    Each feature becomes its own typed column (parsed from the logged JSON),
     next to the schema's id (the request id) and timestamp (the prediction time), `prediction`,
     `score` and `model_version`; with `with_labels`, the target column holds the label that
     arrived later, or NaN. With `chunksize`, rows are streamed with a server-side cursor and an
@@ -292,12 +294,7 @@ def read_predictions(
     columns = [
         log.c.request_id.label(schema.id or "request_id"),
         log.c.predicted_at.label(schema.timestamp or "predicted_at"),
-    ]
-    for feature in schema.features:
-        value = log.c.features[feature.name]
-        typed_value = value.as_string() if feature.is_categorical else value.as_float()
-        columns.append(typed_value.label(feature.name))
-    columns += [
+        cast(log.c.features, Text).label(_FEATURES_JSON),
         log.c.predicted_class.label(PREDICTION_COLUMN),
         log.c.score.label(SCORE_COLUMN),
         log.c.model_version.label(MODEL_VERSION_COLUMN),
@@ -308,7 +305,7 @@ def read_predictions(
     if with_labels:
         query = query.select_from(log.outerjoin(labels, labels.c.request_id == log.c.request_id))
     query = query.where(log.c.predicted_at >= start, log.c.predicted_at < end).order_by(
-        log.c.predicted_at, log.c.id
+        log.c.predicted_at, log.c.request_id
     )
     engine = get_engine(url)
     origin = "prediction_logs"
@@ -317,7 +314,17 @@ def read_predictions(
         extra = frame[[PREDICTION_COLUMN, SCORE_COLUMN, MODEL_VERSION_COLUMN]].reset_index(
             drop=True
         )
-        result = coerce_frame(frame, schema, require_target=False, origin=origin)
+        # The features as text, parsed here in one pass: extracting each key in SQL would make
+        # Postgres parse every row's JSON once per feature. A key a row lacks (a feature added
+        # to the schema later) reads as missing.
+        features = pd.DataFrame.from_records(
+            orjson.loads("[" + ",".join(frame[_FEATURES_JSON]) + "]"),
+            columns=schema.feature_names,
+        )
+        keys = frame.drop(columns=[_FEATURES_JSON, *extra.columns]).reset_index(drop=True)
+        result = coerce_frame(
+            pd.concat([keys, features], axis=1), schema, require_target=False, origin=origin
+        )
         if with_labels:
             result[schema.target] = pd.to_numeric(frame[schema.target]).to_numpy(dtype=float)
         result[PREDICTION_COLUMN] = extra[PREDICTION_COLUMN].astype("int64")

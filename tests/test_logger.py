@@ -8,7 +8,7 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from api.logger import PredictionLogger, PredictionRecord
 from data.db import get_engine, init_db, prediction_logs
@@ -30,9 +30,14 @@ def record(i: int, prefix: str = "r") -> PredictionRecord:
 
 
 def logged_ids(url: str) -> list[str]:
-    query = select(prediction_logs.c.request_id).order_by(prediction_logs.c.id)
-    with get_engine(url).connect() as conn:
-        return list(conn.execute(query).scalars())
+    """Request ids in the order they were inserted (the table has no insertion counter: a
+    transaction's id, then the row's place in the heap, or SQLite's rowid)."""
+    engine = get_engine(url)
+    order = "xmin::text::bigint, ctid" if engine.dialect.name == "postgresql" else "rowid"
+    with engine.connect() as conn:
+        return list(
+            conn.execute(text(f"SELECT request_id FROM prediction_logs ORDER BY {order}")).scalars()
+        )
 
 
 def test_rows_arrive_once_with_their_values(database_url, tmp_path):

@@ -40,7 +40,7 @@ def prediction_log(
         select(log, labels.c.label)
         .select_from(log.outerjoin(labels, labels.c.request_id == log.c.request_id))
         .where(log.c.predicted_at >= start, log.c.predicted_at < end)
-        .order_by(log.c.predicted_at.desc(), log.c.id.desc())
+        .order_by(log.c.predicted_at.desc(), log.c.request_id.desc())
         .limit(limit)
     )
     if model_version:
@@ -48,6 +48,5 @@ def prediction_log(
     with get_engine().connect() as conn:
         rows = [dict(row._mapping) for row in conn.execute(query)]
     for row in rows:
-        row.pop("id")
         row["predicted_at"] = as_utc(row["predicted_at"]).isoformat()
     return {"start": start.isoformat(), "end": end.isoformat(), "count": len(rows), "rows": rows}
