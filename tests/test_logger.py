@@ -63,9 +63,14 @@ def test_rows_arrive_once_with_their_values(database_url, tmp_path):
     assert logger.stats()["written"] == 2_501 and logger.stats()["spooled"] == 0
 
 
-def test_awkward_text_arrives_exactly(database_url, tmp_path):
-    # COPY's text format escapes backslashes, tabs and line breaks; quotes pass as they are.
-    awkward = 'tab\there, new\nline, back\\slash, "quoted", \\N, \\., é, 🙂'
+AWKWARD = 'tab\there, new\nline, back\\slash, "quoted", \\N, \\., é, 🙂'
+
+
+# COPY's text format escapes backslashes, tabs and line breaks; quotes pass as they are. The
+# features of a batch are serialised in one piece and split between rows at "},{", unless a
+# value holds that text too.
+@pytest.mark.parametrize("awkward", [AWKWARD, AWKWARD + ' "},{" {}, {"a": 1}'])
+def test_awkward_text_arrives_exactly(database_url, tmp_path, awkward):
     init_db(get_engine(database_url))
     logger = PredictionLogger(tmp_path / "spool", url=database_url, flush_interval=0.02).start()
     rows = [record(i) for i in range(3)]
@@ -89,6 +94,28 @@ def test_awkward_text_arrives_exactly(database_url, tmp_path):
     assert row.features == {"merchant_category": awkward, "amount": 1e-300, "x": None}
     assert row.model_name == "fraud\tdetector" and row.score == 0.1 + 0.2
     assert logged_ids(database_url) == ["r0", awkward, "r2"]
+
+
+def test_a_dropped_connection_is_not_an_outage(postgres_url, tmp_path):
+    """The writer keeps its connection between batches; when the server closes it (a restart,
+    an idle timeout), the next batch goes through on a new one instead of to the spool."""
+    init_db(get_engine(postgres_url))
+    logger = PredictionLogger(tmp_path / "spool", url=postgres_url, flush_interval=0.02).start()
+    logger.submit_many(record(i) for i in range(10))
+    assert logger.flush()
+    with get_engine(postgres_url).connect() as conn:
+        killed = conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalars()
+        assert any(killed)
+    logger.submit_many(record(i) for i in range(10, 20))
+    assert logger.flush()
+    logger.close()
+    assert logged_ids(postgres_url) == [f"r{i}" for i in range(20)]
+    assert logger.stats()["spooled"] == 0 and logger.database_ok
 
 
 def test_database_down_spools_then_replays_in_order(private_postgres, tmp_path):
