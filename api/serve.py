@@ -10,9 +10,10 @@ wakes first accepts every pending connection: with a few keep-alive clients (a b
 load balancer's pool) one worker served all of them while the other sat idle.
 
 This process supervises the workers: it restarts one that dies (and marks it dead for the
-multiprocess metrics), and on SIGTERM or SIGINT passes SIGTERM on and waits. Each worker then
-stops taking requests, finishes the ones in flight, and drains its prediction log queue to the
-database (or the disk spool) before it exits.
+multiprocess metrics), exits with status 3 if one cannot start its app at all, and on SIGTERM
+or SIGINT passes SIGTERM on and waits. Each worker then stops taking requests, finishes the
+ones in flight, and drains its prediction log queue to the database (or the disk spool) before
+it exits.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 import threading
 import time
 from multiprocessing.context import SpawnProcess
+from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
 import uvicorn
@@ -36,6 +38,7 @@ from prometheus_client import multiprocess
 from data.settings import get_settings
 
 GRACEFUL_SHUTDOWN_SECONDS = 20
+STARTUP_FAILED = 3  # uvicorn's exit code when the app fails to start
 RESTART_PAUSE_SECONDS = 1.0  # a worker that dies at once must not turn into a busy loop
 
 log = logging.getLogger("api.serve")
@@ -90,10 +93,23 @@ def uvicorn_options(log_level: str) -> dict[str, Any]:
     }
 
 
-def run_worker(host: str, port: int, log_level: str) -> None:
+class _WorkerServer(uvicorn.Server):
+    """uvicorn's server, telling the supervisor once the app has started."""
+
+    def __init__(self, config: uvicorn.Config, started: EventType) -> None:
+        super().__init__(config)
+        self.started_event = started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.started_event.set()
+
+
+def run_worker(host: str, port: int, log_level: str, started: EventType) -> None:
     """One worker process: its own socket, one uvicorn server (which handles SIGTERM itself)."""
     config = uvicorn.Config(host=host, port=port, **uvicorn_options(log_level))
-    uvicorn.Server(config).run(sockets=[worker_socket(host, port)])
+    _WorkerServer(config, started).run(sockets=[worker_socket(host, port)])
 
 
 class Supervisor:
@@ -104,27 +120,40 @@ class Supervisor:
         self.workers = workers
         self.stopping = threading.Event()
         self.processes: list[SpawnProcess] = []
+        self.workers_started: list[tuple[SpawnProcess, EventType]] = []
         self._context = multiprocessing.get_context("spawn")
 
-    def _start_one(self) -> SpawnProcess:
-        process = self._context.Process(target=run_worker, args=self.args, name="api-worker")
+    def _start_one(self) -> tuple[SpawnProcess, EventType]:
+        started = self._context.Event()
+        process = self._context.Process(
+            target=run_worker, args=(*self.args, started), name="api-worker"
+        )
         process.start()
-        return process
+        return process, started
 
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stopping.set())
-        self.processes = [self._start_one() for _ in range(self.workers)]
+        self.workers_started = [self._start_one() for _ in range(self.workers)]
+        self.processes = [process for process, _ in self.workers_started]
         log.info("started %d workers: %s", self.workers, [p.pid for p in self.processes])
         while not self.stopping.wait(0.5):
-            for index, process in enumerate(self.processes):
+            for index, (process, started) in enumerate(self.workers_started):
                 if process.is_alive() or self.stopping.is_set():
                     continue
+                multiprocess.mark_process_dead(process.pid)  # its live gauges stop counting
+                if not started.is_set():
+                    # The app cannot start (a missing schema file, a broken setting): starting
+                    # it again would fail the same way, forever. Say so and stop.
+                    log.critical("a worker exited with %s before the app started (its error "
+                                 "is above); stopping", process.exitcode)  # fmt: skip
+                    self.stop()
+                    return STARTUP_FAILED
                 log.error("worker %s exited with %s; starting another", process.pid,
                           process.exitcode)  # fmt: skip
-                multiprocess.mark_process_dead(process.pid)  # its live gauges stop counting
                 time.sleep(RESTART_PAUSE_SECONDS)
-                self.processes[index] = self._start_one()
+                self.workers_started[index] = self._start_one()
+                self.processes[index] = self.workers_started[index][0]
         return self.stop()
 
     def stop(self) -> int:

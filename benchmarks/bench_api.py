@@ -6,7 +6,7 @@ Trains a model into a temporary MLflow store, logs to a temporary Postgres datab
 127.0.0.1:5432, and reports:
   1. in-process scoring of one row (validation + features + model), p50 / p99;
   2. /predict with wrk, 2 workers and 32 connections, monitoring on and off, and their ratio;
-  3. /predict/batch of 1,000 rows over HTTP, rows/s;
+  3. /predict/batch of 1,000 rows over HTTP, 1 and 8 batches in flight, rows/s;
   4. the prediction logger into Postgres, rows/s.
 Figures go to stdout as a table; compare them as ratios measured in the same run.
 """
@@ -51,6 +51,9 @@ ADMIN_URL = os.environ.get(
 )
 TARGET_RATE = 2_500  # requests/s the issue asks of 2 workers
 REPEATS = 3  # wrk runs per configuration; the median one is reported
+# Batches in flight: one client waiting for each answer, and eight, which the kernel spreads
+# over both workers' sockets (with two, both land on one worker half the time).
+BATCH_CLIENTS = (1, 8)
 JSON_HEADERS = {"content-type": "application/json"}
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -234,10 +237,15 @@ def main() -> int:
                     results["predict_at_target_rate"] = paced[len(paced) // 2] | {
                         "p99_ms_runs": [run["p99_ms"] for run in paced]
                     }
-                for clients in (1, 2):
-                    results[f"batch_1000_{clients}_clients_monitoring_{monitoring}"] = (
+                for clients in BATCH_CLIENTS:
+                    runs = [
                         batch_rows_per_s(server.url, batch_path, args.seconds, clients)
-                    )
+                        for _ in range(REPEATS)
+                    ]
+                    runs.sort(key=lambda run: run["rows_per_s"])
+                    results[f"batch_1000_{clients}_clients_monitoring_{monitoring}"] = runs[
+                        len(runs) // 2
+                    ] | {"rows_per_s_runs": [run["rows_per_s"] for run in runs]}
             finally:
                 server.stop()
         on, off = results["predict_monitoring_true"], results["predict_monitoring_false"]
@@ -273,8 +281,8 @@ def main() -> int:
         f"p99 {off['p99_ms']:.1f} ms | (ratio off/on {results['monitoring_cost_ratio']:.2f}) |\n"
         f"| /predict/batch of 1,000 rows, 1 batch in flight | "
         f"{batch(1, 'true')} rows/s (monitoring off: {batch(1, 'false')}) | |\n"
-        f"| /predict/batch of 1,000 rows, 2 batches in flight | "
-        f"{batch(2, 'true')} rows/s (monitoring off: {batch(2, 'false')}) | ≥ 50,000 rows/s |\n"
+        f"| /predict/batch of 1,000 rows, 8 batches in flight | "
+        f"{batch(8, 'true')} rows/s (monitoring off: {batch(8, 'false')}) | ≥ 50,000 rows/s |\n"
         f"| prediction logger into Postgres | {results['logger_rows_per_s']:,.0f} rows/s | "
         f"≥ 20,000 rows/s |"
     )

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +28,7 @@ from schemathesis import GenerationMode
 from sqlalchemy import select
 
 from data.db import get_engine, prediction_logs
+from data.settings import PROJECT_ROOT
 from tests.api_server import Load, ServerProcess
 from tests.traffic import TOKEN, request_rows
 
@@ -160,6 +164,35 @@ def test_a_worker_that_dies_is_replaced(server_env, postgres_url, tmp_path, frau
         assert predictions_per_worker(server, expected_total=80)[f"counter_{replacement}.db"] > 0
     finally:
         assert server.sigterm() == 0
+
+
+def test_an_app_that_cannot_start_stops_the_server(server_env, postgres_url, tmp_path):
+    """A worker that fails before its app starts would fail again on every restart: the server
+    exits with status 3 instead of restarting workers forever."""
+    env = server_env | {"DATABASE_URL": postgres_url, "FEATURE_SCHEMA": "schemas/missing.yaml"}
+    server = ServerProcess(tmp_path, env)
+    try:
+        assert server.process.wait(timeout=60) == 3
+    finally:
+        server.process.kill()
+    log = server.log_path.read_text()
+    assert "missing.yaml" in log and "before the app started" in log
+
+
+def test_a_port_in_use_is_refused_in_one_line(server_env, postgres_url, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "api.serve", "--workers", "2", "--port", str(port),
+             "--host", "127.0.0.1"],
+            env=os.environ | server_env | {"DATABASE_URL": postgres_url,
+                                           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")},
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
 def test_postgres_outage_loses_no_prediction(server_env, private_postgres, tmp_path, fraud_schema):
