@@ -110,7 +110,7 @@ class BodySizeLimit:
         limit = f"{self.max_bytes} bytes (MAX_BODY_BYTES)"
         response = JSONResponse(
             {"detail": f"request body is over the limit of {limit}"},
-            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
         )
         await response(scope, receive, send)
 

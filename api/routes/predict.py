@@ -69,7 +69,7 @@ def build_router(schema: FeatureSchema) -> APIRouter:
         if len(body.instances) > settings.MAX_BATCH_SIZE:
             metrics.error("batch_too_large")
             raise HTTPException(
-                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                status.HTTP_413_CONTENT_TOO_LARGE,
                 f"batch of {len(body.instances)} instances is over the limit of "
                 f"{settings.MAX_BATCH_SIZE} (MAX_BATCH_SIZE)",
             )
