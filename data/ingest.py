@@ -318,7 +318,7 @@ def read_predictions(
         # Postgres parse every row's JSON once per feature. A key a row lacks (a feature added
         # to the schema later) reads as missing.
         features = pd.DataFrame.from_records(
-            orjson.loads("[" + ",".join(frame[_FEATURES_JSON]) + "]"),
+            orjson.loads("[" + ",".join(frame[_FEATURES_JSON].tolist()) + "]"),
             columns=schema.feature_names,
         )
         keys = frame.drop(columns=[_FEATURES_JSON, *extra.columns]).reset_index(drop=True)
