@@ -119,8 +119,8 @@ class Supervisor:
         self.args = (host, port, log_level)
         self.workers = workers
         self.stopping = threading.Event()
-        self.processes: list[SpawnProcess] = []
-        self.workers_started: list[tuple[SpawnProcess, EventType]] = []
+        # Each worker's process, and the event it sets once its app has started.
+        self.running: list[tuple[SpawnProcess, EventType]] = []
         self._context = multiprocessing.get_context("spawn")
 
     def _start_one(self) -> tuple[SpawnProcess, EventType]:
@@ -134,11 +134,10 @@ class Supervisor:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stopping.set())
-        self.workers_started = [self._start_one() for _ in range(self.workers)]
-        self.processes = [process for process, _ in self.workers_started]
-        log.info("started %d workers: %s", self.workers, [p.pid for p in self.processes])
+        self.running = [self._start_one() for _ in range(self.workers)]
+        log.info("started %d workers: %s", self.workers, [p.pid for p, _ in self.running])
         while not self.stopping.wait(0.5):
-            for index, (process, started) in enumerate(self.workers_started):
+            for index, (process, started) in enumerate(self.running):
                 if process.is_alive() or self.stopping.is_set():
                     continue
                 multiprocess.mark_process_dead(process.pid)  # its live gauges stop counting
@@ -152,17 +151,17 @@ class Supervisor:
                 log.error("worker %s exited with %s; starting another", process.pid,
                           process.exitcode)  # fmt: skip
                 time.sleep(RESTART_PAUSE_SECONDS)
-                self.workers_started[index] = self._start_one()
-                self.processes[index] = self.workers_started[index][0]
+                self.running[index] = self._start_one()
         return self.stop()
 
     def stop(self) -> int:
-        for process in self.processes:
+        processes = [process for process, _ in self.running]
+        for process in processes:
             if process.is_alive():
                 os.kill(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + GRACEFUL_SHUTDOWN_SECONDS + 15
         clean = True
-        for process in self.processes:
+        for process in processes:
             process.join(max(deadline - time.monotonic(), 0))
             if process.is_alive():
                 log.error("worker %s did not stop in time; killing it", process.pid)
