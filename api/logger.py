@@ -59,9 +59,8 @@ CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
 ) ON COMMIT DELETE ROWS
 """
 _COLUMN_LIST = ", ".join(COLUMNS)
-_COPY_CHUNK = (
-    1 << 20
-)  # bytes handed to libpq per call: psycopg2's default 8 kB is 100 calls a batch
+# Bytes handed to libpq per call: with psycopg2's default of 8 kB a batch took 100 calls.
+_COPY_CHUNK = 1 << 20
 _COPY_INTO_LOGS = f"COPY prediction_logs ({_COLUMN_LIST}) FROM STDIN"
 _COPY_INTO_STAGE = f"COPY {_STAGE} ({_COLUMN_LIST}) FROM STDIN"
 _INSERT_FROM_STAGE = (
