@@ -98,6 +98,20 @@ def default_training(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
+def client(monkeypatch, default_training, tmp_path):
+    """The app in-process (TestClient) serving the default model, logging to SQLite."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.traffic import configure
+
+    store, _ = default_training
+    configure(monkeypatch, store, f"sqlite:///{tmp_path / 'api.db'}", tmp_path)
+    with TestClient(create_app()) as test_client:
+        yield test_client
+
+
+@pytest.fixture
 def private_postgres():
     """A Postgres server the test may stop and start (see tests/private_postgres.py)."""
     from tests.private_postgres import PrivatePostgres

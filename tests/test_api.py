@@ -27,14 +27,6 @@ from training.register_model import Registry, promote
 from training.train import train
 
 
-@pytest.fixture
-def client(monkeypatch, default_training, tmp_path):
-    store, _ = default_training
-    configure(monkeypatch, store, f"sqlite:///{tmp_path / 'api.db'}", tmp_path)
-    with TestClient(create_app()) as test_client:
-        yield test_client
-
-
 def test_predict_returns_the_registered_models_probabilities(
     client, default_training, fraud_schema
 ):

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
-from fastapi.testclient import TestClient
-
-from api.main import create_app
 from data.replay import main, replay
 from data.synthetic import generate_transactions, write_frame
-from tests.traffic import ADMIN, configure
+from tests.traffic import ADMIN
 
 
-@pytest.fixture
-def api(monkeypatch, default_training, tmp_path):
-    store, _ = default_training
-    configure(monkeypatch, store, f"sqlite:///{tmp_path / 'api.db'}", tmp_path)
-    with TestClient(create_app()) as client:
-        yield client
-
-
-def test_a_file_becomes_predictions_and_labels(api, fraud_schema):
+def test_a_file_becomes_predictions_and_labels(client, fraud_schema):
     frame = generate_transactions(1_200, seed=3)
     frame.loc[1_100, "customer_age"] = None  # nullable: sent as null
-    result = replay(frame, fraud_schema, "", labels=True, batch_size=500, session=api)
+    result = replay(frame, fraud_schema, "", labels=True, batch_size=500, session=client)
     assert result["predictions"] == 1_200 and result["labels"] == 1_200
-    assert api.app.state.logger.flush()
-    logged = api.get("/logs", headers=ADMIN, params={"limit": 1_000}).json()
+    assert client.app.state.logger.flush()
+    logged = client.get("/logs", headers=ADMIN, params={"limit": 1_000}).json()
     assert logged["count"] == 1_000
     row = next(r for r in logged["rows"] if r["request_id"] == frame["transaction_id"].iloc[1_100])
     assert row["features"]["customer_age"] is None
