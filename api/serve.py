@@ -35,7 +35,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import multiprocess
 
-from data.settings import get_settings
+from data.settings import exit_on_config_error, get_settings
 
 GRACEFUL_SHUTDOWN_SECONDS = 20
 STARTUP_FAILED = 3  # uvicorn's exit code when the app fails to start
@@ -172,6 +172,7 @@ class Supervisor:
         return 0 if clean else 1
 
 
+@exit_on_config_error
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m api.serve", description=__doc__.split("\n")[0])

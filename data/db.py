@@ -36,7 +36,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from data.settings import get_settings
+from data.settings import exit_on_config_error, get_settings
 
 metadata = MetaData()
 
@@ -235,6 +235,7 @@ def postgres_ddl() -> str:
     return header + "\n".join(line.rstrip() for line in body.splitlines()).rstrip() + "\n"
 
 
+@exit_on_config_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Create the monitoring tables.")
     parser.add_argument("--sql", action="store_true", help="print the Postgres DDL and exit")

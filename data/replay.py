@@ -22,7 +22,7 @@ import requests
 
 from data.ingest import DataError, coerce_frame, load_frame
 from data.schema import FeatureSchema, SchemaError, load_schema
-from data.settings import get_settings
+from data.settings import exit_on_config_error, get_settings
 
 
 class ReplayError(RuntimeError):
@@ -123,6 +123,7 @@ def _slice(text: str) -> slice:
     return slice(start, end)
 
 
+@exit_on_config_error
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(description="Replay a data file into the API.")

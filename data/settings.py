@@ -9,11 +9,14 @@ so a copied `.env.example` cannot reach production unnoticed.
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -23,6 +26,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER_SECRETS = frozenset(
     {"changeme", "change-me", "changethis", "secret", "password", "xxx"}
 )
+
+
+class ConfigError(ValueError):
+    """The environment (or `.env`) holds settings the stack cannot run with; the message names
+    each variable and says what is wrong with it, in one line."""
 
 
 class Settings(BaseSettings):
@@ -90,6 +98,18 @@ class Settings(BaseSettings):
     def is_development(self) -> bool:
         return self.ENVIRONMENT == "development"
 
+    @field_validator("MLFLOW_TRACKING_URI")
+    @classmethod
+    def _refuse_file_store(cls, value: str) -> str:
+        # MLflow 3 refuses a directory as its store, deep in the first registry call; said here,
+        # every command stops at once with the fix instead of a traceback from MLflow.
+        if value.startswith("file:") or ("://" not in value and not value.startswith("databricks")):
+            raise ValueError(
+                f"{value!r} is a file store, which MLflow 3 no longer serves: use a database "
+                "(sqlite:///var/mlflow.db) or a tracking server (http://mlflow:5000)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _refuse_unsafe_production_config(self) -> Settings:
         if self.PSI_WARNING >= self.PSI_CRITICAL:
@@ -155,5 +175,36 @@ def _anchor_sqlite(url: str) -> str:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read from the environment once."""
-    return Settings()
+    """The process-wide settings, read from the environment once; `ConfigError` if invalid."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """pydantic's multi-line report as one line: `NAME: problem (got value)` per setting."""
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] != "value_error":  # pydantic's own messages do not quote the value
+            message += f" (got {error['input']!r})"
+        if error["loc"]:  # one setting's; a model validator's message names its settings
+            message = f"{error['loc'][0]}: {message}"
+        problems.append(message)
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def exit_on_config_error(main: Callable[..., int]) -> Callable[..., int]:
+    """For a command's `main`: invalid settings end it with their one-line message and status 2,
+    not a traceback."""
+
+    @functools.wraps(main)
+    def checked(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return checked

@@ -76,7 +76,7 @@ from data.profile import (
     category_counts,
 )
 from data.schema import Feature, FeatureSchema, SchemaError, load_schema
-from data.settings import Settings, get_settings
+from data.settings import Settings, exit_on_config_error, get_settings
 from monitoring.html_report import write_html
 
 SEVERITIES = ("critical", "warning", "none")
@@ -924,6 +924,7 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
+@exit_on_config_error
 def main(argv: list[str] | None = None) -> int:
     parser = _ArgumentParser(description="Compare a current data window with the reference.")
     parser.add_argument("--schema", required=True, help="feature-schema YAML file")

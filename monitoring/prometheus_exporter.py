@@ -35,7 +35,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from data.db import get_engine
-from data.settings import Settings, get_settings
+from data.settings import Settings, exit_on_config_error, get_settings
 from monitoring.performance import METRICS
 from monitoring.store import LatestReports, latest_reports
 
@@ -306,6 +306,7 @@ def build_registry(collector: MonitoringCollector) -> CollectorRegistry:
     return registry
 
 
+@exit_on_config_error
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(

@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from data.db import as_utc, database_error_message, get_engine
 from data.ingest import DataError, read_predictions
 from data.schema import SchemaError, load_schema
-from data.settings import Settings, get_settings
+from data.settings import Settings, exit_on_config_error, get_settings
 from monitoring.drift_report import DriftReport, compute_drift_report
 from monitoring.html_report import write_html
 from monitoring.performance import (
@@ -139,6 +139,7 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+@exit_on_config_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run drift, quality and performance checks.")
     parser.add_argument("--end", help="end of the window, ISO time (default: now)")

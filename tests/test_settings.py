@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from pydantic import ValidationError
 
-from data.settings import PROJECT_ROOT, Settings, get_settings
+from data.settings import PROJECT_ROOT, ConfigError, Settings, get_settings
 
 
 def test_embedded_defaults_match_the_architecture(monkeypatch):
@@ -93,3 +96,70 @@ def test_bad_values_are_named(monkeypatch):
     monkeypatch.setenv("DRIFT_WINDOW_HOURS", "soon")
     with pytest.raises(ValidationError, match="DRIFT_WINDOW_HOURS"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MLFLOW_TRACKING_URI": "./mlruns"}, "MLFLOW_TRACKING_URI: './mlruns' is a file store"),
+        (
+            {"MLFLOW_TRACKING_URI": "file:///srv/mlruns"},
+            "MLFLOW_TRACKING_URI: 'file:///srv/mlruns'",
+        ),
+        ({"API_PORT": "70000"}, "API_PORT: Input should be less than 65536 (got '70000')"),
+        ({"PSI_WARNING": "0.5"}, "PSI_WARNING (0.5) must be below PSI_CRITICAL (0.2)"),
+    ],
+)
+def test_get_settings_says_what_is_wrong_in_one_line(monkeypatch, env, named):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError) as raised:
+        get_settings()
+    assert named in str(raised.value) and "\n" not in str(raised.value)
+    get_settings.cache_clear()
+
+
+def test_database_and_server_tracking_uris_are_accepted(monkeypatch):
+    for uri in ("sqlite:///var/mlflow.db", "postgresql://mlflow@db/mlflow", "http://mlflow:5000"):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        assert uri == Settings().MLFLOW_TRACKING_URI
+
+
+# Every command that reads the settings, with arguments that get it that far.
+COMMANDS = [
+    ["api.serve", "--port", "0"],
+    ["data.db"],
+    ["data.replay", "--data", "missing.parquet"],
+    ["training.train", "--rows", "1000"],
+    ["training.register_model", "history"],
+    ["monitoring.run_checks", "--hours", "1"],
+    ["monitoring.prometheus_exporter", "--once"],
+]
+
+
+def test_every_command_stops_on_a_file_store_with_one_line_and_no_traceback(tmp_path):
+    """Found by hand: with MLFLOW_TRACKING_URI a directory, `api.serve` ended with MLflow's
+    traceback from a worker's lifespan; a command must say which setting to fix instead."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": str(tmp_path / "mlruns")}
+    runs = {
+        command[0]: subprocess.Popen(
+            [sys.executable, "-m", *command],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in COMMANDS
+    }
+    for module, process in runs.items():
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 2, (module, stderr)
+        assert "Traceback" not in stderr, (module, stderr)
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith("error: invalid configuration: MLFLOW_TRACKING_URI: "), (
+            module,
+            last,
+        )
+    assert not (tmp_path / "mlruns").exists()

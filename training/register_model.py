@@ -41,7 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from data.db import database_error_message, get_engine, init_db, promotion_audit
 from data.profile import ReferenceProfile
 from data.schema import FeatureSchema
-from data.settings import Settings, get_settings
+from data.settings import Settings, exit_on_config_error, get_settings
 from training.evaluate import evaluate_scores, measure_single_row_latency
 
 log = logging.getLogger(__name__)
@@ -534,6 +534,7 @@ def configure_cli_logging() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
+@exit_on_config_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.register_model",

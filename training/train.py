@@ -36,7 +36,7 @@ from data.features import FeaturePipeline
 from data.ingest import DataError, load_frame
 from data.profile import build_reference_profile
 from data.schema import FeatureSchema, SchemaError, load_schema
-from data.settings import Settings, get_settings
+from data.settings import Settings, exit_on_config_error, get_settings
 from data.synthetic import generate_transactions, write_frame
 from data.validate import ValidationError, validate_frame
 from training.evaluate import evaluate_scores, plot_calibration, plot_confusion_matrix
@@ -243,6 +243,7 @@ def _loggable(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
+@exit_on_config_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.train",
