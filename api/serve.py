@@ -56,9 +56,7 @@ def worker_socket(host: str, port: int) -> socket.socket:
     """A socket bound into the port's SO_REUSEPORT group, for uvicorn to listen on once the
     app has started: the kernel only hands connections to listening sockets, so none waits
     on a worker that is still loading its model."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock = _tcp_socket(host)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
@@ -68,13 +66,18 @@ def worker_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _tcp_socket(host: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock
+
+
 def port_problem(host: str, port: int) -> str | None:
     """Why the port cannot be ours, if it cannot. Binding without SO_REUSEPORT also refuses a
     port that an earlier instance of this server still holds: joining its group would quietly
     split the traffic between the old server and the new one."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with _tcp_socket(host) as probe:
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -9,10 +9,9 @@ so a copied `.env.example` cannot reach production unnoticed.
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, wraps
 from pathlib import Path
 from typing import Literal
 
@@ -199,7 +198,7 @@ def exit_on_config_error(main: Callable[..., int]) -> Callable[..., int]:
     """For a command's `main`: invalid settings end it with their one-line message and status 2,
     not a traceback."""
 
-    @functools.wraps(main)
+    @wraps(main)
     def checked(*args, **kwargs) -> int:
         try:
             return main(*args, **kwargs)
