@@ -184,14 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=settings.API_PORT)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1 (got {args.workers})")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
 
     metrics_dir = settings.PROMETHEUS_MULTIPROC_DIR or str(settings.path("var/prometheus"))
     prepare_multiprocess_dir(metrics_dir)
     get_settings.cache_clear()  # workers and this process must see the folder just set
-    if args.workers <= 1:
-        uvicorn.run(host=args.host, port=args.port, **uvicorn_options(args.log_level))
-        return 0
+    # One worker runs under the supervisor too, in a process of its own: prometheus_client
+    # picks its multiprocess mode when it is first imported, and this process imported it
+    # before the folder was set, so an app served from here wrote its metrics to memory while
+    # /metrics read the empty folder.
     problem = port_problem(args.host, args.port)
     if problem:  # one line here rather than a traceback in every worker
         print(f"cannot listen on {args.host}:{args.port}: {problem}", file=sys.stderr)

@@ -42,11 +42,15 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = folder / "server.log"
         self.metrics_dir = folder / "prometheus"
-        environment = {**os.environ, **env, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+        # The metrics folder comes from a `.env` file, as a user configures it, not from the
+        # environment: the launcher must export it to its workers itself.
+        (folder / ".env").write_text(f"PROMETHEUS_MULTIPROC_DIR={self.metrics_dir}\n")
+        environment = {**os.environ, **env, "PYTHONPATH": str(PROJECT_ROOT)}
+        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "api.serve", "--workers", str(workers), "--port", str(self.port),
              "--host", "127.0.0.1", "--log-level", "info"],
-            cwd=PROJECT_ROOT,
+            cwd=folder,
             env=environment,
             stdout=self.log_path.open("w"),
             stderr=subprocess.STDOUT,

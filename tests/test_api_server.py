@@ -101,8 +101,14 @@ def answers_over_connections(server: ServerProcess, rows: list[dict], clients: i
     return answers
 
 
-def test_metrics_are_summed_over_both_workers(server_env, postgres_url, tmp_path, fraud_schema):
-    server = ServerProcess(tmp_path, server_env | {"DATABASE_URL": postgres_url})
+@pytest.mark.parametrize("workers", [1, 2])
+def test_metrics_count_every_prediction_of_every_worker(
+    server_env, postgres_url, tmp_path, fraud_schema, workers
+):
+    """The real launcher with one worker (the demo's) and with two. With one, `/metrics` used
+    to answer an empty body: the app ran in the launcher's process, whose prometheus_client
+    had chosen in-memory values before the multiprocess folder was set."""
+    server = ServerProcess(tmp_path, server_env | {"DATABASE_URL": postgres_url}, workers)
     try:
         server.wait_ready()
         rows = request_rows(fraud_schema, 20)
@@ -116,13 +122,14 @@ def test_metrics_are_summed_over_both_workers(server_env, postgres_url, tmp_path
             assert set(pool.map(predict, range(400))) == {200}
 
         per_worker = predictions_per_worker(server, expected_total=400)
-        assert len([v for v in per_worker.values() if v > 0]) == 2, per_worker
-        for _ in range(5):  # whichever worker answers the scrape, it reports both
+        assert len([v for v in per_worker.values() if v > 0]) == workers, per_worker
+        for _ in range(5):  # whichever worker answers the scrape, it reports all of them
             text = httpx.get(f"{server.url}/metrics", timeout=10).text
             assert metric_total(text, "ml_predictions_total") == 400
         assert metric_total(text, "ml_model_loaded") == 1
         summary = httpx.get(f"{server.url}/metrics/summary", timeout=10).json()
         assert summary["predictions"]["total"] == 400
+        assert summary["model"]["loaded_in_all_workers"] and summary["model"]["serving"]
     finally:
         server.stop()
     assert wait_until_logged(postgres_url, {f"m{i}" for i in range(400)}) == Counter(
