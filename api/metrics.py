@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,8 @@ from prometheus_client import (
 from prometheus_fastapi_instrumentator.metrics import Info
 
 from data.settings import get_settings
+
+_CLIENT_VERSION = metadata.version("prometheus-client")
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -149,6 +152,8 @@ class ApiMetrics:
         self.log_dropped = LOG_DROPPED.labels(environment)
         self._model_info: tuple[str, ...] | None = None
         self._buffer: deque[tuple] = deque()  # appends and poplefts are thread-safe
+        for histogram in (self.latency, self.confidence, self.score, *self.features.values()):
+            check_histogram_internals(histogram)
         self.model_loaded.set(0)
 
     def prediction(
@@ -242,7 +247,9 @@ def _observe_many(histogram: Any, values: np.ndarray) -> None:
 
     prometheus_client has no bulk observe, and in multiprocess mode every observe is two mmap
     writes: a 1,000-row batch spent 80% of its time in them. This fills the same buckets
-    (the first upper bound >= v, as `observe` picks) and the same sum.
+    (the first upper bound >= v, as `observe` picks) and the same sum, through the histogram's
+    private fields: `check_histogram_internals` refuses to start on a prometheus_client whose
+    fields differ, and tests/test_metrics.py compares the two paths on every bucket bound.
     """
     values = values[~np.isnan(values)]
     if not values.size:
@@ -252,6 +259,29 @@ def _observe_many(histogram: Any, values: np.ndarray) -> None:
     for bucket in np.flatnonzero(counts):
         histogram._buckets[bucket].inc(int(counts[bucket]))
     histogram._sum.inc(float(values.sum()))
+
+
+def check_histogram_internals(histogram: Any) -> None:
+    """Fail loudly, at start, if a labelled histogram lacks what `_observe_many` writes: one
+    value per bucket in `_buckets` (per bucket, not cumulative), bounds in `_upper_bounds`
+    ending with +Inf, and `_sum`. A new prometheus_client may rename or reshape them."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if not (
+        isinstance(bounds, list)
+        and bounds
+        and bounds[-1] == float("inf")
+        and isinstance(buckets, list)
+        and len(buckets) == len(bounds)
+        and all(callable(getattr(bucket, "inc", None)) for bucket in buckets)
+        and callable(getattr(total, "inc", None))
+    ):
+        raise RuntimeError(
+            f"prometheus_client {_CLIENT_VERSION} changed Histogram's private fields "
+            "(_upper_bounds, _buckets, _sum) that api.metrics._observe_many fills in bulk; "
+            "update it (tests/test_metrics.py checks it against Histogram.observe)"
+        )
 
 
 def _registry() -> CollectorRegistry:

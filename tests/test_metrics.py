@@ -1,0 +1,124 @@
+"""The bulk histogram path of api.metrics against prometheus_client's own `observe`.
+
+`_observe_many` writes prometheus_client's private histogram fields to count a batch with one
+increment per bucket. These tests hold it to `Histogram.observe` on values lying exactly on
+every bucket bound (where an off-by-one bucket choice shows), in single-process and in
+multiprocess mode, and check the start-up guard that refuses changed private fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+
+from api.metrics import (
+    CONFIDENCE_BUCKETS,
+    FEATURE_BUCKETS,
+    LATENCY_BUCKETS,
+    SCORE_BUCKETS,
+    _observe_many,
+    check_histogram_internals,
+)
+from data.settings import PROJECT_ROOT
+
+
+def values_on_and_around(bounds) -> np.ndarray:
+    """Every bound exactly, just below and just above it, far outside both ends, and NaN."""
+    bounds = np.asarray(bounds, dtype=np.float64)
+    return np.concatenate(
+        [
+            bounds,
+            np.nextafter(bounds, -np.inf),
+            np.nextafter(bounds, np.inf),
+            [bounds[0] - 1e6, -1.0, 0.0, bounds[-1] * 10, np.nan, bounds[-1], bounds[0]],
+        ]
+    )
+
+
+def exposed(registry: CollectorRegistry) -> dict[tuple, float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+@pytest.mark.parametrize(
+    "buckets", [LATENCY_BUCKETS, CONFIDENCE_BUCKETS, SCORE_BUCKETS, FEATURE_BUCKETS]
+)
+def test_bulk_observe_matches_observe_on_every_bucket_bound(buckets):
+    values = values_on_and_around(buckets)
+    one_by_one, bulk = CollectorRegistry(), CollectorRegistry()
+    reference = Histogram("h", "doc", ["environment"], buckets=buckets, registry=one_by_one)
+    tested = Histogram("h", "doc", ["environment"], buckets=buckets, registry=bulk)
+    for value in values[~np.isnan(values)]:
+        reference.labels("test").observe(float(value))
+    _observe_many(tested.labels("test"), values)
+    expected, found = exposed(one_by_one), exposed(bulk)
+    assert found == pytest.approx(expected)
+    assert found[("h_count", (("environment", "test"),))] == np.count_nonzero(~np.isnan(values))
+
+
+MULTIPROCESS_CHECK = """
+import json, sys
+import numpy as np
+from prometheus_client import CollectorRegistry, Histogram, multiprocess
+from api.metrics import _observe_many
+buckets, values = json.loads(sys.argv[1])
+values = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+reference = Histogram("reference", "doc", buckets=buckets)
+tested = Histogram("tested", "doc", buckets=buckets)
+for value in values[~np.isnan(values)]:
+    reference.observe(float(value))
+_observe_many(tested, values)
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry)
+out = {}
+for family in registry.collect():
+    for sample in family.samples:
+        key = sample.name.split("_", 1)[1] + json.dumps(sorted(sample.labels.items()))
+        out.setdefault(family.name, {})[key] = sample.value
+print(json.dumps(out))
+"""
+
+
+def test_bulk_observe_matches_observe_in_multiprocess_mode(tmp_path):
+    """With several workers every value lives in an mmap file: the same comparison there."""
+    values = values_on_and_around(LATENCY_BUCKETS)
+    argument = json.dumps(
+        [list(LATENCY_BUCKETS), [None if np.isnan(v) else float(v) for v in values]]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS_CHECK, argument],
+        env=os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    families = json.loads(done.stdout)
+    assert families["tested"] == pytest.approx(families["reference"])
+    assert len(families["tested"]) == len(LATENCY_BUCKETS) + 3  # buckets, +Inf, count, sum
+
+
+def test_a_histogram_without_the_expected_private_fields_stops_the_start():
+    real = Histogram("g", "doc", ["environment"], registry=CollectorRegistry()).labels("x")
+    check_histogram_internals(real)  # today's prometheus_client: accepted
+    renamed = SimpleNamespace(_upper_bounds=real._upper_bounds, _sum=real._sum)
+    cumulative_tuple = SimpleNamespace(
+        _upper_bounds=real._upper_bounds, _buckets=tuple(real._buckets), _sum=real._sum
+    )
+    no_inf = SimpleNamespace(
+        _upper_bounds=real._upper_bounds[:-1], _buckets=real._buckets[:-1], _sum=real._sum
+    )
+    for changed in (renamed, cumulative_tuple, no_inf):
+        with pytest.raises(RuntimeError, match="changed Histogram's private fields"):
+            check_histogram_internals(changed)
