@@ -114,7 +114,12 @@ class BatchFeedback(BaseModel):
 
 
 class FeedbackResponse(BaseModel):
-    accepted: int
+    accepted: int = Field(description="Labels stored (a request id sent twice counts once)")
+    awaiting_prediction: list[str] = Field(
+        default_factory=list,
+        description="Request ids whose prediction was not in the log yet: their labels are "
+        "kept and join the prediction when it is written (LABEL_MATCH_MINUTES)",
+    )
 
 
 class ReloadResponse(BaseModel):

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     MAX_BATCH_SIZE: int = Field(default=1_000, ge=1)
     MAX_BODY_BYTES: int = Field(default=2_000_000, ge=1_024)
     PREDICTION_SPOOL_DIR: str = "var/spool"
+    # Each answered prediction is appended to a journal in PREDICTION_SPOOL_DIR before the
+    # answer, so a killed worker loses none; off only to measure what it costs.
+    PREDICTION_JOURNAL: bool = True
+    # How long a label may wait for its prediction to reach the log before it counts as
+    # orphaned (`ml_labels_orphaned`).
+    LABEL_MATCH_MINUTES: int = Field(default=60, ge=1)
     # Off only to measure what monitoring costs (`make bench`): no prediction log, no metrics.
     API_MONITORING: bool = True
     # Read by prometheus_client itself; `python -m api.serve` sets and wipes it for its workers.

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
@@ -37,7 +37,7 @@ from prometheus_client.registry import Collector
 from data.db import get_engine
 from data.settings import Settings, exit_on_config_error, get_settings
 from monitoring.performance import METRICS
-from monitoring.store import LatestReports, latest_reports
+from monitoring.store import LatestReports, latest_reports, orphaned_labels
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class Snapshot:
 
     reports: LatestReports = field(default_factory=lambda: LatestReports(None, None, None))
     champion_version: str | None = None
+    orphaned_labels: int | None = None
     sources_up: dict[str, bool] = field(default_factory=dict)
     read_at: float = 0.0
     read_seconds: float = 0.0
@@ -95,11 +96,14 @@ class MonitoringCollector(Collector):
         snapshot = Snapshot(
             reports=previous.reports,
             champion_version=previous.champion_version,
+            orphaned_labels=previous.orphaned_labels,
             sources_up=dict(previous.sources_up),
         )
         try:
             engine = get_engine(self.settings.database_url)
             snapshot.reports = latest_reports(self.settings.MODEL_NAME, engine=engine)
+            cutoff = datetime.now(UTC) - timedelta(minutes=self.settings.LABEL_MATCH_MINUTES)
+            snapshot.orphaned_labels = orphaned_labels(cutoff, engine=engine)
             snapshot.sources_up["database"] = True
         except Exception as exc:  # any driver error: report it as a metric, keep serving
             log.warning("cannot read the report tables: %s", " ".join(str(exc).split())[:300])
@@ -159,13 +163,18 @@ class MonitoringCollector(Collector):
             "ml_champion_version",
             "The registry's @champion version of the model (absent when there is none)",
         )
+        orphaned = self._gauge(
+            "ml_labels_orphaned",
+            "Labels still without a logged prediction LABEL_MATCH_MINUTES after they arrived",
+        )
         if snapshot is not None:
             for source, ok in snapshot.sources_up.items():
                 self._add(up, ok, source)
             self._add(duration, snapshot.read_seconds)
             if snapshot.champion_version is not None and snapshot.champion_version.isdigit():
                 self._add(champion, int(snapshot.champion_version))
-        yield from (up, duration, champion)
+            self._add(orphaned, snapshot.orphaned_labels)
+        yield from (up, duration, champion, orphaned)
 
     def _age(self, name: str, what: str, row: dict | None, now: datetime) -> GaugeMetricFamily:
         family = self._gauge(name, f"Seconds since the end of the window of the latest {what}")

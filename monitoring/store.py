@@ -12,14 +12,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, insert, inspect, select
+from sqlalchemy import Engine, Table, func, insert, inspect, select
 
 from data.db import (
     as_utc,
     drift_reports,
     get_engine,
     init_db,
+    labels,
     performance_reports,
+    prediction_logs,
     quality_reports,
 )
 from monitoring.drift_report import DriftReport
@@ -147,3 +149,21 @@ def latest_reports(model_name: str | None = None, engine: Engine | None = None) 
         return LatestReports(
             newest(drift_reports), newest(quality_reports), newest(performance_reports)
         )
+
+
+def orphaned_labels(older_than: datetime, engine: Engine | None = None) -> int:
+    """Labels received before `older_than` whose prediction is not in the log: a wrong request
+    id, or a prediction that never reached the log (`/feedback` stores labels either way)."""
+    engine = engine or get_engine()
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(labels.name):
+            return 0
+        logged = select(prediction_logs.c.request_id).where(
+            prediction_logs.c.request_id == labels.c.request_id
+        )
+        query = (
+            select(func.count())
+            .select_from(labels)
+            .where(labels.c.received_at < older_than, ~logged.exists())
+        )
+        return int(conn.execute(query).scalar_one())

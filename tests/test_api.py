@@ -167,22 +167,27 @@ def test_predictions_are_logged_and_feedback_joins_them(
             assert api.post(
                 "/predict", json={"request_id": f"log{i}", "features": features}
             ).is_success
-        # Feedback may arrive before the row is written: the id is known to the logger.
-        assert api.post("/feedback", json={"request_id": "log0", "label": 1}).json() == {
-            "accepted": 1
-        }
+        # Feedback may arrive before the row is written: it is kept, and says so.
+        early = api.post("/feedback", json={"request_id": "log0", "label": 1}).json()
+        assert early["accepted"] == 1 and early["awaiting_prediction"] in ([], ["log0"])
         assert api.app.state.logger.flush()
         batch = {"labels": [{"request_id": "log1", "label": 0}, {"request_id": "log2", "label": 1}]}
-        assert api.post("/feedback/batch", json=batch).json() == {"accepted": 2}
+        assert api.post("/feedback/batch", json=batch).json() == {
+            "accepted": 2,
+            "awaiting_prediction": [],
+        }
         assert api.post(
             "/feedback", json={"request_id": "log1", "label": 1}
         ).is_success  # corrected
 
+        # A label whose prediction is not (yet) logged is stored, not refused, and named.
         unknown = {
             "labels": [{"request_id": "log3", "label": 1}, {"request_id": "nope", "label": 0}]
         }
-        answer = api.post("/feedback/batch", json=unknown)
-        assert answer.status_code == 404 and "nope" in answer.json()["detail"]
+        assert api.post("/feedback/batch", json=unknown).json() == {
+            "accepted": 2,
+            "awaiting_prediction": ["nope"],
+        }
         assert api.post("/feedback", json={"request_id": "log4", "label": 2}).status_code == 422
 
         logs = api.get("/logs", headers=ADMIN, params={"limit": 5})
@@ -197,10 +202,10 @@ def test_predictions_are_logged_and_feedback_joins_them(
     sent = coerce_frame(pd.DataFrame(rows), fraud_schema, require_target=False)
     sent = sent[fraud_schema.feature_names]
     pd.testing.assert_frame_equal(window[fraud_schema.feature_names], sent)
-    assert window["is_fraud"].iloc[:4].tolist()[:3] == [1.0, 1.0, 1.0]
-    assert np.isnan(window["is_fraud"].iloc[3])  # refused batch: log3 got no label
+    assert window["is_fraud"].iloc[:5].tolist()[:4] == [1.0, 1.0, 1.0, 1.0]
+    assert np.isnan(window["is_fraud"].iloc[4])  # no label sent for log4
     with get_engine(database_url).connect() as conn:
-        assert conn.execute(select(labels.c.request_id)).scalars().all().count("nope") == 0
+        assert conn.execute(select(labels.c.request_id)).scalars().all().count("nope") == 1
 
 
 def test_a_worker_scores_on_one_thread(monkeypatch, default_training, tmp_path):

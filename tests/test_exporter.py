@@ -15,8 +15,9 @@ import pytest
 import requests
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import insert
 
-from data.db import get_engine
+from data.db import get_engine, init_db, labels, prediction_logs
 from data.drift_injector import inject_drift
 from data.ingest import PREDICTION_COLUMN, SCORE_COLUMN
 from data.settings import PROJECT_ROOT, get_settings
@@ -132,6 +133,31 @@ def test_nothing_saved_yet_is_no_series_not_an_error(collector):
     samples = scrape(collector)
     assert value(samples, "ml_exporter_source_up", source="database") == 1
     assert not [name for name, _ in samples if name.startswith(("ml_drift", "ml_quality"))]
+
+
+def test_labels_without_a_prediction_count_as_orphaned_after_the_wait(collector, database_url):
+    """`/feedback` stores every label; one whose prediction has not reached the log
+    LABEL_MATCH_MINUTES (60) after it arrived is counted, not silently ignored."""
+    engine = get_engine(database_url)
+    init_db(engine)
+    now = datetime.now(UTC)
+    features = {"amount": 1.0}
+    logged = dict(predicted_at=now, model_name="m", model_version="1", features=features,
+                  predicted_class=0, score=0.1, latency_ms=0.1)  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(insert(prediction_logs), [{"request_id": "known", **logged}])
+        conn.execute(
+            insert(labels),
+            [
+                {"request_id": "known", "label": 1, "labelled_at": now,
+                 "received_at": now - timedelta(hours=3)},
+                {"request_id": "typo", "label": 1, "labelled_at": now,
+                 "received_at": now - timedelta(hours=3)},
+                {"request_id": "early", "label": 0, "labelled_at": now,
+                 "received_at": now - timedelta(minutes=5)},
+            ],
+        )  # fmt: skip
+    assert value(scrape(collector), "ml_labels_orphaned") == 1
 
 
 def test_reads_are_cached_and_ages_keep_growing(monkeypatch, fraud_schema, database_url):
