@@ -1,16 +1,18 @@
 """Loss-free prediction logging, off the request path.
 
-`submit` puts a row on a bounded in-memory queue and returns at once: no request waits for the
-database. One writer thread per worker drains the queue in batches (COPY through a staging
-table on Postgres, executemany on SQLite). When the database is down or failing, batches go to an
-append-only JSONL spool on disk instead; once the database answers again the spool is replayed
-in order, file by file, and each file is deleted only after its rows are committed. Rows are
-inserted with ON CONFLICT (request_id) DO NOTHING, so a replay interrupted between commit and
-delete cannot log a row twice: every acknowledged request id ends up in `prediction_logs`
-exactly once. While spooled rows are waiting, new batches are spooled behind them, which keeps
-the order. `close` (on SIGTERM, via the app's lifespan) drains the queue to the database or,
-failing that, to the spool. Spool files left by a worker that died are claimed and replayed by
-the next worker that starts.
+`submit` appends the rows to this worker's journal (one `write`, no database wait), puts them
+on a bounded in-memory queue and returns: the journal keeps them if the process is killed
+before the writer gets to them. One writer thread per worker drains the queue in batches (COPY
+on Postgres, executemany on SQLite). When the database is down or failing, batches go to an
+fsync'ed spool on disk instead; once the database answers again the spool is replayed in order,
+file by file, and each file is deleted only after its rows are committed. Rows are inserted
+with ON CONFLICT (request_id) DO NOTHING, so a replay interrupted between commit and delete, or
+a journal that overlaps what was written, cannot log a row twice: every acknowledged request id
+ends up in `prediction_logs` exactly once. While spooled rows are waiting, new batches are
+spooled behind them, which keeps the order. `close` (on SIGTERM, via the app's lifespan) drains
+the queue to the database or, failing that, to the spool. The files of a worker that died are
+claimed and replayed by the next worker that starts (`api.spool` has the file formats); an
+unreadable line in them is quarantined beside the file, not allowed to block the rows behind it.
 
 A full queue (the database slower than the traffic for a long time) spills to the spool from
 the request thread: one line appended to a file, still no database wait. A row is dropped only
@@ -19,27 +21,39 @@ if the disk cannot take it either, and `ml_prediction_log_dropped_total` counts 
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
 import logging
-import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import orjson
 import psycopg2.errors
 from sqlalchemy import Engine
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from api.spool import (
+    QUARANTINE_SUFFIX,
+    Journal,
+    PredictionRecord,
+    Spool,
+    claim_orphans,
+    encode,
+    own_spool_files,
+    read_batches,
+)
 from data.db import get_engine, prediction_logs
 
 log = logging.getLogger(__name__)
+
+__all__ = ["DisabledLogger", "PredictionLogger", "PredictionRecord"]
+
+# How often the writer starts a new journal segment: after a kill, at most about this much
+# traffic already in the database is replayed again (and skipped by the key).
+JOURNAL_ROTATE_SECONDS = 1.0
 
 COLUMNS = (
     "request_id",
@@ -121,30 +135,6 @@ def _features_json(batch: list[PredictionRecord]) -> list[str]:
     return [_copy_text(orjson.dumps(r.features).decode())[1:-1] for r in batch]
 
 
-class PredictionRecord(NamedTuple):
-    """One logged prediction (a tuple: a batch makes a thousand of them per request)."""
-
-    request_id: str
-    predicted_at: datetime
-    model_name: str
-    model_version: str
-    features: dict[str, Any]
-    predicted_class: int
-    score: float
-    latency_ms: float
-
-    def to_json(self) -> str:
-        row = self._asdict()
-        row["predicted_at"] = self.predicted_at.isoformat()
-        return json.dumps(row, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, line: str) -> PredictionRecord:
-        row = json.loads(line)
-        row["predicted_at"] = datetime.fromisoformat(row["predicted_at"])
-        return cls(**row)
-
-
 class RowQueue:
     """A bounded FIFO of rows that are put and taken in chunks.
 
@@ -158,6 +148,10 @@ class RowQueue:
         self._chunks: deque[list[PredictionRecord]] = deque()
         self._rows = 0
         self.unfinished = 0  # put and not yet marked done: what `flush` waits for
+        # Rows ever put and ever marked done: rows leave in the order they came, so once
+        # `done_total` reaches a value `put_total` had, every row put until then is handled.
+        self.put_total = 0
+        self.done_total = 0
         self._changed = threading.Condition()
 
     def __len__(self) -> int:
@@ -172,6 +166,7 @@ class RowQueue:
                 self._chunks.append(accepted)
                 self._rows += len(accepted)
                 self.unfinished += len(accepted)
+                self.put_total += len(accepted)
                 self._changed.notify_all()
         return rows[len(accepted) :]
 
@@ -197,6 +192,7 @@ class RowQueue:
     def done(self, count: int) -> None:
         with self._changed:
             self.unfinished -= count
+            self.done_total += count
 
 
 class LogMetrics(Protocol):
@@ -207,10 +203,12 @@ class LogMetrics(Protocol):
     log_spooled: Any
     log_replayed: Any
     log_dropped: Any
+    log_quarantined: Any
 
 
 class PredictionLogger:
-    """Bounded queue → batching writer thread → database, with a disk spool when it is down."""
+    """Journal + bounded queue → batching writer thread → database, with a disk spool when it
+    is down."""
 
     def __init__(
         self,
@@ -222,6 +220,7 @@ class PredictionLogger:
         flush_interval: float = 0.1,
         max_queue: int = 100_000,
         retry_interval: float = 1.0,
+        journal: bool = True,
         on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.engine: Engine = get_engine(url)
@@ -236,18 +235,21 @@ class PredictionLogger:
         # background thread, which the API also uses to write its buffered metrics.
         self.on_tick = on_tick
         self._queue = RowQueue(max_queue)
+        # Held while a request's rows go to the journal and the queue, and while the writer
+        # rotates the journal, so a closed segment holds exactly the rows queued before it.
+        self._submit_lock = threading.Lock()
+        self._journal = Journal(self.spool_dir) if journal else None
+        self._journal_ok = True
         self._spool_lock = threading.Lock()
-        self._spool_file: io.TextIOWrapper | None = None
+        self._spool_file = Spool(self.spool_dir)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_retry = 0.0
-        # Request ids accepted by this worker but not yet committed, so that feedback arriving
-        # before the row is written is not refused as unknown.
-        self._pending: set[str] = set()
         self.written = 0
         self.spooled = 0
         self.replayed = 0
         self.dropped = 0
+        self.quarantined = 0
         self.database_ok = True
         self._connection: Any = None  # the writer thread's own (Postgres)
         self._spool_waiting = False  # spooled rows wait for replay: new ones must queue behind
@@ -255,35 +257,45 @@ class PredictionLogger:
     # --- request side ------------------------------------------------------------------------
 
     def submit(self, record: PredictionRecord) -> None:
-        """Queue one row; never blocks on the database."""
+        """Journal and queue one row; never blocks on the database."""
         self.submit_many([record])
 
     def submit_many(self, records: Iterable[PredictionRecord]) -> None:
-        """Queue a request's rows together; what does not fit goes to the spool."""
+        """Journal and queue a request's rows together; what does not fit goes to the spool."""
         records = records if isinstance(records, list) else list(records)
-        self._pending.update(record.request_id for record in records)
-        overflow = self._queue.put(records)
-        if overflow:
-            self._spool(overflow)
+        line = encode(records) if self._journal is not None else b""
+        with self._submit_lock:
+            if line:
+                self._append_to_journal(line)
+            overflow = self._queue.put(records)
+            if overflow:
+                self._spool(overflow)
 
-    def is_pending(self, request_id: str) -> bool:
-        """Accepted by this worker and not yet in the database (queued or spooled)."""
-        return request_id in self._pending
+    def _append_to_journal(self, line: bytes) -> None:
+        assert self._journal is not None
+        try:
+            self._journal.append(line)
+        except OSError as exc:  # the queue still has the rows; only a kill could lose them now
+            if self._journal_ok:
+                log.critical("cannot write the prediction log journal in %s: %s",
+                             self.spool_dir, exc)  # fmt: skip
+            self._journal_ok = False
+        else:
+            self._journal_ok = True
 
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    def _own_spool_files(self) -> list[Path]:
-        return sorted(self.spool_dir.glob(f"*-{os.getpid()}.jsonl"))
-
     def has_spooled_rows(self) -> bool:
-        return bool(self._own_spool_files())
+        return bool(own_spool_files(self.spool_dir))
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> PredictionLogger:
-        self._claim_orphaned_spool()
+        claimed = claim_orphans(self.spool_dir)
+        if claimed:
+            log.warning("replaying %d prediction log file(s) left by stopped workers", claimed)
         self._spool_waiting = self.has_spooled_rows()
         self._thread = threading.Thread(target=self._run, name="prediction-logger", daemon=True)
         self._thread.start()
@@ -300,9 +312,11 @@ class PredictionLogger:
             self._spool(leftovers)
             self._queue.done(len(leftovers))
         with self._spool_lock:
-            if self._spool_file is not None:
-                self._spool_file.close()
-                self._spool_file = None
+            self._spool_file.rotate()
+        if self._journal is not None:
+            with self._submit_lock:
+                # A batch the writer still holds (it did not stop in time) stays journalled.
+                self._journal.close(everything_handled=self._queue.unfinished == 0)
         self._report_depth()
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -330,9 +344,23 @@ class PredictionLogger:
                     self._write_or_spool(batch)
             finally:
                 self._queue.done(len(batch))
+            self._trim_journal()
         self._replay_if_due(force=True)
         self._tick()
         self._disconnect()
+
+    def _trim_journal(self) -> None:
+        """Start a new segment every JOURNAL_ROTATE_SECONDS; delete the handled ones."""
+        journal = self._journal
+        if journal is None:
+            return
+        if journal.is_open and time.monotonic() - journal.opened_at >= JOURNAL_ROTATE_SECONDS:
+            with self._submit_lock:
+                journal.rotate(self._queue.put_total)
+        try:
+            journal.release(self._queue.done_total)
+        except OSError as exc:
+            log.error("cannot delete a handled journal segment: %s", exc)
 
     def _next_batch(self) -> list[PredictionRecord]:
         """Up to batch_size rows: after the first arrives, linger flush_interval and take what
@@ -352,7 +380,6 @@ class PredictionLogger:
             self._spool(batch)
         else:
             self.written += len(batch)
-            self._pending.difference_update(r.request_id for r in batch)
             if self.metrics:
                 self.metrics.log_written.inc(len(batch))
 
@@ -361,7 +388,7 @@ class PredictionLogger:
         if self.is_postgres:
             self._copy_postgres(batch)
         else:
-            rows = [{name: getattr(record, name) for name in COLUMNS} for record in batch]
+            rows = [record._asdict() for record in batch]
             statement = sqlite_insert(prediction_logs).on_conflict_do_nothing(
                 index_elements=["request_id"]
             )
@@ -422,16 +449,10 @@ class PredictionLogger:
     # --- spool -------------------------------------------------------------------------------
 
     def _spool(self, records: list[PredictionRecord]) -> None:
-        lines = "".join(record.to_json() + "\n" for record in records)
         try:
             with self._spool_lock:
-                if self._spool_file is None:
-                    name = f"{time.time_ns():020d}-{os.getpid()}.jsonl"
-                    self._spool_file = open(self.spool_dir / name, "a", encoding="utf-8")  # noqa: SIM115
-                self._spool_file.write(lines)
+                self._spool_file.append(records)
                 self._spool_waiting = True
-                self._spool_file.flush()
-                os.fsync(self._spool_file.fileno())
         except OSError as exc:
             log.critical("cannot spool %d prediction log rows: %s", len(records), exc)
             self.dropped += len(records)
@@ -446,46 +467,45 @@ class PredictionLogger:
         if not force and time.monotonic() < self._next_retry:
             return
         with self._spool_lock:  # rotate: new rows go to a new file behind the ones replayed
-            if self._spool_file is not None:
-                self._spool_file.close()
-                self._spool_file = None
-            files = self._own_spool_files()
+            self._spool_file.rotate()
+            files = own_spool_files(self.spool_dir)
         for path in files:
-            try:
-                for batch in self._read_spool(path):
+            batches = read_batches(path, self.batch_size, on_quarantine=self._quarantined)
+            while True:
+                try:
+                    batch = next(batches, None)
+                except OSError as exc:  # the file itself, not the database: set it aside
+                    self._set_aside(path, exc)
+                    break
+                if batch is None:
+                    path.unlink()
+                    break
+                try:
                     self.write(batch)
-                    self._pending.difference_update(r.request_id for r in batch)
-                    self.replayed += len(batch)
-                    if self.metrics:
-                        self.metrics.log_replayed.inc(len(batch))
-            except Exception as exc:  # still down: try again later, from this file
-                self._database_down(exc)
-                return
-            path.unlink()
+                except Exception as exc:  # still down: try again later, from this file
+                    self._database_down(exc)
+                    return
+                self.replayed += len(batch)
+                if self.metrics:
+                    self.metrics.log_replayed.inc(len(batch))
         with self._spool_lock:  # rows spooled during the replay are still waiting
             self._spool_waiting = self.has_spooled_rows()
 
-    def _read_spool(self, path: Path) -> Iterator[list[PredictionRecord]]:
-        batch: list[PredictionRecord] = []
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if not line.endswith("\n"):
-                    continue  # a line torn by a crash mid-write was never acknowledged as logged
-                batch.append(PredictionRecord.from_json(line))
-                if len(batch) >= self.batch_size:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
+    def _quarantined(self, lines: int) -> None:
+        self.quarantined += lines
+        if self.metrics:
+            self.metrics.log_quarantined.inc(lines)
 
-    def _claim_orphaned_spool(self) -> None:
-        """Take over spool files of workers that are gone, so their rows are replayed."""
-        mine = os.getpid()
-        for path in self.spool_dir.glob("*.jsonl"):
-            stamp, _, pid = path.stem.partition("-")
-            if pid.isdigit() and int(pid) != mine and not _alive(int(pid)):
-                with contextlib.suppress(FileNotFoundError):  # another worker claimed it first
-                    path.rename(path.with_name(f"{stamp}-{mine}.jsonl"))
+    def _set_aside(self, path: Path, exc: OSError) -> None:
+        """A spool file that cannot be read at all must not hold up the rows behind it."""
+        aside = path.with_name(path.stem + QUARANTINE_SUFFIX)
+        log.error("cannot read prediction log spool file %s (%s); moved to %s", path, exc, aside)
+        try:
+            path.rename(aside)
+        except OSError:
+            log.critical("cannot move %s aside either; the spool is blocked", path)
+            return
+        self._quarantined(1)
 
     def _tick(self) -> None:
         if self.on_tick is not None:
@@ -505,8 +525,9 @@ class PredictionLogger:
             "spooled": self.spooled,
             "replayed": self.replayed,
             "dropped": self.dropped,
+            "quarantined": self.quarantined,
             "database_ok": self.database_ok,
-            "spool_files": len(self._own_spool_files()),
+            "spool_files": len(own_spool_files(self.spool_dir)),
         }
 
 
@@ -522,18 +543,5 @@ class DisabledLogger:
     def submit_many(self, records: Iterable[PredictionRecord]) -> None:
         pass
 
-    def is_pending(self, request_id: str) -> bool:
-        return False
-
     def close(self, timeout: float = 0.0) -> None:
         pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

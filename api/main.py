@@ -48,7 +48,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.API_MONITORING:
         spool = settings.path(settings.PREDICTION_SPOOL_DIR)
         logger: PredictionLogger | DisabledLogger = PredictionLogger(
-            spool, metrics=api_metrics, on_tick=api_metrics.flush
+            spool,
+            metrics=api_metrics,
+            journal=settings.PREDICTION_JOURNAL,
+            on_tick=api_metrics.flush,
         )
     else:
         logger = DisabledLogger()

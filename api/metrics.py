@@ -129,6 +129,11 @@ LOG_DROPPED = Counter(
     "Prediction log rows lost (neither database nor spool could take them)",
     ["environment"],
 )
+LOG_QUARANTINED = Counter(
+    "ml_prediction_log_quarantined_total",
+    "Unreadable prediction log spool lines moved to a .quarantine file beside the spool",
+    ["environment"],
+)
 
 
 class ApiMetrics:
@@ -150,6 +155,7 @@ class ApiMetrics:
         self.log_spooled = LOG_SPOOLED.labels(environment)
         self.log_replayed = LOG_REPLAYED.labels(environment)
         self.log_dropped = LOG_DROPPED.labels(environment)
+        self.log_quarantined = LOG_QUARANTINED.labels(environment)
         self._model_info: tuple[str, ...] | None = None
         self._buffer: deque[tuple] = deque()  # appends and poplefts are thread-safe
         for histogram in (self.latency, self.confidence, self.score, *self.features.values()):
@@ -345,6 +351,7 @@ def summary() -> dict[str, Any]:
             "spooled": total("ml_prediction_log_spooled_total"),
             "replayed": total("ml_prediction_log_replayed_total"),
             "dropped": total("ml_prediction_log_dropped_total"),
+            "quarantined": total("ml_prediction_log_quarantined_total"),
         },
     }
 

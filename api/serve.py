@@ -11,14 +11,16 @@ load balancer's pool) one worker served all of them while the other sat idle.
 
 This process supervises the workers: it restarts one that dies (and marks it dead for the
 multiprocess metrics), exits with status 3 if one cannot start its app at all, and on SIGTERM
-or SIGINT passes SIGTERM on and waits. Each worker then stops taking requests, finishes the
-ones in flight, and drains its prediction log queue to the database (or the disk spool) before
-it exits.
+or SIGINT passes SIGTERM on and waits. Each worker then stops taking connections, answers
+requests on the open ones for up to a second more with `Connection: close` (so a kept-alive
+client is told to leave instead of having a request reset), finishes the ones in flight, and
+drains its prediction log queue to the database (or the disk spool) before it exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -34,10 +36,14 @@ from typing import Any
 
 import uvicorn
 from prometheus_client import multiprocess
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.importer import import_from_string
 
 from data.settings import exit_on_config_error, get_settings
 
 GRACEFUL_SHUTDOWN_SECONDS = 20
+# How long a stopping worker keeps answering on open connections (each answer says close).
+DRAIN_SECONDS = 1.0
 STARTUP_FAILED = 3  # uvicorn's exit code when the app fails to start
 RESTART_PAUSE_SECONDS = 1.0  # a worker that dies at once must not turn into a busy loop
 
@@ -96,23 +102,69 @@ def uvicorn_options(log_level: str) -> dict[str, Any]:
     }
 
 
-class _WorkerServer(uvicorn.Server):
-    """uvicorn's server, telling the supervisor once the app has started."""
+class ClosingWhenDraining:
+    """The app, answering with `Connection: close` once its worker is stopping.
 
-    def __init__(self, config: uvicorn.Config, started: EventType) -> None:
+    uvicorn stops by closing every idle kept-alive connection at once, and a client that sent
+    its next request at that moment had it reset, unanswered (3 of them in one SIGTERM under
+    load). Told to close with an answer instead, a client stops using the connection itself.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.draining = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.draining:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
+
+
+class _WorkerServer(uvicorn.Server):
+    """uvicorn's server, telling the supervisor once the app has started, and draining its
+    kept-alive connections before it stops."""
+
+    def __init__(
+        self, config: uvicorn.Config, started: EventType, app: ClosingWhenDraining
+    ) -> None:
         super().__init__(config)
         self.started_event = started
+        self.closing_app = app
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
             self.started_event.set()
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Take no new connection; answer each request on the open ones with `Connection:
+        # close` for up to DRAIN_SECONDS, so that busy clients leave between two requests;
+        # then uvicorn closes whatever is left (idle clients) and finishes as usual.
+        self.closing_app.draining = True
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while self.server_state.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await super().shutdown(sockets=sockets)
+
 
 def run_worker(host: str, port: int, log_level: str, started: EventType) -> None:
     """One worker process: its own socket, one uvicorn server (which handles SIGTERM itself)."""
-    config = uvicorn.Config(host=host, port=port, **uvicorn_options(log_level))
-    _WorkerServer(config, started).run(sockets=[worker_socket(host, port)])
+    options = uvicorn_options(log_level)
+    app = ClosingWhenDraining(import_from_string(options.pop("app")))
+    config = uvicorn.Config(app, host=host, port=port, **options)
+    _WorkerServer(config, started, app).run(sockets=[worker_socket(host, port)])
 
 
 class Supervisor:

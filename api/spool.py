@@ -1,0 +1,280 @@
+"""The prediction logger's files: the spool (rows waiting for the database) and the journal
+(rows answered to a client and not yet handled by the writer thread), one folder for both.
+
+Every file holds lines of one format: a JSON array of records, each record the array of a
+`PredictionRecord`'s fields in order (its time in ISO-8601), one line per request or batch.
+A line is written whole or not at all as far as a reader is concerned: one that does not end in
+a newline was torn by a process that died while writing it, and was never acknowledged.
+Lines of the earlier format (one JSON object per record) are still read, so spool files left by
+an older version are replayed.
+
+- The spool (`<ns>-<pid>.jsonl`) is fsync'ed: rows there survive a machine crash.
+- The journal (`<ns>-<pid>.journal`) is written in the request handler before the answer, with
+  one `write` and no fsync: the kernel holds the written pages, so the rows outlive a killed
+  process (SIGKILL, the OOM killer, a crash), though not a crash of the machine. The writer
+  rotates it every JOURNAL_ROTATE_SECONDS and deletes a closed segment once every row queued
+  before it closed is in the database or the spool.
+- A worker that starts claims the spool and journal files of workers that are gone, renaming
+  them to spool files of its own; the logger replays them in order. Rows already in the
+  database are skipped by the table's key, so a journal that overlaps what was written costs
+  a little replay time, never a duplicate.
+- A line that cannot be read (a disk error, a hand edit, a bug) must neither stop the replay of
+  the rows behind it nor be thrown away: it is moved to `<name>.quarantine` beside the file,
+  counted, and logged once with the file and line number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+SPOOL_SUFFIX = ".jsonl"
+JOURNAL_SUFFIX = ".journal"
+QUARANTINE_SUFFIX = ".quarantine"
+
+
+class PredictionRecord(NamedTuple):
+    """One logged prediction (a tuple: a batch makes a thousand of them per request)."""
+
+    request_id: str
+    predicted_at: datetime
+    model_name: str
+    model_version: str
+    features: dict[str, Any]
+    predicted_class: int
+    score: float
+    latency_ms: float
+
+
+class UnreadableLine(ValueError):
+    """A spool or journal line that is not a list of well-formed records."""
+
+
+def encode(records: list[PredictionRecord]) -> bytes:
+    """One line holding `records`: a single orjson call for the whole request (a call per row
+    of a 1,000-row batch cost five times as much)."""
+    return orjson.dumps([list(record) for record in records]) + b"\n"
+
+
+def decode(line: str | bytes) -> list[PredictionRecord]:
+    """The records of one line, checked field by field: a row that the database would refuse
+    must be caught here, or it would fail its batch on every replay."""
+    try:
+        raw = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise UnreadableLine(f"not JSON: {exc}") from None
+    rows = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(rows, list) or not rows:
+        raise UnreadableLine("not a list of records")
+    return [_record(row) for row in rows]
+
+
+def _record(row: Any) -> PredictionRecord:
+    if isinstance(row, dict):  # the earlier one-object-per-line format
+        try:
+            row = [row[name] for name in PredictionRecord._fields]
+        except KeyError as exc:
+            raise UnreadableLine(f"record without {exc}") from None
+    if not isinstance(row, list) or len(row) != len(PredictionRecord._fields):
+        raise UnreadableLine("a record is not a list of 8 fields")
+    request_id, predicted_at, name, version, features, predicted, score, latency = row
+    texts_ok = all(isinstance(v, str) and v and "\0" not in v for v in (request_id, name, version))
+    if not (
+        texts_ok
+        and isinstance(predicted_at, str)
+        and isinstance(features, dict)
+        and predicted in (0, 1)
+        and isinstance(score, int | float)
+        and isinstance(latency, int | float)
+    ):
+        raise UnreadableLine("a record field has the wrong type")
+    try:
+        when = datetime.fromisoformat(predicted_at)
+    except ValueError:
+        raise UnreadableLine(f"bad time {predicted_at!r}") from None
+    if when.tzinfo is None:
+        raise UnreadableLine(f"time without a zone {predicted_at!r}")
+    return PredictionRecord(
+        request_id, when, name, version, features, int(predicted), float(score), float(latency)
+    )
+
+
+def file_name(suffix: str, pid: int | None = None) -> str:
+    """`<ns>-<pid><suffix>`: names sort in the order the files were started."""
+    return f"{time.time_ns():020d}-{pid or os.getpid()}{suffix}"
+
+
+def own_spool_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob(f"*-{os.getpid()}{SPOOL_SUFFIX}"))
+
+
+def claim_orphans(folder: Path) -> int:
+    """Rename the spool and journal files of dead processes to spool files of this one."""
+    mine, claimed = os.getpid(), 0
+    for path in [*folder.glob(f"*{SPOOL_SUFFIX}"), *folder.glob(f"*{JOURNAL_SUFFIX}")]:
+        stamp, _, pid = path.stem.partition("-")
+        if pid.isdigit() and int(pid) != mine and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):  # another worker claimed it first
+                path.rename(path.with_name(f"{stamp}-{mine}{SPOOL_SUFFIX}"))
+                claimed += 1
+    return claimed
+
+
+def read_batches(
+    path: Path, batch_size: int, on_quarantine: Callable[[int], None] | None = None
+) -> Iterator[list[PredictionRecord]]:
+    """The records of a spool file in order, `batch_size` at a time. Unreadable lines are
+    first moved out of the file (`quarantine`); the file is then read from its start, so a
+    reader that had already handed on some batches hands them on again (they are skipped by
+    the table's key)."""
+    try:
+        yield from _batches(path, batch_size)
+    except UnreadableLine:
+        moved = quarantine(path)
+        if on_quarantine is not None:
+            on_quarantine(moved)
+        yield from _batches(path, batch_size)
+
+
+def _batches(path: Path, batch_size: int) -> Iterator[list[PredictionRecord]]:
+    batch: list[PredictionRecord] = []
+    for _, line in _whole_lines(path):
+        batch.extend(decode(line))
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _whole_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.endswith(b"\n"):  # a torn last line was never acknowledged
+                yield number, line
+
+
+def quarantine(path: Path) -> int:
+    """Move the unreadable lines of `path` to `<name>.quarantine` beside it; how many."""
+    kept = path.with_name(path.name + ".tmp")
+    bad = path.with_name(path.stem + QUARANTINE_SUFFIX)
+    moved = 0
+    with open(kept, "wb") as good:
+        for number, line in _whole_lines(path):
+            try:
+                decode(line)
+            except UnreadableLine as exc:
+                with open(bad, "ab") as handle:
+                    handle.write(line)
+                log.error("unreadable prediction log line %d of %s moved to %s: %s",
+                          number, path, bad, exc)  # fmt: skip
+                moved += 1
+            else:
+                good.write(line)
+        good.flush()
+        os.fsync(good.fileno())
+    os.replace(kept, path)
+    return moved
+
+
+class Spool:
+    """This worker's current spool file: appended to and fsync'ed, rotated before a replay."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._file: io.BufferedWriter | None = None
+
+    def append(self, records: list[PredictionRecord]) -> None:
+        """Raises OSError when the disk cannot take them."""
+        if self._file is None:
+            self._file = open(self.folder / file_name(SPOOL_SUFFIX), "ab")  # noqa: SIM115
+        self._file.write(encode(records))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def rotate(self) -> None:
+        """Close the current file: what comes next goes to a new one, behind it."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Journal:
+    """Segments of rows answered to clients, deleted once the writer has handled them.
+
+    `append` runs in the request handler under the logger's submit lock, the lock under which
+    the same rows are queued; `rotate` takes the queue's count of rows put so far under that
+    lock too, so a closed segment holds exactly rows the queue had received by then.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self.opened_at = 0.0
+        self._closed: list[tuple[Path, int]] = []  # segment, rows queued when it closed
+
+    def append(self, data: bytes) -> None:
+        if self._fd is None:
+            self._path = self.folder / file_name(JOURNAL_SUFFIX)
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self.opened_at = time.monotonic()
+        os.write(self._fd, data)
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+    def rotate(self, queued: int) -> None:
+        if self._fd is not None and self._path is not None:
+            os.close(self._fd)
+            self._closed.append((self._path, queued))
+            self._fd = self._path = None
+
+    def release(self, handled: int) -> None:
+        """Delete the closed segments whose rows have all been handled."""
+        while self._closed and self._closed[0][1] <= handled:
+            path, _ = self._closed.pop(0)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def close(self, everything_handled: bool) -> None:
+        """Close the open segment; delete all segments if every row was handled, else leave
+        them for the next worker to replay."""
+        self.rotate(queued=0 if everything_handled else 1 << 62)
+        if everything_handled:
+            self.release(0)
+
+
+def legacy_line(record: PredictionRecord) -> str:
+    """A record in the earlier one-object-per-line format (tests of the upgrade path)."""
+    row = record._asdict()
+    row["predicted_at"] = record.predicted_at.isoformat()
+    return json.dumps(row, separators=(",", ":"))
+
+
+def count_rows(paths: Iterable[Path]) -> int:
+    """Records in the whole lines of `paths` (tests and tooling)."""
+    return sum(len(decode(line)) for path in paths for _, line in _whole_lines(path))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
