@@ -68,6 +68,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) benchmarks/bench_api.py
+	$(PY) benchmarks/bench_journal.py
 	$(PY) benchmarks/bench_drift.py
 	$(PY) benchmarks/bench_drift_postgres.py
 
