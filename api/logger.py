@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
 import psycopg2.errors
 from sqlalchemy import Engine
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -38,14 +37,22 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from api.spool import (
     QUARANTINE_SUFFIX,
     Journal,
-    PredictionRecord,
     Spool,
     claim_orphans,
-    encode,
     own_spool_files,
     read_batches,
 )
 from data.db import get_engine, prediction_logs
+from data.prediction_log import (
+    COPY_CHUNK,
+    COPY_INTO_LOGS,
+    COPY_INTO_STAGE,
+    CREATE_STAGE,
+    INSERT_FROM_STAGE,
+    PredictionRecord,
+    copy_rows,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,85 +61,6 @@ __all__ = ["DisabledLogger", "PredictionLogger", "PredictionRecord"]
 # How often the writer starts a new journal segment: after a kill, at most about this much
 # traffic already in the database is replayed again (and skipped by the key).
 JOURNAL_ROTATE_SECONDS = 1.0
-
-COLUMNS = (
-    "request_id",
-    "predicted_at",
-    "model_name",
-    "model_version",
-    "features",
-    "predicted_class",
-    "score",
-    "latency_ms",
-)
-_STAGE = "prediction_logs_stage"
-_CREATE_STAGE = f"""
-CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
-    request_id text, predicted_at timestamptz, model_name text, model_version text,
-    features json, predicted_class smallint, score double precision, latency_ms double precision
-) ON COMMIT DELETE ROWS
-"""
-_COLUMN_LIST = ", ".join(COLUMNS)
-# Bytes handed to libpq per call: with psycopg2's default of 8 kB a batch took 100 calls.
-_COPY_CHUNK = 1 << 20
-_COPY_INTO_LOGS = f"COPY prediction_logs ({_COLUMN_LIST}) FROM STDIN"
-_COPY_INTO_STAGE = f"COPY {_STAGE} ({_COLUMN_LIST}) FROM STDIN"
-_INSERT_FROM_STAGE = (
-    f"INSERT INTO prediction_logs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGE} "
-    "ON CONFLICT (request_id) DO NOTHING"
-)
-
-
-def _copy_text(value: str) -> str:
-    """`value` as a field of COPY's text format: backslash, tab and line breaks escaped."""
-    return (
-        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    )
-
-
-def _copy_rows(batch: list[PredictionRecord]) -> bytes:
-    """`batch` in COPY's text format, built by hand: csv.writer spent most of the writer's time
-    doubling the quotes of every features JSON. The rows of a request share their time and
-    model, which are escaped once for the run of rows that shares them."""
-    lines = []
-    shared_with = None
-    for r, request_id, features in zip(
-        batch, _escaped_request_ids(batch), _features_json(batch), strict=True
-    ):
-        if shared_with is None or not (
-            r.predicted_at is shared_with.predicted_at
-            and r.model_name is shared_with.model_name
-            and r.model_version is shared_with.model_version
-        ):
-            shared_with = r
-            shared = (
-                f"\t{r.predicted_at.isoformat()}\t{_copy_text(r.model_name)}\t"
-                f"{_copy_text(r.model_version)}\t"
-            )
-        lines.append(
-            f"{request_id}{shared}{{{features}}}\t{r.predicted_class}\t{r.score!r}\t"
-            f"{r.latency_ms!r}\n"
-        )
-    return "".join(lines).encode()
-
-
-def _escaped_request_ids(batch: list[PredictionRecord]) -> list[str]:
-    # Escaped in one pass over all ids joined by NUL, which none contains: the API refuses it,
-    # and Postgres could not store it anyway.
-    return _copy_text("\0".join([r.request_id for r in batch])).split("\0")
-
-
-def _features_json(batch: list[PredictionRecord]) -> list[str]:
-    """Each row's features as JSON without its outer braces, escaped for COPY, from one orjson
-    call for the whole batch: a call per row costs three times as much, mostly in per-call
-    overhead. The rows are split at the `},{` between them; a value holding that text makes the
-    split ambiguous, and then each row is serialised alone."""
-    # orjson escapes control characters: of COPY's special characters only `\` can occur.
-    whole = orjson.dumps([r.features for r in batch]).decode().replace("\\", "\\\\")
-    parts = whole[2:-2].split("},{")
-    if len(parts) == len(batch):
-        return parts
-    return [_copy_text(orjson.dumps(r.features).decode())[1:-1] for r in batch]
 
 
 class RowQueue:
@@ -399,7 +327,7 @@ class PredictionLogger:
             self.database_ok = True
 
     def _copy_postgres(self, batch: list[PredictionRecord]) -> None:
-        text = _copy_rows(batch)
+        text = copy_rows(batch)
         for attempt in (1, 2):
             reused = self._connection is not None
             connection = self._connect()
@@ -407,16 +335,16 @@ class PredictionLogger:
                 try:
                     # Straight into the table: a quarter less work for Postgres than staging.
                     with connection.cursor() as cursor:
-                        cursor.copy_expert(_COPY_INTO_LOGS, io.BytesIO(text), size=_COPY_CHUNK)
+                        cursor.copy_expert(COPY_INTO_LOGS, io.BytesIO(text), size=COPY_CHUNK)
                     connection.commit()
                 except psycopg2.errors.UniqueViolation:
                     # A request id already logged (a client's retry, a replayed spool): stage
                     # the batch and insert what is new, once.
                     connection.rollback()
                     with connection.cursor() as cursor:
-                        cursor.execute(_CREATE_STAGE)
-                        cursor.copy_expert(_COPY_INTO_STAGE, io.BytesIO(text), size=_COPY_CHUNK)
-                        cursor.execute(_INSERT_FROM_STAGE)
+                        cursor.execute(CREATE_STAGE)
+                        cursor.copy_expert(COPY_INTO_STAGE, io.BytesIO(text), size=COPY_CHUNK)
+                        cursor.execute(INSERT_FROM_STAGE)
                     connection.commit()
                 return
             except Exception:

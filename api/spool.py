@@ -1,12 +1,9 @@
 """The prediction logger's files: the spool (rows waiting for the database) and the journal
 (rows answered to a client and not yet handled by the writer thread), one folder for both.
 
-Every file holds lines of one format: a JSON array of records, each record the array of a
-`PredictionRecord`'s fields in order (its time in ISO-8601), one line per request or batch.
+Every file holds lines of `data.prediction_log`'s line format, one line per request or batch.
 A line is written whole or not at all as far as a reader is concerned: one that does not end in
 a newline was torn by a process that died while writing it, and was never acknowledged.
-Lines of the earlier format (one JSON object per record) are still read, so spool files left by
-an older version are replayed.
 
 - The spool (`<ns>-<pid>.jsonl`) is fsync'ed: rows there survive a machine crash.
 - The journal (`<ns>-<pid>.journal`) is written in the request handler before the answer, with
@@ -27,88 +24,19 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
 
-import orjson
+from data.prediction_log import PredictionRecord, UnreadableLine, decode, encode
 
 log = logging.getLogger(__name__)
 
 SPOOL_SUFFIX = ".jsonl"
 JOURNAL_SUFFIX = ".journal"
 QUARANTINE_SUFFIX = ".quarantine"
-
-
-class PredictionRecord(NamedTuple):
-    """One logged prediction (a tuple: a batch makes a thousand of them per request)."""
-
-    request_id: str
-    predicted_at: datetime
-    model_name: str
-    model_version: str
-    features: dict[str, Any]
-    predicted_class: int
-    score: float
-    latency_ms: float
-
-
-class UnreadableLine(ValueError):
-    """A spool or journal line that is not a list of well-formed records."""
-
-
-def encode(records: list[PredictionRecord]) -> bytes:
-    """One line holding `records`: a single orjson call for the whole request (a call per row
-    of a 1,000-row batch cost five times as much)."""
-    return orjson.dumps([list(record) for record in records]) + b"\n"
-
-
-def decode(line: str | bytes) -> list[PredictionRecord]:
-    """The records of one line, checked field by field: a row that the database would refuse
-    must be caught here, or it would fail its batch on every replay."""
-    try:
-        raw = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise UnreadableLine(f"not JSON: {exc}") from None
-    rows = [raw] if isinstance(raw, dict) else raw
-    if not isinstance(rows, list) or not rows:
-        raise UnreadableLine("not a list of records")
-    return [_record(row) for row in rows]
-
-
-def _record(row: Any) -> PredictionRecord:
-    if isinstance(row, dict):  # the earlier one-object-per-line format
-        try:
-            row = [row[name] for name in PredictionRecord._fields]
-        except KeyError as exc:
-            raise UnreadableLine(f"record without {exc}") from None
-    if not isinstance(row, list) or len(row) != len(PredictionRecord._fields):
-        raise UnreadableLine("a record is not a list of 8 fields")
-    request_id, predicted_at, name, version, features, predicted, score, latency = row
-    texts_ok = all(isinstance(v, str) and v and "\0" not in v for v in (request_id, name, version))
-    if not (
-        texts_ok
-        and isinstance(predicted_at, str)
-        and isinstance(features, dict)
-        and predicted in (0, 1)
-        and isinstance(score, int | float)
-        and isinstance(latency, int | float)
-    ):
-        raise UnreadableLine("a record field has the wrong type")
-    try:
-        when = datetime.fromisoformat(predicted_at)
-    except ValueError:
-        raise UnreadableLine(f"bad time {predicted_at!r}") from None
-    if when.tzinfo is None:
-        raise UnreadableLine(f"time without a zone {predicted_at!r}")
-    return PredictionRecord(
-        request_id, when, name, version, features, int(predicted), float(score), float(latency)
-    )
 
 
 def file_name(suffix: str, pid: int | None = None) -> str:
@@ -256,13 +184,6 @@ class Journal:
         self.rotate(queued=0 if everything_handled else 1 << 62)
         if everything_handled:
             self.release(0)
-
-
-def legacy_line(record: PredictionRecord) -> str:
-    """A record in the earlier one-object-per-line format (tests of the upgrade path)."""
-    row = record._asdict()
-    row["predicted_at"] = record.predicted_at.isoformat()
-    return json.dumps(row, separators=(",", ":"))
 
 
 def count_rows(paths: Iterable[Path]) -> int:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text
 
 from api import spool as spool_files
 from api.logger import PredictionLogger, PredictionRecord
+from data import prediction_log
 from data.db import get_engine, init_db, prediction_logs
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -205,9 +206,7 @@ def test_torn_last_line_is_skipped(tmp_path, rows):
 GARBAGE = [b"\x00\x17 not json at all\n", b'[["r-bad", "yesterday", "m", "1", {}, 0, 0.5, 1]]\n']
 
 
-def test_a_bad_spool_line_is_quarantined_and_the_rest_replayed(
-    private_postgres, tmp_path, caplog
-):
+def test_a_bad_spool_line_is_quarantined_and_the_rest_replayed(private_postgres, tmp_path, caplog):
     """The database down, lines that cannot be read appended to the worker's spool file, the
     database back: every other row arrives, in order; the bad lines are kept beside the spool,
     counted and named once each. (They used to be caught as 'database unavailable': the file
@@ -249,7 +248,7 @@ def test_spool_files_of_the_earlier_format_are_replayed(tmp_path):
     init_db(get_engine(url))
     spool = tmp_path / "spool"
     spool.mkdir()
-    lines = "".join(spool_files.legacy_line(record(i)) + "\n" for i in range(5))
+    lines = "".join(prediction_log.legacy_line(record(i)) + "\n" for i in range(5))
     (spool / f"{1:020d}-999999999.jsonl").write_text(lines)
     logger = PredictionLogger(spool, url=url).start()
     assert logger.flush(timeout=10)
