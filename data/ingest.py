@@ -32,7 +32,12 @@ from sqlalchemy import Text, cast, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.db import get_engine, labels, prediction_logs
-from data.schema import Feature, FeatureSchema
+from data.schema import (
+    DEFAULT_PREDICTION_COLUMN,
+    DEFAULT_SCORE_COLUMN,
+    Feature,
+    FeatureSchema,
+)
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
 BOOLEAN_WORDS = {
@@ -266,9 +271,10 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-# Columns `read_predictions` adds next to the schema's columns.
-PREDICTION_COLUMN = "prediction"
-SCORE_COLUMN = "score"
+# Columns `read_predictions` adds next to the schema's columns: the model's outputs under the
+# schema's `prediction` and `score` names (these by default), and the version that made them.
+PREDICTION_COLUMN = DEFAULT_PREDICTION_COLUMN
+SCORE_COLUMN = DEFAULT_SCORE_COLUMN
 MODEL_VERSION_COLUMN = "model_version"
 _FEATURES_JSON = "_features_json"
 
@@ -284,19 +290,20 @@ def read_predictions(
 ) -> pd.DataFrame | Iterator[pd.DataFrame]:
     """Logged predictions with `start <= predicted_at < end`, typed by the schema.
 
-    Each feature becomes its own typed column (parsed from the logged JSON),
-    next to the schema's id (the request id) and timestamp (the prediction time), `prediction`,
-    `score` and `model_version`; with `with_labels`, the target column holds the label that
-    arrived later, or NaN. With `chunksize`, rows are streamed with a server-side cursor and an
-    iterator of frames is returned, so a window larger than memory can be processed in pieces.
+    Each feature becomes its own typed column (parsed from the logged JSON), next to the
+    schema's id (the request id) and timestamp (the prediction time), the predicted class and
+    the score (named by the schema's `prediction` and `score`) and `model_version`; with
+    `with_labels`, the target column holds the label that arrived later, or NaN. With
+    `chunksize`, rows are streamed with a server-side cursor and an iterator of frames is
+    returned, so a window larger than memory can be processed in pieces.
     """
     log = prediction_logs
     columns = [
         log.c.request_id.label(schema.id or "request_id"),
         log.c.predicted_at.label(schema.timestamp or "predicted_at"),
         cast(log.c.features, Text).label(_FEATURES_JSON),
-        log.c.predicted_class.label(PREDICTION_COLUMN),
-        log.c.score.label(SCORE_COLUMN),
+        log.c.predicted_class.label(schema.prediction),
+        log.c.score.label(schema.score),
         log.c.model_version.label(MODEL_VERSION_COLUMN),
     ]
     if with_labels:
@@ -311,7 +318,7 @@ def read_predictions(
     origin = "prediction_logs"
 
     def typed(frame: pd.DataFrame) -> pd.DataFrame:
-        extra = frame[[PREDICTION_COLUMN, SCORE_COLUMN, MODEL_VERSION_COLUMN]].reset_index(
+        extra = frame[[schema.prediction, schema.score, MODEL_VERSION_COLUMN]].reset_index(
             drop=True
         )
         # The features as text, parsed here in one pass: extracting each key in SQL would make
@@ -327,8 +334,8 @@ def read_predictions(
         )
         if with_labels:
             result[schema.target] = pd.to_numeric(frame[schema.target]).to_numpy(dtype=float)
-        result[PREDICTION_COLUMN] = extra[PREDICTION_COLUMN].astype("int64")
-        result[SCORE_COLUMN] = extra[SCORE_COLUMN].astype("float64")
+        result[schema.prediction] = extra[schema.prediction].astype("int64")
+        result[schema.score] = extra[schema.score].astype("float64")
         result[MODEL_VERSION_COLUMN] = extra[MODEL_VERSION_COLUMN].astype(str)
         return result
 

@@ -19,7 +19,19 @@ from typing import Any
 import yaml
 
 FEATURE_TYPES = ("numerical", "categorical", "boolean")
-_TOP_LEVEL_KEYS = {"name", "target", "id", "timestamp", "features", "description"}
+_TOP_LEVEL_KEYS = {
+    "name",
+    "target",
+    "id",
+    "timestamp",
+    "prediction",
+    "score",
+    "features",
+    "description",
+}
+# The model's outputs as columns of logged or scored data, unless the schema names them.
+DEFAULT_PREDICTION_COLUMN = "prediction"
+DEFAULT_SCORE_COLUMN = "score"
 _FEATURE_KEYS = {"name", "type", "min", "max", "nullable", "categories", "description"}
 
 
@@ -57,6 +69,10 @@ class FeatureSchema:
     features: tuple[Feature, ...]
     id: str | None = None
     timestamp: str | None = None
+    # Columns holding the predicted class and the positive-class score, in data that has them
+    # (the prediction log as `read_predictions` returns it, a scored CSV handed to the drift CLI).
+    prediction: str = DEFAULT_PREDICTION_COLUMN
+    score: str = DEFAULT_SCORE_COLUMN
     description: str = ""
     source: str = field(default="<memory>", compare=False)
 
@@ -120,59 +136,81 @@ def load_schema(path: str | Path) -> FeatureSchema:
 
 
 def parse_schema(raw: Any) -> FeatureSchema:
-    """Validate an already-parsed schema document (a dict as in the YAML file)."""
+    """Validate an already-parsed schema document: a dict as in the YAML file, from
+    `load_schema` (whose mappings carry their line numbers for the messages) or built in code."""
     if not isinstance(raw, dict):
         raise SchemaError("the file must be a mapping with 'name', 'target' and 'features'")
-    line = raw.get("__line__", 1)
+    at = _at(raw)
     unknown = set(raw) - _TOP_LEVEL_KEYS - {"__line__"}
     if unknown:
         raise SchemaError(
-            f"line {line}: unknown top-level key(s) {sorted(unknown)}; "
-            f"allowed: {sorted(_TOP_LEVEL_KEYS)}"
+            f"{at}unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(_TOP_LEVEL_KEYS)}"
         )
     for key in ("name", "target", "features"):
         if key not in raw or raw[key] in (None, "", []):
-            raise SchemaError(f"line {line}: missing required key {key!r}")
-    for key in ("name", "target", "id", "timestamp"):
+            raise SchemaError(f"{at}missing required key {key!r}")
+    for key in ("name", "target", "id", "timestamp", "prediction", "score"):
         if key in raw and raw[key] is not None and not isinstance(raw[key], str):
-            raise SchemaError(f"line {line}: {key!r} must be a column name (a string)")
+            raise SchemaError(f"{at}{key!r} must be a column name (a string)")
     if not isinstance(raw["features"], list):
-        raise SchemaError(f"line {line}: 'features' must be a list of feature entries")
+        raise SchemaError(f"{at}'features' must be a list of feature entries")
 
     features = [_parse_feature(entry, index) for index, entry in enumerate(raw["features"])]
     seen: dict[str, int] = {}
     for feature, entry in zip(features, raw["features"], strict=True):
         if feature.name in seen:
             raise SchemaError(
-                f"line {entry['__line__']}: duplicate feature name {feature.name!r} "
+                f"{_at(entry)}duplicate feature name {feature.name!r} "
                 f"(first defined as feature #{seen[feature.name] + 1})"
             )
         seen[feature.name] = len(seen)
-    reserved = {raw["target"]: "target", raw.get("id"): "id", raw.get("timestamp"): "timestamp"}
-    for column, role in reserved.items():
-        if column is not None and column in seen:
+    prediction = raw.get("prediction") or DEFAULT_PREDICTION_COLUMN
+    score = raw.get("score") or DEFAULT_SCORE_COLUMN
+    roles = [
+        (raw["target"], "target"),
+        (raw.get("id"), "id"),
+        (raw.get("timestamp"), "timestamp"),
+        (prediction, "prediction"),
+        (score, "score"),
+    ]
+    taken: dict[str, str] = {}
+    for column, role in roles:
+        if column is None:
+            continue
+        if column in seen:
+            raise SchemaError(f"{at}column {column!r} is the {role} and cannot also be a feature")
+        if column in taken:
             raise SchemaError(
-                f"line {line}: column {column!r} is the {role} and cannot also be a feature"
+                f"{at}column {column!r} is the {taken[column]} and cannot also be the {role}"
             )
+        taken[column] = role
     return FeatureSchema(
         name=raw["name"],
         target=raw["target"],
         id=raw.get("id"),
         timestamp=raw.get("timestamp"),
+        prediction=prediction,
+        score=score,
         description=raw.get("description") or "",
         features=tuple(features),
     )
 
 
+def _at(mapping: dict) -> str:
+    """ "line N: " when the mapping came from `load_schema`'s loader, else nothing."""
+    line = mapping.get("__line__")
+    return f"line {line}: " if line is not None else ""
+
+
 def _parse_feature(entry: Any, index: int) -> Feature:
     if not isinstance(entry, dict):
         raise SchemaError(f"feature #{index + 1}: expected a mapping with 'name' and 'type'")
-    line = entry["__line__"]
-    where = f"line {line}, feature #{index + 1}"
+    line = f"line {entry['__line__']}, " if "__line__" in entry else ""
+    where = f"{line}feature #{index + 1}"
     name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise SchemaError(f"{where}: 'name' is missing or not a string")
-    where = f"line {line}, feature {name!r}"
+    where = f"{line}feature {name!r}"
     unknown = set(entry) - _FEATURE_KEYS - {"__line__"}
     if unknown:
         raise SchemaError(

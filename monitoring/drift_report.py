@@ -67,7 +67,7 @@ import pandas as pd
 import pyarrow.parquet
 from scipy import stats
 
-from data.ingest import PREDICTION_COLUMN, SCORE_COLUMN, DataError, load_frame
+from data.ingest import DataError, load_frame
 from data.profile import (
     MISSING_KEY,
     NumericalProfile,
@@ -591,19 +591,19 @@ def _class_counts(values: pd.Series) -> dict[str, int]:
 def profile_from_frame(frame: pd.DataFrame, schema: FeatureSchema) -> ReferenceProfile:
     """Profile a reference DataFrame keeping every value, so KS against it is exact.
 
-    The model's outputs come from the `prediction` and `score` columns; without them the profile
-    has no prediction counts, and prediction drift is reported as not available rather than
-    compared with something else.
+    The model's outputs come from the schema's `prediction` and `score` columns; without them
+    the profile has no prediction counts, and prediction drift is reported as not available
+    rather than compared with something else.
     """
     _check_columns(frame, schema, "reference")
     if frame.empty:
         raise DriftError("the reference has no rows")
-    has_outputs = {PREDICTION_COLUMN, SCORE_COLUMN} <= set(frame.columns)
+    has_outputs = {schema.prediction, schema.score} <= set(frame.columns)
     if has_outputs:
-        predictions = _numeric_column(frame, PREDICTION_COLUMN)
+        predictions = _numeric_column(frame, schema.prediction)
         if np.isnan(predictions).any():
-            raise DriftError(f"the reference column {PREDICTION_COLUMN!r} has missing values")
-        scores = _numeric_column(frame, SCORE_COLUMN)
+            raise DriftError(f"the reference column {schema.prediction!r} has missing values")
+        scores = _numeric_column(frame, schema.score)
     else:
         predictions, scores = np.zeros(len(frame)), np.full(len(frame), np.nan)
     profile = build_reference_profile(
@@ -685,6 +685,7 @@ class DriftAccumulator:
         # outputs. A part's state is started by the first chunk, in a worker thread.
         self._parts = [self._feature_part(feature) for feature in schema.features]
         self._has_outputs: bool | None = None
+        self._outputs_missing: list[str] = []
         self._states: list[_NumericalState | _CategoricalState | None] = [None] * len(self._parts)
         self._final: list[FeatureDrift | None] = [None] * len(self._parts)
         self._first_seen: pd.Timestamp | None = None
@@ -723,8 +724,10 @@ class DriftAccumulator:
         GIL-bound work of another, and keeps only a couple of columns' counts alive at a time.
         """
         _check_columns(chunk, self.schema, "current")
-        has_outputs = {PREDICTION_COLUMN, SCORE_COLUMN} <= set(chunk.columns)
+        outputs = self.schema.prediction, self.schema.score
+        has_outputs = set(outputs) <= set(chunk.columns)
         if self._has_outputs is None:
+            self._outputs_missing = [c for c in outputs if c not in chunk.columns]
             self._has_outputs = has_outputs
             if has_outputs and self._reference_has_outputs:
                 self._add_output_parts()
@@ -750,18 +753,19 @@ class DriftAccumulator:
 
     def _add_output_parts(self) -> None:
         profile = self.profile
+        prediction, score = self.schema.prediction, self.schema.score
         self._parts += [
             _Part(
-                PREDICTION_COLUMN,
+                prediction,
                 "categorical",
                 lambda: _CategoricalState(profile.prediction_counts, _class_counts),
-                lambda chunk: chunk[PREDICTION_COLUMN],
+                lambda chunk: chunk[prediction],
             ),
             _Part(
-                SCORE_COLUMN,
+                score,
                 "numerical",
                 lambda: _NumericalState(profile.score),
-                lambda chunk: _numeric_column(chunk, SCORE_COLUMN),
+                lambda chunk: _numeric_column(chunk, score),
             ),
         ]
         self._states += [None, None]
@@ -809,10 +813,12 @@ class DriftAccumulator:
                 False, reason="the reference has no model predictions and scores to compare with"
             )
         else:
+            missing = self._outputs_missing
+            columns = " and ".join(repr(c) for c in missing) + " column" + "s" * (len(missing) > 1)
             prediction = PredictionDrift(
                 False,
-                reason=f"the current data has no {PREDICTION_COLUMN!r} and {SCORE_COLUMN!r} "
-                "columns",
+                reason=f"the current data has no {columns} (the model's predicted class and "
+                "score, named by the schema's `prediction` and `score` keys)",
             )
 
         start, end = self.window or (self._first_seen, self._last_seen)
@@ -879,12 +885,14 @@ def compute_drift_report(
 
 
 def load_window(path: str | Path, schema: FeatureSchema) -> pd.DataFrame:
-    """Read a CSV or Parquet file typed by the schema, keeping `prediction` and `score` if there.
+    """Read a CSV or Parquet file typed by the schema, keeping the model's outputs if there (the
+    schema's `prediction` and `score` columns).
 
     `load_frame` keeps only the schema's columns; the model's outputs are read next to them.
     """
     frame = load_frame(path, schema, require_target=False)
-    outputs = [c for c in (PREDICTION_COLUMN, SCORE_COLUMN) if c in _column_names(Path(path))]
+    present = _column_names(Path(path))
+    outputs = [c for c in (schema.prediction, schema.score) if c in present]
     if outputs:
         if Path(path).suffix.lower() == ".csv":
             extra = pd.read_csv(path, usecols=outputs)

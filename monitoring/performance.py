@@ -47,7 +47,6 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset
 
-from data.ingest import SCORE_COLUMN
 from data.schema import FeatureSchema
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -177,10 +176,10 @@ def estimation_error(
     # else in this module, or the quality check that imports it, needs.
     from training.evaluate import expected_calibration_error
 
-    _require(frame, [SCORE_COLUMN])
+    _require(frame, [schema.score])
     labels = _labels(frame, schema)
     done = ~np.isnan(labels)
-    scores, y = _check_scores(frame[SCORE_COLUMN].to_numpy(dtype=np.float64))[done], labels[done]
+    scores, y = _check_scores(frame[schema.score].to_numpy(dtype=np.float64))[done], labels[done]
     rows = np.zeros(y.size, dtype=np.intp)
     estimated = _metrics(rows, 1, scores, scores, threshold).iloc[0]
     realized = _metrics(rows, 1, scores, y, threshold).iloc[0]
@@ -306,9 +305,9 @@ def _report(
 def _inputs(frame: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.Series, np.ndarray]:
     """The prediction times (UTC) and the scores, checked."""
     timestamp = schema.timestamp or DEFAULT_TIMESTAMP_COLUMN
-    _require(frame, [timestamp, SCORE_COLUMN])
+    _require(frame, [timestamp, schema.score])
     timestamps = pd.to_datetime(frame[timestamp], utc=True).reset_index(drop=True)
-    return timestamps, _check_scores(frame[SCORE_COLUMN].to_numpy(dtype=np.float64))
+    return timestamps, _check_scores(frame[schema.score].to_numpy(dtype=np.float64))
 
 
 def _labels(frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:

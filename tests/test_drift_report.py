@@ -580,6 +580,32 @@ def test_prediction_drift_is_not_available_without_current_predictions(fraud_ref
     assert "current data has no 'prediction'" in prediction.reason
 
 
+def test_prediction_columns_are_the_ones_the_schema_names():
+    """Data whose outputs are not literally `prediction` and `score` used to get "Prediction
+    drift: not available" with no word of why; the schema can name them now."""
+    rng = np.random.default_rng(5)
+    base = make_schema()
+    schema = FeatureSchema(
+        name="test", target="y", features=base.features, prediction="yhat", score="p_yes"
+    )
+
+    def scored(scores):
+        frame = one_column(rng.normal(size=scores.size))
+        return frame.assign(yhat=(scores > 0.5).astype(int), p_yes=scores)
+
+    reference, current = scored(rng.beta(2, 5, 5_000)), scored(rng.beta(4, 4, 5_000))
+    prediction = compute_drift_report(reference, current, schema).to_dict()["prediction"]
+    assert prediction["available"] and prediction["drifted"]
+    expected = stats.ks_2samp(reference["p_yes"], current["p_yes"])
+    assert prediction["score"]["statistic"] == pytest.approx(expected.statistic, rel=1e-9)
+
+    without_score = current.drop(columns=["p_yes"])
+    missing = compute_drift_report(reference, without_score, schema).prediction
+    assert not missing.available
+    assert "current data has no 'p_yes' column" in missing.reason
+    assert "`score`" in missing.reason
+
+
 # --- The report's shape and errors ----------------------------------------------------------
 
 

@@ -6,8 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
-from data.schema import SchemaError, load_schema, main
+from data.schema import SchemaError, load_schema, main, parse_schema
 
 GOOD = """\
 name: toy
@@ -91,6 +92,12 @@ def test_duplicate_feature_name(tmp_path):
         (lambda t: "- just\n- a list\n", "must be a mapping"),
         (lambda t: t.replace("features:", "features: {}\nx:"), "unknown top-level key"),
         (lambda t: "name: [unclosed\n", "not valid YAML"),
+        (lambda t: t.replace("id: row_id", "id: row_id\nscore: x"), "'x' is the score"),
+        (
+            lambda t: t.replace("id: row_id", "id: row_id\nprediction: label"),
+            "'label' is the target and cannot also be the prediction",
+        ),
+        (lambda t: t.replace("id: row_id", "id: row_id\nscore: 3"), "'score' must be a column"),
     ],
 )
 def test_schema_mistakes_get_one_clear_error(tmp_path, edit, expected):
@@ -113,3 +120,29 @@ def test_cli_checks_a_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "unknown type 'numeric'" in err
     assert "Traceback" not in err
+
+
+def test_a_plain_dict_parses_like_the_file(tmp_path):
+    """`parse_schema` takes a dict as in the YAML file: one built in code (or read by another
+    YAML loader) used to fail with KeyError: '__line__'."""
+    from_file = load_schema(write(tmp_path, GOOD))
+    from_dict = parse_schema(yaml.safe_load(GOOD))
+    assert from_dict == from_file
+    broken = yaml.safe_load(GOOD.replace("type: boolean", "type: bool"))
+    with pytest.raises(SchemaError, match=r"^feature 'flag': unknown type 'bool'"):
+        parse_schema(broken)
+    duplicated = yaml.safe_load(GOOD.replace("name: flag", "name: x"))
+    with pytest.raises(SchemaError, match="duplicate feature name 'x'"):
+        parse_schema(duplicated)
+
+
+def test_prediction_and_score_columns_can_be_named(tmp_path):
+    default = load_schema(write(tmp_path, GOOD))
+    assert (default.prediction, default.score) == ("prediction", "score")
+    named = load_schema(
+        write(
+            tmp_path,
+            GOOD.replace("id: row_id", "id: row_id\nprediction: label_hat\nscore: p_label"),
+        )
+    )
+    assert (named.prediction, named.score) == ("label_hat", "p_label")
