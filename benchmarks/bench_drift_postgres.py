@@ -1,10 +1,10 @@
 """Benchmark: the drift check over a window larger than memory, read from Postgres in chunks.
 
 What the Airflow drift check does on a busy day, end to end: `read_predictions(...,
-chunksize=N)` streams the window out of `prediction_logs` with a server-side cursor (the database
-extracts one typed column per feature from the JSONB), and `DriftAccumulator` counts each chunk
-against the reference profile, so memory stays bounded by the profile and one chunk, whatever
-the window holds.
+chunksize=N)` streams the window out of `prediction_logs` with a server-side cursor (the
+features come out as the `json` column's text, one per row, and are parsed in Python with one
+orjson call per chunk), and `DriftAccumulator` counts each chunk against the reference
+profile, so memory stays bounded by the profile and one chunk, whatever the window holds.
 
 1. A fresh database (dropped at the end, also on failure or Ctrl-C) gets the project's tables
    (`init_db`) and N prediction-log rows of the fraud schema (default 10,000,000 over a 6-hour
@@ -29,7 +29,8 @@ the window holds.
 
 `--breakdown` adds, in the same database, passes that split the time: the database alone (the
 same cursor, `MOVE FORWARD ALL`: every row computed, none sent), the database and the driver
-(psycopg2 turning rows into Python tuples), pandas building and typing the frames, and the drift
+(psycopg2 turning rows into Python tuples), pandas building the frames and parsing and typing
+them (`data.ingest.frame_from_log_rows`, what `read_predictions` does per chunk), and the drift
 counting; and the same window read with `COPY (...) TO STDOUT` parsed by pandas' CSV reader,
 whose drift report is checked to be identical to the one read through the cursor.
 
@@ -69,7 +70,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from data.db import dispose_engines, get_engine, init_db  # noqa: E402
 from data.drift_injector import inject_drift  # noqa: E402
-from data.ingest import coerce_frame, read_predictions  # noqa: E402
+from data.ingest import coerce_frame, frame_from_log_rows, read_predictions  # noqa: E402
 from data.schema import FeatureSchema, load_schema  # noqa: E402
 from data.synthetic import fraud_probability, generate_transactions  # noqa: E402
 from monitoring.drift_report import (  # noqa: E402
@@ -435,7 +436,7 @@ def split_time(url, schema, profile, capture, rows, chunksize, cursor_pass) -> d
                 frame = pd.DataFrame.from_records(batch, columns=names, coerce_float=True)
                 del batch
                 t3 = time.perf_counter()
-                coerce_frame(frame, schema, require_target=False)
+                frame_from_log_rows(frame, schema)
                 frame_s += t3 - t2
                 coerce_s += time.perf_counter() - t3
         connection.rollback()
@@ -477,9 +478,9 @@ def copy_chunks(url, schema, sql, params, names, chunksize) -> Iterator[pd.DataF
         except BaseException as exc:  # handed to the reading thread
             failure.append(exc)
 
-    feature_types = {f.name: (str if f.is_categorical else np.float64) for f in schema.features}
-    dtypes = {names[0]: str, names[1]: str, **feature_types}
-    dtypes |= {"prediction": np.int64, "score": np.float64, "model_version": str}
+    # Every column as the cursor hands it over: the features as one JSON text per row.
+    dtypes = {name: str for name in names}
+    dtypes |= {schema.prediction: np.int64, schema.score: np.float64}
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     try:
@@ -495,11 +496,7 @@ def copy_chunks(url, schema, sql, params, names, chunksize) -> Iterator[pd.DataF
                 float_precision="round_trip",
             )
             for frame in reader:
-                typed = coerce_frame(frame, schema, require_target=False)
-                typed["prediction"] = frame["prediction"].to_numpy()
-                typed["score"] = frame["score"].to_numpy()
-                typed["model_version"] = frame["model_version"].astype(str).to_numpy()
-                yield typed
+                yield frame_from_log_rows(frame, schema)
     finally:
         producer.join(timeout=60)  # the COPY stops when its pipe closes
         connection.close()
@@ -653,7 +650,7 @@ def print_breakdown(result: dict) -> None:
         ("database only (same cursor, MOVE FORWARD ALL)", b["database_s"]),
         ("driver: rows into Python tuples (psycopg2)", b["driver_s"]),
         ("pandas: DataFrame.from_records", b["pandas_frame_s"]),
-        ("pandas: coerce_frame (typing)", b["pandas_coerce_s"]),
+        ("pandas: features JSON parsed and typed", b["pandas_coerce_s"]),
         ("SQLAlchemy rows + pandas.read_sql (the rest)", b["rest_s"]),
         ("read_predictions in the timed pass, all of the above", b["read_predictions_s"]),
         ("drift: DriftAccumulator.update + report", b["drift_s"]),

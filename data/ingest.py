@@ -315,29 +315,9 @@ def read_predictions(
         log.c.predicted_at, log.c.request_id
     )
     engine = get_engine(url)
-    origin = "prediction_logs"
 
     def typed(frame: pd.DataFrame) -> pd.DataFrame:
-        extra = frame[[schema.prediction, schema.score, MODEL_VERSION_COLUMN]].reset_index(
-            drop=True
-        )
-        # The features as text, parsed here in one pass: extracting each key in SQL would make
-        # Postgres parse every row's JSON once per feature. A key a row lacks (a feature added
-        # to the schema later) reads as missing.
-        features = pd.DataFrame.from_records(
-            orjson.loads("[" + ",".join(frame[_FEATURES_JSON].tolist()) + "]"),
-            columns=schema.feature_names,
-        )
-        keys = frame.drop(columns=[_FEATURES_JSON, *extra.columns]).reset_index(drop=True)
-        result = coerce_frame(
-            pd.concat([keys, features], axis=1), schema, require_target=False, origin=origin
-        )
-        if with_labels:
-            result[schema.target] = pd.to_numeric(frame[schema.target]).to_numpy(dtype=float)
-        result[schema.prediction] = extra[schema.prediction].astype("int64")
-        result[schema.score] = extra[schema.score].astype("float64")
-        result[MODEL_VERSION_COLUMN] = extra[MODEL_VERSION_COLUMN].astype(str)
-        return result
+        return frame_from_log_rows(frame, schema, with_labels=with_labels)
 
     if chunksize is None:
         with engine.connect() as conn:
@@ -350,3 +330,28 @@ def read_predictions(
                 yield typed(frame)
 
     return chunks()
+
+
+def frame_from_log_rows(
+    frame: pd.DataFrame, schema: FeatureSchema, *, with_labels: bool = False
+) -> pd.DataFrame:
+    """Rows of `read_predictions`' query (the features still one JSON text per row, in
+    `_features_json`) as the typed frame it returns."""
+    extra = frame[[schema.prediction, schema.score, MODEL_VERSION_COLUMN]].reset_index(drop=True)
+    # The features as text, parsed here in one pass: extracting each key in SQL would make
+    # Postgres parse every row's JSON once per feature. A key a row lacks (a feature added
+    # to the schema later) reads as missing.
+    features = pd.DataFrame.from_records(
+        orjson.loads("[" + ",".join(frame[_FEATURES_JSON].tolist()) + "]"),
+        columns=schema.feature_names,
+    )
+    keys = frame.drop(columns=[_FEATURES_JSON, *extra.columns]).reset_index(drop=True)
+    result = coerce_frame(
+        pd.concat([keys, features], axis=1), schema, require_target=False, origin="prediction_logs"
+    )
+    if with_labels:
+        result[schema.target] = pd.to_numeric(frame[schema.target]).to_numpy(dtype=float)
+    result[schema.prediction] = extra[schema.prediction].astype("int64")
+    result[schema.score] = extra[schema.score].astype("float64")
+    result[MODEL_VERSION_COLUMN] = extra[MODEL_VERSION_COLUMN].astype(str)
+    return result
