@@ -22,6 +22,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from api.scoring import Scorer, make_scorer
+from data.profile import DEFAULT_THRESHOLD
 from data.schema import FeatureSchema
 from data.settings import Settings
 from training.register_model import CHAMPION, Registry, RegistryError, VersionInfo
@@ -44,6 +45,8 @@ class LoadedModel:
     scorer: Scorer
     loaded_at: datetime
     run_id: str
+    # A score at or above it is class 1: trained and stored with the version, read once here.
+    threshold: float = DEFAULT_THRESHOLD
     tags: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
@@ -64,6 +67,7 @@ class LoadedModel:
             "loaded_at": self.loaded_at.isoformat(),
             "run_id": self.run_id,
             "scorer": self.scorer.kind,
+            "decision_threshold": self.threshold,
             "gates": gates,
             "gates_passed": self.tags.get("gates.passed"),
             "holdout_metrics": holdout,
@@ -141,6 +145,7 @@ class Predictor:
             scorer=make_scorer(pipeline, self.schema, sample),
             loaded_at=datetime.now(UTC),
             run_id=version.run_id,
+            threshold=version.threshold,
             tags=version.tags,
         )
 

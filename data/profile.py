@@ -8,8 +8,11 @@ Per numerical feature: counts, moments, 101 quantiles of the full column and a s
 (every value when the window is smaller than the sample size, so KS is exact), held in memory as
 one float64 array (`FloatSample`) and saved as a JSON list. Per categorical or
 boolean feature: value counts. For the model: predicted-class counts and the score (positive-class
-probability) profile. `category_counts` is the one function that turns a column into counts, used
-both here and by the drift check, so reference and live data are counted the same way.
+probability) profile, the version's decision threshold (a score at or above it is class 1: what
+the API answered, what realized and estimated performance count) and the calibration of its
+scores fitted on the same hold-out (`training.calibration`), which performance estimation
+needs. `category_counts` is the one function that turns a column into counts, used both here
+and by the drift check, so reference and live data are counted the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import pandas as pd
 from data.schema import Feature, FeatureSchema
 
 PROFILE_VERSION = 1
+# The decision threshold of versions trained before it was stored with them, and the default.
+DEFAULT_THRESHOLD = 0.5
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 101)
 MISSING_KEY = "__missing__"
 
@@ -174,6 +179,9 @@ class ReferenceProfile:
     categorical: dict[str, CategoricalProfile]
     prediction_counts: dict[str, int]
     score: NumericalProfile
+    threshold: float = DEFAULT_THRESHOLD
+    # `training.calibration.Calibrator.to_dict()`, None for versions stored without one.
+    calibration: dict[str, Any] | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     version: int = PROFILE_VERSION
 
@@ -186,6 +194,8 @@ class ReferenceProfile:
             "categorical": {k: asdict(v) for k, v in self.categorical.items()},
             "prediction_counts": dict(self.prediction_counts),
             "score": self.score.to_dict(),
+            "threshold": self.threshold,
+            "calibration": self.calibration,
             "created_at": self.created_at,
             "version": self.version,
         }
@@ -204,6 +214,8 @@ class ReferenceProfile:
             categorical={k: CategoricalProfile(**v) for k, v in raw["categorical"].items()},
             prediction_counts=raw["prediction_counts"],
             score=NumericalProfile(**raw["score"]),
+            threshold=float(raw.get("threshold", DEFAULT_THRESHOLD)),
+            calibration=raw.get("calibration"),
             created_at=raw["created_at"],
             version=raw["version"],
         )
@@ -242,6 +254,8 @@ def build_reference_profile(
     scores: np.ndarray,
     sample_size: int = 10_000,
     seed: int = 0,
+    threshold: float = DEFAULT_THRESHOLD,
+    calibration: dict[str, Any] | None = None,
 ) -> ReferenceProfile:
     """Profile `frame` (typed as `coerce_frame` returns it) and the model's outputs on it."""
     if len(predictions) != len(frame) or len(scores) != len(frame):
@@ -267,4 +281,6 @@ def build_reference_profile(
         categorical=categorical,
         prediction_counts={str(c): int(n) for c, n in zip(classes, class_counts, strict=True)},
         score=NumericalProfile.from_values(scores, sample_size, rng),
+        threshold=threshold,
+        calibration=calibration,
     )

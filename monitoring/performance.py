@@ -10,13 +10,18 @@ not 0, so that a quiet hour does not look like a broken model.
 
 Estimated (`estimated_performance`, `estimated_performance_by_window`): fraud labels take weeks,
 so before they arrive performance is estimated from the scores alone by confidence-based
-performance estimation (CBPE, as NannyML does). If the scores are calibrated, a row scored p is
-positive with probability p, so a predicted positive (p >= threshold) adds p to the expected true
-positives and 1 - p to the false positives, and a predicted negative adds p to the false negatives
-and 1 - p to the true negatives; the expected confusion matrix gives expected accuracy, precision,
-recall and F1. The expected ROC AUC counts each row as a positive of weight p and a negative of
-weight 1 - p and takes the weighted AUC. Realized metrics use the very same formulas with the
-label in place of p, so the two are directly comparable.
+performance estimation (CBPE, as NannyML does). A row whose raw score s is at or above the
+version's threshold is a predicted positive, as the API answered; its calibrated probability
+p = calibrator(s) (`training.calibration`, isotonic, fitted on the version's hold-out and stored
+with it) is the chance it is really positive. So a predicted positive adds p to the expected
+true positives and 1 - p to the false positives, and a predicted negative adds p to the false
+negatives and 1 - p to the true negatives; the expected confusion matrix gives expected
+accuracy, precision, recall and F1. The expected ROC AUC ranks rows by the raw score, each a
+positive of weight p and a negative of weight 1 - p. Realized metrics use the very same
+formulas with the label in place of p, so the two are directly comparable. Without a
+calibrator (`calibrator=None`: a version stored before calibrations were) p is the raw score,
+which is right only for a calibrated model; `fit_calibrator` builds one for any model's outputs
+from reference scores and labels.
 
 What the estimate can and cannot see:
 
@@ -28,10 +33,12 @@ What the estimate can and cannot see:
   the old relationship; when that changes they are wrong in a way the model has no means to know,
   and the estimate stays where it was while the real accuracy falls. Only the realized metrics
   catch concept drift, once labels arrive.
-- Calibration is assumed, not enforced: nothing here recalibrates scores. `estimation_error`
-  measures the assumption on the rows that already have labels (the estimate on those rows minus
-  the realized value, and the expected calibration error); a persistent gap there means the
-  estimates for the unlabelled rows are off by about as much.
+- Calibration holds where the reference was: the calibrator maps scores as the hold-out saw
+  them. Scores in regions the hold-out hardly covered are mapped by its nearest points.
+  `estimation_error` measures how far the estimate is off on the rows that already have labels
+  (the estimate on those rows minus the realized value, and the expected calibration error of
+  the calibrated probabilities); a persistent gap there means the estimates for the unlabelled
+  rows are off by about as much.
 """
 
 from __future__ import annotations
@@ -47,7 +54,20 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset
 
+from data.profile import DEFAULT_THRESHOLD
 from data.schema import FeatureSchema
+from training.calibration import Calibrator, fit_calibrator
+
+__all__ = [
+    "METRICS",
+    "Calibrator",
+    "PerformanceReport",
+    "estimated_performance",
+    "estimated_performance_by_window",
+    "estimation_error",
+    "fit_calibrator",
+    "realized_performance",
+]
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 # `read_predictions` names the prediction time after the schema's timestamp, or this.
@@ -69,6 +89,8 @@ class PerformanceReport:
     threshold: float
     windows: pd.DataFrame
     overall: dict[str, Any]
+    # Estimated only: whether the scores went through the version's calibrator.
+    calibrated: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ISO-8601 window bounds, plain numbers, None for undefined metrics."""
@@ -78,6 +100,7 @@ class PerformanceReport:
         return {
             "kind": self.kind,
             "threshold": self.threshold,
+            **({} if self.calibrated is None else {"calibrated": self.calibrated}),
             "overall": {key: _json_value(value) for key, value in self.overall.items()},
             "windows": records,
         }
@@ -88,7 +111,7 @@ def realized_performance(
     schema: FeatureSchema,
     *,
     window: Window = "1h",
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> PerformanceReport:
     """Realized metrics per window of the timestamp column and overall, from labelled rows.
 
@@ -96,8 +119,8 @@ def realized_performance(
     `read_predictions(..., with_labels=True)` returns it. `window` is a pandas frequency ("1h",
     "6h", "1D", a timedelta), windows aligned as `DataFrame.resample` aligns them and empty ones
     kept, or an explicit sequence of bin edges [e0, e1, ..., en] giving the windows [e0, e1), ...
-    (rows outside every bin count in `overall` only). Predictions are score >= threshold, which
-    at the default 0.5 is what the API answered.
+    (rows outside every bin count in `overall` only). Predictions are score >= threshold: pass
+    the version's (`ReferenceProfile.threshold`), which is what the API answered.
     """
     timestamps, scores = _inputs(frame, schema)
     labels = _labels(frame, schema)
@@ -120,18 +143,24 @@ def realized_performance(
     return _report("realized", threshold, starts, ends, codes, table)
 
 
-def estimated_performance(scores: np.ndarray | pd.Series, threshold: float = 0.5) -> dict[str, Any]:
-    """CBPE on positive-class probabilities: expected metrics and confusion matrix (see above).
+def estimated_performance(
+    scores: np.ndarray | pd.Series,
+    threshold: float = DEFAULT_THRESHOLD,
+    calibrator: Calibrator | None = None,
+) -> dict[str, Any]:
+    """CBPE on raw scores: expected metrics and confusion matrix (see above).
 
-    Returns rows, expected_positive_rate (mean score), the expected tp/fp/fn/tn and METRICS,
-    None where a metric is undefined (no rows; precision with no predicted positive).
+    Returns rows, expected_positive_rate (mean calibrated probability), the expected
+    tp/fp/fn/tn and METRICS, None where a metric is undefined (no rows; precision with no
+    predicted positive).
     """
     values = _check_scores(np.asarray(scores, dtype=np.float64))
+    probabilities = _calibrated(values, calibrator)
     rows = np.zeros(values.size, dtype=np.intp)
-    metrics = _metrics(rows, 1, values, values, threshold, with_confusion=True)
+    metrics = _metrics(rows, 1, values, probabilities, threshold, with_confusion=True)
     result = {
         "rows": int(values.size),
-        "expected_positive_rate": float(values.mean()) if values.size else None,
+        "expected_positive_rate": float(probabilities.mean()) if values.size else None,
         **metrics.to_dict("records")[0],
     }
     return {key: _json_value(value) for key, value in result.items()}
@@ -142,10 +171,13 @@ def estimated_performance_by_window(
     schema: FeatureSchema,
     *,
     window: Window = "1h",
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
+    calibrator: Calibrator | None = None,
 ) -> PerformanceReport:
-    """CBPE per window of the timestamp column and overall; `window` as in realized_performance."""
+    """CBPE per window of the timestamp column and overall; `window` as in realized_performance,
+    `threshold` and `calibrator` the served version's."""
     timestamps, scores = _inputs(frame, schema)
+    probabilities = _calibrated(scores, calibrator)
     starts, ends, codes = _assign_windows(timestamps, window)
 
     def table(rows: np.ndarray, groups: int) -> pd.DataFrame:
@@ -154,17 +186,24 @@ def estimated_performance_by_window(
             {
                 "predictions": predictions,
                 "expected_positive_rate": _ratio(
-                    np.bincount(rows, weights=scores, minlength=groups), predictions
+                    np.bincount(rows, weights=probabilities, minlength=groups), predictions
                 ),
             }
         )
-        return pd.concat([counts, _metrics(rows, groups, scores, scores, threshold)], axis=1)
+        metrics = _metrics(rows, groups, scores, probabilities, threshold)
+        return pd.concat([counts, metrics], axis=1)
 
-    return _report("estimated", threshold, starts, ends, codes, table)
+    report = _report("estimated", threshold, starts, ends, codes, table)
+    report.calibrated = calibrator is not None
+    return report
 
 
 def estimation_error(
-    frame: pd.DataFrame, schema: FeatureSchema, *, threshold: float = 0.5
+    frame: pd.DataFrame,
+    schema: FeatureSchema,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    calibrator: Calibrator | None = None,
 ) -> dict[str, Any]:
     """How far CBPE is from the truth on the rows that already have labels.
 
@@ -180,16 +219,22 @@ def estimation_error(
     labels = _labels(frame, schema)
     done = ~np.isnan(labels)
     scores, y = _check_scores(frame[schema.score].to_numpy(dtype=np.float64))[done], labels[done]
+    probabilities = _calibrated(scores, calibrator)
     rows = np.zeros(y.size, dtype=np.intp)
-    estimated = _metrics(rows, 1, scores, scores, threshold).iloc[0]
+    estimated = _metrics(rows, 1, scores, probabilities, threshold).iloc[0]
     realized = _metrics(rows, 1, scores, y, threshold).iloc[0]
     return {
         "labelled": int(y.size),
         "estimated": {m: _json_value(estimated[m]) for m in METRICS},
         "realized": {m: _json_value(realized[m]) for m in METRICS},
         "error": {m: _json_value(estimated[m] - realized[m]) for m in METRICS},
-        "ece": float(expected_calibration_error(y.astype(int), scores)) if y.size else None,
+        "ece": float(expected_calibration_error(y.astype(int), probabilities)) if y.size else None,
     }
+
+
+def _calibrated(scores: np.ndarray, calibrator: Calibrator | None) -> np.ndarray:
+    """The probability that each row is positive: the calibrated score, or the raw one."""
+    return scores if calibrator is None else calibrator(scores)
 
 
 def _metrics(

@@ -17,6 +17,7 @@ ageing drift report.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,12 +32,15 @@ from data.settings import Settings, exit_on_config_error, get_settings
 from monitoring.drift_report import DriftReport, compute_drift_report
 from monitoring.html_report import write_html
 from monitoring.performance import (
+    Calibrator,
     PerformanceReport,
     estimated_performance_by_window,
     realized_performance,
 )
 from monitoring.quality_report import QualityReport, compute_quality_report
 from monitoring.store import SavedReports, save_reports
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,7 +71,9 @@ class CheckResult:
                 f"performance: realized accuracy {_num(realized['accuracy'])} on "
                 f"{realized['labelled']:,} labelled rows (coverage "
                 f"{_num(realized['label_coverage'])}), estimated accuracy "
-                f"{_num(estimated['accuracy'])} (CBPE; blind to concept drift)"
+                f"{_num(estimated['accuracy'])} (CBPE"
+                f"{'' if self.estimated.calibrated else ' on uncalibrated scores'}; "
+                "blind to concept drift)"
             )
         return "\n".join(lines)
 
@@ -114,10 +120,19 @@ def run_checks(
         reference=profile,
     )
     drift = realized = estimated = None
+    # Performance counts with the champion's own threshold and reads its scores through the
+    # calibration fitted with it; a version stored before calibrations were gets raw scores.
+    calibrator = Calibrator.from_dict(profile.calibration) if profile.calibration else None
+    if calibrator is None:
+        log.warning("model version %s has no stored calibration: the estimated performance "
+                    "reads its raw scores as probabilities", champion.version)  # fmt: skip
     if len(frame):
         drift = compute_drift_report(profile, frame, schema, settings=settings, window=(start, end))
-        realized = realized_performance(frame, schema, window="1h")
-        estimated = estimated_performance_by_window(frame, schema, window="1h")
+        threshold = profile.threshold
+        realized = realized_performance(frame, schema, window="1h", threshold=threshold)
+        estimated = estimated_performance_by_window(
+            frame, schema, window="1h", threshold=threshold, calibrator=calibrator
+        )
     saved = save_reports(
         window=(start, end),
         model_name=settings.MODEL_NAME,

@@ -25,9 +25,11 @@ from data.settings import PROJECT_ROOT
 from data.synthetic import fraud_probability, generate_transactions
 from monitoring.performance import (
     METRICS,
+    Calibrator,
     estimated_performance,
     estimated_performance_by_window,
     estimation_error,
+    fit_calibrator,
     realized_performance,
 )
 from training.evaluate import evaluate_scores
@@ -344,3 +346,45 @@ def test_the_shipped_models_estimate_tracks_covariate_shift(default_training, fr
         estimate, realized = compare("shift", scored(model, covariate_shift(fresh, fraud_schema),
                                                      fraud_schema), fraud_schema)  # fmt: skip
         assert abs(estimate["accuracy"] - realized["accuracy"]) <= 0.02
+
+
+def test_calibration_makes_the_estimate_follow_miscalibrated_scores():
+    """Scores that rank well but are overconfident (logit times three, shifted): read as
+    probabilities they put the estimate 17 accuracy points off the truth; through an isotonic
+    calibrator fitted on 10,000 labelled reference rows, within a point or so, also after
+    the inputs moved (the current chunks are drawn from another distribution)."""
+    rng = np.random.default_rng(0)
+
+    def draw(rows: int, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+        truth = rng.beta(a, b, rows)
+        labels = (rng.random(rows) < truth).astype(int)
+        served = 1 / (1 + np.exp(-3 * np.log(truth / (1 - truth)) + 1.0))
+        return served, labels
+
+    reference_scores, reference_labels = draw(10_000, 1, 3)
+    calibrator = fit_calibrator(reference_scores, reference_labels)
+    raw_errors, calibrated_errors = [], []
+    for _ in range(10):
+        scores, labels = draw(5_000, 2, 2)
+        realized = ((scores >= 0.5) == labels).mean()
+        raw_errors.append(abs(estimated_performance(scores)["accuracy"] - realized))
+        estimate = estimated_performance(scores, calibrator=calibrator)["accuracy"]
+        calibrated_errors.append(abs(estimate - realized))
+    assert np.mean(raw_errors) > 0.12
+    assert np.mean(calibrated_errors) < 0.02 and max(calibrated_errors) < 0.03
+
+
+def test_a_calibrator_survives_its_stored_form_and_refuses_bad_references():
+    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
+    calibrator = fit_calibrator(scores, [0, 0, 1, 1, 1])
+    again = Calibrator.from_dict(json.loads(json.dumps(calibrator.to_dict())))
+    probe = np.linspace(0, 1, 11)
+    np.testing.assert_allclose(again(probe), calibrator(probe))
+    from sklearn.isotonic import IsotonicRegression
+
+    isotonic = IsotonicRegression(out_of_bounds="clip").fit(scores, [0, 0, 1, 1, 1])
+    np.testing.assert_allclose(calibrator(probe), isotonic.predict(probe))
+    with pytest.raises(ValueError, match="0 or 1"):
+        fit_calibrator(scores, [0, 2, 1, 1, 1])
+    with pytest.raises(ValueError, match="same length"):
+        fit_calibrator(scores, [0, 1])

@@ -20,6 +20,7 @@ from monitoring.run_checks import CheckError, main, run_checks
 from monitoring.store import latest_reports, save_reports
 from tests.conftest import store_settings
 from tests.traffic import configure, request_features
+from training.train import train
 
 ROWS = 4_000
 LABELLED = 2_000
@@ -60,7 +61,7 @@ def test_a_pass_over_drifted_traffic_finds_the_drift_and_saves_it(
     ids, predicted = send(api, drifted, fraud_schema, "d")
     truth = drifted[fraud_schema.target].astype(int).tolist()
     labels = [{"request_id": i, "label": y} for i, y in zip(ids, truth, strict=True)][:LABELLED]
-    assert api.post("/feedback/batch", json={"labels": labels}).json() == {"accepted": LABELLED}
+    assert api.post("/feedback/batch", json={"labels": labels}).json()["accepted"] == LABELLED
 
     end = datetime.now(UTC) + timedelta(seconds=1)
     result = run_checks(end=end, hours=1, html=tmp_path / "drift.html")
@@ -89,6 +90,9 @@ def test_a_pass_over_drifted_traffic_finds_the_drift_and_saves_it(
     stored = latest.performance["report"]
     assert stored["realized"]["overall"]["accuracy"] == pytest.approx(realized["accuracy"])
     assert stored["estimated"]["overall"]["accuracy"] == pytest.approx(estimated["accuracy"])
+    # The champion's own threshold and calibration, stored with it at training.
+    assert stored["estimated"]["calibrated"] is True and result.estimated.calibrated
+    assert stored["realized"]["threshold"] == stored["estimated"]["threshold"] == 0.5
 
 
 def test_an_empty_window_is_a_quality_failure_not_a_crash(api, database_url):
@@ -150,3 +154,35 @@ def test_save_reports_refuses_a_reversed_window_or_nothing(
             quality=quality if with_report else None,
         )
     assert latest_reports().quality is None  # nothing was written
+
+
+def test_the_threshold_trained_with_a_version_is_the_one_served_and_monitored(
+    monkeypatch, tmp_path, fraud_schema
+):
+    """A version trained with threshold 0.3: the API answers class 1 for a score of 0.4, and
+    the monitoring pass counts realized and estimated performance at 0.3 (all three were
+    hard-coded to 0.5)."""
+    store = store_settings(tmp_path / "store")
+    (tmp_path / "store").mkdir()
+    trained = train(settings=store, rows=20_000, threshold=0.3, auto_promote=True)
+    assert trained.action == "promoted", trained.gates.to_dict()
+    database = f"sqlite:///{tmp_path / 'api.db'}"
+    configure(monkeypatch, store, database, tmp_path)
+    frame = generate_transactions(3_000, seed=21)
+    with TestClient(create_app()) as client:
+        assert client.get("/model").json()["decision_threshold"] == 0.3
+        send(client, frame, fraud_schema, "t")
+        answers = client.post(
+            "/predict/batch",
+            json={
+                "instances": [{"features": f} for f in request_features(frame, fraud_schema)[:1000]]
+            },
+        ).json()["predictions"]
+        one = client.post("/predict", json={"features": request_features(frame, fraud_schema)[0]})
+    scores = [a["probabilities"]["1"] for a in answers]
+    assert [int(s >= 0.3) for s in scores] == [a["predicted_class"] for a in answers]
+    assert any(0.3 <= s < 0.5 for s in scores), "no score between the thresholds to tell them"
+    assert one.json()["predicted_class"] == int(scores[0] >= 0.3)
+
+    result = run_checks(end=datetime.now(UTC) + timedelta(seconds=1), hours=1)
+    assert result.realized.threshold == result.estimated.threshold == 0.3

@@ -33,6 +33,8 @@ from sklearn.metrics import (
 )
 from threadpoolctl import threadpool_limits
 
+from data.profile import DEFAULT_THRESHOLD
+
 CALIBRATION_BINS = 10
 
 
@@ -57,7 +59,7 @@ class Evaluation:
 
 
 def evaluate_scores(
-    y_true: np.ndarray | pd.Series, scores: np.ndarray, threshold: float = 0.5
+    y_true: np.ndarray | pd.Series, scores: np.ndarray, threshold: float = DEFAULT_THRESHOLD
 ) -> Evaluation:
     """Metrics of positive-class probabilities `scores` against binary labels `y_true`."""
     y = np.asarray(y_true).astype(int)

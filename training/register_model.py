@@ -39,7 +39,7 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.db import database_error_message, get_engine, init_db, promotion_audit
-from data.profile import ReferenceProfile
+from data.profile import DEFAULT_THRESHOLD, ReferenceProfile
 from data.schema import FeatureSchema
 from data.settings import Settings, exit_on_config_error, get_settings
 from training.evaluate import evaluate_scores, measure_single_row_latency
@@ -52,6 +52,8 @@ CHALLENGER = "challenger"
 # at a fixed threshold moves by several percent with the seed alone. F1 still has a floor.
 REGRESSION_METRICS = ("roc_auc", "pr_auc")
 REFERENCE_PROFILE_ARTIFACT = "reference_profile.json"
+# The version tag holding its decision threshold (a score at or above it is class 1).
+THRESHOLD_TAG = "decision_threshold"
 HOLDOUT_ARTIFACT = "holdout.parquet"
 
 
@@ -110,6 +112,11 @@ class VersionInfo:
             aliases=tuple(mv.aliases),
             created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC),
         )
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold trained with the version (versions from before: 0.5)."""
+        return float(self.tags.get(THRESHOLD_TAG, DEFAULT_THRESHOLD))
 
 
 class Registry:
@@ -228,7 +235,8 @@ def run_gates(
     candidate = registry.load_model(version)
     features = holdout[schema.feature_names]
     labels = holdout[schema.target].to_numpy()
-    candidate_eval = evaluate_scores(labels, candidate.predict_proba(features)[:, 1])
+    threshold = registry.version(version).threshold
+    candidate_eval = evaluate_scores(labels, candidate.predict_proba(features)[:, 1], threshold)
 
     champion_version = registry.alias(CHAMPION)
     champion_eval = None
@@ -236,7 +244,9 @@ def run_gates(
     if champion_version is not None and champion_version.version != version:
         try:
             champion = registry.load_model(champion_version.version)
-            champion_eval = evaluate_scores(labels, champion.predict_proba(features)[:, 1])
+            champion_eval = evaluate_scores(
+                labels, champion.predict_proba(features)[:, 1], champion_version.threshold
+            )
         except Exception as exc:  # a broken champion must not hide behind a passing gate
             champion_error = f"champion v{champion_version.version} could not be scored: {exc}"
 

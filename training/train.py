@@ -34,15 +34,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from data.db import database_error_message
 from data.features import FeaturePipeline
 from data.ingest import DataError, load_frame
-from data.profile import build_reference_profile
+from data.profile import DEFAULT_THRESHOLD, build_reference_profile
 from data.schema import FeatureSchema, SchemaError, load_schema
 from data.settings import Settings, exit_on_config_error, get_settings
 from data.synthetic import generate_transactions, write_frame
 from data.validate import ValidationError, validate_frame
+from training.calibration import fit_calibrator
 from training.evaluate import evaluate_scores, plot_calibration, plot_confusion_matrix
 from training.register_model import (
     HOLDOUT_ARTIFACT,
     REFERENCE_PROFILE_ARTIFACT,
+    THRESHOLD_TAG,
     GateReport,
     Registry,
     RegistryError,
@@ -115,11 +117,14 @@ def train(
     holdout_fraction: float = 0.2,
     rows: int = 50_000,
     seed: int = 42,
+    threshold: float = DEFAULT_THRESHOLD,
     auto_promote: bool | None = None,
     settings: Settings | None = None,
 ) -> TrainingResult:
     """Train, log, register and gate one model version; see the module docstring."""
     started = time.perf_counter()
+    if not 0 < threshold < 1:
+        raise ValueError(f"the decision threshold must be between 0 and 1, got {threshold}")
     settings = settings or get_settings()
     schema = load_schema(settings.path(str(schema_path or settings.FEATURE_SCHEMA)))
     model_type = model_type or settings.MODEL_TYPE
@@ -137,14 +142,19 @@ def train(
 
     holdout_x = holdout[schema.feature_names]
     scores = model.predict_proba(holdout_x)[:, 1]
-    evaluation = evaluate_scores(holdout[schema.target], scores)
+    evaluation = evaluate_scores(holdout[schema.target], scores, threshold)
+    # Performance estimation reads scores as probabilities: the map that makes them so is
+    # fitted here, on the hold-out the model never saw, and travels with the version.
+    calibrator = fit_calibrator(scores, holdout[schema.target].astype(int))
     profile = build_reference_profile(
         holdout_x,
         schema,
-        predictions=(scores >= evaluation.threshold).astype(int),
+        predictions=(scores >= threshold).astype(int),
         scores=scores,
         sample_size=settings.REFERENCE_SAMPLE_SIZE,
         seed=seed,
+        threshold=threshold,
+        calibration=calibrator.to_dict(),
     )
 
     configure_mlflow(settings)
@@ -159,6 +169,7 @@ def train(
                 "holdout_rows": len(holdout),
                 "holdout_fraction": holdout_fraction,
                 "seed": seed,
+                "decision_threshold": threshold,
                 **{f"clf.{k}": v for k, v in classifier.get_params().items() if _loggable(v)},
             }
         )
@@ -181,6 +192,7 @@ def train(
     for key, value in evaluation.metrics.items():
         client.set_model_version_tag(settings.MODEL_NAME, version, f"holdout.{key}", f"{value:.6f}")
     client.set_model_version_tag(settings.MODEL_NAME, version, "schema", schema.name)
+    client.set_model_version_tag(settings.MODEL_NAME, version, THRESHOLD_TAG, repr(threshold))
     client.set_model_version_tag(
         settings.MODEL_NAME,
         version,
@@ -256,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=50_000, help="synthetic rows without --data")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="decision threshold stored with the version: a score at or above it is class 1",
+    )
+    parser.add_argument(
         "--auto-promote",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -271,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             holdout_fraction=args.holdout,
             rows=args.rows,
             seed=args.seed,
+            threshold=args.threshold,
             auto_promote=args.auto_promote,
         )
     except (SchemaError, DataError, ValidationError, RegistryError, ValueError) as exc:

@@ -23,8 +23,6 @@ from api.routes import JSONBodyRoute
 from api.schemas import BatchPredictResponse, ErrorResponse, PredictResponse, build_models
 from data.schema import FeatureSchema
 
-THRESHOLD = 0.5
-
 ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "batch or body too large"},
     422: {
@@ -76,7 +74,7 @@ def build_router(schema: FeatureSchema) -> APIRouter:
         model = _served(predictor, metrics)
         rows = [_plain(instance["features"], booleans) for instance in body.instances]
         scores = np.asarray(model.scorer.score_many(rows), dtype=np.float64)
-        predicted = (scores >= THRESHOLD).astype(np.int64)
+        predicted = (scores >= model.threshold).astype(np.int64)
         confidence = np.where(predicted == 1, scores, 1.0 - scores)
         latency = (time.perf_counter() - started) / max(len(rows), 1)
         metrics.predictions(model.version, predicted, confidence, scores, rows, latency)
@@ -140,7 +138,7 @@ def _answer(
     metrics: ApiMetrics,
     logger: PredictionLogger,
 ) -> PredictResponse:
-    predicted = 1 if score >= THRESHOLD else 0
+    predicted = 1 if score >= model.threshold else 0
     confidence = score if predicted else 1.0 - score
     latency = time.perf_counter() - started
     metrics.prediction(model.version, predicted, confidence, score, features, latency)
