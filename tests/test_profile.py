@@ -68,3 +68,27 @@ def test_category_counts_records_missing(fraud_schema):
         "false": 1,
         "true": 2,
     }
+
+
+def test_the_threshold_and_calibration_travel_with_the_profile(fraud_schema, frame, tmp_path):
+    scores = np.linspace(0, 1, len(frame))
+    calibration = {"method": "isotonic", "scores": [0.0, 1.0], "probabilities": [0.1, 0.7]}
+    profile = build_reference_profile(
+        frame,
+        fraud_schema,
+        predictions=(scores >= 0.3).astype(int),
+        scores=scores,
+        threshold=0.3,
+        calibration=calibration,
+    )
+    again = ReferenceProfile.load(profile.save(tmp_path / "p.json"))
+    assert again.threshold == 0.3 and again.calibration == calibration
+
+
+def test_a_profile_stored_before_thresholds_and_calibrations_reads_as_half_and_none(
+    fraud_schema, frame
+):
+    raw = build(frame, fraud_schema).to_dict()
+    del raw["threshold"], raw["calibration"]
+    old = ReferenceProfile.from_dict(raw)
+    assert old.threshold == 0.5 and old.calibration is None
