@@ -32,6 +32,7 @@ from sqlalchemy import Text, cast, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.db import get_engine, labels, prediction_logs
+from data.prediction_log import copy_out
 from data.schema import (
     DEFAULT_PREDICTION_COLUMN,
     DEFAULT_SCORE_COLUMN,
@@ -294,8 +295,9 @@ def read_predictions(
     schema's id (the request id) and timestamp (the prediction time), the predicted class and
     the score (named by the schema's `prediction` and `score`) and `model_version`; with
     `with_labels`, the target column holds the label that arrived later, or NaN. With
-    `chunksize`, rows are streamed with a server-side cursor and an iterator of frames is
-    returned, so a window larger than memory can be processed in pieces.
+    `chunksize`, rows are streamed and an iterator of frames is returned, so a window larger
+    than memory can be processed in pieces. Postgres streams them with COPY
+    (`data.prediction_log.copy_out`), SQLite with a cursor.
     """
     log = prediction_logs
     columns = [
@@ -318,6 +320,17 @@ def read_predictions(
 
     def typed(frame: pd.DataFrame) -> pd.DataFrame:
         return frame_from_log_rows(frame, schema, with_labels=with_labels)
+
+    if engine.dialect.name == "postgresql":
+        dtypes = {column.name: str for column in columns}
+        dtypes |= {schema.prediction: "int64", schema.score: "float64"}
+        if with_labels:
+            dtypes[schema.target] = "float64"
+        parts = copy_out(engine, query, dtypes, (schema.target,), chunksize)
+        if chunksize is None:
+            (whole,) = parts  # to the end, so the connection is released at once
+            return typed(whole)
+        return (typed(frame) for frame in parts)
 
     if chunksize is None:
         with engine.connect() as conn:
