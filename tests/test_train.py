@@ -13,8 +13,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from data.settings import PROJECT_ROOT
 from data.synthetic import generate_transactions
+from training.calibration import Calibrator, fit_calibrator
 from training.evaluate import measure_single_row_latency
-from training.register_model import CHAMPION, Registry
+from training.register_model import CHAMPION, THRESHOLD_TAG, Registry
 from training.train import main, time_split
 
 
@@ -60,6 +61,22 @@ def test_reference_profile_is_stored_with_the_version(default_training, fraud_sc
     assert set(profile.categorical) == {f.name for f in fraud_schema.features if not f.is_numerical}
     assert sum(profile.prediction_counts.values()) == 10_000
     assert 0 <= profile.score.min <= profile.score.max <= 1
+
+
+def test_the_version_carries_its_threshold_and_the_calibration_of_its_hold_out(
+    default_training, fraud_schema
+):
+    settings, result = default_training
+    registry = Registry.from_settings(settings)
+    profile = registry.reference_profile(result.version)
+    assert registry.version(result.version).tags[THRESHOLD_TAG] == "0.5"
+    assert registry.version(result.version).threshold == profile.threshold == 0.5
+    holdout = registry.holdout(result.version)
+    scores = registry.load_model(result.version).predict_proba(holdout[fraud_schema.feature_names])
+    labels = holdout[fraud_schema.target].astype(int)
+    # Stored as plain JSON points: the very map isotonic regression fits on the hold-out.
+    assert Calibrator.from_dict(profile.calibration) == fit_calibrator(scores[:, 1], labels)
+    assert profile.prediction_counts["1"] == int((scores[:, 1] >= 0.5).sum())
 
 
 def test_single_row_latency_is_measured_on_one_thread_as_the_api_scores():
@@ -116,6 +133,7 @@ def bad_inputs(tmp_path):
         "no such file": (["--data", str(tmp_path / "nope.csv")], "nope.csv"),
         "broken schema": (["--schema", str(broken_schema)], "unknown type 'bool'"),
         "schema without data": (["--schema", str(other_schema)], "--data is required"),
+        "threshold out of range": (["--threshold", "1.5"], "between 0 and 1, got 1.5"),
     }
 
 
@@ -128,6 +146,7 @@ def bad_inputs(tmp_path):
         "no such file",
         "broken schema",
         "schema without data",
+        "threshold out of range",
     ],
 )
 def test_bad_input_gets_one_clear_message(tmp_path, capsys, case):
