@@ -237,8 +237,10 @@ def calibrated_model():
     Raw HistGradientBoosting probabilities are not calibrated enough for CBPE under this shift:
     trees extrapolate flat into the sparse regions the shift fills, and the raw estimate was
     1.9 accuracy points optimistic here (1.9-2.2 over six data seeds), against 0.1 (at most 0.6
-    over eight seeds) for this ensemble. Isotonic calibration on one hold-out slice did not help
-    (2.0-2.5); the five-fold average of calibrated models did.
+    over eight seeds) for this ensemble. `fit_calibrator` on 10,000 separate labelled rows,
+    as training does with the hold-out, brings the raw model to 0.15-0.45 points (two seeds
+    each of reference and data); this fixture keeps the calibration inside the model so these
+    tests read its scores as they are.
     """
     schema = load_schema(PROJECT_ROOT / "schemas" / "fraud.yaml")
     train = coerce_frame(generate_transactions(30_000, seed=1), schema)
@@ -337,15 +339,21 @@ def test_estimate_cannot_see_concept_drift(calibrated_model, fraud_schema):
 
 
 def test_the_shipped_models_estimate_tracks_covariate_shift(default_training, fraud_schema):
-    # The same check on the model `python -m training.train` ships (no extra calibration step):
-    # its hold-out ECE is about 0.005, and the estimate stays within 2 accuracy points.
+    # The same check on the model `python -m training.train` ships, estimated as run_checks
+    # does: through the calibrator stored with the version. Measured over four data seeds: 0.2
+    # to 0.4 accuracy points off under this shift (raw scores, whose hold-out ECE is about
+    # 0.005: 0.6 to 0.8).
     settings, result = default_training
-    model = Registry.from_settings(settings).load_model(result.version)
+    registry = Registry.from_settings(settings)
+    model = registry.load_model(result.version)
+    calibrator = Calibrator.from_dict(registry.reference_profile(result.version).calibration)
     for seed in (2, 12):
         fresh = generate_transactions(20_000, seed=seed)
-        estimate, realized = compare("shift", scored(model, covariate_shift(fresh, fraud_schema),
-                                                     fraud_schema), fraud_schema)  # fmt: skip
-        assert abs(estimate["accuracy"] - realized["accuracy"]) <= 0.02
+        frame = scored(model, covariate_shift(fresh, fraud_schema), fraud_schema)
+        estimate = estimated_performance(frame[SCORE_COLUMN], calibrator=calibrator)
+        realized = realized_performance(frame, fraud_schema, window="1D").overall
+        assert abs(estimate["accuracy"] - realized["accuracy"]) <= 0.01
+        assert abs(estimate["roc_auc"] - realized["roc_auc"]) <= 0.01
 
 
 def test_calibration_makes_the_estimate_follow_miscalibrated_scores():
