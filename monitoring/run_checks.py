@@ -5,7 +5,10 @@ This is what the six-hourly Airflow DAG runs, and what `make demo` runs by hand:
 the reference profile stored with the `@champion` version from the MLflow registry (never the
 training set), compute the drift report, the quality report and realized plus estimated
 performance, and write them with `monitoring.store.save_reports`, where the Prometheus exporter
-picks them up.
+picks them up. Performance counts a score as class 1 at the champion's decision threshold (its
+version tag, what the API answered with) and estimates through the calibrator stored in its
+reference profile; a version stored before calibrations were is estimated from raw scores,
+with a warning in the log, "calibrated": false in the saved report and a note in the summary.
 
 An empty window still gets its quality report (whose volume check fails hard), so "no traffic"
 is visible; drift and performance need rows and are skipped, which the exporter shows as an
@@ -120,15 +123,16 @@ def run_checks(
         reference=profile,
     )
     drift = realized = estimated = None
-    # Performance counts with the champion's own threshold and reads its scores through the
-    # calibration fitted with it; a version stored before calibrations were gets raw scores.
+    # Performance counts with the champion's own threshold, read from the version tag the API
+    # reads at load, and reads its scores through the calibration fitted with it; a version
+    # stored before calibrations were gets raw scores.
     calibrator = Calibrator.from_dict(profile.calibration) if profile.calibration else None
     if calibrator is None:
         log.warning("model version %s has no stored calibration: the estimated performance "
                     "reads its raw scores as probabilities", champion.version)  # fmt: skip
     if len(frame):
         drift = compute_drift_report(profile, frame, schema, settings=settings, window=(start, end))
-        threshold = profile.threshold
+        threshold = champion.threshold
         realized = realized_performance(frame, schema, window="1h", threshold=threshold)
         estimated = estimated_performance_by_window(
             frame, schema, window="1h", threshold=threshold, calibrator=calibrator
