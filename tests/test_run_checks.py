@@ -4,6 +4,7 @@ and real Postgres."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -13,13 +14,23 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from data.db import get_engine, init_db
 from data.drift_injector import inject_drift
+from data.ingest import SCORE_COLUMN, read_predictions
 from data.settings import get_settings
 from data.synthetic import generate_transactions
+from monitoring.performance import Calibrator, estimated_performance
 from monitoring.quality_report import compute_quality_report
 from monitoring.run_checks import CheckError, main, run_checks
 from monitoring.store import latest_reports, save_reports
 from tests.conftest import store_settings
 from tests.traffic import configure, request_features
+from training.register_model import (
+    HOLDOUT_ARTIFACT,
+    REFERENCE_PROFILE_ARTIFACT,
+    THRESHOLD_TAG,
+    Registry,
+    promote,
+    rollback,
+)
 from training.train import train
 
 ROWS = 4_000
@@ -93,6 +104,12 @@ def test_a_pass_over_drifted_traffic_finds_the_drift_and_saves_it(
     # The champion's own threshold and calibration, stored with it at training.
     assert stored["estimated"]["calibrated"] is True and result.estimated.calibrated
     assert stored["realized"]["threshold"] == stored["estimated"]["threshold"] == 0.5
+    store, _ = default_training
+    profile = Registry.from_settings(store).reference_profile(training.version)
+    scores = window_scores(fraud_schema, database_url, end)
+    calibrated = estimated_performance(scores, 0.5, Calibrator.from_dict(profile.calibration))
+    assert estimated["accuracy"] == pytest.approx(calibrated["accuracy"], abs=1e-12)
+    assert estimated["accuracy"] != pytest.approx(estimated_performance(scores)["accuracy"])
 
 
 def test_an_empty_window_is_a_quality_failure_not_a_crash(api, database_url):
@@ -156,33 +173,116 @@ def test_save_reports_refuses_a_reversed_window_or_nothing(
     assert latest_reports().quality is None  # nothing was written
 
 
-def test_the_threshold_trained_with_a_version_is_the_one_served_and_monitored(
-    monkeypatch, tmp_path, fraud_schema
-):
-    """A version trained with threshold 0.3: the API answers class 1 for a score of 0.4, and
-    the monitoring pass counts realized and estimated performance at 0.3 (all three were
-    hard-coded to 0.5)."""
-    store = store_settings(tmp_path / "store")
-    (tmp_path / "store").mkdir()
+@pytest.fixture(scope="module")
+def trained_at_03(tmp_path_factory):
+    """A store whose champion was trained with decision threshold 0.3: (settings, version)."""
+    root = tmp_path_factory.mktemp("threshold-store")
+    store = store_settings(root)
     trained = train(settings=store, rows=20_000, threshold=0.3, auto_promote=True)
     assert trained.action == "promoted", trained.gates.to_dict()
+    return store, trained.version
+
+
+def window_scores(schema, database: str, end: datetime) -> pd.Series:
+    window = read_predictions(schema, end - timedelta(hours=1), end, url=database)
+    return window[SCORE_COLUMN]
+
+
+def test_the_threshold_trained_with_a_version_is_the_one_served_and_monitored(
+    monkeypatch, tmp_path, fraud_schema, trained_at_03
+):
+    """A version trained with threshold 0.3: the API answers class 1 for a score between 0.3
+    and 0.5, and the monitoring pass counts realized and estimated performance at 0.3, through
+    the version's calibrator (all three were hard-coded to 0.5)."""
+    store, version = trained_at_03
     database = f"sqlite:///{tmp_path / 'api.db'}"
     configure(monkeypatch, store, database, tmp_path)
     frame = generate_transactions(3_000, seed=21)
+    rows = request_features(frame, fraud_schema)
     with TestClient(create_app()) as client:
         assert client.get("/model").json()["decision_threshold"] == 0.3
-        send(client, frame, fraud_schema, "t")
+        ids, predicted = send(client, frame, fraud_schema, "t")
         answers = client.post(
-            "/predict/batch",
-            json={
-                "instances": [{"features": f} for f in request_features(frame, fraud_schema)[:1000]]
-            },
+            "/predict/batch", json={"instances": [{"features": f} for f in rows[:1000]]}
         ).json()["predictions"]
-        one = client.post("/predict", json={"features": request_features(frame, fraud_schema)[0]})
-    scores = [a["probabilities"]["1"] for a in answers]
-    assert [int(s >= 0.3) for s in scores] == [a["predicted_class"] for a in answers]
-    assert any(0.3 <= s < 0.5 for s in scores), "no score between the thresholds to tell them"
-    assert one.json()["predicted_class"] == int(scores[0] >= 0.3)
+        scores = [a["probabilities"]["1"] for a in answers]
+        assert [int(s >= 0.3) for s in scores] == [a["predicted_class"] for a in answers]
+        between = [i for i, s in enumerate(scores) if 0.3 <= s < 0.5]
+        assert between, "no score between the thresholds to tell them"
+        one = client.post("/predict", json={"features": rows[between[0]]}).json()
+        assert one["predicted_class"] == 1 and one["probabilities"]["1"] < 0.5
+        truth = frame[fraud_schema.target].astype(int).tolist()
+        labels = [{"request_id": i, "label": y} for i, y in zip(ids, truth, strict=True)]
+        assert client.post("/feedback/batch", json={"labels": labels}).json()["accepted"] == 3_000
 
-    result = run_checks(end=datetime.now(UTC) + timedelta(seconds=1), hours=1)
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    result = run_checks(end=end, hours=1)
     assert result.realized.threshold == result.estimated.threshold == 0.3
+    hits = [p == y for p, y in zip(predicted, truth, strict=True)]
+    assert result.realized.overall["accuracy"] == pytest.approx(sum(hits) / len(hits))
+    profile = Registry.from_settings(store).reference_profile(version)
+    calibrator = Calibrator.from_dict(profile.calibration)
+    scores = window_scores(fraud_schema, database, end)
+    expected = estimated_performance(scores, 0.3, calibrator)
+    assert result.estimated.calibrated
+    assert result.estimated.overall["accuracy"] == pytest.approx(expected["accuracy"])
+    assert result.estimated.overall["roc_auc"] == pytest.approx(expected["roc_auc"])
+
+
+def test_a_version_stored_before_thresholds_and_calibrations_gets_half_and_raw_scores(
+    monkeypatch, tmp_path, fraud_schema, trained_at_03, caplog
+):
+    """An older version: no threshold tag, a reference profile without threshold or
+    calibration. The API answers at 0.5, and the monitoring pass estimates from raw scores,
+    saying so in the log, the saved report and the summary."""
+    store, version = trained_at_03
+    registry = Registry.from_settings(store)
+    older = registry_older_version(registry, version, tmp_path)
+    promote(registry, older, actor="test", reason="an older version", force=True)
+    try:
+        database = f"sqlite:///{tmp_path / 'api.db'}"
+        configure(monkeypatch, store, database, tmp_path)
+        frame = generate_transactions(1_000, seed=22)
+        with TestClient(create_app()) as client:
+            model = client.get("/model").json()
+            assert model["model_version"] == older and model["decision_threshold"] == 0.5
+            answers = client.post(
+                "/predict/batch",
+                json={
+                    "instances": [{"features": f} for f in request_features(frame, fraud_schema)]
+                },
+            ).json()["predictions"]
+            assert client.app.state.logger.flush()
+        scores = [a["probabilities"]["1"] for a in answers]
+        assert [int(s >= 0.5) for s in scores] == [a["predicted_class"] for a in answers]
+
+        end = datetime.now(UTC) + timedelta(seconds=1)
+        with caplog.at_level(logging.WARNING, logger="monitoring.run_checks"):
+            result = run_checks(end=end, hours=1)
+    finally:
+        rollback(registry, version, actor="test", reason="back to the calibrated version")
+    assert f"model version {older} has no stored calibration" in caplog.text
+    assert result.estimated.threshold == 0.5 and result.estimated.calibrated is False
+    assert "CBPE on uncalibrated scores" in result.summary()
+    raw = estimated_performance(window_scores(fraud_schema, database, end), 0.5)
+    assert result.estimated.overall["accuracy"] == pytest.approx(raw["accuracy"])
+    stored = latest_reports(store.MODEL_NAME, engine=get_engine(database)).performance["report"]
+    assert stored["estimated"]["calibrated"] is False
+
+
+def registry_older_version(registry: Registry, version: str, tmp_path) -> str:
+    """Register `version`'s model again as a version from before thresholds and calibrations
+    were stored: no threshold tag, and a profile without either."""
+    client, name = registry.client, registry.model_name
+    source = client.get_model_version(name, version)
+    profile = registry.reference_profile(version).to_dict()
+    del profile["threshold"], profile["calibration"]
+    holdout = tmp_path / HOLDOUT_ARTIFACT
+    registry.holdout(version).to_parquet(holdout, index=False)
+    run = client.create_run(client.get_run(source.run_id).info.experiment_id)
+    client.log_dict(run.info.run_id, profile, REFERENCE_PROFILE_ARTIFACT)
+    client.log_artifact(run.info.run_id, str(holdout))
+    client.set_terminated(run.info.run_id)
+    older = client.create_model_version(name, source.source, run.info.run_id)
+    assert THRESHOLD_TAG not in registry.version(older.version).tags
+    return str(older.version)
