@@ -20,8 +20,11 @@ accuracy, precision, recall and F1. The expected ROC AUC ranks rows by the raw s
 positive of weight p and a negative of weight 1 - p. Realized metrics use the very same
 formulas with the label in place of p, so the two are directly comparable. Without a
 calibrator (`calibrator=None`: a version stored before calibrations were) p is the raw score,
-which is right only for a calibrated model; `fit_calibrator` builds one for any model's outputs
-from reference scores and labels.
+which is right only for a calibrated model; `fit_calibrator` builds one for any model's
+probabilities from reference scores and labels. What it buys, per 5,000-row chunk: a random
+forest's squeezed probabilities put the accuracy estimate 5.3 to 8.2 points off, calibrated
+0.5 on average (tests/test_calibration.py); the shipped model is nearly calibrated already
+(0.6-0.8 points off under covariate shift raw, 0.2-0.4 calibrated).
 
 What the estimate can and cannot see:
 
@@ -34,7 +37,11 @@ What the estimate can and cannot see:
   and the estimate stays where it was while the real accuracy falls. Only the realized metrics
   catch concept drift, once labels arrive.
 - Calibration holds where the reference was: the calibrator maps scores as the hold-out saw
-  them. Scores in regions the hold-out hardly covered are mapped by its nearest points.
+  them. Scores in regions the hold-out hardly covered are mapped by its nearest points. It is
+  one map for all inputs: a model whose miscalibration differs between regions of the inputs
+  keeps part of it when traffic moves to another region (a Gaussian naive Bayes on
+  make_classification with chunks cut along one feature: 3.5 points off raw, 3.0 calibrated
+  on one data seed, 0.35-0.5 calibrated on two others).
   `estimation_error` measures how far the estimate is off on the rows that already have labels
   (the estimate on those rows minus the realized value, and the expected calibration error of
   the calibrated probabilities); a persistent gap there means the estimates for the unlabelled
