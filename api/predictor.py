@@ -21,15 +21,13 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from api.scoring import Scorer, make_scorer
 from data.profile import DEFAULT_THRESHOLD
 from data.schema import FeatureSchema
 from data.settings import Settings
-from training.register_model import CHAMPION, Registry, RegistryError, VersionInfo
+from training.registry import CHAMPION, Registry, RegistryError, VersionInfo
+from training.scoring import VERIFY_ROWS, Scorer, make_scorer
 
 log = logging.getLogger(__name__)
-
-VERIFY_ROWS = 2_000
 
 
 class ModelNotLoaded(RuntimeError):

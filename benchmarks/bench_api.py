@@ -37,13 +37,13 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from api.logger import PredictionLogger, PredictionRecord  # noqa: E402
 from api.routes.predict import _plain  # noqa: E402
 from api.schemas import build_models  # noqa: E402
-from api.scoring import make_scorer  # noqa: E402
 from data.db import get_engine, init_db  # noqa: E402
 from data.schema import load_schema  # noqa: E402
 from tests.api_server import ServerProcess  # noqa: E402
 from tests.conftest import store_settings  # noqa: E402
 from tests.traffic import request_rows  # noqa: E402
-from training.register_model import Registry  # noqa: E402
+from training.registry import Registry  # noqa: E402
+from training.scoring import make_scorer  # noqa: E402
 from training.train import train  # noqa: E402
 
 ADMIN_URL = os.environ.get(

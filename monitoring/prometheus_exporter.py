@@ -123,10 +123,12 @@ class MonitoringCollector(Collector):
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
+        from training.registry import CHAMPION
+
         uri = self.settings.mlflow_tracking_uri
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         try:
-            champion = client.get_model_version_by_alias(self.settings.MODEL_NAME, "champion")
+            champion = client.get_model_version_by_alias(self.settings.MODEL_NAME, CHAMPION)
         except MlflowException as exc:
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None  # no model or no champion yet: a state, not an outage

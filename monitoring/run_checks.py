@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from data.db import as_utc, database_error_message, get_engine
+from data.db import as_utc, database_error_message, get_engine, init_db
 from data.ingest import DataError, read_predictions
 from data.schema import SchemaError, load_schema
 from data.settings import Settings, exit_on_config_error, get_settings
@@ -94,16 +94,19 @@ def run_checks(
 ) -> CheckResult:
     """Check the window of `hours` (default DRIFT_WINDOW_HOURS) ending at `end` (default now)."""
     # Imported here: the registry pulls in MLflow, which the rest of monitoring does not need.
-    from training.register_model import Registry, RegistryError
+    from training.registry import CHAMPION, Registry, RegistryError
 
     settings = settings or get_settings()
     end = as_utc(end) if end else datetime.now(UTC)
     start = end - timedelta(hours=hours or settings.DRIFT_WINDOW_HOURS)
     schema = load_schema(settings.path(settings.FEATURE_SCHEMA))
+    # The pass reads the log and writes its reports there: an unreachable database is the
+    # first thing to say, before the registry is asked anything.
+    init_db(get_engine(settings.database_url))
     try:
         registry = Registry.from_settings(settings)
         registry.require_exists()
-        champion = registry.alias("champion")
+        champion = registry.alias(CHAMPION)
         if champion is None:
             raise CheckError(
                 f"model {settings.MODEL_NAME!r} has no @champion to compare with; "
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, help="window length (default DRIFT_WINDOW_HOURS)")
     parser.add_argument("--html", help="also write the drift report as an HTML page here")
     args = parser.parse_args(argv)
-    from training.register_model import configure_cli_logging
+    from data.settings import configure_cli_logging
 
     configure_cli_logging()
     try:

@@ -23,7 +23,7 @@ from data.ingest import coerce_frame, read_predictions
 from data.synthetic import generate_transactions
 from tests.conftest import store_settings
 from tests.traffic import ADMIN, configure, request_rows
-from training.register_model import Registry, promote
+from training.registry import Registry, promote
 from training.train import train
 
 

@@ -33,7 +33,7 @@ from monitoring.performance import (
     realized_performance,
 )
 from training.evaluate import evaluate_scores
-from training.register_model import Registry
+from training.registry import Registry
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

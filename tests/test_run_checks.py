@@ -23,7 +23,7 @@ from monitoring.run_checks import CheckError, main, run_checks
 from monitoring.store import latest_reports, save_reports
 from tests.conftest import store_settings
 from tests.traffic import configure, request_features
-from training.register_model import (
+from training.registry import (
     HOLDOUT_ARTIFACT,
     REFERENCE_PROFILE_ARTIFACT,
     THRESHOLD_TAG,

@@ -14,8 +14,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from data.settings import PROJECT_ROOT
 from data.synthetic import generate_transactions
 from training.calibration import Calibrator, fit_calibrator
-from training.evaluate import measure_single_row_latency
-from training.register_model import CHAMPION, THRESHOLD_TAG, Registry
+from training.registry import CHAMPION, THRESHOLD_TAG, Registry
+from training.scoring import time_one_row
 from training.train import main, time_split
 
 
@@ -87,12 +87,15 @@ def test_single_row_latency_is_measured_on_one_thread_as_the_api_scores():
     threads: list[int] = []
 
     class Probe:
-        def predict_proba(self, row):
+        kind = "probe"
+
+        def score_one(self, features):
             threads.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp")
+            return 0.5
 
     with threadpool_limits(2, user_api="openmp"):  # the default on this 2-core machine
-        measure_single_row_latency(Probe(), pd.DataFrame({"x": [1.0, 2.0]}), repeats=5)
-    assert threads == [1] * 5
+        timed = time_one_row(Probe(), [{"x": 1.0}, {"x": 2.0}], repeats=5)
+    assert threads == [1] * 5 and timed["scorer"] == "probe"
 
 
 def test_time_split_holds_out_the_newest_rows(fraud_schema):

@@ -3,12 +3,10 @@
 `evaluate_scores` turns labels and positive-class probabilities into accuracy, precision, recall,
 F1, ROC AUC, PR AUC, Brier score, expected calibration error, the confusion matrix and the
 calibration curve. `plot_confusion_matrix` / `plot_calibration` draw them as PNGs for MLflow.
-`measure_single_row_latency` times scoring one row, the way the API will call the model.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,6 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
-from threadpoolctl import threadpool_limits
 
 from data.profile import DEFAULT_THRESHOLD
 
@@ -138,24 +135,3 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def measure_single_row_latency(model: Any, rows: pd.DataFrame, repeats: int = 200) -> dict:
-    """Median and p99 milliseconds of `model.predict_proba` on one row at a time.
-
-    Single-threaded, as each API worker scores: with OpenMP's default of one thread per core, a
-    busy machine turns one row's hand-off between threads into ~0.9 s stalls, which would fail
-    the latency gate for a reason the API never meets.
-    """
-    timings = []
-    with threadpool_limits(1):
-        for i in range(repeats):
-            row = rows.iloc[[i % len(rows)]]
-            start = time.perf_counter()
-            model.predict_proba(row)
-            timings.append((time.perf_counter() - start) * 1000)
-    return {
-        "p50_ms": float(np.percentile(timings, 50)),
-        "p99_ms": float(np.percentile(timings, 99)),
-        "repeats": repeats,
-    }

@@ -7,7 +7,7 @@ message naming the column and rule) → time-based split (the newest `--holdout`
 hold-out, so evaluation looks like the future) → fit the feature pipeline and the classifier →
 evaluate on the hold-out → log params, metrics, a confusion-matrix and a calibration plot, the
 validation report, the hold-out and the reference profile to an MLflow run → register the fitted
-pipeline + model as one servable sklearn model → run the gates (`training.register_model`).
+pipeline + model as one servable sklearn model → run the gates (`training.gates`).
 
 Without `--data` on the default schema it generates the synthetic transactions first.
 """
@@ -36,21 +36,18 @@ from data.features import FeaturePipeline
 from data.ingest import DataError, load_frame
 from data.profile import DEFAULT_THRESHOLD, build_reference_profile
 from data.schema import FeatureSchema, SchemaError, load_schema
-from data.settings import Settings, exit_on_config_error, get_settings
+from data.settings import Settings, configure_cli_logging, exit_on_config_error, get_settings
 from data.synthetic import generate_transactions, write_frame
 from data.validate import ValidationError, validate_frame
 from training.calibration import fit_calibrator
 from training.evaluate import evaluate_scores, plot_calibration, plot_confusion_matrix
-from training.register_model import (
+from training.gates import GateReport, decide, run_gates
+from training.registry import (
     HOLDOUT_ARTIFACT,
     REFERENCE_PROFILE_ARTIFACT,
     THRESHOLD_TAG,
-    GateReport,
     Registry,
     RegistryError,
-    configure_cli_logging,
-    decide,
-    run_gates,
 )
 
 MODEL_TYPES = ("hist_gradient_boosting", "random_forest")

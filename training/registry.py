@@ -1,0 +1,290 @@
+"""The model registry: MLflow's, with aliases only, as every process of the stack reads it.
+
+The API serves `models:/<MODEL_NAME>@champion` (`CHAMPION`); a version that passed the gates
+but waits for a person is `@challenger` (`CHALLENGER`). This module is the only place that
+knows those names, where a version keeps its reference profile, hold-out and decision
+threshold, and how `@champion` moves (`promote`, `rollback`, each a row in the
+`promotion_audit` table). Importing it or building a `Registry` has no side effect: the audit
+table is created when it is first written or read. The gates that decide whether a version may
+become champion are training's (`training.gates`); the command line is
+`python -m training.register_model`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from sqlalchemy import Engine, insert, select
+
+from data.db import get_engine, init_db, promotion_audit
+from data.profile import DEFAULT_THRESHOLD, ReferenceProfile
+from data.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+REFERENCE_PROFILE_ARTIFACT = "reference_profile.json"
+HOLDOUT_ARTIFACT = "holdout.parquet"
+# The version tag holding its decision threshold (a score at or above it is class 1).
+THRESHOLD_TAG = "decision_threshold"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered model version as this module uses it (MLflow returns the number as int or
+    str depending on the call; here it is always a str)."""
+
+    version: str
+    run_id: str
+    tags: dict[str, str]
+    aliases: tuple[str, ...]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, mv: ModelVersion) -> VersionInfo:
+        return cls(
+            version=str(mv.version),
+            run_id=mv.run_id,
+            tags=dict(mv.tags),
+            aliases=tuple(mv.aliases),
+            created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC),
+        )
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold trained with the version (versions from before: 0.5)."""
+        return float(self.tags.get(THRESHOLD_TAG, DEFAULT_THRESHOLD))
+
+
+class Registry:
+    """One registered model in MLflow plus the audit table in DATABASE_URL."""
+
+    def __init__(self, client: MlflowClient, model_name: str, engine: Engine) -> None:
+        self.client = client
+        self.model_name = model_name
+        self.engine = engine
+        self._audit_table_ready = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Registry:
+        settings = settings or get_settings()
+        uri = settings.mlflow_tracking_uri
+        return cls(
+            MlflowClient(tracking_uri=uri, registry_uri=uri),
+            settings.MODEL_NAME,
+            get_engine(settings.database_url),
+        )
+
+    def exists(self) -> bool:
+        try:
+            self.client.get_registered_model(self.model_name)
+        except MlflowException:
+            return False
+        return True
+
+    def require_exists(self) -> None:
+        if not self.exists():
+            raise RegistryError(
+                f"no registered model named {self.model_name!r}; "
+                f"train one with `python -m training.train`"
+            )
+
+    def version(self, version: str | int) -> VersionInfo:
+        self.require_exists()
+        try:
+            return VersionInfo.of(self.client.get_model_version(self.model_name, str(version)))
+        except MlflowException:
+            raise RegistryError(
+                f"model {self.model_name!r} has no version {version}; "
+                f"see `python -m training.register_model history`"
+            ) from None
+
+    def alias(self, alias: str) -> VersionInfo | None:
+        try:
+            return VersionInfo.of(self.client.get_model_version_by_alias(self.model_name, alias))
+        except MlflowException:
+            return None
+
+    def load_model(self, version: str | int) -> Any:
+        """The fitted sklearn pipeline (features + classifier) of `version`."""
+        uri = self.client.get_model_version_download_uri(self.model_name, str(version))
+        return mlflow.sklearn.load_model(uri)
+
+    def reference_profile(self, version: str | int) -> ReferenceProfile:
+        """The reference profile stored with `version` at training time."""
+        mv = self.version(version)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(mv.run_id, REFERENCE_PROFILE_ARTIFACT, tmp)
+            return ReferenceProfile.load(path)
+
+    def holdout(self, version: str | int) -> pd.DataFrame:
+        """The hold-out rows `version` was evaluated on (typed as training saw them)."""
+        mv = self.version(version)
+        with tempfile.TemporaryDirectory() as tmp:
+            return pd.read_parquet(self.client.download_artifacts(mv.run_id, HOLDOUT_ARTIFACT, tmp))
+
+    def audit(
+        self,
+        version: str,
+        action: str,
+        actor: str,
+        reason: str,
+        previous_champion: str | None = None,
+        gates: dict[str, Any] | None = None,
+    ) -> None:
+        self._ensure_audit_table()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(promotion_audit).values(
+                    created_at=datetime.now(UTC),
+                    model_name=self.model_name,
+                    version=str(version),
+                    action=action,
+                    previous_champion=previous_champion,
+                    actor=actor,
+                    reason=reason,
+                    gates=gates,
+                )
+            )
+
+    def audit_rows(self, limit: int = 50) -> list[dict[str, Any]]:
+        self._ensure_audit_table()
+        query = (
+            select(promotion_audit)
+            .where(promotion_audit.c.model_name == self.model_name)
+            .order_by(promotion_audit.c.created_at.desc(), promotion_audit.c.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def champion_version(self) -> str | None:
+        champion = self.alias(CHAMPION)
+        return champion.version if champion else None
+
+    def _ensure_audit_table(self) -> None:
+        """Create the audit table on first use, not when the registry is built: the API and
+        the exporter build one only to read aliases."""
+        if not self._audit_table_ready:
+            init_db(self.engine)
+            self._audit_table_ready = True
+
+
+def promote(
+    registry: Registry,
+    version: str | int | None = None,
+    *,
+    actor: str,
+    reason: str = "manual promotion",
+    force: bool = False,
+) -> VersionInfo:
+    """Move `@champion` to `version` (default: the current `@challenger`)."""
+    if version is None:
+        challenger = registry.alias(CHALLENGER)
+        if challenger is None:
+            registry.require_exists()
+            raise RegistryError(
+                f"model {registry.model_name!r} has no @challenger to promote; "
+                f"pass --version N (see `history`)"
+            )
+        version = challenger.version
+    mv = registry.version(version)
+    champion = registry.champion_version()
+    if champion == mv.version:
+        raise RegistryError(f"version {mv.version} is already @champion")
+    gates_passed = mv.tags.get("gates.passed")
+    if gates_passed != "true" and not force:
+        state = "failed" if gates_passed == "false" else "were never evaluated"
+        raise RegistryError(
+            f"version {mv.version}'s gates {state}; use --force with --reason to promote it anyway"
+        )
+    if gates_passed != "true":
+        reason = f"forced: {reason}"
+    move_champion(registry, mv.version, "promoted", actor, reason)
+    return registry.version(mv.version)
+
+
+def rollback(
+    registry: Registry, to_version: str | int, *, actor: str, reason: str = "manual rollback"
+) -> VersionInfo:
+    """Move `@champion` back to an earlier version."""
+    champion = registry.alias(CHAMPION)
+    if champion is None:
+        registry.require_exists()
+        raise RegistryError(
+            f"model {registry.model_name!r} has no @champion yet; nothing to roll back"
+        )
+    target = registry.version(to_version)
+    if int(target.version) >= int(champion.version):
+        raise RegistryError(
+            f"rollback goes to an earlier version than the champion (v{champion.version}); "
+            f"v{target.version} is not earlier: use `promote --version {target.version}`"
+        )
+    move_champion(registry, target.version, "rollback", actor, reason)
+    return registry.version(target.version)
+
+
+def move_champion(registry: Registry, version: str, action: str, actor: str, reason: str) -> None:
+    """Point `@champion` at `version` (dropping `@challenger` if it was that), and audit it."""
+    previous = registry.champion_version()
+    registry.client.set_registered_model_alias(registry.model_name, CHAMPION, version)
+    challenger = registry.alias(CHALLENGER)
+    if challenger is not None and challenger.version == version:
+        registry.client.delete_registered_model_alias(registry.model_name, CHALLENGER)
+    gates = gates_from_tags(registry.version(version))
+    registry.audit(version, action, actor, reason, previous, gates)
+    log.info("model %s: @champion %s -> v%s (%s)", registry.model_name, previous, version, action)
+
+
+def gates_from_tags(mv: VersionInfo) -> dict[str, Any] | None:
+    gates = {
+        key.removeprefix("gate.").removesuffix(".detail"): json.loads(value)
+        for key, value in mv.tags.items()
+        if key.startswith("gate.") and key.endswith(".detail")
+    }
+    return gates or None
+
+
+def history(registry: Registry, limit: int = 50) -> dict[str, Any]:
+    """Versions with their aliases and gate results, and the audit trail (newest first)."""
+    audit = registry.audit_rows(limit)  # first: an unreachable database is the news then
+    registry.require_exists()
+    aliases = {CHAMPION: registry.champion_version()}
+    challenger = registry.alias(CHALLENGER)
+    aliases[CHALLENGER] = challenger.version if challenger else None
+    found = registry.client.search_model_versions(f"name='{registry.model_name}'")
+    versions = sorted((VersionInfo.of(mv) for mv in found), key=lambda v: -int(v.version))
+    return {
+        "model_name": registry.model_name,
+        "aliases": aliases,
+        "versions": [
+            {
+                "version": mv.version,
+                "created_at": mv.created_at.isoformat(),
+                # search results do not carry aliases; take them from the lookups above
+                "aliases": [name for name, v in aliases.items() if v == mv.version],
+                "gates_passed": mv.tags.get("gates.passed"),
+                "roc_auc": mv.tags.get("holdout.roc_auc"),
+            }
+            for mv in versions
+        ],
+        "audit": [
+            {**row, "created_at": row["created_at"].isoformat()}
+            for row in audit
+        ],
+    }
