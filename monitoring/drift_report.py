@@ -20,24 +20,40 @@ Per feature:
 - PSI for both: numerical bins are the reference deciles with open outer ends (values outside
   the reference range count) plus a missing bin; categorical bins are the aligned categories.
   Empty bins get PSI_EPSILON before the log.
+- `wasserstein` for numerical columns: `scipy.stats.wasserstein_distance(reference_sample,
+  current)` over the finite values, divided by the reference's standard deviation: how far, in
+  reference standard deviations, the values moved on average. PSI is blind to two changes this
+  sees: a value far outside the reference lands in the same open outer bin as one just outside
+  (10% of the values 10-20 std out is a PSI of 0.07), and a wider spread hardly moves the
+  deciles (1.2 times the spread is a PSI of 0.08). `wasserstein_threshold` is the distance
+  that counts as an effect for this feature: WASSERSTEIN_WARNING, or WASSERSTEIN_NOISE_MULTIPLE
+  times 1 / sqrt(n_ref · n_cur / (n_ref + n_cur)) when that is larger, since two small samples
+  of one distribution already lie about that far apart. Counted chunk by chunk, it is scipy's
+  value except where the two ECDFs cross between two reference points, where it can fall short
+  by at most the gap's width times the current share in it.
 
-Direction: a larger statistic or PSI and a smaller p-value mean more drift. A feature is
-`drifted` when its p-value, corrected over all features (DRIFT_CORRECTION: Benjamini-Hochberg by
-default, or Bonferroni), is below the significance level (KS_P_THRESHOLD or CHI2_P_THRESHOLD,
-default 0.05) AND its PSI is at least PSI_WARNING (default 0.1); the effect-size floor keeps a
-million-row window from flagging shifts nobody cares about. Severity is "critical" for a drifted
-feature with PSI >= PSI_CRITICAL (default 0.2), "warning" for the other drifted ones, else
-"none". The dataset drifted when the share of drifted features reaches DRIFT_SHARE_THRESHOLD
-(default 0.3). Prediction drift (predicted class by chi-square, score by KS, both with PSI,
-corrected over those two tests) needs the model's outputs on both sides and otherwise says why
-it is not available. Concept drift (the same inputs now come with other labels) cannot show up
-in input drift; performance monitoring on labelled feedback catches it.
+Direction: a larger statistic, PSI or Wasserstein distance and a smaller p-value mean more
+drift. A feature is `drifted` when its p-value, corrected over all features (DRIFT_CORRECTION:
+Benjamini-Hochberg by default, or Bonferroni), is below the significance level (KS_P_THRESHOLD or
+CHI2_P_THRESHOLD, default 0.05) AND an effect size passes its floor: PSI at least PSI_WARNING
+(default 0.1), or (numerical) the Wasserstein distance at least its `wasserstein_threshold`
+(default 0.1 std). The floors keep a million-row window from flagging shifts nobody cares about
+(0.02 std is a Wasserstein distance of 0.02). Severity is "critical" for a drifted feature with
+PSI >= PSI_CRITICAL (default 0.2) or a Wasserstein distance >= WASSERSTEIN_CRITICAL (0.5 std),
+"warning" for the other drifted ones, else "none". docs/drift-detection.md has the false-alarm
+and detection rates behind these numbers. The dataset drifted when the share of drifted
+features reaches DRIFT_SHARE_THRESHOLD (default 0.3). Prediction drift (predicted class by
+chi-square, score by KS, both with PSI, corrected over those two tests) needs the model's
+outputs on both sides and otherwise says why it is not available. Concept drift (the same
+inputs now come with other labels) cannot show up in input drift; performance monitoring on
+labelled feedback catches it.
 
 Windows larger than memory: `DriftAccumulator.update` takes the window chunk by chunk and keeps
 only counts. Between two consecutive reference sample points the reference ECDF is constant and
 the current ECDF is monotone, so sup|F_ref - F_cur| is reached at a reference point or just left
 of one: the counts of current values `<` and `<=` each distinct reference value give the exact KS
-statistic, in memory proportional to the reference sample whatever the window size.
+statistic, in memory proportional to the reference sample whatever the window size. The sums of
+the current values below each point give the Wasserstein distance the same way.
 
     python -m monitoring.drift_report --schema schemas/fraud.yaml \\
         --reference reference.parquet --current window.parquet --json drift.json --html drift.html
@@ -82,6 +98,17 @@ from monitoring.html_report import write_html
 SEVERITIES = ("critical", "warning", "none")
 CORRECTIONS = ("benjamini_hochberg", "bonferroni")
 PSI_EPSILON = 1e-4
+# The effect size beside PSI for numerical columns: the Wasserstein distance in reference
+# standard deviations. PSI's open outer bins count a value far outside the reference no more
+# than one just outside, and deciles hardly move when only the spread changes; this distance
+# weighs every value by how far it moved. A significant feature is drifted from
+# WASSERSTEIN_WARNING and critical from WASSERSTEIN_CRITICAL (measured in docs/drift-detection.md).
+WASSERSTEIN_WARNING = 0.1
+WASSERSTEIN_CRITICAL = 0.5
+# Two samples of one distribution are a Wasserstein distance of about 1 / sqrt(effective sample
+# size) apart by chance; below this many times that, the distance is not taken as an effect
+# (so 500 rows against 500 stay as quiet as with PSI alone).
+WASSERSTEIN_NOISE_MULTIPLE = 5.0
 # scipy's ks_2samp(method="auto") is exact when neither sample is larger than this.
 EXACT_KS_MAX_N = 10_000
 # Positions of the deciles in the profile's 101 quantiles (levels 0.00, 0.01, ..., 1.00).
@@ -105,15 +132,25 @@ class DriftThresholds:
     psi_critical: float = 0.2
     correction: str = "benjamini_hochberg"
     drift_share_threshold: float = 0.3
+    # Not in Settings (yet): the numerical effect size beside PSI, see the module docstring.
+    wasserstein_warning: float = WASSERSTEIN_WARNING
+    wasserstein_critical: float = WASSERSTEIN_CRITICAL
+    wasserstein_noise_multiple: float = WASSERSTEIN_NOISE_MULTIPLE
 
     def __post_init__(self) -> None:
         for name in ("ks_p_threshold", "chi2_p_threshold"):
             if not 0 < getattr(self, name) < 1:
                 raise DriftError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
-        if not 0 < self.psi_warning < self.psi_critical:
+        for kind in ("psi", "wasserstein"):
+            warning, critical = getattr(self, f"{kind}_warning"), getattr(self, f"{kind}_critical")
+            if not 0 < warning < critical:
+                raise DriftError(
+                    f"need 0 < {kind}_warning < {kind}_critical, got {warning} and {critical}"
+                )
+        if not self.wasserstein_noise_multiple >= 0:
             raise DriftError(
-                f"need 0 < psi_warning < psi_critical, got {self.psi_warning} and "
-                f"{self.psi_critical}"
+                "wasserstein_noise_multiple must be at least 0, got "
+                f"{self.wasserstein_noise_multiple}"
             )
         if self.correction not in CORRECTIONS:
             raise DriftError(
@@ -144,6 +181,9 @@ class DriftThresholds:
             "psi_critical": self.psi_critical,
             "correction": self.correction,
             "drift_share_threshold": self.drift_share_threshold,
+            "wasserstein_warning": self.wasserstein_warning,
+            "wasserstein_critical": self.wasserstein_critical,
+            "wasserstein_noise_multiple": self.wasserstein_noise_multiple,
         }
 
 
@@ -188,6 +228,10 @@ class FeatureDrift:
     missing_share_reference: float
     missing_share_current: float
     missing_p_value: float | None = None
+    # Numerical only: the Wasserstein distance in reference standard deviations, and the scale
+    # of its sampling noise (1 / sqrt of the effective sample size).
+    wasserstein: float | None = None
+    wasserstein_noise: float | None = None
     mean_reference: float | None = None
     mean_current: float | None = None
     std_reference: float | None = None
@@ -195,6 +239,7 @@ class FeatureDrift:
     # Set when the whole family is judged together (see `_judge`).
     decision_p_value: float | None = None
     p_value_corrected: float | None = None
+    wasserstein_threshold: float | None = None
     drifted: bool = False
     severity: str = "none"
 
@@ -217,6 +262,8 @@ class FeatureDrift:
         }
         if self.type == "numerical":
             result |= {
+                "wasserstein": self.wasserstein,
+                "wasserstein_threshold": self.wasserstein_threshold,
                 "mean_reference": self.mean_reference,
                 "mean_current": self.mean_current,
                 "std_reference": self.std_reference,
@@ -300,7 +347,7 @@ class DriftReport:
         if critical:
             text += f" ({critical} critical)"
         if drifted:
-            text += ": " + ", ".join(f"{f.name} ({f.severity}, PSI {f.psi:.2f})" for f in drifted)
+            text += ": " + ", ".join(f"{f.name} ({f.severity}, {_effect(f)})" for f in drifted)
         text += (
             f". Dataset drift: {'yes' if self.dataset_drift else 'no'} "
             f"(drifted share {self.drifted_share:.0%}, threshold "
@@ -313,7 +360,7 @@ class DriftReport:
             parts = [p for p in (prediction.predicted_class, prediction.score) if p and p.drifted]
             text += (
                 " Prediction drift: yes ("
-                + ", ".join(f"{p.name}, PSI {p.psi:.2f}" for p in parts)
+                + ", ".join(f"{p.name}, {_effect(p)}" for p in parts)
                 + ")."
             )
         else:
@@ -340,6 +387,13 @@ class DriftReport:
                 "thresholds": self.thresholds.to_dict(),
             }
         )
+
+
+def _effect(part: FeatureDrift) -> str:
+    """The effect sizes a person reads in the summary: PSI, and the Wasserstein distance."""
+    if part.wasserstein is None:
+        return f"PSI {part.psi:.2f}"
+    return f"PSI {part.psi:.2f}, Wasserstein {part.wasserstein:.2f} std"
 
 
 def _json_ready(value: Any) -> Any:
@@ -391,6 +445,13 @@ class _NumericalState:
         self.cur_lt = np.zeros(self.points.size, dtype=np.int64)
         self.cur_eq = np.zeros(self.points.size, dtype=np.int64)
         self.cur_bin_le = np.zeros(self.edges.size, dtype=np.int64)
+        # For the Wasserstein distance: the sum of the finite current values below each point
+        # (measured from the reference median, so the sums stay at the data's scale), their
+        # total, and how many current values are -inf (counted in cur_lt, not in the distance).
+        self.center = float(np.median(self.sample)) if self.sample.size else 0.0
+        self.cur_sum_lt = np.zeros(self.points.size)
+        self.cur_sum = 0.0
+        self.negative_infinite = 0
         self.rows = 0
         self.present = 0
         self.finite = 0
@@ -409,6 +470,15 @@ class _NumericalState:
             return
         lt = np.searchsorted(present, self.points, side="left")
         self.cur_lt += lt
+        # ±inf, kept by ingest for the quality checks, sit at the ends of the sorted chunk; the
+        # mean, the spread and the Wasserstein distance are those of the finite values.
+        low = int(np.searchsorted(present, -np.inf, "right"))
+        finite = present[low : np.searchsorted(present, np.inf, "left")]
+        self.negative_infinite += low
+        if finite.size:
+            sums = np.concatenate(([0.0], np.cumsum(finite - self.center)))
+            self.cur_sum_lt += sums[np.clip(lt - low, 0, finite.size)]
+            self.cur_sum += sums[-1]
         # A current value equal to a point sits at position `lt`; count those ties with a
         # second search over the tied points only, instead of a second full search.
         np.minimum(lt, present.size - 1, out=lt)
@@ -418,11 +488,7 @@ class _NumericalState:
             self.cur_eq[tied] += ends - lt[tied]
         self.cur_bin_le += np.searchsorted(present, self.edges, side="right")
         self.present += present.size
-        # Mean and spread of the finite values (±inf, kept by ingest for the quality checks,
-        # sit at the ends of the sorted chunk), merged chunk by chunk (Chan et al.).
-        finite = present[
-            np.searchsorted(present, -np.inf, "right") : np.searchsorted(present, np.inf, "left")
-        ]
+        # Mean and spread merged chunk by chunk (Chan et al.).
         if finite.size:
             n, chunk_mean = finite.size, float(finite.mean())
             chunk_m2 = float(finite.var()) * n
@@ -464,9 +530,42 @@ class _NumericalState:
         p_value = float(np.clip(stats.kstwo.sf(statistic, np.round(m * n / (m + n))), 0, 1))
         return statistic, p_value
 
+    def wasserstein(self) -> tuple[float | None, float | None]:
+        """The Wasserstein distance between the reference sample and the finite current values,
+        divided by the reference's standard deviation; and 1 / sqrt(effective sample size), the
+        scale of that distance's sampling noise between two samples of these sizes.
+
+        W = ∫|F_ref - F_cur| dx. Between two consecutive points F_ref is constant, and the
+        counts and sums of current values below each point give ∫F_cur over the gap exactly,
+        so each gap adds |∫(F_ref - F_cur)|. That is exact unless F_cur crosses F_ref inside
+        the gap, where it can fall short by at most the gap's width times the current share
+        in it; beyond the outer points F_ref is 0 or 1 and the sums give the exact area, so
+        values far outside the reference weigh by how far out they land.
+        """
+        n1, n2, scale = self.sample.size, self.finite, self.profile.std
+        if not n1 or not n2 or not scale or not np.isfinite(self.points[[0, -1]]).all():
+            return None, None
+        points = self.points - self.center
+        below = self.cur_lt - self.negative_infinite  # finite current values < each point
+        sums = self.cur_sum_lt
+        ref_le = np.arange(1, n1 + 1) if self.starts is None else np.append(self.starts[1:], n1)
+        gaps = np.diff(points)
+        # n2 × ∫F_cur over each gap: values below its left end span all of it, values inside
+        # it span from where they are to its right end.
+        inside = below[:-1] * gaps + np.diff(below) * points[1:] - np.diff(sums)
+        area = (
+            below[0] * points[0]
+            - sums[0]  # left of the first point, where F_ref = 0
+            + (self.cur_sum - sums[-1])
+            - (n2 - below[-1]) * points[-1]  # right of the last one, where F_ref = 1
+            + np.abs(ref_le[:-1] * (n2 / n1) * gaps - inside).sum()
+        )
+        return float(area / n2 / scale), 1 / math.sqrt(n1 * n2 / (n1 + n2))
+
     def result(self, name: str, ftype: str) -> FeatureDrift:
         profile = self.profile
         statistic, p_value = self.ks()
+        wasserstein, wasserstein_noise = self.wasserstein()
         cur_missing = self.rows - self.present
         ref_missing_share = profile.missing / profile.count
         cur_missing_share = cur_missing / self.rows
@@ -496,6 +595,8 @@ class _NumericalState:
             statistic=statistic,
             p_value=p_value,
             psi=psi(reference, current),
+            wasserstein=wasserstein,
+            wasserstein_noise=wasserstein_noise,
             distribution=Distribution(
                 kind="bins",
                 labels=[*_bin_labels(self.edges), "(missing)"],
@@ -850,15 +951,22 @@ def _judge(parts: list[FeatureDrift], thresholds: DriftThresholds) -> None:
             part.p_value_corrected = float(value)
     for part in parts:
         alpha = thresholds.ks_p_threshold if part.test == "ks" else thresholds.chi2_p_threshold
+        moved = False
+        if part.wasserstein is not None and part.wasserstein_noise is not None:
+            part.wasserstein_threshold = max(
+                thresholds.wasserstein_warning,
+                thresholds.wasserstein_noise_multiple * part.wasserstein_noise,
+            )
+            moved = part.wasserstein >= part.wasserstein_threshold
         part.drifted = (
             part.p_value_corrected is not None
             and part.p_value_corrected < alpha
-            and part.psi >= thresholds.psi_warning
+            and (part.psi >= thresholds.psi_warning or moved)
         )
-        if part.drifted:
-            part.severity = "critical" if part.psi >= thresholds.psi_critical else "warning"
-        else:
-            part.severity = "none"
+        critical = part.psi >= thresholds.psi_critical or (
+            moved and part.wasserstein >= thresholds.wasserstein_critical
+        )
+        part.severity = ("critical" if critical else "warning") if part.drifted else "none"
 
 
 def compute_drift_report(

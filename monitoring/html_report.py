@@ -3,8 +3,9 @@
 The page carries everything inline (styles and SVG charts; no scripts, external CSS, fonts or
 CDN), because monitoring hosts often have no internet and the file is passed around as an
 attachment. At the top: dataset drift yes/no, the drifted share, counts by severity, rows and
-the window. Then prediction drift, a table of features sorted by severity then PSI, and for each
-feature the reference and current shares side by side: the reference decile bins (open-ended,
+the window. Then prediction drift, a table of features sorted by severity then PSI (with the
+Wasserstein distance of numerical ones), and for each feature the reference and current shares
+side by side: the reference decile bins (open-ended,
 plus missing) for numerical features, the categories (new ones marked) for the others.
 
 Every piece of text that comes from data (feature and category names) is escaped: category
@@ -162,7 +163,7 @@ def _prediction_section(prediction: dict[str, Any], max_categories: int) -> str:
         f'<tr><td class="text">{_e(name)}</td><td class="text">{test}</td>'
         f"<td>{_num(part['statistic'])}</td><td>{_p(part['p_value'])}</td>"
         f"<td>{_p(part['p_value_corrected'])}</td><td>{_num(part['psi'], '.3f')}</td>"
-        f"<td>{_badge(part['severity'])}</td></tr>"
+        f"<td>{_num(part.get('wasserstein'), '.3f')}</td><td>{_badge(part['severity'])}</td></tr>"
         for name, test, part in rows
     )
     charts = "".join(
@@ -175,8 +176,8 @@ def _prediction_section(prediction: dict[str, Any], max_categories: int) -> str:
         f"<p>{'Drifted' if prediction['drifted'] else 'No drift'} in the model's outputs.</p>"
         '<table><thead><tr><th>Output</th><th class="text">Test</th><th>Statistic</th>'
         "<th>p-value</th>"
-        "<th>Corrected p</th><th>PSI</th><th>Severity</th></tr></thead>"
-        f"<tbody>{body}</tbody></table>{charts}"
+        "<th>Corrected p</th><th>PSI</th><th>Wasserstein (std)</th><th>Severity</th></tr>"
+        f"</thead><tbody>{body}</tbody></table>{charts}"
     )
 
 
@@ -195,12 +196,14 @@ def _feature_table(data: dict[str, Any], ranked: list[str]) -> str:
             f'<td class="text">{_e(f["type"])}</td><td class="text">{_e(f["test"])}</td>'
             f"<td>{_num(f['statistic'])}</td><td>{_p(f['p_value'])}</td>"
             f"<td>{_p(f['p_value_corrected'])}</td><td>{_num(f['psi'], '.3f')}</td>"
+            f"<td>{_num(f.get('wasserstein'), '.3f')}</td>"
             f"<td>{_badge(f['severity'])}</td><td>{missing}</td></tr>"
         )
     return (
         '<table id="features"><thead><tr><th>Feature</th><th class="text">Type</th>'
         '<th class="text">Test</th>'
-        "<th>Statistic</th><th>p-value</th><th>Corrected p</th><th>PSI</th><th>Severity</th>"
+        "<th>Statistic</th><th>p-value</th><th>Corrected p</th><th>PSI</th>"
+        "<th>Wasserstein (std)</th><th>Severity</th>"
         f"<th>Missing (ref → cur)</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
@@ -209,6 +212,11 @@ def _feature_section(index: int, name: str, f: dict[str, Any], max_categories: i
     facts = [f"{f['type']}", f"{f['test']} statistic {_num(f['statistic'])}"]
     facts.append(f"p {_p(f['p_value'])} (corrected {_p(f['p_value_corrected'])})")
     facts.append(f"PSI {_num(f['psi'], '.3f')}")
+    if f.get("wasserstein") is not None:
+        facts.append(
+            f"Wasserstein {_num(f['wasserstein'], '.3f')} std (an effect from "
+            f"{_num(f.get('wasserstein_threshold'), '.3f')})"
+        )
     if f["type"] == "numerical":
         facts.append(
             f"mean {_num(f.get('mean_reference'))} → {_num(f.get('mean_current'))}, "
@@ -286,11 +294,19 @@ def _chart(distribution: dict[str, Any], max_categories: int) -> str:
 def _thresholds_note(data: dict[str, Any]) -> str:
     t = data["thresholds"]
     correction = t["correction"].replace("_", "-")
+    effect = f"its PSI is at least {t['psi_warning']}"
+    critical = f"PSI {t['psi_critical']}"
+    if "wasserstein_warning" in t:  # reports stored before the Wasserstein distance lack it
+        effect += (
+            f" or (numerical) its Wasserstein distance is at least {t['wasserstein_warning']} "
+            f"reference std and {t['wasserstein_noise_multiple']} times its sampling noise"
+        )
+        critical += f" or Wasserstein {t['wasserstein_critical']} std"
     return (
         '<p class="note">A feature is drifted when its p-value, corrected over all features '
         f"({_e(correction)}), is below {t['ks_p_threshold']} (KS) or {t['chi2_p_threshold']} "
-        f"(chi-square) and its PSI is at least {t['psi_warning']}; critical from PSI "
-        f"{t['psi_critical']}. Generated {_e(data.get('created_at', ''))}.</p>"
+        f"(chi-square) and {effect}; critical from {critical}. "
+        f"Generated {_e(data.get('created_at', ''))}.</p>"
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -25,6 +26,9 @@ from data.schema import Feature, FeatureSchema, load_schema
 from data.settings import PROJECT_ROOT, get_settings
 from data.synthetic import fraud_probability, generate_transactions
 from monitoring.drift_report import (
+    WASSERSTEIN_CRITICAL,
+    WASSERSTEIN_NOISE_MULTIPLE,
+    WASSERSTEIN_WARNING,
     DriftAccumulator,
     DriftError,
     DriftThresholds,
@@ -33,6 +37,7 @@ from monitoring.drift_report import (
     profile_from_frame,
     psi,
 )
+from monitoring.html_report import render_html
 
 FEATURE_KEYS = {
     "type",
@@ -236,6 +241,78 @@ def test_psi_uses_open_decile_bins_lessons_6():
     assert feature.distribution.labels[-1] == "(missing)"
 
 
+# --- Wasserstein distance: scipy's, counted chunk by chunk ---------------------------------
+
+
+def scipy_wasserstein(reference: np.ndarray, current: np.ndarray) -> float:
+    """scipy's distance over the present reference values and the finite current ones, in
+    reference standard deviations."""
+    reference = reference[~np.isnan(reference)]
+    return stats.wasserstein_distance(reference, current[np.isfinite(current)]) / reference.std()
+
+
+@pytest.mark.parametrize(
+    ("n_ref", "n_cur", "decimals"),
+    [
+        # Whole numbers: every current value sits on a reference point or outside the
+        # reference's range, so no gap holds a crossing and the counts give scipy's value.
+        (400, 300, 0),
+        (3_000, 50_000, 0),
+        # Continuous: where the two ECDFs cross inside a gap between reference points, the
+        # counts cannot say where, and the distance may fall short of scipy's by at most the
+        # gap's width times the current share inside it.
+        (300, 200, None),
+        (5_000, 20_000, None),
+    ],
+)
+def test_wasserstein_equals_scipy(n_ref, n_cur, decimals):
+    rng = np.random.default_rng(n_ref + n_cur)
+    reference = rng.normal(0, 2, n_ref)
+    current = rng.normal(0.3, 2.4, n_cur)
+    current[: n_cur // 10] += 30  # far outliers weigh by how far out they are
+    if decimals is not None:
+        reference, current = reference.round(decimals), current.round(decimals)
+    feature = compute_drift_report(
+        one_column(reference), one_column(current), make_schema()
+    ).features["x0"]
+    expected = scipy_wasserstein(reference, current)
+    # The bound: every gap's width times the current share strictly inside it.
+    points = np.unique(reference)
+    right = np.searchsorted(points, current)
+    strictly = (right > 0) & (right < points.size)
+    strictly[strictly] &= current[strictly] != points[right[strictly]]
+    inside = np.bincount(right[strictly] - 1, minlength=points.size - 1)
+    bound = (np.diff(points) * inside).sum() / n_cur / reference.std()
+    if decimals is None:
+        assert expected - bound <= feature.wasserstein <= expected * (1 + 1e-12)
+        assert feature.wasserstein == pytest.approx(expected, rel=0.01)
+    else:
+        assert feature.wasserstein == pytest.approx(expected, rel=1e-12)
+    assert feature.wasserstein_noise == pytest.approx(np.sqrt(1 / n_ref + 1 / n_cur))
+
+
+def test_wasserstein_leaves_out_missing_and_infinite_values():
+    rng = np.random.default_rng(12)
+    reference = rng.normal(size=1_000).round(1)
+    reference[:20] = np.nan
+    current = rng.normal(0.5, 1, 800).round(1)
+    current[:50], current[50:53], current[53] = np.nan, np.inf, -np.inf
+    report = compute_drift_report(one_column(reference), one_column(current), make_schema())
+    feature = report.features["x0"]
+    assert feature.wasserstein == pytest.approx(scipy_wasserstein(reference, current), rel=1e-12)
+    assert report.to_dict()["features"]["x0"]["wasserstein"] == feature.wasserstein
+
+
+def test_wasserstein_is_not_defined_without_a_spread_or_for_categories():
+    schema = make_schema(numerical=1, categorical=1)
+    reference = pd.DataFrame({"x0": np.full(100, 3.0), "c0": ["a", "b"] * 50})
+    current = pd.DataFrame({"x0": np.full(100, 4.0), "c0": ["a"] * 100})
+    data = compute_drift_report(reference, current, schema).to_dict()["features"]
+    assert data["x0"]["wasserstein"] is None  # a constant reference: PSI alone decides
+    assert data["x0"]["drifted"]
+    assert "wasserstein" not in data["c0"]
+
+
 def test_psi_function():
     shares = np.array([0.2, 0.3, 0.5])
     assert psi(shares, shares) == 0.0
@@ -307,7 +384,10 @@ def test_p_values_are_corrected_across_all_features(correction):
     assert corrected == pytest.approx(expected.tolist(), rel=1e-12)
     assert report.to_dict()["correction"] == correction
     for f in report.features.values():
-        assert f.drifted == (f.p_value_corrected < 0.05 and f.psi >= 0.1)
+        moved = f.wasserstein is not None and f.wasserstein >= f.wasserstein_threshold
+        assert f.drifted == (f.p_value_corrected < 0.05 and (f.psi >= 0.1 or moved))
+    # x2 moved 0.3 std: PSI 0.09 misses it, the Wasserstein distance does not.
+    assert report.features["x2"].psi < 0.1 and report.features["x2"].drifted
 
 
 def test_thresholds_come_from_settings(monkeypatch):
@@ -325,9 +405,16 @@ def test_thresholds_come_from_settings(monkeypatch):
         "psi_critical": 0.5,
         "correction": "bonferroni",
         "drift_share_threshold": 0.5,
+        "wasserstein_warning": WASSERSTEIN_WARNING,
+        "wasserstein_critical": WASSERSTEIN_CRITICAL,
+        "wasserstein_noise_multiple": WASSERSTEIN_NOISE_MULTIPLE,
     }
     with pytest.raises(DriftError, match="psi_warning < psi_critical"):
         DriftThresholds(psi_warning=0.3, psi_critical=0.2)
+    with pytest.raises(DriftError, match="wasserstein_warning < wasserstein_critical"):
+        DriftThresholds(wasserstein_warning=0.5, wasserstein_critical=0.5)
+    with pytest.raises(DriftError, match="wasserstein_noise_multiple"):
+        DriftThresholds(wasserstein_noise_multiple=-1)
 
 
 def test_few_false_alarms_with_30_undrifted_features_at_n_500_lessons_7():
@@ -349,6 +436,37 @@ def test_few_false_alarms_with_30_undrifted_features_at_n_500_lessons_7():
     assert naive_flagged / runs > 0.5  # the data really does produce chance "discoveries"
     assert any_flagged / runs <= 0.05 + 0.03
     assert dataset_flagged / runs <= 0.05 + 0.03
+
+
+def test_the_wasserstein_floor_rises_with_sampling_noise_at_n_500():
+    """At 500 against 500 rows, chance alone puts two samples about 0.06 std apart, so a
+    fixed floor of 0.1 std would turn most chance discoveries into alarms (4.3% of these runs
+    against 1.2% with PSI alone, over 2,000 seeds); the floor of 5 times the noise (0.32
+    here) keeps the rate where PSI alone had it."""
+    schema = make_schema(numerical=25, categorical=5)
+    cats = np.array(list("abcde"), dtype=object)
+
+    def frame(rng: np.random.Generator) -> pd.DataFrame:
+        data = {f"x{i}": rng.normal(size=500) for i in range(25)}
+        return pd.DataFrame(data | {f"c{i}": cats[rng.integers(0, 5, 500)] for i in range(5)})
+
+    flagged = {"rule": 0, "psi alone": 0, "fixed floor": 0}
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        report = compute_drift_report(frame(rng), frame(rng), schema)
+        significant = [f for f in report.features.values() if f.p_value_corrected < 0.05]
+        flagged["rule"] += bool(report.drifted_features)
+        flagged["psi alone"] += any(f.psi >= 0.1 for f in significant)
+        flagged["fixed floor"] += any(
+            f.psi >= 0.1 or (f.wasserstein or 0) >= WASSERSTEIN_WARNING for f in significant
+        )
+        for f in report.features.values():
+            if f.type == "numerical":
+                assert f.wasserstein_threshold == pytest.approx(
+                    WASSERSTEIN_NOISE_MULTIPLE * np.sqrt(2 / 500)
+                )
+    assert flagged["rule"] == flagged["psi alone"] <= 0.02 * 300
+    assert flagged["fixed floor"] >= 2 * flagged["psi alone"] + 3
 
 
 def test_few_false_alarms_with_a_million_rows():
@@ -387,6 +505,8 @@ def test_a_trivial_shift_in_a_million_rows_is_not_drift_lessons_7():
     feature = compute_drift_report(reference, current, make_schema()).features["x0"]
     assert feature.p_value < 1e-6
     assert feature.psi < 0.01
+    assert feature.wasserstein == pytest.approx(0.02, abs=0.003)
+    assert feature.wasserstein_threshold == WASSERSTEIN_WARNING
     assert not feature.drifted and feature.severity == "none"
 
 
@@ -530,15 +650,84 @@ def test_out_of_range_and_new_category_raise_psi_and_chi2(fraud_reference, fraud
         bottom_bin = out_of_range.distribution.current[0]
         assert bottom_bin == pytest.approx(0.1 * (1 - intensity) + intensity, abs=0.01)
         assert new_category.drifted
-        # 5% outliers are a quality problem (the bounds check reports them) but a small shift
-        # of the distribution: PSI about 0.02.
-        assert out_of_range.drifted == (intensity > 0.05)
+        # 5% of the values 10-20 std out is a PSI of only 0.02 (the open bin does not see how
+        # far out they are), which used to pass as no drift; they moved the distribution by
+        # most of a standard deviation.
+        assert out_of_range.drifted and out_of_range.severity == "critical"
+        assert out_of_range.wasserstein > WASSERSTEIN_CRITICAL
         assert new_category.distribution.new == ["__unseen_category__"]
     low, mid, high = (by_intensity[i] for i in (0.05, 0.15, 0.3))
+    assert low[0].psi < 0.1
     assert low[0].psi < mid[0].psi < high[0].psi
+    assert low[0].wasserstein < mid[0].wasserstein < high[0].wasserstein
     assert low[0].statistic < mid[0].statistic < high[0].statistic
     assert low[1].psi < mid[1].psi < high[1].psi
     assert low[1].statistic < mid[1].statistic < high[1].statistic
+
+
+@pytest.fixture(scope="module")
+def unbounded_fraud():
+    """The fraud schema without min / max bounds, and a 10,000-row reference profile."""
+    features = tuple(replace(f, min=None, max=None) for f in FRAUD_SCHEMA.features)
+    schema = replace(FRAUD_SCHEMA, features=features)
+    reference = coerce_frame(generate_transactions(10_000, seed=1), schema)
+    return schema, profile_from_frame(reference, schema)
+
+
+@pytest.mark.parametrize("feature", ["amount", "customer_age"])
+def test_far_outliers_are_drift_though_psi_is_small_issue_9(feature, unbounded_fraud):
+    """10% of a feature's values pushed 10-20 std beyond the reference's maximum, 5,000 rows:
+    KS p about 1e-40, but PSI 0.07-0.08, below PSI_WARNING, because the open top bin does not
+    see how far out a value lands. It used to pass as no drift."""
+    schema, profile = unbounded_fraud
+    current = inject_drift(
+        generate_transactions(5_000, seed=1_000),
+        "out_of_range",
+        schema=schema,
+        feature=feature,
+        intensity=0.1,
+        seed=0,
+    )
+    report = compute_drift_report(profile, coerce_frame(current, schema), schema)
+    drift = report.features[feature]
+    assert drift.p_value < 1e-20 and drift.psi < 0.1
+    assert drift.wasserstein > 1.0  # a tenth of the values moved 10+ std
+    assert drift.drifted and drift.severity == "critical"
+    assert [f.name for f in report.drifted_features] == [feature]
+    assert report.summary.startswith(f"1 of 13 features drifted (1 critical): {feature} (")
+    assert "Wasserstein" in report.summary
+
+
+def test_a_wider_spread_is_drift_at_5000_rows_issue_9(unbounded_fraud):
+    """Deviations from the mean 1.2 times larger (variance_change at 0.1): PSI about 0.08 at
+    any size, so at 5,000 rows it was never flagged (at 500, only when chance lifted PSI)."""
+    schema, profile = unbounded_fraud
+    for seed in range(10):
+        current = inject_drift(
+            generate_transactions(5_000, seed=1_000 + seed),
+            "variance_change",
+            schema=schema,
+            feature="customer_age",
+            intensity=0.1,
+            seed=seed,
+        )
+        report = compute_drift_report(profile, coerce_frame(current, schema), schema)
+        drift = report.features["customer_age"]
+        assert drift.psi < 0.1
+        assert WASSERSTEIN_WARNING < drift.wasserstein < WASSERSTEIN_CRITICAL
+        assert drift.drifted and drift.severity == "warning"
+        assert [f.name for f in report.drifted_features] == ["customer_age"]
+
+
+def test_undrifted_fraud_windows_stay_quiet_at_every_size(unbounded_fraud):
+    """The guarantee the new effect size must keep: no drift, no alarm (0 of 2,000 windows of
+    500 rows, 1,000 of 5,000 and 100 of 100,000 in benchmarks/drift_power.py)."""
+    schema, profile = unbounded_fraud
+    for rows, seeds in ((500, 40), (5_000, 10), (100_000, 2)):
+        for seed in range(seeds):
+            current = coerce_frame(generate_transactions(rows, seed=1_000 + seed), schema)
+            report = compute_drift_report(profile, current, schema)
+            assert report.drifted_features == [], (rows, seed)
 
 
 # --- Prediction drift -----------------------------------------------------------------------
@@ -628,6 +817,22 @@ def test_to_dict_follows_the_contract(fraud_reference, fraud_current):
     assert data["ranked_features"][0] == "amount"
     assert_json_ready(data)
     assert json.loads(json.dumps(data, allow_nan=False)) == data
+
+
+def test_the_html_page_shows_the_wasserstein_distance_and_reads_older_reports():
+    rng = np.random.default_rng(13)
+    reference = one_column(rng.normal(size=5_000))
+    current = one_column(np.r_[rng.normal(size=4_500), rng.normal(15, 1, 500)])
+    data = compute_drift_report(reference, current, make_schema()).to_dict()
+    page = render_html(data)
+    assert "Wasserstein (std)" in page
+    assert f"{data['features']['x0']['wasserstein']:.3f}" in page
+    assert "Wasserstein distance is at least 0.1 reference std" in page
+    # A report stored before the Wasserstein distance existed still renders.
+    for key in ("wasserstein_warning", "wasserstein_critical", "wasserstein_noise_multiple"):
+        del data["thresholds"][key]
+    del data["features"]["x0"]["wasserstein"], data["features"]["x0"]["wasserstein_threshold"]
+    assert "its PSI is at least 0.1; critical from PSI 0.2." in render_html(data)
 
 
 def test_dataset_drift_needs_the_share_of_drifted_features():
