@@ -13,7 +13,14 @@ warning means something changed that deserves a look. Thresholds are `QualityThr
    `missing_tolerance` of the rows (0.1%) or is absent from the data; soft when a nullable
    feature's missing share exceeds the reference's by more than `missing_margin` (5 points).
 2. `out_of_range`: numerical values outside the schema's min / max; soft for any, hard when
-   more than `out_of_range_hard` (1%) of a feature's values are outside.
+   more than `out_of_range_hard` (1%) of a feature's values are outside. Where the schema sets
+   no bound on a side and there is a reference, the reference's minimum or maximum (the
+   training range) is the bound on that side: values beyond it are not invalid, so they count
+   apart (`outside_training_range_share`) and only a share of them is a problem: soft above
+   `training_range_soft` (1%), hard above `training_range_hard` (5%). By chance about
+   2 / (reference rows + 1) of new values fall outside the range of a continuous reference
+   (0.02% for the 10,000 rows a profile keeps); 10% of values 10-20 std beyond it is a
+   broken feed.
 3. `unseen_categories`: categorical values outside the schema's categories, or outside the
    reference's counts when the schema lists none; soft for any, hard above
    `unseen_category_hard` (5%) of a feature's values.
@@ -35,7 +42,9 @@ warning means something changed that deserves a look. Thresholds are `QualityThr
    reference to compare with.
 
 `QualityReport.missing_share` (feature → share of rows without a value) feeds the Prometheus
-exporter; `to_dict()` is what the `quality_reports` table stores.
+exporter, and so can `QualityReport.outside_training_range_share` (feature → share of its present
+values beyond the training range, for features the schema leaves unbounded on a side);
+`to_dict()` is what the `quality_reports` table stores.
 
     python -m monitoring.quality_report --schema schemas/fraud.yaml --current window.parquet \\
         [--reference profile.json] [--expected-rows-per-hour 400] [--json quality.json]
@@ -60,7 +69,7 @@ import pyarrow
 
 # The live check must accept exactly the boolean words ingest does.
 from data.ingest import BOOLEAN_WORDS, DataError, coerce_frame
-from data.profile import MISSING_KEY, ReferenceProfile
+from data.profile import MISSING_KEY, ReferenceProfile, build_reference_profile
 from data.schema import Feature, FeatureSchema, SchemaError, load_schema
 from monitoring.performance import DEFAULT_TIMESTAMP_COLUMN
 
@@ -86,6 +95,8 @@ class QualityThresholds:
     missing_tolerance: float = 0.001
     missing_margin: float = 0.05
     out_of_range_hard: float = 0.01
+    training_range_soft: float = 0.01
+    training_range_hard: float = 0.05
     unseen_category_hard: float = 0.05
     min_volume_ratio: float = 0.5
     freshness_soft_minutes: float = 60.0
@@ -97,6 +108,8 @@ class QualityThresholds:
     def __post_init__(self) -> None:
         if self.freshness_soft_minutes > self.freshness_hard_minutes:
             raise ValueError("freshness_soft_minutes must not exceed freshness_hard_minutes")
+        if self.training_range_soft > self.training_range_hard:
+            raise ValueError("training_range_soft must not exceed training_range_hard")
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,7 @@ class QualityReport:
     window_start: datetime
     window_end: datetime
     missing_share: dict[str, float]
+    outside_training_range_share: dict[str, float] = field(default_factory=dict)
 
     @property
     def hard_failures(self) -> int:
@@ -162,6 +176,7 @@ class QualityReport:
             "failures": [c.name for c in self.checks if c.level == HARD],
             "warnings": [c.name for c in self.checks if c.level == SOFT],
             "missing_share": self.missing_share,
+            "outside_training_range_share": self.outside_training_range_share,
             "checks": [c.to_dict() for c in self.checks],
             "summary": self.summary(),
         }
@@ -198,17 +213,20 @@ def compute_quality_report(
     window_start: datetime | str,
     window_end: datetime | str,
     expected_rows_per_hour: float | None = None,
-    reference: ReferenceProfile | None = None,
+    reference: ReferenceProfile | pd.DataFrame | None = None,
     thresholds: QualityThresholds | None = None,
 ) -> QualityReport:
     """Run the seven checks on `current`, the rows logged in [window_start, window_end).
 
-    `reference` (the profile stored with the model version) sharpens three checks: missing
-    shares are compared with it, categories come from it when the schema lists none, and stuck
-    features are judged against its spread. Without `expected_rows_per_hour`, volume is only
-    checked for an empty window.
+    `reference` (the profile stored with the model version, or reference data, profiled here)
+    sharpens four checks: missing shares are compared with it, categories come from it when the
+    schema lists none, numerical bounds come from its range where the schema sets none, and
+    stuck features are judged against its spread. Without `expected_rows_per_hour`, volume is
+    only checked for an empty window.
     """
     thresholds = thresholds or QualityThresholds()
+    if isinstance(reference, pd.DataFrame):
+        reference = _profile(reference, schema)
     start, end = _utc(window_start), _utc(window_end)
     if end < start:
         raise ValueError(f"window_end {end} is before window_start {start}")
@@ -223,9 +241,10 @@ def compute_quality_report(
     rows = len(current)
 
     missing = _missing_values(schema, columns, rows, reference, thresholds)
+    out_of_range = _out_of_range(schema, columns, reference, thresholds)
     checks = [
         missing,
-        _out_of_range(schema, columns, thresholds),
+        out_of_range,
         _unseen_categories(schema, columns, reference, thresholds),
         _type_violations(current, schema, columns, timestamp, bad_times),
         _duplicate_ids(current, schema),
@@ -239,7 +258,19 @@ def compute_quality_report(
         window_start=start,
         window_end=end,
         missing_share=missing_share,
+        outside_training_range_share={
+            name: detail["outside_training_range_share"]
+            for name, detail in out_of_range.details.items()
+            if "outside_training_range_share" in detail
+        },
     )
+
+
+def _profile(reference: pd.DataFrame, schema: FeatureSchema) -> ReferenceProfile:
+    """Reference data as the profile training would store (the model's outputs are not used)."""
+    frame = coerce_frame(reference, schema, require_target=False)
+    nothing = np.zeros(len(frame))
+    return build_reference_profile(frame, schema, predictions=nothing, scores=nothing)
 
 
 def _missing_values(
@@ -295,39 +326,88 @@ def _missing_values(
 
 
 def _out_of_range(
-    schema: FeatureSchema, columns: dict[str, _Column], thresholds: QualityThresholds
+    schema: FeatureSchema,
+    columns: dict[str, _Column],
+    reference: ReferenceProfile | None,
+    thresholds: QualityThresholds,
 ) -> QualityCheck:
     details: dict[str, Any] = {}
     problems: list[tuple[str, str]] = []
     for feature in schema.numerical:
-        if feature.name not in columns or (feature.min is None and feature.max is None):
+        bounds = _bounds(feature, reference)
+        if feature.name not in columns or not bounds:
             continue
         values = columns[feature.name].present.to_numpy(dtype=np.float64)
-        below = int((values < feature.min).sum()) if feature.min is not None else 0
-        above = int((values > feature.max).sum()) if feature.max is not None else 0
-        share = (below + above) / values.size if values.size else 0.0
-        level = HARD if share > thresholds.out_of_range_hard else SOFT if share else OK
-        details[feature.name] = {
-            "below_min": below,
-            "above_max": above,
-            "share": share,
-            "min": feature.min,
-            "max": feature.max,
-            "level": level,
+        beyond = {
+            side: int((values < bound).sum() if side == "min" else (values > bound).sum())
+            for side, bound, _ in bounds
         }
-        if level != OK:
-            parts = [f"{below:,} below min {_num(feature.min)}"] if below else []
-            parts += [f"{above:,} above max {_num(feature.max)}"] if above else []
-            problems.append(
-                (
-                    level,
-                    f"{feature.name} has {_pct(share)} of its values out of range "
-                    f"({' and '.join(parts)})",
+        detail: dict[str, Any] = {
+            "below_min": beyond.get("min", 0),
+            "above_max": beyond.get("max", 0),
+        }
+        levels = [OK]
+        for source in ("schema", "reference"):
+            mine = [(side, bound) for side, bound, s in bounds if s == source]
+            if not mine:
+                continue
+            count = sum(beyond[side] for side, _ in mine)
+            share = count / values.size if values.size else 0.0
+            if source == "schema":
+                detail["share"] = share
+                level = HARD if share > thresholds.out_of_range_hard else SOFT if share else OK
+                what = "out of range"
+            else:
+                detail["outside_training_range_share"] = share
+                level = (
+                    HARD
+                    if share > thresholds.training_range_hard
+                    else SOFT
+                    if share > thresholds.training_range_soft
+                    else OK
                 )
-            )
+                what = "outside the training range"
+            levels.append(level)
+            if level != OK:
+                said = [_beyond(side, beyond[side], bound, source) for side, bound in mine]
+                problems.append(
+                    (
+                        level,
+                        f"{feature.name} has {_pct(share)} of its values {what} "
+                        f"({' and '.join(t for t in said if t)})",
+                    )
+                )
+        for side, bound, source in bounds:
+            detail |= {side: bound, f"{side}_from": source}
+        details[feature.name] = detail | {"level": max(levels, key=_RANK.__getitem__)}
     return _result(
-        "out_of_range", problems, "every numerical value is within the schema's bounds", details
+        "out_of_range",
+        problems,
+        "every numerical value is within the schema's bounds, and within the training range "
+        "where the schema sets none",
+        details,
     )
+
+
+def _bounds(feature: Feature, reference: ReferenceProfile | None) -> list[tuple[str, float, str]]:
+    """(side, bound, source) per bounded side: the schema's bound, else the training range's."""
+    trained = reference.numerical.get(feature.name) if reference else None
+    result = []
+    for side, given in (("min", feature.min), ("max", feature.max)):
+        seen = getattr(trained, side) if trained else None
+        if given is not None:
+            result.append((side, given, "schema"))
+        elif seen is not None:
+            result.append((side, seen, "reference"))
+    return result
+
+
+def _beyond(side: str, count: int, bound: float, source: str) -> str:
+    if not count:
+        return ""
+    if source == "schema":
+        return f"{count:,} {'below min' if side == 'min' else 'above max'} {_num(bound)}"
+    return f"{count:,} {'below' if side == 'min' else 'above'} the training {side} {_num(bound)}"
 
 
 def _unseen_categories(

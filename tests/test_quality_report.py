@@ -121,6 +121,88 @@ def test_out_of_range_soft_for_a_few_hard_above_one_percent():
     assert result.details["hour_of_day"]["share"] == pytest.approx(0.03)
 
 
+UNBOUNDED = replace(SCHEMA, features=tuple(replace(f, min=None, max=None) for f in SCHEMA.features))
+
+
+@pytest.mark.parametrize("feature", ["amount", "customer_age"])
+def test_values_far_outside_the_training_range_fail_without_schema_bounds_issue_9(
+    feature, reference
+):
+    """10% of a feature's values 10-20 std beyond anything in the reference, in a schema with no
+    min / max: the check used to skip such features and pass."""
+    frame = inject_drift(
+        live_window(5_000), "out_of_range", schema=UNBOUNDED, feature=feature, intensity=0.1
+    )
+    report = compute_quality_report(
+        frame, UNBOUNDED, window_start=START, window_end=END, reference=reference
+    )
+    result = report.check("out_of_range")
+    assert result.hard and not report.passed
+    detail = result.details[feature]
+    trained = reference.numerical[feature]
+    assert (detail["min"], detail["max"]) == (trained.min, trained.max)
+    assert detail["min_from"] == detail["max_from"] == "reference"
+    assert detail["above_max"] == 500 and "share" not in detail  # no schema bound broken
+    share = detail["outside_training_range_share"]
+    assert share == pytest.approx(0.1, abs=0.002)  # of the present values (customer_age: 1% NaN)
+    assert report.outside_training_range_share[feature] == share
+    assert report.to_dict()["outside_training_range_share"][feature] == share
+    assert (
+        f"{feature} has {share:.1%} of its values outside the training range (500 above the "
+        f"training max {trained.max:g})" in result.message
+    )
+    # The same with the reference data itself instead of its profile.
+    data = coerce_frame(generate_transactions(5_000, seed=1), SCHEMA)
+    again = check(frame, "out_of_range", UNBOUNDED, reference=data)
+    assert again.details[feature] == detail
+
+
+def test_the_training_range_needs_a_share_and_completes_one_sided_schema_bounds(reference):
+    # amount: min 0 in the schema, the training maximum above.
+    frame = live_window(2_000)
+    top = reference.numerical["amount"].max
+    frame.loc[:9, "amount"] = top + 1  # 0.5%: new values happen, not yet a problem
+    result = check(frame, "out_of_range", reference=reference)
+    assert result.passed
+    detail = result.details["amount"]
+    assert (detail["min"], detail["min_from"], detail["max"], detail["max_from"]) == (
+        0,
+        "schema",
+        top,
+        "reference",
+    )
+    assert detail["share"] == 0.0 and detail["outside_training_range_share"] == 0.005
+    frame.loc[:59, "amount"] = top + 1  # 3%: soft
+    frame.loc[60:69, "amount"] = -1.0  # and 0.5% below the schema's min 0: soft
+    result = check(frame, "out_of_range", reference=reference)
+    assert result.level == "soft"
+    assert "amount has 0.5% of its values out of range (10 below min 0)" in result.message
+    assert "amount has 3.0% of its values outside the training range (60 above" in result.message
+    # Features bounded on both sides by the schema keep the schema's bounds only.
+    assert "outside_training_range_share" not in result.details["hour_of_day"]
+    assert check(frame, "out_of_range").details["amount"] == {
+        "below_min": 10,
+        "above_max": 0,
+        "share": 0.005,
+        "min": 0,
+        "min_from": "schema",
+        "level": "soft",
+    }
+
+
+def test_undrifted_windows_stay_within_the_training_range(reference):
+    """By chance about 2 / (5,000 + 1) of new values fall outside a 5,000-row reference's
+    range: far below the 1% that makes a warning, at any window size."""
+    for rows, seed in ((500, 3), (20_000, 4), (100_000, 5)):
+        frame = live_window(rows, seed=seed)
+        report = compute_quality_report(
+            frame, UNBOUNDED, window_start=START, window_end=END, reference=reference
+        )
+        result = report.check("out_of_range")
+        assert result.passed, result.message
+        assert max(report.outside_training_range_share.values()) < 0.002
+
+
 def test_unseen_categories_from_the_schema_or_else_the_reference(reference):
     few = inject_drift(
         live_window(), "new_category", schema=SCHEMA, feature="entry_mode", intensity=0.01
