@@ -758,7 +758,11 @@ class DriftAccumulator:
         window: tuple[datetime, datetime] | None = None,
         workers: int | None = None,
     ) -> None:
+        outputs = schema.prediction, schema.score
+        # The output columns reference data lacks, named when prediction drift is not available.
+        self._reference_missing: list[str] = []
         if isinstance(reference, pd.DataFrame):
+            self._reference_missing = [c for c in outputs if c not in reference.columns]
             reference = profile_from_frame(reference, schema)
         elif not isinstance(reference, ReferenceProfile):
             raise DriftError(
@@ -910,16 +914,13 @@ class DriftAccumulator:
             prediction = PredictionDrift(True, predicted_class=predicted_class, score=score)
             _judge([predicted_class, score], self.thresholds)
         elif not self._reference_has_outputs:
-            prediction = PredictionDrift(
-                False, reason="the reference has no model predictions and scores to compare with"
-            )
+            reason = "the reference has no model predictions and scores to compare with"
+            if self._reference_missing:
+                reason += f" ({_no_outputs('its data', self._reference_missing)})"
+            prediction = PredictionDrift(False, reason=reason)
         else:
-            missing = self._outputs_missing
-            columns = " and ".join(repr(c) for c in missing) + " column" + "s" * (len(missing) > 1)
             prediction = PredictionDrift(
-                False,
-                reason=f"the current data has no {columns} (the model's predicted class and "
-                "score, named by the schema's `prediction` and `score` keys)",
+                False, reason=_no_outputs("the current data", self._outputs_missing)
             )
 
         start, end = self.window or (self._first_seen, self._last_seen)
@@ -933,6 +934,15 @@ class DriftAccumulator:
             window_start=None if start is None else start.isoformat(),
             window_end=None if end is None else end.isoformat(),
         )
+
+
+def _no_outputs(data: str, missing: list[str]) -> str:
+    """Which output columns `data` lacks, and which schema keys name them."""
+    columns = " and ".join(repr(c) for c in missing) + " column" + "s" * (len(missing) > 1)
+    return (
+        f"{data} has no {columns}: the model's predicted class and score, named by the "
+        "schema's `prediction` and `score` keys"
+    )
 
 
 def _judge(parts: list[FeatureDrift], thresholds: DriftThresholds) -> None:

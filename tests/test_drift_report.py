@@ -794,6 +794,16 @@ def test_prediction_columns_are_the_ones_the_schema_names():
     assert "current data has no 'p_yes' column" in missing.reason
     assert "`score`" in missing.reason
 
+    # Reference data whose outputs carry the default names: the report says which it looked for.
+    defaults = reference.rename(columns={"yhat": PREDICTION_COLUMN, "p_yes": SCORE_COLUMN})
+    report = compute_drift_report(defaults, current, schema)
+    assert not report.prediction.available
+    assert (
+        "Prediction drift: not available (the reference has no model predictions and scores "
+        "to compare with (its data has no 'yhat' and 'p_yes' columns: the model's predicted "
+        "class and score, named by the schema's `prediction` and `score` keys))."
+    ) in report.summary
+
 
 # --- The report's shape and errors ----------------------------------------------------------
 
