@@ -1,10 +1,12 @@
 """Benchmark: the drift check over a window larger than memory, read from Postgres in chunks.
 
 What the Airflow drift check does on a busy day, end to end: `read_predictions(...,
-chunksize=N)` streams the window out of `prediction_logs` with a server-side cursor (the
-features come out as the `json` column's text, one per row, and are parsed in Python with one
-orjson call per chunk), and `DriftAccumulator` counts each chunk against the reference
-profile, so memory stays bounded by the profile and one chunk, whatever the window holds.
+chunksize=N)` streams the window out of `prediction_logs` with `COPY (...) TO STDOUT` as CSV,
+parsed chunk by chunk by pandas' C reader (`data.prediction_log.copy_out`; the features come
+out as the `json` column's text, one per row, and are parsed with one orjson call per chunk by
+`data.ingest.frame_from_log_rows`), and `DriftAccumulator` counts each chunk against the
+reference profile, so memory stays bounded by the profile and one chunk, whatever the window
+holds.
 
 1. A fresh database (dropped at the end, also on failure or Ctrl-C) gets the project's tables
    (`init_db`) and N prediction-log rows of the fraud schema (default 10,000,000 over a 6-hour
@@ -27,12 +29,14 @@ profile, so memory stays bounded by the profile and one chunk, whatever the wind
     python benchmarks/bench_drift_postgres.py --chunksize 20000 100000   # compare chunk sizes
     python benchmarks/bench_drift_postgres.py --breakdown          # where the time goes
 
-`--breakdown` adds, in the same database, passes that split the time: the database alone (the
-same cursor, `MOVE FORWARD ALL`: every row computed, none sent), the database and the driver
-(psycopg2 turning rows into Python tuples), pandas building the frames and parsing and typing
-them (`data.ingest.frame_from_log_rows`, what `read_predictions` does per chunk), and the drift
-counting; and the same window read with `COPY (...) TO STDOUT` parsed by pandas' CSV reader,
-whose drift report is checked to be identical to the one read through the cursor.
+`--breakdown` splits the time of the last pass: `read_predictions` into typing the frames
+(`frame_from_log_rows`, timed where it is called) and the rest (the COPY stream and pandas'
+CSV parsing, which overlap in two threads), and the drift counting; and adds, in the same
+database, `read_predictions`' own query (`data.ingest.window_query`) run by the database alone
+(a cursor, `MOVE FORWARD ALL`: every row computed, none sent) and by COPY alone (every row
+written as CSV and sent, nothing parsed); and the same window read the way `read_predictions`
+did before COPY, through a server-side cursor (psycopg2 tuples, `DataFrame.from_records`,
+`frame_from_log_rows`), whose drift report is checked to be identical.
 
 Postgres: BENCH_POSTGRES_ADMIN_URL (default postgresql+psycopg2://postgres@127.0.0.1:5432/postgres),
 a role that may create databases.
@@ -65,12 +69,18 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import psycopg2  # noqa: E402
-from sqlalchemy import create_engine, event, text  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+import data.ingest as ingest  # noqa: E402
 from data.db import dispose_engines, get_engine, init_db  # noqa: E402
 from data.drift_injector import inject_drift  # noqa: E402
-from data.ingest import coerce_frame, frame_from_log_rows, read_predictions  # noqa: E402
+from data.ingest import (  # noqa: E402
+    coerce_frame,
+    frame_from_log_rows,
+    read_predictions,
+    window_query,
+)
 from data.schema import FeatureSchema, load_schema  # noqa: E402
 from data.synthetic import fraud_probability, generate_transactions  # noqa: E402
 from monitoring.drift_report import (  # noqa: E402
@@ -291,17 +301,20 @@ def reference_profile(schema: FeatureSchema, rows: int):
     return profile_from_frame(frame, schema)
 
 
-class _Capture:
-    """The SQL statement and parameters that `read_predictions` sends (for the breakdown)."""
+class _TypingTimer:
+    """Times `data.ingest.frame_from_log_rows` where `read_predictions` calls it, per chunk."""
 
-    def __init__(self, url: str) -> None:
-        self.statement: str | None = None
-        self.parameters: dict | None = None
-        event.listen(get_engine(url), "before_cursor_execute", self)
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._original = ingest.frame_from_log_rows
+        ingest.frame_from_log_rows = self
 
-    def __call__(self, conn, cursor, statement, parameters, context, executemany) -> None:
-        if "prediction_logs" in statement and self.statement is None:
-            self.statement, self.parameters = statement, parameters
+    def __call__(self, *args, **kwargs) -> pd.DataFrame:
+        started = time.perf_counter()
+        try:
+            return self._original(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 def _report_fingerprint(report) -> str:
@@ -376,7 +389,11 @@ def drift_pass(
         "drifted": [f.name for f in report.drifted_features],
         "prediction_drift": report.prediction.drifted,
         "shifted": {
-            name: {"p": report.features[name].p_value, "psi": report.features[name].psi}
+            name: {
+                "p": report.features[name].p_value,
+                "psi": report.features[name].psi,
+                "wasserstein": report.features[name].wasserstein,
+            }
             for name in SHIFTED_FEATURES
         },
         "fingerprint": _report_fingerprint(report),
@@ -386,13 +403,15 @@ def drift_pass(
 def child(url: str, rows: int, chunksize: int, reference_rows: int, breakdown: bool) -> dict:
     schema = load_schema(SCHEMA_PATH)
     profile = reference_profile(schema, reference_rows)
-    capture = _Capture(url)
+    typing = _TypingTimer() if breakdown else None  # a clock read per chunk, nothing more
     end = WINDOW_START + WINDOW
     chunks = read_predictions(schema, WINDOW_START, end, url=url, chunksize=chunksize)
     result = drift_pass(schema, profile, chunks, rows, chunksize)
     dispose_engines()
-    if breakdown:
-        result["breakdown"] = split_time(url, schema, profile, capture, rows, chunksize, result)
+    if typing is not None:
+        result["breakdown"] = split_time(url, schema, profile, rows, chunksize, result)
+        result["breakdown"]["typing_s"] = typing.seconds
+        result["breakdown"]["copy_and_parse_s"] = result["read_s"] - typing.seconds
     return result
 
 
@@ -400,108 +419,77 @@ def child(url: str, rows: int, chunksize: int, reference_rows: int, breakdown: b
 # --breakdown: where the time goes
 
 
-def split_time(url, schema, profile, capture, rows, chunksize, cursor_pass) -> dict:
-    sql = capture.statement
-    params = capture.parameters
+def split_time(url, schema, profile, rows, chunksize, copy_pass) -> dict:
+    """The database's part of the timed pass, and the same window read with a cursor."""
+    engine = get_engine(url)
+    query = window_query(schema, WINDOW_START, WINDOW_START + WINDOW)  # read_predictions' own
+    compiled = query.compile(dialect=engine.dialect)
+    sql, params = str(compiled), compiled.params
     out: dict[str, object] = {}
+    with (
+        contextlib.closing(psycopg2.connect(_dsn(url))) as connection,
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("EXPLAIN DECLARE bench_plan NO SCROLL CURSOR FOR " + sql, params)
+        out["plan"] = [row[0] for row in cursor.fetchall()]
+        # The database alone: every row computed, none sent.
+        t0 = time.perf_counter()
+        cursor.execute("DECLARE bench_move NO SCROLL CURSOR FOR " + sql, params)
+        cursor.execute("MOVE FORWARD ALL IN bench_move")
+        out["database_s"] = time.perf_counter() - t0
+        moved = cursor.rowcount
+        connection.rollback()
+        # COPY alone: every row written as CSV and sent, nothing parsed.
+        copy = f"COPY ({cursor.mogrify(sql, params).decode()}) TO STDOUT WITH (FORMAT csv)"
+        t0 = time.perf_counter()
+        cursor.copy_expert(copy, _Discard(), size=1 << 20)
+        out["copy_s"] = time.perf_counter() - t0
+        connection.rollback()
+    if moved != rows:
+        raise RuntimeError(f"MOVE counted {moved} rows, expected {rows}")
+    out["read_predictions_s"] = copy_pass["read_s"]
+    out["drift_s"] = copy_pass["update_s"] + copy_pass["report_s"]
+
+    # The same window through a server-side cursor, as read_predictions read it before COPY.
+    timers = {"driver_s": 0.0, "frame_s": 0.0, "typing_s": 0.0}
+    chunks = cursor_chunks(url, schema, sql, params, chunksize, timers)
+    cursor_pass = drift_pass(schema, profile, chunks, rows, chunksize)
+    out["cursor"] = {k: v for k, v in cursor_pass.items() if k != "fingerprint"} | timers
+    out["cursor_report_identical"] = cursor_pass["fingerprint"] == copy_pass["fingerprint"]
+    return out
+
+
+class _Discard:
+    """A file that keeps nothing: where `COPY ... TO STDOUT` writes when only sending counts."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def cursor_chunks(url, schema, sql, params, chunksize, timers) -> Iterator[pd.DataFrame]:
+    """The window as typed frames from a server-side cursor: psycopg2 turns each row into a
+    Python tuple, pandas builds a frame from them, `frame_from_log_rows` types it."""
     with contextlib.closing(psycopg2.connect(_dsn(url))) as connection:
-        with connection.cursor() as cursor:
-            cursor.execute("EXPLAIN DECLARE bench_plan NO SCROLL CURSOR FOR " + sql, params)
-            out["plan"] = [row[0] for row in cursor.fetchall()]
-            # The database alone: the same cursor, every row computed, none sent.
-            t0 = time.perf_counter()
-            cursor.execute("DECLARE bench_move NO SCROLL CURSOR FOR " + sql, params)
-            cursor.execute("MOVE FORWARD ALL IN bench_move")
-            out["database_s"] = time.perf_counter() - t0
-            moved = cursor.rowcount
-            connection.rollback()
-        if moved != rows:
-            raise RuntimeError(f"MOVE counted {moved} rows, expected {rows}")
-        # The database and the driver: rows fetched as read_predictions fetches them, as tuples.
-        names = None
-        driver_s = frame_s = coerce_s = 0.0
         with connection.cursor(name="bench_fetch") as cursor:
             t0 = time.perf_counter()
             cursor.execute(sql, params)  # DECLARE: the query runs as FETCH asks for rows
-            driver_s += time.perf_counter() - t0
+            timers["driver_s"] += time.perf_counter() - t0
             while True:
                 t1 = time.perf_counter()
                 batch = cursor.fetchmany(chunksize)
                 t2 = time.perf_counter()
-                driver_s += t2 - t1
+                timers["driver_s"] += t2 - t1
                 if not batch:
                     break
-                if names is None:
-                    names = [d[0] for d in cursor.description]
+                names = [d[0] for d in cursor.description]
                 frame = pd.DataFrame.from_records(batch, columns=names, coerce_float=True)
                 del batch
                 t3 = time.perf_counter()
-                frame_from_log_rows(frame, schema)
-                frame_s += t3 - t2
-                coerce_s += time.perf_counter() - t3
+                typed = frame_from_log_rows(frame, schema)
+                timers["frame_s"] += t3 - t2
+                timers["typing_s"] += time.perf_counter() - t3
+                yield typed
         connection.rollback()
-    out["database_and_driver_s"] = driver_s
-    out["driver_s"] = max(0.0, driver_s - out["database_s"])
-    out["pandas_frame_s"] = frame_s
-    out["pandas_coerce_s"] = coerce_s
-    out["read_predictions_s"] = cursor_pass["read_s"]
-    out["rest_s"] = max(0.0, cursor_pass["read_s"] - driver_s - frame_s - coerce_s)
-    out["drift_s"] = cursor_pass["update_s"] + cursor_pass["report_s"]
-
-    # The same window through COPY (...) TO STDOUT and pandas' CSV reader.
-    chunks = copy_chunks(url, schema, sql, params, names, chunksize)
-    copied = drift_pass(schema, profile, chunks, rows, chunksize)
-    out["copy"] = {k: v for k, v in copied.items() if k != "fingerprint"}
-    out["copy_report_identical"] = copied["fingerprint"] == cursor_pass["fingerprint"]
-    return out
-
-
-def copy_chunks(url, schema, sql, params, names, chunksize) -> Iterator[pd.DataFrame]:
-    """The window as typed frames, streamed with COPY (<the same query>) TO STDOUT as CSV.
-
-    A thread runs the COPY into a pipe, the caller's thread parses it chunk by chunk with
-    pandas' C reader: memory stays bounded by the pipe and one chunk.
-    """
-    connection = psycopg2.connect(_dsn(url))
-    with connection.cursor() as cursor:
-        query = cursor.mogrify(sql, params).decode()
-    copy_sql = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, NULL '\\N')"
-    read_fd, write_fd = os.pipe()
-    failure: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            with os.fdopen(write_fd, "wb", buffering=1 << 20) as sink:
-                with connection.cursor() as cursor:
-                    cursor.copy_expert(copy_sql, sink, size=1 << 20)
-                connection.rollback()
-        except BaseException as exc:  # handed to the reading thread
-            failure.append(exc)
-
-    # Every column as the cursor hands it over: the features as one JSON text per row.
-    dtypes = {name: str for name in names}
-    dtypes |= {schema.prediction: np.int64, schema.score: np.float64}
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-    try:
-        with os.fdopen(read_fd, "rb") as source:
-            reader = pd.read_csv(
-                source,
-                names=names,
-                header=None,
-                dtype=dtypes,
-                na_values=["\\N"],
-                keep_default_na=False,
-                chunksize=chunksize,
-                float_precision="round_trip",
-            )
-            for frame in reader:
-                yield frame_from_log_rows(frame, schema)
-    finally:
-        producer.join(timeout=60)  # the COPY stops when its pipe closes
-        connection.close()
-    if failure:
-        raise failure[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -621,11 +609,14 @@ def main() -> int:
         )
         drifted = results[0]["drifted"]
         shifted = ", ".join(
-            f"{name} p {t['p']:.2g} PSI {t['psi']:.3f}" for name, t in results[0]["shifted"].items()
+            f"{name} p {t['p']:.2g} PSI {t['psi']:.3f}"
+            + (f" Wasserstein {t['wasserstein']:.3f} std" if t["wasserstein"] is not None else "")
+            for name, t in results[0]["shifted"].items()
         )
         print(
             f"drifted: {', '.join(drifted) or 'none'} (shifted in the last quarter: {shifted}; "
-            f"drifted needs PSI >= 0.1 too); prediction drift: "
+            f"drifted needs PSI >= 0.1 or a Wasserstein distance >= 0.1 std too); prediction "
+            "drift: "
             f"{'yes' if results[0]['prediction_drift'] else 'no'}; bounded: "
             f"{'yes' if all(r['bounded'] for r in results) else 'NO'}"
         )
@@ -642,27 +633,27 @@ def main() -> int:
 
 def print_breakdown(result: dict) -> None:
     b = result["breakdown"]
-    copy = b["copy"]
+    cursor = b["cursor"]
     rows = result["rows"]
     print(f"where the time goes, chunk {result['chunksize']:,} (last pass):")
     print("  plan: " + " / ".join(line.strip() for line in b["plan"]))
     lines = [
-        ("database only (same cursor, MOVE FORWARD ALL)", b["database_s"]),
-        ("driver: rows into Python tuples (psycopg2)", b["driver_s"]),
-        ("pandas: DataFrame.from_records", b["pandas_frame_s"]),
-        ("pandas: features JSON parsed and typed", b["pandas_coerce_s"]),
-        ("SQLAlchemy rows + pandas.read_sql (the rest)", b["rest_s"]),
-        ("read_predictions in the timed pass, all of the above", b["read_predictions_s"]),
+        ("database alone (DECLARE + MOVE FORWARD ALL: computed, none sent)", b["database_s"]),
+        ("COPY alone (every row written as CSV and sent, nothing parsed)", b["copy_s"]),
+        ("read_predictions in the timed pass", b["read_predictions_s"]),
+        ("  COPY stream + pandas read_csv (two threads, overlapping)", b["copy_and_parse_s"]),
+        ("  typing the frames (frame_from_log_rows: features JSON)", b["typing_s"]),
         ("drift: DriftAccumulator.update + report", b["drift_s"]),
     ]
     for label, seconds in lines:
-        print(f"  {label:<55} {seconds:>7.1f} s")
+        print(f"  {label:<66} {seconds:>7.1f} s")
     print(
-        f"  COPY (...) TO STDOUT + pandas read_csv instead of the cursor: pass "
-        f"{copy['total_s']:.1f} s ({rows / copy['total_s']:,.0f} rows/s), read "
-        f"{copy['read_s']:.1f} s, peak {copy['peak_mb']:.0f} MB, growth "
-        f"{copy['rss_growth_mb']:.0f} MB; same drift report: "
-        f"{'yes' if b['copy_report_identical'] else 'NO'}"
+        f"  a server-side cursor instead of COPY: pass {cursor['total_s']:.1f} s "
+        f"({rows / cursor['total_s']:,.0f} rows/s), read {cursor['read_s']:.1f} s (psycopg2 "
+        f"tuples {cursor['driver_s']:.1f} s, DataFrame.from_records {cursor['frame_s']:.1f} s, "
+        f"typing {cursor['typing_s']:.1f} s), peak {cursor['peak_mb']:.0f} MB, growth "
+        f"{cursor['rss_growth_mb']:.0f} MB; same drift report: "
+        f"{'yes' if b['cursor_report_identical'] else 'NO'}"
     )
 
 

@@ -28,7 +28,7 @@ import orjson
 import pandas as pd
 import pyarrow
 from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_dtype
-from sqlalchemy import Text, cast, select, text
+from sqlalchemy import Select, Text, cast, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.db import get_engine, labels, prediction_logs
@@ -299,30 +299,14 @@ def read_predictions(
     than memory can be processed in pieces. Postgres streams them with COPY
     (`data.prediction_log.copy_out`), SQLite with a cursor.
     """
-    log = prediction_logs
-    columns = [
-        log.c.request_id.label(schema.id or "request_id"),
-        log.c.predicted_at.label(schema.timestamp or "predicted_at"),
-        cast(log.c.features, Text).label(_FEATURES_JSON),
-        log.c.predicted_class.label(schema.prediction),
-        log.c.score.label(schema.score),
-        log.c.model_version.label(MODEL_VERSION_COLUMN),
-    ]
-    if with_labels:
-        columns.append(labels.c.label.label(schema.target))
-    query = select(*columns)
-    if with_labels:
-        query = query.select_from(log.outerjoin(labels, labels.c.request_id == log.c.request_id))
-    query = query.where(log.c.predicted_at >= start, log.c.predicted_at < end).order_by(
-        log.c.predicted_at, log.c.request_id
-    )
+    query = window_query(schema, start, end, with_labels=with_labels)
     engine = get_engine(url)
 
     def typed(frame: pd.DataFrame) -> pd.DataFrame:
         return frame_from_log_rows(frame, schema, with_labels=with_labels)
 
     if engine.dialect.name == "postgresql":
-        dtypes = {column.name: str for column in columns}
+        dtypes = {column.name: str for column in query.selected_columns}
         dtypes |= {schema.prediction: "int64", schema.score: "float64"}
         if with_labels:
             dtypes[schema.target] = "float64"
@@ -343,6 +327,31 @@ def read_predictions(
                 yield typed(frame)
 
     return chunks()
+
+
+def window_query(
+    schema: FeatureSchema, start: datetime, end: datetime, *, with_labels: bool = False
+) -> Select:
+    """The query `read_predictions` runs: the log's rows with `start <= predicted_at < end` in
+    time order, the features as one JSON text per row (`frame_from_log_rows` types them), and
+    with `with_labels` the label of each, if one arrived."""
+    log = prediction_logs
+    columns = [
+        log.c.request_id.label(schema.id or "request_id"),
+        log.c.predicted_at.label(schema.timestamp or "predicted_at"),
+        cast(log.c.features, Text).label(_FEATURES_JSON),
+        log.c.predicted_class.label(schema.prediction),
+        log.c.score.label(schema.score),
+        log.c.model_version.label(MODEL_VERSION_COLUMN),
+    ]
+    if with_labels:
+        columns.append(labels.c.label.label(schema.target))
+    query = select(*columns)
+    if with_labels:
+        query = query.select_from(log.outerjoin(labels, labels.c.request_id == log.c.request_id))
+    return query.where(log.c.predicted_at >= start, log.c.predicted_at < end).order_by(
+        log.c.predicted_at, log.c.request_id
+    )
 
 
 def frame_from_log_rows(
