@@ -239,9 +239,10 @@ def test_sigterm_during_load_logs_every_acknowledged_prediction(
         time.sleep(3)
         assert server.sigterm() == 0  # a clean exit, not a kill
     assert len(load.acknowledged) > 500
-    # Requests on kept-alive connections are answered or never sent (the connection refused):
-    # none is reset after it was sent.
-    assert all(failure.endswith("ConnectError") for failure in load.failures), load.failures
+    # A request sent on a kept-alive connection is answered (the answer says `Connection:
+    # close`), never dropped unanswered as the server closes the connection under it
+    # (RemoteProtocolError: "Server disconnected without sending a response").
+    assert not [f for f in load.failures if f.endswith("RemoteProtocolError")], load.failures
     logged = logged_ids(postgres_url)  # no waiting: shutdown drained the queues already
     missing = set(load.acknowledged) - set(logged)
     assert not missing, f"{len(missing)} acknowledged predictions lost on SIGTERM"

@@ -23,7 +23,7 @@ def test_the_default_model_is_gated_on_its_compiled_scorer(default_training):
 
 
 def test_a_random_forest_falls_back_to_the_pipeline_and_says_so(monkeypatch, tmp_path):
-    store = store_settings(tmp_path / "store")
+    store = store_settings(tmp_path / "store", MODEL_NAME="rf-fallback")
     (tmp_path / "store").mkdir()
     trained = train(settings=store, rows=6_000, model_type="random_forest", auto_promote=False)
     detail = trained.gates.to_dict()["gates"]["operational"]
@@ -32,7 +32,9 @@ def test_a_random_forest_falls_back_to_the_pipeline_and_says_so(monkeypatch, tmp
 
     registry = Registry.from_settings(store)
     promote(registry, trained.version, actor="test", reason="scorer fallback test", force=True)
-    configure(monkeypatch, store, f"sqlite:///{tmp_path / 'api.db'}", tmp_path)
+    configure(
+        monkeypatch, store, f"sqlite:///{tmp_path / 'api.db'}", tmp_path, MODEL_NAME="rf-fallback"
+    )
     with TestClient(create_app()) as client:
         assert client.get("/model").json()["scorer"] == "pipeline"
         text = client.get("/metrics").text
@@ -40,6 +42,8 @@ def test_a_random_forest_falls_back_to_the_pipeline_and_says_so(monkeypatch, tmp
         sample.labels["scorer"]
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == "ml_model_info" and sample.value == 1
+        if sample.name == "ml_model_info"
+        and sample.value == 1
+        and sample.labels["model_name"] == "rf-fallback"  # metrics are per process, not per test
     ]
     assert served == ["pipeline"]
