@@ -943,6 +943,28 @@ def test_cli_writes_json_and_html(suffix, data_files, tmp_path, capsys):
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page
 
 
+def test_cli_reads_the_output_columns_the_schema_names(data_files, tmp_path, capsys):
+    reference, current = data_files(".csv", drift=False)
+    renamed = {PREDICTION_COLUMN: "fraud_predicted", SCORE_COLUMN: "fraud_probability"}
+    for path in (reference, current):
+        pd.read_csv(path).rename(columns=renamed).to_csv(path, index=False)
+    text = (PROJECT_ROOT / "schemas" / "fraud.yaml").read_text()
+    schema = tmp_path / "named.yaml"
+    schema.write_text(
+        text.replace(
+            "features:", "prediction: fraud_predicted\nscore: fraud_probability\nfeatures:"
+        )
+    )
+    json_out = tmp_path / "drift.json"
+    args = ["--schema", str(schema), "--reference", reference, "--current", current]
+    assert main([*args, "--json", str(json_out)]) == 0
+    assert json.loads(json_out.read_text())["prediction"]["available"] is True
+    # The shipped schema looks for `prediction` and `score`, and says so.
+    fraud = str(PROJECT_ROOT / "schemas" / "fraud.yaml")
+    assert main(["--schema", fraud, "--reference", reference, "--current", current]) == 0
+    assert "its data has no 'prediction' and 'score' columns" in capsys.readouterr().out
+
+
 def test_cli_accepts_a_saved_reference_profile(data_files, tmp_path, fraud_reference, capsys):
     _, current = data_files(".parquet", drift=False)
     profile_path = fraud_reference.save(tmp_path / "profile.json")

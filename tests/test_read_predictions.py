@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -77,3 +78,16 @@ def test_chunks_cover_the_window_once(database_url, fraud_schema):
     assert [len(c) for c in chunks] == [10, 10, 5]
     ids = pd.concat(chunks)["transaction_id"].tolist()
     assert ids == [f"r{i}" for i in range(25)]
+
+
+def test_outputs_come_back_under_the_schema_names(database_url, fraud_schema):
+    """A schema naming its output columns gets them under those names, whole or in chunks."""
+    named = replace(fraud_schema, prediction="is_fraud_predicted", score="fraud_probability")
+    frame = coerce_frame(generate_transactions(6, seed=10), named)
+    log_rows(database_url, frame, named)
+    whole = read_predictions(named, T0, T0 + timedelta(days=1), url=database_url)
+    assert whole["is_fraud_predicted"].tolist() == [0, 1, 0, 1, 0, 1]
+    assert whole["fraud_probability"].tolist() == [i / 6 for i in range(6)]
+    assert not {"prediction", "score"} & set(whole.columns)
+    chunks = read_predictions(named, T0, T0 + timedelta(days=1), url=database_url, chunksize=4)
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), whole)
