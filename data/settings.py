@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     PSI_CRITICAL: float = Field(default=0.2, gt=0)
     DRIFT_CORRECTION: Literal["benjamini_hochberg", "bonferroni"] = "benjamini_hochberg"
     DRIFT_SHARE_THRESHOLD: float = Field(default=0.3, gt=0, le=1)
+    # Effect size of numerical features beside PSI: Wasserstein distance in reference stds.
+    WASSERSTEIN_WARNING: float = Field(default=0.1, gt=0)
+    WASSERSTEIN_CRITICAL: float = Field(default=0.5, gt=0)
+    WASSERSTEIN_NOISE_MULTIPLE: float = Field(default=5.0, ge=0)
 
     # Monitoring jobs and the Prometheus exporter (monitoring/)
     EXPECTED_ROWS_PER_HOUR: float = Field(default=0.0, ge=0)
@@ -121,6 +125,11 @@ class Settings(BaseSettings):
         if self.PSI_WARNING >= self.PSI_CRITICAL:
             raise ValueError(
                 f"PSI_WARNING ({self.PSI_WARNING}) must be below PSI_CRITICAL ({self.PSI_CRITICAL})"
+            )
+        if self.WASSERSTEIN_WARNING >= self.WASSERSTEIN_CRITICAL:
+            raise ValueError(
+                f"WASSERSTEIN_WARNING ({self.WASSERSTEIN_WARNING}) must be below "
+                f"WASSERSTEIN_CRITICAL ({self.WASSERSTEIN_CRITICAL})"
             )
         if self.is_development:
             return self

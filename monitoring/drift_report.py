@@ -132,7 +132,7 @@ class DriftThresholds:
     psi_critical: float = 0.2
     correction: str = "benjamini_hochberg"
     drift_share_threshold: float = 0.3
-    # Not in Settings (yet): the numerical effect size beside PSI, see the module docstring.
+    # The numerical effect size beside PSI, see the module docstring.
     wasserstein_warning: float = WASSERSTEIN_WARNING
     wasserstein_critical: float = WASSERSTEIN_CRITICAL
     wasserstein_noise_multiple: float = WASSERSTEIN_NOISE_MULTIPLE
@@ -171,6 +171,9 @@ class DriftThresholds:
             psi_critical=settings.PSI_CRITICAL,
             correction=settings.DRIFT_CORRECTION,
             drift_share_threshold=settings.DRIFT_SHARE_THRESHOLD,
+            wasserstein_warning=settings.WASSERSTEIN_WARNING,
+            wasserstein_critical=settings.WASSERSTEIN_CRITICAL,
+            wasserstein_noise_multiple=settings.WASSERSTEIN_NOISE_MULTIPLE,
         )
 
     def to_dict(self) -> dict[str, Any]:

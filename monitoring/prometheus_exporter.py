@@ -186,6 +186,11 @@ class MonitoringCollector(Collector):
 
     def _drift_families(self, row: dict | None, now: datetime) -> Iterator[GaugeMetricFamily]:
         psi = self._gauge("ml_drift_psi", "PSI of the feature, latest drift report", ["feature"])
+        wasserstein = self._gauge(
+            "ml_drift_wasserstein",
+            "Wasserstein distance of a numerical feature in reference standard deviations",
+            ["feature"],
+        )
         p_value = self._gauge(
             "ml_drift_p_value",
             "p-value of the feature's test (KS or chi-square, uncorrected), latest drift report",
@@ -232,6 +237,7 @@ class MonitoringCollector(Collector):
             report = row["report"]
             for name, feature in report["features"].items():
                 self._add(psi, feature["psi"], name)
+                self._add(wasserstein, feature.get("wasserstein"), name)
                 self._add(p_value, feature["p_value"], name, feature["test"])
                 self._add(statistic, feature["statistic"], name, feature["test"])
                 self._add(drifted, feature["drifted"], name)
@@ -250,7 +256,8 @@ class MonitoringCollector(Collector):
                 self._add(prediction_p, outputs["score"]["p_value"], "score")
             self._add(rows, row["rows_reference"], "reference")
             self._add(rows, row["rows_current"], "current")
-        yield from (psi, p_value, statistic, drifted, severity, missing, by_severity, share)
+        yield from (psi, wasserstein, p_value, statistic, drifted, severity, missing)
+        yield from (by_severity, share)
         yield from (dataset, prediction, prediction_psi, prediction_p, rows)
         yield self._age("ml_drift_report_age_seconds", "drift report", row, now)
 
@@ -264,6 +271,12 @@ class MonitoringCollector(Collector):
         missing = self._gauge(
             "ml_quality_missing_ratio", "Share of rows missing the feature", ["feature"]
         )
+        outside = self._gauge(
+            "ml_quality_outside_training_range_ratio",
+            "Share of the feature's values outside the training range (where the schema sets "
+            "no bound)",
+            ["feature"],
+        )
         rows = self._gauge("ml_quality_window_rows", "Rows in the latest quality report's window")
         if row is not None:
             report = row["report"]
@@ -274,8 +287,10 @@ class MonitoringCollector(Collector):
                 self._add(status, LEVEL_CODE.get(check["level"]), check["name"])
             for name, share in report["missing_share"].items():
                 self._add(missing, share, name)
+            for name, share in (report.get("outside_training_range_share") or {}).items():
+                self._add(outside, share, name)
             self._add(rows, row["rows"])
-        yield from (hard, soft, passed, status, missing, rows)
+        yield from (hard, soft, passed, status, missing, outside, rows)
         yield self._age("ml_quality_report_age_seconds", "quality report", row, now)
 
     def _performance_families(self, row: dict | None, now: datetime) -> Iterator[GaugeMetricFamily]:

@@ -116,6 +116,16 @@ def test_the_latest_reports_become_ml_series(collector, fraud_schema, database_u
     assert value(samples, "ml_quality_passed") == int(quality.passed)
     assert value(samples, "ml_quality_check_status", check="duplicate_ids") == 0
     assert value(samples, "ml_quality_missing_ratio", feature="amount") == 0
+    assert value(samples, "ml_drift_wasserstein", feature="amount") == pytest.approx(
+        amount.wasserstein
+    )
+    # The quality check's share beyond the training range, where the schema sets no bound.
+    outside = quality.outside_training_range_share
+    assert outside and all(
+        value(samples, "ml_quality_outside_training_range_ratio", feature=name)
+        == pytest.approx(share)
+        for name, share in outside.items()
+    )
 
     realized, estimated = reports["realized"].overall, reports["estimated"].overall
     for metric in ("accuracy", "precision", "recall", "f1", "roc_auc"):

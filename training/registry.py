@@ -283,8 +283,5 @@ def history(registry: Registry, limit: int = 50) -> dict[str, Any]:
             }
             for mv in versions
         ],
-        "audit": [
-            {**row, "created_at": row["created_at"].isoformat()}
-            for row in audit
-        ],
+        "audit": [{**row, "created_at": row["created_at"].isoformat()} for row in audit],
     }
