@@ -39,9 +39,9 @@ JOURNAL_SUFFIX = ".journal"
 QUARANTINE_SUFFIX = ".quarantine"
 
 
-def file_name(suffix: str, pid: int | None = None) -> str:
-    """`<ns>-<pid><suffix>`: names sort in the order the files were started."""
-    return f"{time.time_ns():020d}-{pid or os.getpid()}{suffix}"
+def file_name(suffix: str) -> str:
+    """`<ns>-<pid><suffix>` for this process: names sort in the order the files were started."""
+    return f"{time.time_ns():020d}-{os.getpid()}{suffix}"
 
 
 def own_spool_files(folder: Path) -> list[Path]:
