@@ -27,7 +27,7 @@ import io
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from data.prediction_log import PredictionRecord, UnreadableLine, decode, encode
@@ -181,14 +181,12 @@ class Journal:
     def close(self, everything_handled: bool) -> None:
         """Close the open segment; delete all segments if every row was handled, else leave
         them for the next worker to replay."""
-        self.rotate(queued=0 if everything_handled else 1 << 62)
+        self.rotate(queued=0)
         if everything_handled:
-            self.release(0)
-
-
-def count_rows(paths: Iterable[Path]) -> int:
-    """Records in the whole lines of `paths` (tests and tooling)."""
-    return sum(len(decode(line)) for path in paths for _, line in _whole_lines(path))
+            for path, _ in self._closed:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            self._closed.clear()
 
 
 def _alive(pid: int) -> bool:

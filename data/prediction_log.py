@@ -15,7 +15,6 @@ and the lines its logger keeps on disk meanwhile.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterator
@@ -167,13 +166,6 @@ def _features_json(batch: list[PredictionRecord]) -> list[str]:
     if len(parts) == len(batch):
         return parts
     return [_copy_text(orjson.dumps(r.features).decode())[1:-1] for r in batch]
-
-
-def legacy_line(record: PredictionRecord) -> str:
-    """A record in the earlier one-object-per-line format (tests of the upgrade path)."""
-    row = record._asdict()
-    row["predicted_at"] = record.predicted_at.isoformat()
-    return json.dumps(row, separators=(",", ":"))
 
 
 # What `copy_out` writes for SQL NULL: COPY's CSV default (an unquoted empty field) cannot be

@@ -3,6 +3,7 @@ replays once and in order, and loses nothing on close."""
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,6 @@ from sqlalchemy import func, select, text
 
 from api import spool as spool_files
 from api.logger import PredictionLogger, PredictionRecord
-from data import prediction_log
 from data.db import get_engine, init_db, prediction_logs
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -39,6 +39,23 @@ def logged_ids(url: str) -> list[str]:
         return list(
             conn.execute(text(f"SELECT request_id FROM prediction_logs ORDER BY {order}")).scalars()
         )
+
+
+def count_rows(paths) -> int:
+    """Records in the whole lines of spool or journal files."""
+    return sum(
+        len(spool_files.decode(line))
+        for path in paths
+        for line in path.read_bytes().splitlines(keepends=True)
+        if line.endswith(b"\n")
+    )
+
+
+def legacy_line(row: PredictionRecord) -> str:
+    """A record in the one-object-per-line format spool files had before the journal."""
+    values = row._asdict()
+    values["predicted_at"] = row.predicted_at.isoformat()
+    return json.dumps(values, separators=(",", ":"))
 
 
 def test_rows_arrive_once_with_their_values(database_url, tmp_path):
@@ -162,7 +179,7 @@ def test_close_with_database_down_keeps_rows_for_the_next_worker(private_postgre
     dying.submit_many(record(i, "d") for i in range(50))
     dying.close(timeout=5)
     files = list(spool.glob("*.jsonl"))
-    assert files and spool_files.count_rows(files) == 50
+    assert files and count_rows(files) == 50
 
     # The spool names the dead worker's pid; the next worker claims and replays it.
     for path in files:
@@ -248,7 +265,7 @@ def test_spool_files_of_the_earlier_format_are_replayed(tmp_path):
     init_db(get_engine(url))
     spool = tmp_path / "spool"
     spool.mkdir()
-    lines = "".join(prediction_log.legacy_line(record(i)) + "\n" for i in range(5))
+    lines = "".join(legacy_line(record(i)) + "\n" for i in range(5))
     (spool / f"{1:020d}-999999999.jsonl").write_text(lines)
     logger = PredictionLogger(spool, url=url).start()
     assert logger.flush(timeout=10)
@@ -267,7 +284,7 @@ def test_rows_of_a_killed_worker_are_in_its_journal_and_replayed(tmp_path):
     killed.submit(record(3))
     killed.write([record(0)])  # one row had made it to the database
     (journal,) = spool.glob("*.journal")
-    assert spool_files.count_rows([journal]) == 4
+    assert count_rows([journal]) == 4
     journal.rename(journal.with_name(journal.name.replace(f"-{os.getpid()}.", "-999999999.")))
 
     successor = PredictionLogger(spool, url=url).start()
