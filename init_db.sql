@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS drift_reports (
 
 CREATE INDEX IF NOT EXISTS ix_drift_reports_window_end ON drift_reports (window_end);
 
+CREATE UNIQUE INDEX IF NOT EXISTS ux_drift_reports_model_window ON drift_reports (model_name, window_end, window_start);
+
 CREATE TABLE IF NOT EXISTS labels (
 	request_id VARCHAR(128) NOT NULL,
 	label SMALLINT NOT NULL,
@@ -53,6 +55,8 @@ CREATE TABLE IF NOT EXISTS performance_reports (
 );
 
 CREATE INDEX IF NOT EXISTS ix_performance_reports_window_end ON performance_reports (window_end);
+
+CREATE UNIQUE INDEX IF NOT EXISTS ux_performance_reports_model_window ON performance_reports (model_name, window_end, window_start);
 
 CREATE TABLE IF NOT EXISTS prediction_logs (
 	request_id VARCHAR(128) NOT NULL,
@@ -99,3 +103,42 @@ CREATE TABLE IF NOT EXISTS quality_reports (
 );
 
 CREATE INDEX IF NOT EXISTS ix_quality_reports_window_end ON quality_reports (window_end);
+
+CREATE UNIQUE INDEX IF NOT EXISTS ux_quality_reports_model_window ON quality_reports (model_name, window_end, window_start);
+
+CREATE TABLE IF NOT EXISTS retrain_decisions (
+	id BIGSERIAL NOT NULL,
+	created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+	window_start TIMESTAMP WITH TIME ZONE NOT NULL,
+	window_end TIMESTAMP WITH TIME ZONE NOT NULL,
+	model_name VARCHAR(200) NOT NULL,
+	model_version VARCHAR(50),
+	retrain BOOLEAN NOT NULL,
+	reason TEXT NOT NULL,
+	triggers JSONB NOT NULL,
+	blocked_by VARCHAR(50),
+	numbers JSONB NOT NULL,
+	training_run_id BIGINT,
+	PRIMARY KEY (id)
+);
+
+CREATE UNIQUE INDEX IF NOT EXISTS ux_retrain_decisions_model_window ON retrain_decisions (model_name, window_end, window_start);
+
+CREATE TABLE IF NOT EXISTS training_runs (
+	id BIGSERIAL NOT NULL,
+	created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+	requested_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	finished_at TIMESTAMP WITH TIME ZONE,
+	model_name VARCHAR(200) NOT NULL,
+	trigger VARCHAR(20) NOT NULL,
+	reason TEXT NOT NULL,
+	status VARCHAR(20) NOT NULL,
+	data_start TIMESTAMP WITH TIME ZONE,
+	data_end TIMESTAMP WITH TIME ZONE,
+	version VARCHAR(50),
+	external_id VARCHAR(250),
+	details JSONB,
+	PRIMARY KEY (id)
+);
+
+CREATE INDEX IF NOT EXISTS ix_training_runs_model_requested ON training_runs (model_name, requested_at);

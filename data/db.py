@@ -106,6 +106,14 @@ drift_reports = Table(
     Column("report", _JSON, nullable=False),
 )
 Index("ix_drift_reports_window_end", drift_reports.c.window_end)
+# One row per window and model: re-running a window replaces its row (`save_reports`).
+Index(
+    "ux_drift_reports_model_window",
+    drift_reports.c.model_name,
+    drift_reports.c.window_end,
+    drift_reports.c.window_start,
+    unique=True,
+)
 
 # The data-quality check's result for one window.
 quality_reports = Table(
@@ -119,6 +127,14 @@ quality_reports = Table(
     Column("report", _JSON, nullable=False),
 )
 Index("ix_quality_reports_window_end", quality_reports.c.window_end)
+# One row per window and model: re-running a window replaces its row (`save_reports`).
+Index(
+    "ux_quality_reports_model_window",
+    quality_reports.c.model_name,
+    quality_reports.c.window_end,
+    quality_reports.c.window_start,
+    unique=True,
+)
 
 # Model performance for one window: realized from the labels that arrived, and estimated from
 # the scores (CBPE) before they do; the full `{"realized": ..., "estimated": ...}` is `report`.
@@ -131,6 +147,14 @@ performance_reports = Table(
     Column("report", _JSON, nullable=False),
 )
 Index("ix_performance_reports_window_end", performance_reports.c.window_end)
+# One row per window and model: re-running a window replaces its row (`save_reports`).
+Index(
+    "ux_performance_reports_model_window",
+    performance_reports.c.model_name,
+    performance_reports.c.window_end,
+    performance_reports.c.window_start,
+    unique=True,
+)
 
 # Every alert notification that went out (or failed to), for the post-incident timeline.
 alert_log = Table(
@@ -165,6 +189,57 @@ promotion_audit = Table(
 Index(
     "ix_promotion_audit_model_created", promotion_audit.c.model_name, promotion_audit.c.created_at
 )
+
+
+# Every decision of the retrain policy (`monitoring.retrain_policy`), taken or not, one per
+# drift-check window and model: what triggered it, what guard held it back, and the numbers.
+retrain_decisions = Table(
+    "retrain_decisions",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("created_at", _TIME, nullable=False, server_default=func.now()),
+    Column("window_start", _TIME, nullable=False),
+    Column("window_end", _TIME, nullable=False),  # the decision's time: the run's logical time
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(50)),  # the champion the window was checked against
+    Column("retrain", Boolean, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("triggers", _JSON, nullable=False),  # ["critical_drift", ...], empty when healthy
+    Column("blocked_by", String(50)),  # cooldown | daily_cap | training_running | ...
+    Column("numbers", _JSON, nullable=False),
+    Column("training_run_id", BigInteger),
+)
+Index(
+    "ux_retrain_decisions_model_window",
+    retrain_decisions.c.model_name,
+    retrain_decisions.c.window_end,
+    retrain_decisions.c.window_start,
+    unique=True,
+)
+
+# Every training run the loop started (or a person asked for): the cooldown, the daily cap and
+# "not while one is running" read this table. `requested_at` is the logical time the run was
+# asked for (a drift window's end), so re-runs and simulations keep their own clock.
+training_runs = Table(
+    "training_runs",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("created_at", _TIME, nullable=False, server_default=func.now()),
+    Column("requested_at", _TIME, nullable=False),
+    Column("finished_at", _TIME),
+    Column("model_name", String(200), nullable=False),
+    Column("trigger", String(20), nullable=False),  # policy | schedule | manual
+    Column("reason", Text, nullable=False),
+    Column(
+        "status", String(20), nullable=False
+    ),  # running | promoted | challenger | rejected | failed
+    Column("data_start", _TIME),
+    Column("data_end", _TIME),
+    Column("version", String(50)),
+    Column("external_id", String(250)),  # the Airflow dag run id, when Airflow started it
+    Column("details", _JSON),
+)
+Index("ix_training_runs_model_requested", training_runs.c.model_name, training_runs.c.requested_at)
 
 
 _engines: dict[str, Engine] = {}

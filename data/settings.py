@@ -65,6 +65,27 @@ class Settings(BaseSettings):
     # Drift and retraining
     DRIFT_WINDOW_HOURS: int = Field(default=6, gt=0)
     RETRAIN_COOLDOWN_HOURS: int = Field(default=12, ge=0)
+    # The retrain policy (monitoring.retrain_policy): at most this many automatic retrains in
+    # 24 hours, none while one runs (a run older than RETRAIN_TIMEOUT_HOURS counts as dead),
+    # none without RETRAIN_MIN_LABELLED_ROWS labelled rows in the last RETRAIN_DATA_DAYS.
+    RETRAIN_MAX_PER_DAY: int = Field(default=2, ge=1)
+    RETRAIN_TIMEOUT_HOURS: float = Field(default=6.0, gt=0)
+    RETRAIN_MIN_LABELLED_ROWS: int = Field(default=1_000, ge=1)
+    RETRAIN_DATA_DAYS: float = Field(default=7.0, gt=0)
+    # Accuracy floors: realized (trusted once at least RETRAIN_MIN_LABEL_COVERAGE of the
+    # window's predictions are labelled) and estimated (CBPE, before labels arrive).
+    RETRAIN_ACCURACY_FLOOR: float = Field(default=0.90, ge=0, le=1)
+    RETRAIN_ESTIMATED_ACCURACY_FLOOR: float = Field(default=0.90, ge=0, le=1)
+    RETRAIN_MIN_LABEL_COVERAGE: float = Field(default=0.3, gt=0, le=1)
+    # A retrain learns from the recent labelled predictions plus a sample of the original
+    # training data (TRAINING_DATA; the synthetic set when empty) of this many rows per recent
+    # row: the recent relationship dominates, the old one keeps rare cases in view.
+    TRAINING_DATA: str = ""
+    RETRAIN_BASE_SAMPLE_RATIO: float = Field(default=0.5, ge=0)
+    # Prediction log rows (and their labels) older than this many days are deleted by the
+    # maintenance DAG, in batches of PREDICTION_RETENTION_BATCH rows.
+    PREDICTION_RETENTION_DAYS: float = Field(default=30.0, gt=0)
+    PREDICTION_RETENTION_BATCH: int = Field(default=50_000, ge=1)
     KS_P_THRESHOLD: float = Field(default=0.05, gt=0, lt=1)
     CHI2_P_THRESHOLD: float = Field(default=0.05, gt=0, lt=1)
     PSI_WARNING: float = Field(default=0.1, gt=0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, insert, inspect, select
+from sqlalchemy import Engine, Table, delete, func, insert, inspect, select
 
 from data.db import (
     as_utc,
@@ -52,8 +52,10 @@ def save_reports(
     """Write the reports of the window [start, end) for one model version in one transaction.
 
     Creates the tables if missing. Naive datetimes are taken as UTC. Realized and estimated
-    performance share one `performance_reports` row. Raises ValueError, before writing anything,
-    for an empty or reversed window, a missing model name, or nothing to save.
+    performance share one `performance_reports` row. A window already saved for the model is
+    replaced, report by report, in the same transaction: an Airflow task re-run over the same
+    data interval leaves one row per window, never two. Raises ValueError, before writing
+    anything, for an empty or reversed window, a missing model name, or nothing to save.
     """
     start, end = (as_utc(moment) for moment in window)
     if start >= end:
@@ -73,6 +75,13 @@ def save_reports(
     with engine.begin() as conn:
 
         def add(table: Table, values: dict[str, Any]) -> int:
+            conn.execute(
+                delete(table).where(
+                    table.c.model_name == model_name,
+                    table.c.window_start == start,
+                    table.c.window_end == end,
+                )
+            )
             return conn.execute(insert(table).values(**common, **values)).inserted_primary_key[0]
 
         drift_id = quality_id = performance_id = None

@@ -55,6 +55,17 @@ class Evaluation:
         }
 
 
+def evaluation_from_dict(raw: dict[str, Any]) -> Evaluation:
+    """The inverse of `Evaluation.to_dict` (a training step reads the previous step's JSON)."""
+    return Evaluation(
+        metrics={key: float(value) for key, value in raw["metrics"].items()},
+        confusion=raw["confusion_matrix"],
+        calibration_prob_true=raw["calibration"]["prob_true"],
+        calibration_prob_pred=raw["calibration"]["prob_pred"],
+        threshold=float(raw["threshold"]),
+    )
+
+
 def evaluate_scores(
     y_true: np.ndarray | pd.Series, scores: np.ndarray, threshold: float = DEFAULT_THRESHOLD
 ) -> Evaluation:

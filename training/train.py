@@ -18,7 +18,8 @@ import argparse
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +28,31 @@ import pandas as pd
 import sklearn
 import skops.io
 from mlflow.models import infer_signature
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.db import database_error_message
-from data.features import FeaturePipeline
-from data.ingest import DataError, load_frame
-from data.profile import DEFAULT_THRESHOLD, build_reference_profile
+from data.ingest import DataError
+from data.profile import DEFAULT_THRESHOLD, ReferenceProfile
 from data.schema import FeatureSchema, SchemaError, load_schema
 from data.settings import Settings, configure_cli_logging, exit_on_config_error, get_settings
-from data.synthetic import generate_transactions, write_frame
-from data.validate import ValidationError, validate_frame
-from training.calibration import fit_calibrator
-from training.evaluate import evaluate_scores, plot_calibration, plot_confusion_matrix
+from data.validate import ValidationError, ValidationReport
+from training.evaluate import evaluation_from_dict, plot_calibration, plot_confusion_matrix
 from training.gates import GateReport, decide, run_gates
+from training.pipeline import (
+    MODEL_TYPES,
+    EvaluationResult,
+    RunFolder,
+    evaluate,
+    fit,
+    ingest,
+    load_fitted,
+    make_classifier,
+    read_holdout,
+    temporary_folder,
+    time_split,
+    validate,
+)
 from training.registry import (
     HOLDOUT_ARTIFACT,
     REFERENCE_PROFILE_ARTIFACT,
@@ -50,8 +61,7 @@ from training.registry import (
     RegistryError,
 )
 
-MODEL_TYPES = ("hist_gradient_boosting", "random_forest")
-SYNTHETIC_SCHEMA = "fraud"
+__all__ = ["MODEL_TYPES", "TrainingResult", "configure_mlflow", "register", "time_split", "train"]
 
 
 @dataclass
@@ -63,47 +73,7 @@ class TrainingResult:
     gates: GateReport
     action: str
     seconds: float
-
-
-def make_classifier(model_type: str, seed: int) -> Any:
-    if model_type == "hist_gradient_boosting":
-        return HistGradientBoostingClassifier(
-            learning_rate=0.1, max_iter=300, early_stopping=True, random_state=seed
-        )
-    if model_type == "random_forest":
-        # n_jobs=1 on purpose: joblib's per-call start-up costs ~45 ms per single-row prediction.
-        return RandomForestClassifier(
-            n_estimators=200, min_samples_leaf=5, n_jobs=1, random_state=seed
-        )
-    raise ValueError(f"unknown model type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
-
-
-def time_split(
-    frame: pd.DataFrame, schema: FeatureSchema, holdout_fraction: float
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Oldest rows train, newest rows are the hold-out (by the schema's timestamp column)."""
-    if not 0 < holdout_fraction < 1:
-        raise ValueError(f"hold-out fraction must be between 0 and 1, got {holdout_fraction}")
-    if schema.timestamp and schema.timestamp in frame.columns:
-        frame = frame.sort_values(schema.timestamp, kind="stable")
-    cut = round(len(frame) * (1 - holdout_fraction))
-    train, holdout = frame.iloc[:cut], frame.iloc[cut:]
-    for name, part in (("training", train), ("hold-out", holdout)):
-        if part[schema.target].nunique() < 2:
-            raise DataError(
-                f"the {name} split has only one class of {schema.target!r}; "
-                f"use more data or another --holdout share"
-            )
-    return train.reset_index(drop=True), holdout.reset_index(drop=True)
-
-
-def default_data(schema: FeatureSchema, settings: Settings, rows: int, seed: int) -> Path:
-    if schema.name != SYNTHETIC_SCHEMA:
-        raise DataError(f"--data is required for schema {schema.name!r} (no generator for it)")
-    path = settings.path(settings.DATA_DIR) / f"transactions-{rows}-{seed}.parquet"
-    if not path.exists():
-        write_frame(generate_transactions(rows, seed), path)
-    return path
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 def train(
@@ -116,63 +86,125 @@ def train(
     seed: int = 42,
     threshold: float = DEFAULT_THRESHOLD,
     auto_promote: bool | None = None,
+    recent_window: tuple[datetime, datetime] | None = None,
+    reason: str | None = None,
     settings: Settings | None = None,
 ) -> TrainingResult:
-    """Train, log, register and gate one model version; see the module docstring."""
+    """Train, log, register and gate one model version; see the module docstring.
+
+    With `recent_window`, a retrain: the labelled predictions logged in that window plus a
+    sample of the original data, gated on the newest recent rows (`training.pipeline`).
+    """
     started = time.perf_counter()
     if not 0 < threshold < 1:
         raise ValueError(f"the decision threshold must be between 0 and 1, got {threshold}")
     settings = settings or get_settings()
     schema = load_schema(settings.path(str(schema_path or settings.FEATURE_SCHEMA)))
     model_type = model_type or settings.MODEL_TYPE
-    data_path = Path(data_path) if data_path else default_data(schema, settings, rows, seed)
-
-    frame = load_frame(data_path, schema)
-    validation = validate_frame(frame, schema)
-    validation.raise_for_failures()
-    train_frame, holdout = time_split(frame, schema, holdout_fraction)
-
-    features = FeaturePipeline(schema).fit(train_frame)
-    classifier = make_classifier(model_type, seed)
-    classifier.fit(features.transform(train_frame), train_frame[schema.target].astype(int))
-    model = Pipeline([("features", features.column_transformer), ("classifier", classifier)])
-
-    holdout_x = holdout[schema.feature_names]
-    scores = model.predict_proba(holdout_x)[:, 1]
-    evaluation = evaluate_scores(holdout[schema.target], scores, threshold)
-    # Performance estimation reads scores as probabilities: the map that makes them so is
-    # fitted here, on the hold-out the model never saw, and travels with the version.
-    calibrator = fit_calibrator(scores, holdout[schema.target].astype(int))
-    profile = build_reference_profile(
-        holdout_x,
-        schema,
-        predictions=(scores >= threshold).astype(int),
-        scores=scores,
-        sample_size=settings.REFERENCE_SAMPLE_SIZE,
-        seed=seed,
-        threshold=threshold,
-        calibration=calibrator.to_dict(),
+    make_classifier(model_type, seed)  # an unknown model type stops here, before any work
+    with temporary_folder() as tmp:
+        folder = RunFolder(Path(tmp))
+        data = ingest(
+            folder,
+            schema,
+            settings,
+            data_path=data_path,
+            recent_window=recent_window,
+            holdout_fraction=holdout_fraction,
+            rows=rows,
+            seed=seed,
+        )
+        validation = validate(folder, schema)
+        model = fit(folder, schema, model_type, seed)
+        evaluated = evaluate(folder, schema, settings, threshold=threshold, seed=seed, model=model)
+        run_id, version = register(
+            folder,
+            schema,
+            settings,
+            model=model,
+            evaluated=evaluated,
+            validation=validation,
+            params={
+                "model_type": model_type,
+                "seed": seed,
+                "holdout_fraction": holdout_fraction,
+                "decision_threshold": threshold,
+                "reason": reason or "manual",
+            },
+        )
+        registry = Registry.from_settings(settings)
+        gates = run_gates(
+            registry,
+            version,
+            read_holdout(folder),
+            schema,
+            validation_passed=validation.passed,
+            settings=settings,
+        )
+    promote = settings.AUTO_PROMOTE if auto_promote is None else auto_promote
+    action = decide(registry, gates, auto_promote=promote)
+    return TrainingResult(
+        version=version,
+        run_id=run_id,
+        model_uri=f"models:/{settings.MODEL_NAME}/{version}",
+        metrics=evaluated.evaluation.metrics,
+        gates=gates,
+        action=action,
+        seconds=time.perf_counter() - started,
+        data=data,
     )
+
+
+def register(
+    folder: RunFolder,
+    schema: FeatureSchema,
+    settings: Settings,
+    *,
+    model: Pipeline | None = None,
+    evaluated: EvaluationResult | None = None,
+    validation: ValidationReport | dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+) -> tuple[str, str]:
+    """Step 5: log the run to MLflow (params, metrics, plots, hold-out, reference profile) and
+    register the model as a new version with its tags; returns (run id, version)."""
+    model = model if model is not None else load_fitted(folder)
+    if evaluated is None:
+        evaluated = EvaluationResult(
+            evaluation_from_dict(folder.read_json("evaluation")),
+            ReferenceProfile.load(folder.path / REFERENCE_PROFILE_ARTIFACT),
+        )
+    if validation is None:
+        validation = folder.read_json("validation")
+    validation_dict = validation if isinstance(validation, dict) else validation.to_dict()
+    validation_passed = bool(validation_dict["passed"])
+    evaluation, profile = evaluated.evaluation, evaluated.profile
+    data = folder.read_json("ingest")
+    params = params or {}
+    model_type = params.get("model_type") or folder.read_json("fit")["model_type"]
+    holdout = read_holdout(folder)
+    holdout_x = holdout[schema.feature_names]
+    classifier = model.named_steps["classifier"]
 
     configure_mlflow(settings)
     with mlflow.start_run(run_name=f"{model_type}-{schema.name}") as run:
         mlflow.log_params(
             {
+                **params,
                 "model_type": model_type,
                 "schema": schema.name,
-                "data": str(data_path),
-                "rows": len(frame),
-                "train_rows": len(train_frame),
-                "holdout_rows": len(holdout),
-                "holdout_fraction": holdout_fraction,
-                "seed": seed,
-                "decision_threshold": threshold,
+                "data": data["base_data"],
+                "rows": data["train_rows"] + data["holdout_rows"],
+                "train_rows": data["train_rows"],
+                "holdout_rows": data["holdout_rows"],
+                "recent_rows": data.get("recent_rows", 0),
+                "decision_threshold": evaluation.threshold,
                 **{f"clf.{k}": v for k, v in classifier.get_params().items() if _loggable(v)},
             }
         )
         mlflow.log_metrics({f"holdout_{k}": v for k, v in evaluation.metrics.items()})
-        mlflow.log_dict(validation.to_dict(), "validation_report.json")
+        mlflow.log_dict(validation_dict, "validation_report.json")
         mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
+        mlflow.log_dict(data, "training_data.json")
         mlflow.log_dict(profile.to_dict(), REFERENCE_PROFILE_ARTIFACT)
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
@@ -184,36 +216,19 @@ def train(
             mlflow.log_artifact(schema.source)
         version = log_servable_model(model, holdout_x, settings)
 
-    registry = Registry.from_settings(settings)
-    client = registry.client
-    for key, value in evaluation.metrics.items():
-        client.set_model_version_tag(settings.MODEL_NAME, version, f"holdout.{key}", f"{value:.6f}")
-    client.set_model_version_tag(settings.MODEL_NAME, version, "schema", schema.name)
-    client.set_model_version_tag(settings.MODEL_NAME, version, THRESHOLD_TAG, repr(threshold))
-    client.set_model_version_tag(
-        settings.MODEL_NAME,
-        version,
-        "reference_profile",
-        f"runs:/{run.info.run_id}/{REFERENCE_PROFILE_ARTIFACT}",
-    )
-    client.set_model_version_tag(
-        settings.MODEL_NAME, version, "validation.passed", str(validation.passed).lower()
-    )
-
-    gates = run_gates(
-        registry, version, holdout, schema, validation_passed=validation.passed, settings=settings
-    )
-    promote = settings.AUTO_PROMOTE if auto_promote is None else auto_promote
-    action = decide(registry, gates, auto_promote=promote)
-    return TrainingResult(
-        version=version,
-        run_id=run.info.run_id,
-        model_uri=f"models:/{settings.MODEL_NAME}/{version}",
-        metrics=evaluation.metrics,
-        gates=gates,
-        action=action,
-        seconds=time.perf_counter() - started,
-    )
+    client = Registry.from_settings(settings).client
+    tags = {f"holdout.{key}": f"{value:.6f}" for key, value in evaluation.metrics.items()}
+    tags |= {
+        "schema": schema.name,
+        THRESHOLD_TAG: repr(evaluation.threshold),
+        "reference_profile": f"runs:/{run.info.run_id}/{REFERENCE_PROFILE_ARTIFACT}",
+        "validation.passed": str(validation_passed).lower(),
+        "training.reason": str(params.get("reason", "manual"))[:5000],
+        "training.recent_rows": str(data.get("recent_rows", 0)),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(settings.MODEL_NAME, version, key, value)
+    return run.info.run_id, version
 
 
 def log_servable_model(model: Pipeline, sample: pd.DataFrame, settings: Settings) -> str:

@@ -1,0 +1,373 @@
+"""The retrain policy: from one window's saved reports and the training history, retrain or not.
+
+This is the code that closes the loop. The drift-check DAG (and the demo) call `decide_and_record`
+after `monitoring.run_checks` has saved the window's drift, quality and performance reports;
+it reads them back from the database, so it decides on exactly what the exporter shows.
+
+What triggers a retrain (each one is named in the decision, with its numbers):
+
+- `critical_drift`: a feature drifted with severity critical;
+- `dataset_drift`: at least DRIFT_SHARE_THRESHOLD of the features drifted;
+- `quality_hard_failure`: a quality check failed hard, other than volume/freshness (an empty or
+  stale window says the feed stopped, which no retrain fixes); training validates its data
+  again, so a broken feed is stopped there instead of being learnt;
+- `accuracy_below_floor`: realized accuracy under RETRAIN_ACCURACY_FLOOR, trusted only once at
+  least RETRAIN_MIN_LABEL_COVERAGE of the window's predictions have their label;
+- `estimated_accuracy_below_floor`: estimated accuracy (CBPE) under
+  RETRAIN_ESTIMATED_ACCURACY_FLOOR, which sees trouble before labels arrive.
+
+What holds a triggered retrain back (the first that applies is `blocked_by`):
+
+- `training_running`: a training run is still running (one older than RETRAIN_TIMEOUT_HOURS
+  counts as dead and blocks nothing);
+- `cooldown`: a run was requested less than RETRAIN_COOLDOWN_HOURS ago (failed runs excepted);
+- `daily_cap`: RETRAIN_MAX_PER_DAY runs were started by the policy in the last 24 hours;
+- `not_enough_labels`: fewer than RETRAIN_MIN_LABELLED_ROWS labelled predictions arrived since
+  the last run's data ended (at most RETRAIN_DATA_DAYS back): nothing new to learn from.
+
+Time is the window's end, the run's logical time, never `now()`: a re-run or a simulation (the
+demo replays weeks in minutes) keeps its own clock. Every decision, taken or not, is one row of
+`retrain_decisions` per window; deciding a window again returns the row already there, so a
+re-run Airflow task neither duplicates it nor starts a second training. A decision to retrain
+also writes its `training_runs` row (status `running`) in the same transaction, which is what
+the next decision's guards see.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from data.db import (
+    as_utc,
+    drift_reports,
+    get_engine,
+    init_db,
+    labels,
+    performance_reports,
+    prediction_logs,
+    quality_reports,
+    retrain_decisions,
+    training_runs,
+)
+from data.settings import Settings, get_settings
+from training.runs import FAILED, RUNNING, json_ready, start_training_run, with_utc_times
+
+log = logging.getLogger(__name__)
+
+TRIGGERS = (
+    "critical_drift",
+    "dataset_drift",
+    "quality_hard_failure",
+    "accuracy_below_floor",
+    "estimated_accuracy_below_floor",
+)
+GUARDS = ("training_running", "cooldown", "daily_cap", "not_enough_labels")
+# Quality failures that mean "no data", not "bad data": a retrain has nothing to learn from.
+_NO_DATA_CHECKS = frozenset({"volume_freshness"})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One window's decision, as stored in `retrain_decisions`."""
+
+    window: tuple[datetime, datetime]
+    model_name: str
+    model_version: str | None
+    retrain: bool
+    reason: str
+    triggers: list[str]
+    blocked_by: str | None
+    numbers: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    training_run_id: int | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Decision:
+        return cls(
+            window=(as_utc(row["window_start"]), as_utc(row["window_end"])),
+            model_name=row["model_name"],
+            model_version=row["model_version"],
+            retrain=bool(row["retrain"]),
+            reason=row["reason"],
+            triggers=list(row["triggers"]),
+            blocked_by=row["blocked_by"],
+            numbers=dict(row["numbers"]),
+            id=row["id"],
+            training_run_id=row["training_run_id"],
+        )
+
+
+def find_triggers(
+    drift: dict[str, Any] | None,
+    quality: dict[str, Any] | None,
+    performance: dict[str, Any] | None,
+    settings: Settings,
+) -> tuple[list[str], list[str], dict[str, Any]]:
+    """What in one window's reports (their stored JSON) calls for a retrain.
+
+    Returns (trigger names, one phrase per trigger, the numbers behind them); pure, no I/O.
+    """
+    found: list[str] = []
+    phrases: list[str] = []
+    numbers: dict[str, Any] = {}
+    if drift is not None:
+        features = drift.get("features", {})
+        critical = sorted(n for n, f in features.items() if f.get("severity") == "critical")
+        drifted = sorted(n for n, f in features.items() if f.get("drifted"))
+        numbers |= {
+            "drifted_share": drift.get("drifted_share"),
+            "dataset_drift": bool(drift.get("dataset_drift")),
+            "drifted_features": drifted,
+            "critical_features": critical,
+            "prediction_drift": bool((drift.get("prediction") or {}).get("drifted")),
+        }
+        if critical:
+            found.append("critical_drift")
+            phrases.append(f"critical drift in {', '.join(critical)}")
+        if drift.get("dataset_drift"):
+            found.append("dataset_drift")
+            phrases.append(
+                f"dataset drift ({len(drifted)} of {len(features)} features, share "
+                f"{drift.get('drifted_share', 0):.2f} >= {settings.DRIFT_SHARE_THRESHOLD})"
+            )
+    if quality is not None:
+        failures = list(quality.get("failures", []))
+        numbers["quality_failures"] = failures
+        broken = [name for name in failures if name not in _NO_DATA_CHECKS]
+        if broken:
+            found.append("quality_hard_failure")
+            phrases.append(f"quality hard failure ({', '.join(broken)})")
+    if performance is not None:
+        realized = (performance.get("realized") or {}).get("overall") or {}
+        estimated = (performance.get("estimated") or {}).get("overall") or {}
+        accuracy, coverage = realized.get("accuracy"), realized.get("label_coverage")
+        numbers |= {
+            "realized_accuracy": accuracy,
+            "label_coverage": coverage,
+            "labelled": realized.get("labelled"),
+            "estimated_accuracy": estimated.get("accuracy"),
+        }
+        trusted = coverage is not None and coverage >= settings.RETRAIN_MIN_LABEL_COVERAGE
+        if accuracy is not None and trusted and accuracy < settings.RETRAIN_ACCURACY_FLOOR:
+            found.append("accuracy_below_floor")
+            phrases.append(
+                f"realized accuracy {accuracy:.3f} < {settings.RETRAIN_ACCURACY_FLOOR} "
+                f"(label coverage {coverage:.2f})"
+            )
+        guess = estimated.get("accuracy")
+        if guess is not None and guess < settings.RETRAIN_ESTIMATED_ACCURACY_FLOOR:
+            found.append("estimated_accuracy_below_floor")
+            phrases.append(
+                f"estimated accuracy {guess:.3f} < {settings.RETRAIN_ESTIMATED_ACCURACY_FLOOR}"
+            )
+    return found, phrases, numbers
+
+
+def decide_and_record(
+    window: tuple[datetime, datetime],
+    *,
+    model_version: str | None = None,
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+) -> Decision:
+    """Decide for the window [start, end) whose reports `run_checks` saved; record it once.
+
+    A window decided before returns its stored decision unchanged.
+    """
+    settings = settings or get_settings()
+    engine = engine or get_engine(settings.database_url)
+    init_db(engine)
+    start, end = (as_utc(moment) for moment in window)
+    model_name = settings.MODEL_NAME
+    try:
+        with engine.begin() as conn:
+            existing = _stored_decision(conn, model_name, start, end)
+            if existing is not None:
+                return existing
+            decision = _decide(conn, (start, end), model_name, model_version, settings)
+            return _record(conn, decision, settings)
+    except IntegrityError:
+        # The same window decided at the same moment by another run: theirs stands.
+        with engine.connect() as conn:
+            existing = _stored_decision(conn, model_name, start, end)
+        if existing is None:
+            raise
+        return existing
+
+
+def _decide(
+    conn: Connection,
+    window: tuple[datetime, datetime],
+    model_name: str,
+    model_version: str | None,
+    settings: Settings,
+) -> Decision:
+    start, end = window
+    reports = {
+        name: _window_report(conn, table, model_name, start, end)
+        for name, table in (
+            ("drift", drift_reports),
+            ("quality", quality_reports),
+            ("performance", performance_reports),
+        )
+    }
+    found, phrases, numbers = find_triggers(
+        reports["drift"], reports["quality"], reports["performance"], settings
+    )
+    numbers["reports"] = sorted(name for name, report in reports.items() if report is not None)
+
+    def decision(retrain: bool, reason: str, blocked_by: str | None = None) -> Decision:
+        return Decision(
+            (start, end), model_name, model_version, retrain, reason, found, blocked_by, numbers
+        )
+
+    if not found:
+        return decision(False, "no retrain: no drift, quality or accuracy trigger in the window")
+    why = "; ".join(phrases)
+    runs = _runs_before(conn, model_name, end, since=end - timedelta(days=max(
+        settings.RETRAIN_DATA_DAYS, 1.0)))  # fmt: skip
+    timeout = timedelta(hours=settings.RETRAIN_TIMEOUT_HOURS)
+    running = [r for r in runs if r["status"] == RUNNING and end - r["requested_at"] < timeout]
+    if running:
+        numbers["running_run_id"] = running[0]["id"]
+        return decision(
+            False,
+            f"skipped: training run {running[0]['id']} is still running ({why})",
+            "training_running",
+        )
+    counted = [r for r in runs if r["status"] != FAILED]
+    if counted:
+        last = counted[0]["requested_at"]
+        hours = (end - last).total_seconds() / 3600
+        numbers |= {"hours_since_last_training": round(hours, 2), "last_training_at": last}
+        if hours < settings.RETRAIN_COOLDOWN_HOURS:
+            return decision(
+                False,
+                f"skipped: cooldown, last training {hours:.1f} h ago < "
+                f"RETRAIN_COOLDOWN_HOURS={settings.RETRAIN_COOLDOWN_HOURS} ({why})",
+                "cooldown",
+            )
+    today = [r for r in runs if r["trigger"] == "policy" and end - r["requested_at"] < timedelta(
+        days=1)]  # fmt: skip
+    numbers["policy_retrains_24h"] = len(today)
+    if len(today) >= settings.RETRAIN_MAX_PER_DAY:
+        return decision(
+            False,
+            f"skipped: daily cap, {len(today)} automatic retrains in 24 h >= "
+            f"RETRAIN_MAX_PER_DAY={settings.RETRAIN_MAX_PER_DAY} ({why})",
+            "daily_cap",
+        )
+    data_start = end - timedelta(days=settings.RETRAIN_DATA_DAYS)
+    previous_end = max((r["data_end"] for r in counted if r["data_end"] is not None), default=None)
+    new_since = max(data_start, previous_end) if previous_end else data_start
+    labelled = count_labelled(conn, new_since, end)
+    numbers |= {"new_labelled_rows": labelled, "new_labelled_since": new_since}
+    if labelled < settings.RETRAIN_MIN_LABELLED_ROWS:
+        return decision(
+            False,
+            f"skipped: {labelled:,} new labelled rows since {new_since:%Y-%m-%d %H:%M} < "
+            f"RETRAIN_MIN_LABELLED_ROWS={settings.RETRAIN_MIN_LABELLED_ROWS:,} ({why})",
+            "not_enough_labels",
+        )
+    return decision(True, f"retrain: {why}")
+
+
+def _record(conn: Connection, decision: Decision, settings: Settings) -> Decision:
+    start, end = decision.window
+    run_id = None
+    if decision.retrain:
+        run_id = start_training_run(
+            conn,
+            model_name=decision.model_name,
+            requested_at=end,
+            trigger="policy",
+            reason=decision.reason,
+            data_window=(end - timedelta(days=settings.RETRAIN_DATA_DAYS), end),
+        )
+    values = {
+        "window_start": start,
+        "window_end": end,
+        "model_name": decision.model_name,
+        "model_version": decision.model_version,
+        "retrain": decision.retrain,
+        "reason": decision.reason,
+        "triggers": decision.triggers,
+        "blocked_by": decision.blocked_by,
+        "numbers": json_ready(decision.numbers),
+        "training_run_id": run_id,
+    }
+    row_id = conn.execute(insert(retrain_decisions).values(**values)).inserted_primary_key[0]
+    log.info("retrain decision for %s..%s: %s", start, end, decision.reason)
+    return Decision.from_row({**values, "id": row_id})
+
+
+def decisions(
+    model_name: str | None = None, limit: int = 50, engine: Engine | None = None
+) -> list[Decision]:
+    """Stored decisions, newest window first."""
+    engine = engine or get_engine()
+    init_db(engine)
+    query = select(retrain_decisions).order_by(
+        retrain_decisions.c.window_end.desc(), retrain_decisions.c.id.desc()
+    )
+    if model_name is not None:
+        query = query.where(retrain_decisions.c.model_name == model_name)
+    with engine.connect() as conn:
+        return [Decision.from_row(dict(r._mapping)) for r in conn.execute(query.limit(limit))]
+
+
+def count_labelled(conn: Connection, start: datetime, end: datetime) -> int:
+    """Predictions made in [start, end) whose label has arrived."""
+    query = (
+        select(func.count())
+        .select_from(
+            prediction_logs.join(labels, labels.c.request_id == prediction_logs.c.request_id)
+        )
+        .where(prediction_logs.c.predicted_at >= start, prediction_logs.c.predicted_at < end)
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def _stored_decision(
+    conn: Connection, model_name: str, start: datetime, end: datetime
+) -> Decision | None:
+    row = conn.execute(
+        select(retrain_decisions).where(
+            retrain_decisions.c.model_name == model_name,
+            retrain_decisions.c.window_start == start,
+            retrain_decisions.c.window_end == end,
+        )
+    ).first()
+    return Decision.from_row(dict(row._mapping)) if row else None
+
+
+def _window_report(
+    conn: Connection, table, model_name: str, start: datetime, end: datetime
+) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(table.c.report)
+        .where(table.c.model_name == model_name, table.c.window_start == start)
+        .where(table.c.window_end == end)
+        .order_by(table.c.id.desc())
+        .limit(1)
+    ).first()
+    return row[0] if row else None
+
+
+def _runs_before(
+    conn: Connection, model_name: str, end: datetime, since: datetime
+) -> list[dict[str, Any]]:
+    """Training runs requested in [since, end), newest first."""
+    query = (
+        select(training_runs)
+        .where(training_runs.c.model_name == model_name)
+        .where(training_runs.c.requested_at >= since, training_runs.c.requested_at < end)
+        .order_by(training_runs.c.requested_at.desc(), training_runs.c.id.desc())
+    )
+    return [with_utc_times(dict(row._mapping)) for row in conn.execute(query)]

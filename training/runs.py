@@ -1,0 +1,120 @@
+"""Training runs as the loop records them: one `training_runs` row per run, opened and closed.
+
+The retrain policy opens a run when it decides to retrain (in the same transaction as its
+decision, so the next decision's guards see it); a scheduled or manual training opens its own.
+The training DAG closes it with what came of it: promoted, challenger, rejected or failed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from data.db import as_utc, get_engine, init_db, training_runs
+
+RUNNING = "running"
+FAILED = "failed"
+OUTCOMES = ("promoted", "challenger", "rejected", FAILED)
+
+
+def start_training_run(
+    conn: Connection,
+    *,
+    model_name: str,
+    requested_at: datetime,
+    trigger: str,
+    reason: str,
+    data_window: tuple[datetime, datetime] | None = None,
+    external_id: str | None = None,
+) -> int:
+    """Write a `training_runs` row in status running; returns its id."""
+    data_start, data_end = data_window or (None, None)
+    return conn.execute(
+        insert(training_runs).values(
+            requested_at=as_utc(requested_at),
+            model_name=model_name,
+            trigger=trigger,
+            reason=reason,
+            status=RUNNING,
+            data_start=data_start,
+            data_end=data_end,
+            external_id=external_id,
+        )
+    ).inserted_primary_key[0]
+
+
+def finish_training_run(
+    run_id: int,
+    status: str,
+    *,
+    finished_at: datetime,
+    version: str | None = None,
+    details: dict[str, Any] | None = None,
+    engine: Engine | None = None,
+) -> None:
+    """Close a training run: promoted | challenger | rejected | failed."""
+    engine = engine or get_engine()
+    with engine.begin() as conn:
+        conn.execute(
+            update(training_runs)
+            .where(training_runs.c.id == run_id)
+            .values(
+                status=status,
+                finished_at=as_utc(finished_at),
+                version=version,
+                details=json_ready(details) if details is not None else None,
+            )
+        )
+
+
+def training_run(run_id: int, engine: Engine | None = None) -> dict[str, Any] | None:
+    engine = engine or get_engine()
+    with engine.connect() as conn:
+        row = conn.execute(select(training_runs).where(training_runs.c.id == run_id)).first()
+    return with_utc_times(dict(row._mapping)) if row else None
+
+
+def open_training_run(
+    *,
+    model_name: str,
+    requested_at: datetime,
+    trigger: str,
+    reason: str,
+    data_window: tuple[datetime, datetime] | None = None,
+    external_id: str | None = None,
+    engine: Engine | None = None,
+) -> int:
+    """`start_training_run` in its own transaction (a scheduled or manual training)."""
+    engine = engine or get_engine()
+    init_db(engine)
+    with engine.begin() as conn:
+        return start_training_run(
+            conn,
+            model_name=model_name,
+            requested_at=requested_at,
+            trigger=trigger,
+            reason=reason,
+            data_window=data_window,
+            external_id=external_id,
+        )
+
+
+def json_ready(value: Any) -> Any:
+    """Datetimes as ISO text, tuples as lists: what a JSON column takes."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat()
+    return value
+
+
+def with_utc_times(row: dict[str, Any]) -> dict[str, Any]:
+    """A `training_runs` row with its times as aware UTC datetimes (SQLite gives them naive)."""
+    for key in ("created_at", "requested_at", "finished_at", "data_start", "data_end"):
+        if row.get(key) is not None:
+            row[key] = as_utc(row[key])
+    return row
