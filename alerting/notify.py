@@ -35,7 +35,7 @@ import json
 import logging
 import smtplib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -357,29 +357,65 @@ class Notifier:
         deadline = time.monotonic() + self.config.max_seconds
         routes = ROUTES[event.severity]
         if not routes:
-            deliveries = [Delivery(LOG_ONLY, "not_routed")]
+            deliveries = {LOG_ONLY: Delivery(LOG_ONLY, "not_routed")}
         else:
-            since = now - timedelta(minutes=self.config.dedup_minutes)
-            with ThreadPoolExecutor(max_workers=len(routes)) as pool:
-                futures = [pool.submit(self._deliver, d, event, since, deadline) for d in routes]
-                deliveries = [future.result() for future in futures]
+            deliveries, senders = self._plan(event, routes, now)
+            # In parallel, so a dead endpoint cannot spend the deadline of a live one.
+            with ThreadPoolExecutor(max_workers=max(len(senders), 1)) as pool:
+                futures = {
+                    destination: pool.submit(self._send, destination, send, event, deadline)
+                    for destination, send in senders.items()
+                }
+                deliveries |= {destination: f.result() for destination, f in futures.items()}
+            deliveries = {destination: deliveries[destination] for destination in routes}
         try:
-            self.log.record(event, deliveries, now)
+            self.log.record(event, list(deliveries.values()), now)
         except Exception as exc:  # the record must not cost the delivery or the task
             logger.warning(
                 "notify %s: could not record deliveries: %s", event.name, self._mask(exc)
             )
-        self._log_line(event, deliveries)
-        return deliveries
+        self._log_line(event, deliveries.values())
+        return list(deliveries.values())
 
-    def _deliver(
-        self, destination: Destination, event: Event, since: datetime, deadline: float
+    def _plan(
+        self, event: Event, routes: Sequence[Destination], now: datetime
+    ) -> tuple[dict[str, Delivery], dict[str, Callable[[Event, float], None]]]:
+        """Deliveries settled without sending (skipped, deduplicated), and the senders to run.
+
+        The log is asked here, one destination after the other, rather than from the sending
+        threads: one connection, and no threads racing to create the log's table.
+        """
+        settled: dict[str, Delivery] = {}
+        senders: dict[str, Callable[[Event, float], None]] = {}
+        since = now - timedelta(minutes=self.config.dedup_minutes)
+        check = self.config.dedup_minutes > 0
+        for destination in routes:
+            send = self._sender(destination)
+            if send is None:
+                settled[destination] = Delivery(
+                    destination, "skipped", error=f"{destination} is not configured"
+                )
+                continue
+            if check:
+                try:
+                    if self.log.sent_since(event.dedup_key, destination, since):
+                        settled[destination] = Delivery(destination, "deduplicated")
+                        continue
+                except Exception as exc:  # a duplicate message beats a missed page
+                    logger.warning(
+                        "notify %s: dedup check failed, sending: %s", event.name, self._mask(exc)
+                    )
+                    check = False
+            senders[destination] = send
+        return settled, senders
+
+    def _send(
+        self,
+        destination: str,
+        send: Callable[[Event, float], None],
+        event: Event,
+        deadline: float,
     ) -> Delivery:
-        send = self._sender(destination)
-        if send is None:
-            return Delivery(destination, "skipped", error=f"{destination} is not configured")
-        if self.config.dedup_minutes > 0 and self._sent_since(event, destination, since):
-            return Delivery(destination, "deduplicated")
         attempts, error = 0, ""
         while True:
             attempts += 1
@@ -402,15 +438,6 @@ class Notifier:
                     destination, "failed", attempts, f"{error} (gave up: deadline reached)"
                 )
             time.sleep(wait)
-
-    def _sent_since(self, event: Event, destination: str, since: datetime) -> bool:
-        try:
-            return self.log.sent_since(event.dedup_key, destination, since)
-        except Exception as exc:  # a duplicate message beats a missed page
-            logger.warning(
-                "notify %s: dedup check failed, sending: %s", event.name, self._mask(exc)
-            )
-            return False
 
     def _sender(self, destination: Destination) -> Callable[[Event, float], None] | None:
         config = self.config
@@ -555,7 +582,7 @@ class Notifier:
             text = text.replace(secret, "***")
         return text
 
-    def _log_line(self, event: Event, deliveries: Sequence[Delivery]) -> None:
+    def _log_line(self, event: Event, deliveries: Iterable[Delivery]) -> None:
         parts = []
         for d in deliveries:
             part = f"{d.destination} {d.outcome}"
