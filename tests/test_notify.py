@@ -570,3 +570,20 @@ def test_on_task_failure_pages_for_the_failed_task(sink, monkeypatch, isolated_s
     )
     assert page.body["payload"]["custom_details"]["try_number"] == 3
     assert page.body["dedup_key"] == "task_failed:drift_check:quality:scheduled__2"
+
+
+def test_alerting_imports_nothing_of_ours():
+    code = (
+        "import sys, alerting.notify\n"
+        "ours = {'api', 'data', 'training', 'monitoring'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ours))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"
