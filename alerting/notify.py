@@ -64,6 +64,7 @@ LOG_ONLY = "log"
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 PAGERDUTY_SUMMARY_LIMIT = 1024  # the Events API v2 rejects longer summaries
 SLACK_FIELDS_PER_SECTION = 10  # Slack's limit on fields in one section block
+ERROR_LIMIT = 500  # characters of a failed task's error carried in its event
 
 RETRAIN_STARTED = "retrain_started"
 CANDIDATE_PROMOTED = "candidate_promoted"
@@ -178,8 +179,13 @@ def task_failed(
         name=TASK_FAILED,
         severity="critical",
         summary="Airflow task failed",
-        description=f"{dag_id}.{task_id} failed" + (f": {error}" if error else ""),
-        details=flatten({"try_number": try_number, "log_url": log_url}),
+        # A traceback-sized message would bury the task's name in Slack and PagerDuty.
+        description=f"{dag_id}.{task_id} failed" + (f": {error[:ERROR_LIMIT]}" if error else ""),
+        details={
+            name: value
+            for name, value in {"try_number": try_number, "log_url": log_url}.items()
+            if value is not None
+        },
         labels=_labels(dag_id=dag_id, task_id=task_id, run_id=run_id),
         dedup_key=_key(TASK_FAILED, dag_id, task_id, run_id),
     )
