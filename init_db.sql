@@ -7,11 +7,16 @@ CREATE TABLE IF NOT EXISTS alert_log (
 	status VARCHAR(20) NOT NULL,
 	destination VARCHAR(50) NOT NULL,
 	delivered BOOLEAN NOT NULL,
+	outcome VARCHAR(20) NOT NULL,
+	attempts SMALLINT DEFAULT '0' NOT NULL,
+	dedup_key VARCHAR(300) NOT NULL,
 	labels JSONB,
 	annotations JSONB,
 	error TEXT,
 	PRIMARY KEY (id)
 );
+
+CREATE INDEX IF NOT EXISTS ix_alert_log_dedup ON alert_log (dedup_key, destination, created_at);
 
 CREATE TABLE IF NOT EXISTS drift_reports (
 	id BIGSERIAL NOT NULL,

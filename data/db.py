@@ -156,7 +156,9 @@ Index(
     unique=True,
 )
 
-# Every alert notification that went out (or failed to), for the post-incident timeline.
+# Every alert notification that went out (or failed to), for the post-incident timeline, one row
+# per destination (`monitoring.notifications`). It is also the notifier's dedup memory across
+# processes: "was this dedup_key delivered to this destination lately?" is the index below.
 alert_log = Table(
     "alert_log",
     metadata,
@@ -165,11 +167,22 @@ alert_log = Table(
     Column("alertname", String(200), nullable=False),
     Column("severity", String(20), nullable=False),
     Column("status", String(20), nullable=False),  # firing | resolved
-    Column("destination", String(50), nullable=False),  # slack | pagerduty | email | webhook
+    # slack | pagerduty | email | webhook, or log for an info event routed nowhere
+    Column("destination", String(50), nullable=False),
     Column("delivered", Boolean, nullable=False),
+    # sent | failed | skipped (not configured) | deduplicated | not_routed
+    Column("outcome", String(20), nullable=False),
+    Column("attempts", SmallInteger, nullable=False, server_default="0"),
+    Column("dedup_key", String(300), nullable=False),
     Column("labels", _JSON),
     Column("annotations", _JSON),
     Column("error", Text),
+)
+Index(
+    "ix_alert_log_dedup",
+    alert_log.c.dedup_key,
+    alert_log.c.destination,
+    alert_log.c.created_at,
 )
 
 # Every promotion, rejection and rollback of a model version: who, why, when, with the numbers.

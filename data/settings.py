@@ -125,6 +125,22 @@ class Settings(BaseSettings):
     PAGERDUTY_ROUTING_KEY: SecretStr | None = None
     API_ADMIN_TOKEN: SecretStr | None = None
 
+    # Notifications (alerting.notify through monitoring.notifications)
+    PAGERDUTY_EVENTS_URL: str = "https://events.pagerduty.com/v2/enqueue"
+    # A webhook URL usually carries its token, so it is a secret like Slack's.
+    ALERT_WEBHOOK_URL: SecretStr | None = None
+    SMTP_HOST: str | None = None
+    SMTP_PORT: int = Field(default=587, gt=0, lt=65536)
+    SMTP_USER: str | None = None
+    SMTP_PASSWORD: SecretStr | None = None
+    SMTP_STARTTLS: bool = True
+    ALERT_EMAIL_FROM: str | None = None
+    ALERT_EMAIL_TO: str | None = None  # comma-separated addresses
+    NOTIFY_DEDUP_MINUTES: float = Field(default=30.0, ge=0)
+    NOTIFY_RETRIES: int = Field(default=3, ge=0, le=10)
+    NOTIFY_TIMEOUT_SECONDS: float = Field(default=5.0, gt=0)
+    NOTIFY_MAX_SECONDS: float = Field(default=30.0, gt=0)
+
     @property
     def is_development(self) -> bool:
         return self.ENVIRONMENT == "development"
@@ -152,6 +168,19 @@ class Settings(BaseSettings):
                 f"WASSERSTEIN_WARNING ({self.WASSERSTEIN_WARNING}) must be below "
                 f"WASSERSTEIN_CRITICAL ({self.WASSERSTEIN_CRITICAL})"
             )
+        # Half an email setup would skip every email without a word; said at start instead.
+        email = {
+            "SMTP_HOST": self.SMTP_HOST,
+            "ALERT_EMAIL_FROM": self.ALERT_EMAIL_FROM,
+            "ALERT_EMAIL_TO": self.ALERT_EMAIL_TO,
+        }
+        if any(email.values()) and not all(email.values()):
+            missing = ", ".join(name for name, value in email.items() if not value)
+            raise ValueError(
+                f"email alerts need SMTP_HOST, ALERT_EMAIL_FROM and ALERT_EMAIL_TO: {missing} unset"
+            )
+        if self.SMTP_PASSWORD is not None and not self.SMTP_USER:
+            raise ValueError("SMTP_PASSWORD is set without SMTP_USER")
         if self.is_development:
             return self
         if self.API_ADMIN_TOKEN is None:
@@ -160,6 +189,8 @@ class Settings(BaseSettings):
             "API_ADMIN_TOKEN": self.API_ADMIN_TOKEN,
             "SLACK_WEBHOOK_URL": self.SLACK_WEBHOOK_URL,
             "PAGERDUTY_ROUTING_KEY": self.PAGERDUTY_ROUTING_KEY,
+            "ALERT_WEBHOOK_URL": self.ALERT_WEBHOOK_URL,
+            "SMTP_PASSWORD": self.SMTP_PASSWORD,
         }
         for name, value in secrets.items():
             if value is not None and _is_placeholder(value.get_secret_value()):

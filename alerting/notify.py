@@ -1,0 +1,624 @@
+"""Sending one event to the people on call: Slack, PagerDuty Events API v2, email and a webhook.
+
+`Notifier(config, log).notify(event)` routes the event by severity, sends it to each configured
+destination with retries, and returns one `Delivery` per destination; it never raises for a
+destination that fails, so the Airflow task that calls it keeps its own outcome.
+
+Routing (`ROUTES`): `critical` pages: Slack, PagerDuty, email and the webhook. `warning` goes to
+Slack and the webhook, not to PagerDuty (it does not wake anyone) nor to email (an inbox is read
+for incidents, not for every retrain). `info` is sent nowhere and only recorded. A destination
+the event is routed to but that has no configuration is a `skipped` delivery, never a silent
+success.
+
+Retries: a connection error, a timeout, HTTP 429 or 5xx (SMTP: a 4xx reply or a dropped
+connection) is tried again after `backoff_seconds * 2**n`, or after the server's `Retry-After`
+when it gives one, capped at `max_backoff_seconds`; any other 4xx is final at once. Destinations
+are sent in parallel and every attempt shares one deadline (`max_seconds` from the call), so one
+dead endpoint neither starves the others nor holds a task past the deadline (plus, at most, one
+request timeout, which bounds each socket wait rather than the whole request).
+
+Dedup: an event whose `dedup_key` was delivered to a destination within `dedup_minutes` is not
+sent there again. The memory is the `DeliveryLog` given to the notifier; DAG tasks run in separate
+processes, so the stack gives a database-backed one (`monitoring.notifications`), and a log that
+fails is logged and treated as "not sent before": a duplicate page beats a missed one. Two
+processes sending the same key in the same instant may both send.
+
+Secrets (the Slack URL, the routing key, the SMTP password, the webhook URL) come in through the
+config, are kept out of its repr, and are masked in every error text and log line. This module
+depends on nothing of the project's, only on the standard library and `requests`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import smtplib
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+logger = logging.getLogger(__name__)
+
+Severity = Literal["critical", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
+Destination = Literal["slack", "pagerduty", "email", "webhook"]
+Outcome = Literal["sent", "failed", "skipped", "deduplicated", "not_routed"]
+
+ROUTES: Mapping[str, tuple[Destination, ...]] = {
+    "critical": ("slack", "pagerduty", "email", "webhook"),
+    "warning": ("slack", "webhook"),
+    "info": (),
+}
+# `info` is routed nowhere; its one alert_log row names this instead of a destination.
+LOG_ONLY = "log"
+
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+PAGERDUTY_SUMMARY_LIMIT = 1024  # the Events API v2 rejects longer summaries
+SLACK_FIELDS_PER_SECTION = 10  # Slack's limit on fields in one section block
+ERROR_LIMIT = 500  # characters of a failed task's error carried in its event
+
+RETRAIN_STARTED = "retrain_started"
+CANDIDATE_PROMOTED = "candidate_promoted"
+CANDIDATE_REJECTED = "candidate_rejected"
+TASK_FAILED = "task_failed"
+
+Detail = float | int | str | bool | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the on-call people should hear of.
+
+    `summary` is a fixed sentence per kind of event (what dashboards and dedup group on);
+    `description` says which model, version or task and why; `details` are the numbers;
+    `labels` identify the subject (model, version, dag, task). `dedup_key` defaults to a hash
+    of everything else, so the same event repeated is sent once per dedup window.
+    """
+
+    name: str
+    severity: Severity
+    summary: str
+    description: str = ""
+    details: Mapping[str, Detail] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    dedup_key: str = ""
+
+    def __post_init__(self) -> None:
+        # Refused here rather than routed by a default: an unknown severity must not quietly
+        # become a warning (the published stack lost its pages that way).
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+        if not self.name or not self.summary:
+            raise ValueError("an event needs a name and a summary")
+        if not self.dedup_key:
+            identity = json.dumps(
+                [self.name, self.summary, self.description, self.details, self.labels],
+                sort_keys=True,
+                default=str,
+            )
+            digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+            object.__setattr__(self, "dedup_key", f"{self.name}:{digest}")
+
+
+def retrain_started(
+    model_name: str, *, reason: str, run_id: str | None = None, details: Mapping | None = None
+) -> Event:
+    """Retraining began (warning: Slack). One message per model and run."""
+    return Event(
+        name=RETRAIN_STARTED,
+        severity="warning",
+        summary="Retraining started",
+        description=f"Retraining {model_name}: {reason}",
+        details=flatten(details or {}),
+        labels=_labels(model_name=model_name, run_id=run_id),
+        dedup_key=_key(RETRAIN_STARTED, model_name, run_id),
+    )
+
+
+def candidate_promoted(
+    model_name: str,
+    version: str | int,
+    *,
+    previous_champion: str | int | None = None,
+    metrics: Mapping | None = None,
+) -> Event:
+    """A candidate became `@champion` (warning: Slack)."""
+    before = f" (was v{previous_champion})" if previous_champion is not None else ""
+    return Event(
+        name=CANDIDATE_PROMOTED,
+        severity="warning",
+        summary="Candidate model promoted to champion",
+        description=f"{model_name} v{version} is now @champion{before}",
+        details=flatten(metrics or {}),
+        labels=_labels(model_name=model_name, version=version, previous_champion=previous_champion),
+        dedup_key=_key(CANDIDATE_PROMOTED, model_name, version),
+    )
+
+
+def candidate_rejected(
+    model_name: str, version: str | int, *, gates: Mapping[str, Mapping[str, Any]]
+) -> Event:
+    """A candidate failed a promotion gate (warning: Slack), with every gate's numbers.
+
+    `gates` maps a gate's name to its result, as `GateReport.to_dict()["gates"]` gives it:
+    `{"performance_floor": {"passed": False, "reason": "...", "metrics": {...}, ...}}`.
+    """
+    failed = [name for name, result in gates.items() if not result.get("passed", False)]
+    reasons = "; ".join(f"{name}: {gates[name].get('reason', 'failed')}" for name in failed)
+    return Event(
+        name=CANDIDATE_REJECTED,
+        severity="warning",
+        summary="Candidate model rejected by a promotion gate",
+        description=f"{model_name} v{version} stays off @champion. {reasons or 'no gate passed'}",
+        details=flatten(gates),
+        labels=_labels(model_name=model_name, version=version, failed_gates=",".join(failed)),
+        dedup_key=_key(CANDIDATE_REJECTED, model_name, version),
+    )
+
+
+def task_failed(
+    dag_id: str,
+    task_id: str,
+    *,
+    run_id: str | None = None,
+    error: str = "",
+    try_number: int | None = None,
+    log_url: str | None = None,
+) -> Event:
+    """A DAG task failed for good (critical: it pages, since monitoring is blind until fixed)."""
+    return Event(
+        name=TASK_FAILED,
+        severity="critical",
+        summary="Airflow task failed",
+        # A traceback-sized message would bury the task's name in Slack and PagerDuty.
+        description=f"{dag_id}.{task_id} failed" + (f": {error[:ERROR_LIMIT]}" if error else ""),
+        details={
+            name: value
+            for name, value in {"try_number": try_number, "log_url": log_url}.items()
+            if value is not None
+        },
+        labels=_labels(dag_id=dag_id, task_id=task_id, run_id=run_id),
+        dedup_key=_key(TASK_FAILED, dag_id, task_id, run_id),
+    )
+
+
+def flatten(values: Mapping, prefix: str = "") -> dict[str, Detail]:
+    """Nested numbers as one level, `{"gate": {"roc_auc": 0.8}}` → `{"gate.roc_auc": 0.8}`;
+    anything that is not a number, bool, string or None becomes its text."""
+    flat: dict[str, Detail] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif value is None or isinstance(value, bool | int | float | str):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def _labels(**values: object) -> dict[str, str]:
+    return {key: str(value) for key, value in values.items() if value not in (None, "")}
+
+
+def _key(*parts: object) -> str:
+    return ":".join(str(part) for part in parts if part not in (None, ""))
+
+
+# --- Configuration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    webhook_url: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class PagerDutyConfig:
+    routing_key: str = field(repr=False)
+    events_url: str = PAGERDUTY_EVENTS_URL
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    host: str
+    sender: str
+    recipients: tuple[str, ...]
+    port: int = 587
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    # Refuse to send (and so to log in) in clear text unless the server is trusted to be local.
+    starttls: bool = True
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class NotifierConfig:
+    """Where events go and how hard to try; a destination left None is skipped."""
+
+    slack: SlackConfig | None = None
+    pagerduty: PagerDutyConfig | None = None
+    email: EmailConfig | None = None
+    webhook: WebhookConfig | None = None
+    environment: str = "development"
+    source: str = "ml-monitoring"
+    dedup_minutes: float = 30.0
+    retries: int = 3
+    timeout_seconds: float = 5.0
+    max_seconds: float = 30.0
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 10.0
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the config, for masking (with the path of each secret URL,
+        which is the part that carries the token)."""
+        values = [
+            self.slack and self.slack.webhook_url,
+            self.pagerduty and self.pagerduty.routing_key,
+            self.email and self.email.password,
+            self.webhook and self.webhook.url,
+        ]
+        secrets = [value for value in values if value]
+        for url in (self.slack and self.slack.webhook_url, self.webhook and self.webhook.url):
+            if url and len(urlsplit(url).path) > 1:
+                secrets.append(urlsplit(url).path)
+        return sorted(set(secrets), key=len, reverse=True)  # longest first: mask whole URLs
+
+
+# --- Results and their log --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What happened to one event at one destination."""
+
+    destination: str
+    outcome: Outcome
+    attempts: int = 0
+    error: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.outcome == "sent"
+
+
+class DeliveryLog(Protocol):
+    """The notifier's memory: what was delivered (for dedup) and every outcome (for the record)."""
+
+    def sent_since(self, dedup_key: str, destination: str, since: datetime) -> bool:
+        """Whether `dedup_key` was delivered to `destination` at or after `since`."""
+        ...
+
+    def record(self, event: Event, deliveries: Sequence[Delivery], at: datetime) -> None:
+        """Keep one entry per delivery."""
+        ...
+
+
+class MemoryDeliveryLog:
+    """A `DeliveryLog` in this process's memory: dedup within one process only."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[datetime, Event, Delivery]] = []
+
+    def sent_since(self, dedup_key: str, destination: str, since: datetime) -> bool:
+        return any(
+            at >= since and event.dedup_key == dedup_key and d.destination == destination
+            for at, event, d in self.entries
+            if d.delivered
+        )
+
+    def record(self, event: Event, deliveries: Sequence[Delivery], at: datetime) -> None:
+        self.entries.extend((at, event, delivery) for delivery in deliveries)
+
+
+# --- Sending ----------------------------------------------------------------------------------
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt; `wait` is the server's Retry-After in seconds, if any."""
+
+    def __init__(self, message: str, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.wait = wait
+
+
+class _Final(Exception):
+    """A failure another attempt would repeat (a 4xx other than 429, an SMTP 5xx)."""
+
+
+class Notifier:
+    """Routes, dedups, sends and records events; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        config: NotifierConfig,
+        log: DeliveryLog | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.log = log if log is not None else MemoryDeliveryLog()
+        self.clock = clock
+        self._secrets = config.secrets()
+
+    def notify(self, event: Event) -> list[Delivery]:
+        """Send `event` where its severity routes it; one `Delivery` per destination.
+
+        Never raises for a destination or the log failing; logs one line per call.
+        """
+        now = self.clock()
+        deadline = time.monotonic() + self.config.max_seconds
+        routes = ROUTES[event.severity]
+        if not routes:
+            deliveries = {LOG_ONLY: Delivery(LOG_ONLY, "not_routed")}
+        else:
+            deliveries, senders = self._plan(event, routes, now)
+            # In parallel, so a dead endpoint cannot spend the deadline of a live one.
+            with ThreadPoolExecutor(max_workers=max(len(senders), 1)) as pool:
+                futures = {
+                    destination: pool.submit(self._send, destination, send, event, deadline)
+                    for destination, send in senders.items()
+                }
+                deliveries |= {destination: f.result() for destination, f in futures.items()}
+            deliveries = {destination: deliveries[destination] for destination in routes}
+        try:
+            self.log.record(event, list(deliveries.values()), now)
+        except Exception as exc:  # the record must not cost the delivery or the task
+            logger.warning(
+                "notify %s: could not record deliveries: %s", event.name, self._mask(exc)
+            )
+        self._log_line(event, deliveries.values())
+        return list(deliveries.values())
+
+    def _plan(
+        self, event: Event, routes: Sequence[Destination], now: datetime
+    ) -> tuple[dict[str, Delivery], dict[str, Callable[[Event, float], None]]]:
+        """Deliveries settled without sending (skipped, deduplicated), and the senders to run.
+
+        The log is asked here, one destination after the other, rather than from the sending
+        threads: one connection, and no threads racing to create the log's table.
+        """
+        settled: dict[str, Delivery] = {}
+        senders: dict[str, Callable[[Event, float], None]] = {}
+        since = now - timedelta(minutes=self.config.dedup_minutes)
+        check = self.config.dedup_minutes > 0
+        for destination in routes:
+            send = self._sender(destination)
+            if send is None:
+                settled[destination] = Delivery(
+                    destination, "skipped", error=f"{destination} is not configured"
+                )
+                continue
+            if check:
+                try:
+                    if self.log.sent_since(event.dedup_key, destination, since):
+                        settled[destination] = Delivery(destination, "deduplicated")
+                        continue
+                except Exception as exc:  # a duplicate message beats a missed page
+                    logger.warning(
+                        "notify %s: dedup check failed, sending: %s", event.name, self._mask(exc)
+                    )
+                    check = False
+            senders[destination] = send
+        return settled, senders
+
+    def _send(
+        self,
+        destination: str,
+        send: Callable[[Event, float], None],
+        event: Event,
+        deadline: float,
+    ) -> Delivery:
+        attempts, error = 0, ""
+        while True:
+            attempts += 1
+            timeout = min(self.config.timeout_seconds, max(deadline - time.monotonic(), 0.1))
+            try:
+                send(event, timeout)
+                return Delivery(destination, "sent", attempts)
+            except _Final as exc:
+                return Delivery(destination, "failed", attempts, self._mask(exc))
+            except _Retryable as exc:
+                error, server_wait = self._mask(exc), exc.wait
+            if attempts > self.config.retries:
+                return Delivery(destination, "failed", attempts, error)
+            backoff = self.config.backoff_seconds * 2 ** (attempts - 1)
+            wait = min(
+                backoff if server_wait is None else server_wait, self.config.max_backoff_seconds
+            )
+            if time.monotonic() + wait >= deadline:
+                return Delivery(
+                    destination, "failed", attempts, f"{error} (gave up: deadline reached)"
+                )
+            time.sleep(wait)
+
+    def _sender(self, destination: Destination) -> Callable[[Event, float], None] | None:
+        config = self.config
+        if destination == "slack" and config.slack:
+            url = config.slack.webhook_url
+            return lambda event, timeout: self._post(url, self.slack_payload(event), timeout)
+        if destination == "pagerduty" and config.pagerduty:
+            url = config.pagerduty.events_url
+            return lambda event, timeout: self._post(url, self.pagerduty_payload(event), timeout)
+        if destination == "webhook" and config.webhook:
+            url = config.webhook.url
+            return lambda event, timeout: self._post(url, self.webhook_payload(event), timeout)
+        if destination == "email" and config.email:
+            return self._send_email
+        return None
+
+    # Payloads ------------------------------------------------------------------------------
+
+    def slack_payload(self, event: Event) -> dict[str, Any]:
+        """Slack incoming-webhook JSON: `text` (notifications, old clients) and Block Kit."""
+        title = f"[{event.severity.upper()}] {event.summary}"
+        blocks: list[dict[str, Any]] = [
+            {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+        ]
+        if event.description:
+            blocks.append(
+                {"type": "section", "text": {"type": "mrkdwn", "text": event.description}}
+            )
+        fields = [
+            {"type": "mrkdwn", "text": f"*{name}*\n{_show(value)}"}
+            for name, value in event.details.items()
+        ]
+        for start in range(0, len(fields), SLACK_FIELDS_PER_SECTION):
+            blocks.append(
+                {"type": "section", "fields": fields[start : start + SLACK_FIELDS_PER_SECTION]}
+            )
+        context = [f"event `{event.name}`", f"env `{self.config.environment}`"]
+        context += [f"{key} `{value}`" for key, value in event.labels.items()]
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]}
+        )
+        text = f"{title}: {event.description}" if event.description else title
+        return {"text": text, "blocks": blocks}
+
+    def pagerduty_payload(self, event: Event) -> dict[str, Any]:
+        """A PagerDuty Events API v2 `trigger` for the event's dedup key."""
+        assert self.config.pagerduty is not None
+        summary = f"{event.summary}: {event.description}" if event.description else event.summary
+        return {
+            "routing_key": self.config.pagerduty.routing_key,
+            "event_action": "trigger",
+            "dedup_key": event.dedup_key,
+            "payload": {
+                "summary": summary[:PAGERDUTY_SUMMARY_LIMIT],
+                "source": self.config.source,
+                "severity": event.severity,
+                "component": event.labels.get("model_name") or event.labels.get("dag_id"),
+                "group": self.config.environment,
+                "class": event.name,
+                "custom_details": {
+                    "description": event.description,
+                    **event.details,
+                    **event.labels,
+                },
+            },
+        }
+
+    def webhook_payload(self, event: Event) -> dict[str, Any]:
+        """The generic webhook's JSON: the event as it is, plus where it comes from."""
+        return {
+            "event": event.name,
+            "severity": event.severity,
+            "summary": event.summary,
+            "description": event.description,
+            "details": dict(event.details),
+            "labels": dict(event.labels),
+            "dedup_key": event.dedup_key,
+            "environment": self.config.environment,
+            "source": self.config.source,
+            "sent_at": self.clock().isoformat(),
+        }
+
+    def email_message(self, event: Event) -> EmailMessage:
+        assert self.config.email is not None
+        message = EmailMessage()
+        message["Subject"] = (
+            f"[{event.severity.upper()}] {event.summary} ({self.config.environment})"
+        )
+        message["From"] = self.config.email.sender
+        message["To"] = ", ".join(self.config.email.recipients)
+        lines = [event.description, ""]
+        lines += [f"{name}: {_show(value)}" for name, value in event.details.items()]
+        lines += ["", *(f"{key}: {value}" for key, value in event.labels.items())]
+        lines += [f"event: {event.name}", f"dedup_key: {event.dedup_key}"]
+        message.set_content("\n".join(lines).strip() + "\n")
+        return message
+
+    # Transports ----------------------------------------------------------------------------
+
+    def _post(self, url: str, payload: dict[str, Any], timeout: float) -> None:
+        try:
+            response = requests.post(url, json=payload, timeout=timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+        except requests.RequestException as exc:  # a malformed URL: no attempt will do better
+            raise _Final(f"{type(exc).__name__}: {exc}") from None
+        if response.ok:
+            return
+        # Masked before it is cut, so no half of a secret that the server echoed survives.
+        message = f"HTTP {response.status_code}: {self._mask(response.text.strip())[:300]}"
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Retryable(message, _retry_after(response.headers.get("Retry-After")))
+        raise _Final(message)
+
+    def _send_email(self, event: Event, timeout: float) -> None:
+        email = self.config.email
+        assert email is not None
+        try:
+            with smtplib.SMTP(email.host, email.port, timeout=timeout) as smtp:
+                if email.starttls:
+                    smtp.starttls()
+                if email.username:
+                    smtp.login(email.username, email.password or "")
+                smtp.send_message(self.email_message(event))
+        except smtplib.SMTPNotSupportedError as exc:
+            raise _Final(f"SMTP: {exc}") from None
+        except smtplib.SMTPResponseException as exc:  # 4xx is "try later", 5xx is final
+            reply = exc.smtp_error
+            text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+            message = f"SMTP {exc.smtp_code}: {text}"
+            raise (_Retryable(message) if 400 <= exc.smtp_code < 500 else _Final(message)) from None
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise _Final(f"SMTP recipients refused: {sorted(exc.recipients)}") from None
+        except (OSError, smtplib.SMTPException) as exc:  # refused, reset, timed out, dropped
+            raise _Retryable(f"SMTP {type(exc).__name__}: {exc}") from None
+
+    # Reporting -----------------------------------------------------------------------------
+
+    def _mask(self, exc: BaseException | str) -> str:
+        text = str(exc)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _log_line(self, event: Event, deliveries: Iterable[Delivery]) -> None:
+        parts = []
+        for d in deliveries:
+            part = f"{d.destination} {d.outcome}"
+            if d.attempts > 1:
+                part += f" after {d.attempts} attempts"
+            if d.outcome == "failed":
+                part += f" ({d.error})"
+            parts.append(part)
+        level = logging.WARNING if any(d.outcome == "failed" for d in deliveries) else logging.INFO
+        summary = ", ".join(parts)
+        logger.log(
+            level, "notify %s [%s] %s: %s", event.name, event.severity, event.dedup_key, summary
+        )
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        return max((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _show(value: Detail) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "—" if value is None else str(value)

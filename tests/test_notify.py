@@ -1,0 +1,589 @@
+"""Notifications against real endpoints: a local HTTP sink playing Slack, PagerDuty and a webhook,
+a real SMTP server (aiosmtpd), and `alert_log` on SQLite and Postgres as the dedup memory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from alerting.notify import (
+    EmailConfig,
+    Event,
+    Notifier,
+    NotifierConfig,
+    PagerDutyConfig,
+    SlackConfig,
+    WebhookConfig,
+    candidate_promoted,
+    candidate_rejected,
+    retrain_started,
+    task_failed,
+)
+from data.db import alert_log, get_engine
+from data.settings import PROJECT_ROOT, Settings, get_settings
+from monitoring.notifications import AlertLog, notifier_config, notify, on_task_failure
+
+SLACK_PATH = "/services/T0001/B0002/slack-secret-token"
+PAGERDUTY_PATH = "/v2/enqueue"
+WEBHOOK_PATH = "/hooks/webhook-secret-token"
+ROUTING_KEY = "pd-routing-key-0123456789abcdef"
+SMTP_PASSWORD = "smtp-password-9f8e7d"
+SECRETS = (SLACK_PATH, ROUTING_KEY, SMTP_PASSWORD, WEBHOOK_PATH)
+
+GATES = {  # as training.gates.GateReport.to_dict()["gates"] gives them
+    "performance_floor": {
+        "passed": False,
+        "reason": "roc_auc 0.8712 < 0.9",
+        "metrics": {"roc_auc": 0.8712, "pr_auc": 0.61, "f1": 0.52},
+        "floors": {"roc_auc": 0.9, "pr_auc": 0.5, "f1": 0.4},
+    },
+    "no_regression": {"passed": True, "reason": "within 2%", "champion_version": "3"},
+    "operational": {"passed": True, "reason": "in order", "latency_p50_us": 1712.5},
+}
+
+
+# --- The HTTP sink -------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict
+
+
+@dataclass
+class Sink:
+    """A loopback HTTP server recording every request; `answers[path]` are the replies to give
+    first, as (status, headers, body), before it answers 202 like PagerDuty (Slack's 200 alike)."""
+
+    url: str
+    received: list[Received] = field(default_factory=list)
+    answers: dict[str, list[tuple[int, dict[str, str], str]]] = field(default_factory=dict)
+
+    def at(self, path: str) -> list[Received]:
+        return [request for request in self.received if request.path == path]
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    state = Sink(url="")
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.loads(raw or b"{}")
+            with lock:
+                state.received.append(Received("POST", self.path, dict(self.headers), body))
+                queue = state.answers.get(self.path) or []
+                status, headers, text = queue.pop(0) if queue else (202, {}, '{"status":"ok"}')
+            # A PagerDuty-like 400 echoes the event back, as real APIs often quote the input.
+            text = text.replace("{body}", raw.decode())
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(text.encode())))
+            self.end_headers()
+            self.wfile.write(text.encode())
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def http_config(sink: Sink, **overrides) -> NotifierConfig:
+    values = {
+        "slack": SlackConfig(sink.url + SLACK_PATH),
+        "pagerduty": PagerDutyConfig(ROUTING_KEY, events_url=sink.url + PAGERDUTY_PATH),
+        "environment": "test",
+        "backoff_seconds": 0.05,
+        "timeout_seconds": 2.0,
+        "max_seconds": 10.0,
+    }
+    return NotifierConfig(**(values | overrides))
+
+
+def outcomes(deliveries) -> dict[str, str]:
+    return {d.destination: d.outcome for d in deliveries}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --- The SMTP server ------------------------------------------------------------------------
+
+
+@dataclass
+class Mailbox:
+    port: int
+    messages: list = field(default_factory=list)
+    logins: list = field(default_factory=list)
+
+
+@pytest.fixture
+def smtp() -> Iterator[Mailbox]:
+    mailbox = Mailbox(port=free_port())
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            mailbox.messages.append(envelope)
+            return "250 OK"
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        mailbox.logins.append((auth_data.login.decode(), auth_data.password.decode()))
+        return AuthResult(success=auth_data.password.decode() == SMTP_PASSWORD)
+
+    # No TLS on loopback: login over plain text is allowed here only.
+    controller = Controller(
+        Handler(),
+        hostname="127.0.0.1",
+        port=mailbox.port,
+        authenticator=authenticator,
+        auth_require_tls=False,
+    )
+    controller.start()
+    yield mailbox
+    controller.stop()
+
+
+def email_config(mailbox: Mailbox, **overrides) -> EmailConfig:
+    values = {
+        "host": "127.0.0.1",
+        "port": mailbox.port,
+        "sender": "alerts@example.org",
+        "recipients": ("oncall@example.org", "ml-team@example.org"),
+        "username": "alerts",
+        "password": SMTP_PASSWORD,
+        "starttls": False,
+    }
+    return EmailConfig(**(values | overrides))
+
+
+# --- Routing and payloads -------------------------------------------------------------------
+
+
+def test_critical_reaches_slack_pagerduty_email_and_webhook_in_their_shapes(sink, smtp):
+    notifier = Notifier(
+        http_config(sink, email=email_config(smtp), webhook=WebhookConfig(sink.url + WEBHOOK_PATH))
+    )
+    event = task_failed("drift_check", "compute_drift", run_id="scheduled__1", error="boom")
+
+    deliveries = notifier.notify(event)
+
+    assert outcomes(deliveries) == dict.fromkeys(("slack", "pagerduty", "email", "webhook"), "sent")
+    (page,) = sink.at(PAGERDUTY_PATH)
+    assert page.body["routing_key"] == ROUTING_KEY
+    assert page.body["event_action"] == "trigger"
+    assert page.body["dedup_key"] == "task_failed:drift_check:compute_drift:scheduled__1"
+    payload = page.body["payload"]
+    assert payload["severity"] == "critical"
+    assert payload["summary"] == "Airflow task failed: drift_check.compute_drift failed: boom"
+    assert payload["source"] == "ml-monitoring" and payload["group"] == "test"
+    assert payload["component"] == "drift_check"
+    assert payload["custom_details"]["task_id"] == "compute_drift"
+    assert page.headers["Content-Type"] == "application/json"
+    (slack,) = sink.at(SLACK_PATH)
+    assert slack.body["text"].startswith("[CRITICAL] Airflow task failed")
+    assert slack.body["blocks"][0]["type"] == "header"
+    (hook,) = sink.at(WEBHOOK_PATH)
+    assert hook.body["event"] == "task_failed" and hook.body["severity"] == "critical"
+    (mail,) = smtp.messages
+    assert mail.rcpt_tos == ["oncall@example.org", "ml-team@example.org"]
+    assert "Subject: [CRITICAL] Airflow task failed (test)" in mail.content.decode()
+    assert smtp.logins == [("alerts", SMTP_PASSWORD)]
+
+
+def test_a_rejected_candidate_reaches_slack_only_with_the_gate_numbers(sink):
+    notifier = Notifier(http_config(sink, webhook=None))
+
+    deliveries = notifier.notify(candidate_rejected("fraud-detector", 7, gates=GATES))
+
+    assert outcomes(deliveries) == {"slack": "sent", "webhook": "skipped"}
+    assert sink.at(PAGERDUTY_PATH) == []
+    (slack,) = sink.received
+    assert slack.path == SLACK_PATH
+    assert "fraud-detector v7 stays off @champion" in slack.body["text"]
+    assert "performance_floor: roc_auc 0.8712 < 0.9" in slack.body["text"]
+    fields = [f["text"] for b in slack.body["blocks"] for f in b.get("fields", [])]
+    assert "*performance_floor.metrics.roc_auc*\n0.8712" in fields
+    assert "*performance_floor.floors.roc_auc*\n0.9" in fields
+    assert "*operational.latency_p50_us*\n1712.5" in fields
+    # Slack allows 10 fields per section: the 14 values span two sections.
+    assert len(fields) == 14
+    assert all(len(b.get("fields", [])) <= 10 for b in slack.body["blocks"])
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        retrain_started("fraud-detector", reason="dataset drift", run_id="r1"),
+        candidate_promoted("fraud-detector", 8, previous_champion=7, metrics={"roc_auc": 0.95}),
+    ],
+)
+def test_warnings_go_to_slack_and_not_to_pagerduty(sink, event):
+    deliveries = Notifier(http_config(sink)).notify(event)
+    assert [r.path for r in sink.received] == [SLACK_PATH]
+    assert outcomes(deliveries) == {"slack": "sent", "webhook": "skipped"}
+
+
+def test_info_reaches_nothing_but_the_log(sink):
+    event = Event("retrain_skipped", "info", "Retraining skipped", "cooldown active")
+    deliveries = Notifier(http_config(sink)).notify(event)
+    assert sink.received == []
+    assert outcomes(deliveries) == {"log": "not_routed"}
+
+
+def test_an_unknown_severity_is_refused_not_downgraded():
+    with pytest.raises(ValueError, match="severity must be one of"):
+        Event("task_failed", "CRITICAL", "Airflow task failed")  # type: ignore[arg-type]
+
+
+def test_an_unconfigured_destination_is_skipped_visibly(sink):
+    deliveries = Notifier(NotifierConfig(slack=SlackConfig(sink.url + SLACK_PATH))).notify(
+        task_failed("d", "t")
+    )
+    assert outcomes(deliveries) == {
+        "slack": "sent",
+        "pagerduty": "skipped",
+        "email": "skipped",
+        "webhook": "skipped",
+    }
+    assert {d.error for d in deliveries if d.outcome == "skipped"} == {
+        "pagerduty is not configured",
+        "email is not configured",
+        "webhook is not configured",
+    }
+    assert not any(d.delivered for d in deliveries if d.outcome == "skipped")
+
+
+# --- Retries --------------------------------------------------------------------------------
+
+
+def test_a_500_then_success_is_retried_and_delivered(sink):
+    sink.answers[PAGERDUTY_PATH] = [(500, {}, "upstream error")]
+    deliveries = Notifier(http_config(sink)).notify(task_failed("d", "t"))
+    pagerduty = next(d for d in deliveries if d.destination == "pagerduty")
+    assert (pagerduty.outcome, pagerduty.attempts) == ("sent", 2)
+    assert len(sink.at(PAGERDUTY_PATH)) == 2
+
+
+def test_a_429_waits_for_retry_after(sink):
+    sink.answers[SLACK_PATH] = [(429, {"Retry-After": "1"}, "rate limited")]
+    started = time.monotonic()
+    (slack, *_) = Notifier(http_config(sink)).notify(retrain_started("m", reason="drift"))
+    assert (slack.outcome, slack.attempts) == ("sent", 2)
+    assert time.monotonic() - started >= 0.9  # the server's second, not the 0.05 s backoff
+
+
+def test_a_400_is_not_retried_and_is_recorded_as_failed_with_the_error(sink):
+    sink.answers[PAGERDUTY_PATH] = [(400, {}, '{"status":"invalid event"}')]
+    deliveries = Notifier(http_config(sink)).notify(task_failed("d", "t"))
+    pagerduty = next(d for d in deliveries if d.destination == "pagerduty")
+    assert (pagerduty.outcome, pagerduty.attempts) == ("failed", 1)
+    assert pagerduty.error == 'HTTP 400: {"status":"invalid event"}'
+    assert len(sink.at(PAGERDUTY_PATH)) == 1
+
+
+def test_a_dead_endpoint_neither_raises_nor_holds_the_task(caplog):
+    refused = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    config = NotifierConfig(
+        slack=SlackConfig(refused + SLACK_PATH),
+        pagerduty=PagerDutyConfig(
+            ROUTING_KEY, events_url=f"http://127.0.0.1:{silent.getsockname()[1]}/v2/enqueue"
+        ),
+        retries=10,
+        timeout_seconds=0.5,
+        max_seconds=2.0,
+        backoff_seconds=0.1,
+    )
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="alerting.notify"):
+        deliveries = Notifier(config).notify(task_failed("d", "t"))
+    elapsed = time.monotonic() - started
+    silent.close()
+
+    assert elapsed < config.max_seconds + config.timeout_seconds + 0.5
+    slack, pagerduty = deliveries[:2]
+    assert slack.outcome == pagerduty.outcome == "failed"
+    assert "ConnectionError" in slack.error and slack.attempts > 1
+    assert "Timeout" in pagerduty.error
+    lines = [r for r in caplog.records if r.name == "alerting.notify"]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    assert "slack failed after" in lines[0].getMessage()
+
+
+# --- Email ----------------------------------------------------------------------------------
+
+
+def test_email_carries_the_numbers(smtp):
+    notifier = Notifier(NotifierConfig(email=email_config(smtp)))
+    event = Event(
+        "model_accuracy_low",
+        "critical",
+        "Model accuracy low",
+        "fraud-detector v7 at 0.78",
+        details={"accuracy": 0.78, "threshold": 0.9},
+    )
+    assert outcomes(notifier.notify(event))["email"] == "sent"
+    (mail,) = smtp.messages
+    body = mail.content.decode()
+    assert "accuracy: 0.78" in body and "threshold: 0.9" in body
+    assert mail.mail_from == "alerts@example.org"
+
+
+def test_email_with_starttls_refuses_a_server_without_it(smtp):
+    notifier = Notifier(NotifierConfig(email=email_config(smtp, starttls=True)))
+    (*_, email, _) = notifier.notify(task_failed("d", "t"))
+    assert (email.outcome, email.attempts) == ("failed", 1)
+    assert "STARTTLS" in email.error
+    assert smtp.messages == [] and smtp.logins == []  # the password never left in clear text
+
+
+def test_email_to_a_server_that_is_down_fails_after_retries():
+    config = EmailConfig("127.0.0.1", "a@example.org", ("b@example.org",), port=free_port())
+    notifier = Notifier(NotifierConfig(email=config, retries=2, backoff_seconds=0.01))
+    email = next(d for d in notifier.notify(task_failed("d", "t")) if d.destination == "email")
+    assert (email.outcome, email.attempts) == ("failed", 3)
+    assert "ConnectionRefusedError" in email.error
+
+
+# --- alert_log: the record and the dedup memory ---------------------------------------------
+
+
+def rows(url: str) -> list[dict]:
+    with get_engine(url).connect() as conn:
+        result = conn.execute(select(alert_log).order_by(alert_log.c.id))
+        return [dict(row._mapping) for row in result]
+
+
+def configure_env(monkeypatch, sink: Sink, database_url: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", sink.url + SLACK_PATH)
+    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
+    monkeypatch.setenv("PAGERDUTY_EVENTS_URL", sink.url + PAGERDUTY_PATH)
+    monkeypatch.setenv("NOTIFY_DEDUP_MINUTES", "30")
+    get_settings.cache_clear()
+
+
+def test_every_delivery_is_a_row_in_alert_log(sink, database_url, monkeypatch):
+    configure_env(monkeypatch, sink, database_url)
+    sink.answers[PAGERDUTY_PATH] = [(503, {}, "busy")]
+
+    notify(task_failed("retrain_trigger", "train", run_id="manual__1", error="OOM"))
+    notify(Event("retrain_skipped", "info", "Retraining skipped", "cooldown active"))
+
+    logged = rows(database_url)
+    assert [(r["destination"], r["outcome"], r["delivered"], r["attempts"]) for r in logged] == [
+        ("slack", "sent", True, 1),
+        ("pagerduty", "sent", True, 2),
+        ("email", "skipped", False, 0),
+        ("webhook", "skipped", False, 0),
+        ("log", "not_routed", False, 0),
+    ]
+    first = logged[0]
+    assert first["alertname"] == "task_failed" and first["severity"] == "critical"
+    assert first["status"] == "firing"
+    assert first["dedup_key"] == "task_failed:retrain_trigger:train:manual__1"
+    assert first["labels"] == {
+        "dag_id": "retrain_trigger",
+        "task_id": "train",
+        "run_id": "manual__1",
+    }
+    assert first["annotations"]["summary"] == "Airflow task failed"
+    assert first["annotations"]["description"] == "retrain_trigger.train failed: OOM"
+    assert logged[2]["error"] == "email is not configured"
+    assert first["created_at"] is not None
+
+
+def test_dedup_lives_in_the_database_across_processes(sink, database_url, monkeypatch, tmp_path):
+    configure_env(monkeypatch, sink, database_url)
+    script = (
+        "from alerting.notify import candidate_rejected\n"
+        "from monitoring.notifications import notify\n"
+        f"event = candidate_rejected('fraud-detector', 7, gates={GATES!r})\n"
+        "print([d.outcome for d in notify(event)])"
+    )
+    sent = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert sent.stdout.strip() == "['sent', 'skipped']"
+    assert len(sink.at(SLACK_PATH)) == 1
+
+    again = notify(candidate_rejected("fraud-detector", 7, gates=GATES))  # this process
+    assert outcomes(again) == {"slack": "deduplicated", "webhook": "skipped"}
+    assert len(sink.at(SLACK_PATH)) == 1
+    other = notify(candidate_rejected("fraud-detector", 8, gates=GATES))  # another key
+    assert outcomes(other)["slack"] == "sent"
+
+    later = datetime.now(UTC) + timedelta(minutes=31)
+    settings = get_settings()
+    after_window = Notifier(
+        notifier_config(settings), AlertLog(get_engine(database_url)), clock=lambda: later
+    ).notify(candidate_rejected("fraud-detector", 7, gates=GATES))
+    assert outcomes(after_window)["slack"] == "sent"
+    assert len(sink.at(SLACK_PATH)) == 3
+    slack_rows = [r["outcome"] for r in rows(database_url) if r["destination"] == "slack"]
+    assert slack_rows == ["sent", "deduplicated", "sent", "sent"]
+
+
+def test_a_failed_delivery_does_not_count_for_dedup(sink, monkeypatch, isolated_settings):
+    url = f"sqlite:///{isolated_settings / 'alerts.db'}"
+    configure_env(monkeypatch, sink, url)
+    sink.answers[SLACK_PATH] = [(404, {}, "no_service")]
+    assert outcomes(notify(retrain_started("m", reason="drift")))["slack"] == "failed"
+    assert outcomes(notify(retrain_started("m", reason="drift")))["slack"] == "sent"
+
+
+def test_a_database_that_is_down_does_not_stop_the_page(sink, monkeypatch, caplog):
+    configure_env(monkeypatch, sink, f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x")
+    with caplog.at_level(logging.WARNING, logger="alerting.notify"):
+        deliveries = notify(task_failed("d", "t"))
+    assert outcomes(deliveries)["pagerduty"] == "sent"
+    assert "dedup check failed" in caplog.text and "could not record" in caplog.text
+
+
+def test_no_secret_reaches_the_log_or_alert_log(sink, monkeypatch, caplog, isolated_settings):
+    url = f"sqlite:///{isolated_settings / 'alerts.db'}"
+    configure_env(monkeypatch, sink, url)
+    refused = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", refused + SLACK_PATH)  # errors quote the URL
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", sink.url + WEBHOOK_PATH)
+    monkeypatch.setenv("NOTIFY_RETRIES", "1")
+    get_settings.cache_clear()
+    sink.answers[PAGERDUTY_PATH] = [(400, {}, "invalid event: {body}")]  # echoes the routing key
+    sink.answers[WEBHOOK_PATH] = [(500, {}, "bad"), (500, {}, "bad")]
+
+    # INFO, the level Airflow's task logs run at (urllib3's DEBUG lines name every request path).
+    with caplog.at_level(logging.INFO):
+        deliveries = notify(task_failed("d", "t", error="boom"))
+
+    assert {d.outcome for d in deliveries if d.destination != "email"} == {"failed"}
+    assert ROUTING_KEY in json.dumps(sink.at(PAGERDUTY_PATH)[0].body)  # it was sent, and so
+    recorded = json.dumps(rows(url), default=str)
+    assert "invalid event" in recorded and "***" in recorded  # ...the echo is kept, masked
+    for secret in SECRETS:
+        assert secret not in caplog.text
+        assert secret not in recorded
+    assert ROUTING_KEY not in repr(notifier_config(get_settings()))
+
+
+# --- Settings and the Airflow callback ------------------------------------------------------
+
+
+def test_settings_become_the_notifier_config(monkeypatch):
+    monkeypatch.setenv("SMTP_HOST", "smtp.example.org")
+    monkeypatch.setenv("SMTP_USER", "alerts")
+    monkeypatch.setenv("SMTP_PASSWORD", SMTP_PASSWORD)
+    monkeypatch.setenv("ALERT_EMAIL_FROM", "alerts@example.org")
+    monkeypatch.setenv("ALERT_EMAIL_TO", "a@example.org, b@example.org")
+    monkeypatch.setenv("NOTIFY_RETRIES", "5")
+    config = notifier_config(Settings())
+    assert config.slack is None and config.pagerduty is None and config.webhook is None
+    assert config.email == EmailConfig(
+        host="smtp.example.org",
+        port=587,
+        sender="alerts@example.org",
+        recipients=("a@example.org", "b@example.org"),
+        username="alerts",
+        password=SMTP_PASSWORD,
+        starttls=True,
+    )
+    assert (config.retries, config.timeout_seconds, config.max_seconds) == (5, 5.0, 30.0)
+    assert config.dedup_minutes == 30.0
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SMTP_HOST": "smtp.example.org"}, "ALERT_EMAIL_FROM, ALERT_EMAIL_TO unset"),
+        ({"SMTP_PASSWORD": SMTP_PASSWORD}, "SMTP_PASSWORD is set without SMTP_USER"),
+    ],
+)
+def test_half_an_email_setup_is_refused(monkeypatch, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=message):
+        Settings()
+
+
+@pytest.mark.parametrize("name", ["SMTP_PASSWORD", "ALERT_WEBHOOK_URL"])
+def test_placeholder_notification_secrets_refused_outside_development(monkeypatch, name):
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("API_ADMIN_TOKEN", "a-real-token-7f3a")
+    monkeypatch.setenv("SMTP_USER", "alerts")
+    monkeypatch.setenv(name, "changeme")
+    with pytest.raises(ValidationError, match=f"{name} is a placeholder"):
+        Settings()
+
+
+def test_on_task_failure_pages_for_the_failed_task(sink, monkeypatch, isolated_settings):
+    url = f"sqlite:///{isolated_settings / 'alerts.db'}"
+    configure_env(monkeypatch, sink, url)
+    ti = SimpleNamespace(
+        dag_id="drift_check",
+        task_id="quality",
+        run_id="scheduled__2",
+        try_number=3,
+        log_url="http://airflow/log",
+    )
+    deliveries = on_task_failure({"ti": ti, "exception": KeyError("amount")})
+    assert outcomes(deliveries)["pagerduty"] == "sent"
+    (page,) = sink.at(PAGERDUTY_PATH)
+    assert page.body["payload"]["summary"] == (
+        "Airflow task failed: drift_check.quality failed: KeyError: 'amount'"
+    )
+    assert page.body["payload"]["custom_details"]["try_number"] == 3
+    assert page.body["dedup_key"] == "task_failed:drift_check:quality:scheduled__2"
+
+
+def test_alerting_imports_nothing_of_ours():
+    code = (
+        "import sys, alerting.notify\n"
+        "ours = {'api', 'data', 'training', 'monitoring'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ours))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"
