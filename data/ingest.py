@@ -15,13 +15,21 @@ one shape, which `coerce_frame` produces and nothing else has to re-check:
 Data that cannot take that shape raises `DataError`, a one-line message naming the file (or
 query), the column and a few offending values. Value rules (bounds, categories, a binary label)
 are not checked here: `data.validate` reports them all at once.
+
+`coerce_frame(..., errors="mask")` types by the same rules without raising, for the live quality
+checks (`monitoring.quality_report`), which must count bad values rather than stop on them: a
+value that cannot take its type becomes missing and is marked in a mask returned with the frame,
+and so is ±inf in a numerical feature (nothing after the live checks would report it, and the
+model cannot score it); a required column the data lacks is left out for the caller to report.
+So there is one rule for what a number, a boolean word or a date is, wherever data is typed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 import orjson
@@ -67,6 +75,19 @@ def load_frame(
 ) -> pd.DataFrame:
     """Read a `.csv` or `.parquet` file and return it typed by `schema` (see `coerce_frame`)."""
     path = Path(source)
+    frame = read_file(path, schema)
+    if frame.empty:
+        raise DataError(f"{path}: no data rows (the file has {len(frame.columns)} columns, 0 rows)")
+    return coerce_frame(frame, schema, require_target=require_target, origin=str(path))
+
+
+def read_file(source: str | Path, schema: FeatureSchema) -> pd.DataFrame:
+    """Read a `.csv` or `.parquet` file as it is, not yet typed (`load_frame` types it).
+
+    Categories and ids are read as text, so that codes like "007" keep their leading zeros. A
+    file with a header and no rows is returned as an empty frame: a quiet window is data too.
+    """
+    path = Path(source)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise DataError(
@@ -80,17 +101,12 @@ def load_frame(
         raise DataError(f"{path}: file is empty (0 bytes)")
     try:
         if suffix == ".csv":
-            # Read categories and ids as text so that codes like "007" keep their leading zeros.
             text_columns = [f.name for f in schema.categorical] + [schema.id]
-            frame = pd.read_csv(path, dtype={c: str for c in text_columns if c}, low_memory=False)
-        else:
-            frame = pd.read_parquet(path)
+            return pd.read_csv(path, dtype={c: str for c in text_columns if c}, low_memory=False)
+        return pd.read_parquet(path)
     except (OSError, ValueError, UnicodeDecodeError, pyarrow.ArrowException) as exc:
         kind = "CSV" if suffix == ".csv" else "Parquet"
         raise DataError(f"{path}: cannot read as {kind}: {_one_line(exc)}") from None
-    if frame.empty:
-        raise DataError(f"{path}: no data rows (the file has {len(frame.columns)} columns, 0 rows)")
-    return coerce_frame(frame, schema, require_target=require_target, origin=str(path))
 
 
 def read_sql(
@@ -118,23 +134,56 @@ def read_sql(
     return coerce_frame(frame, schema, require_target=require_target, origin=origin)
 
 
+Errors = Literal["raise", "mask"]
+
+
+@overload
+def coerce_frame(
+    frame: pd.DataFrame,
+    schema: FeatureSchema,
+    *,
+    require_target: bool = ...,
+    origin: str = ...,
+    errors: Literal["raise"] = ...,
+) -> pd.DataFrame: ...
+
+
+@overload
+def coerce_frame(
+    frame: pd.DataFrame,
+    schema: FeatureSchema,
+    *,
+    require_target: bool = ...,
+    origin: str = ...,
+    errors: Literal["mask"],
+) -> tuple[pd.DataFrame, pd.DataFrame]: ...
+
+
 def coerce_frame(
     frame: pd.DataFrame,
     schema: FeatureSchema,
     *,
     require_target: bool = True,
     origin: str = "data",
-) -> pd.DataFrame:
-    """Return a new frame with the schema's columns, in schema order, with the schema's types."""
+    errors: Errors = "raise",
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+    """Return a new frame with the schema's columns, in schema order, with the schema's types.
+
+    With `errors="mask"`, return `(typed, invalid)` instead of raising on bad values: `invalid`
+    is a boolean frame of the same shape, True where a value could not take its column's type
+    (that value is missing in `typed`); see the module docstring.
+    """
+    if errors not in ("raise", "mask"):
+        raise ValueError(f"errors must be 'raise' or 'mask', not {errors!r}")
     required = schema.feature_names + ([schema.target] if require_target else [])
     missing = [name for name in required if name not in frame.columns]
-    if missing:
+    if missing and errors == "raise":
         raise DataError(
             f"{origin}: missing {len(missing)} column(s) required by schema {schema.name!r}: "
             + ", ".join(missing)
         )
     columns = [c for c in (schema.id, schema.timestamp) if c and c in frame.columns]
-    columns += schema.feature_names
+    columns += [name for name in schema.feature_names if name in frame.columns]
     if schema.target in frame.columns:
         columns.append(schema.target)
     duplicated = sorted(set(frame.columns[frame.columns.duplicated()]) & set(columns))
@@ -142,44 +191,65 @@ def coerce_frame(
         raise DataError(f"{origin}: column(s) appear more than once: {', '.join(duplicated)}")
 
     typed: dict[str, pd.Series] = {}
+    invalid: dict[str, np.ndarray] = {}
     for name in columns:
         column = frame[name].reset_index(drop=True)
         if name == schema.timestamp:
-            typed[name] = _to_utc_datetime(column, origin)
+            values, bad, problem = _to_utc_datetime(column)
         elif name == schema.target:
-            typed[name] = _to_label(column, origin)
+            values, bad, problem = _to_label(column)
         elif name == schema.id:
-            typed[name] = column.copy()
+            values, bad, problem = column.copy(), None, None
         else:
-            typed[name] = _to_feature_type(column, schema.feature(name), origin)
-    return pd.DataFrame(typed, columns=columns)
+            values, bad, problem = _to_feature_type(column, schema.feature(name))
+            if errors == "mask" and schema.feature(name).is_numerical:
+                infinite = np.isinf(values.to_numpy())
+                bad = infinite if bad is None else bad | infinite
+        if bad is not None and bad.any():
+            if errors == "raise":
+                raise DataError(f"{origin}: {problem(_examples(column[bad]))}")
+            values = values.mask(bad)
+        typed[name] = values
+        invalid[name] = np.zeros(len(column), dtype=bool) if bad is None else bad
+    result = pd.DataFrame(typed, columns=columns)
+    if errors == "raise":
+        return result
+    return result, pd.DataFrame(invalid, columns=columns)
 
 
-def _to_feature_type(column: pd.Series, feature: Feature, origin: str) -> pd.Series:
+# Each rule below returns the typed column, the mask of values that cannot take the type (None
+# when none can fail) and what to say about them given a few examples; `coerce_frame` raises
+# with that or masks them.
+_Typed = tuple[pd.Series, "np.ndarray | None", "Callable[[str], str] | None"]
+
+
+def _to_feature_type(column: pd.Series, feature: Feature) -> _Typed:
     if feature.is_numerical:
-        return _to_float(column, origin)
+        return _to_float(column)
     if feature.is_boolean:
-        return _to_boolean(column, origin)
-    return _to_text(column)
+        return _to_boolean(column)
+    return _to_text(column), None, None
 
 
-def _to_float(column: pd.Series, origin: str) -> pd.Series:
+def _to_float(column: pd.Series) -> _Typed:
     if is_bool_dtype(column.dtype) or is_numeric_dtype(column.dtype):
-        return column.astype("float64")
+        return column.astype("float64"), None, None
     blank_as_missing = _blank_to_missing(column)
     numbers = pd.to_numeric(blank_as_missing, errors="coerce").astype("float64")
-    bad = blank_as_missing.notna() & numbers.isna()
-    if bad.any():
-        raise DataError(
-            f"{origin}: column {column.name!r} must be numeric; "
-            f"{int(bad.sum())} value(s) are not, e.g. {_examples(column[bad])}"
-        )
-    return numbers
+    bad = (blank_as_missing.notna() & numbers.isna()).to_numpy()
+    return (
+        numbers,
+        bad,
+        lambda examples: (
+            f"column {column.name!r} must be numeric; "
+            f"{int(bad.sum())} value(s) are not, e.g. {examples}"
+        ),
+    )
 
 
-def _to_boolean(column: pd.Series, origin: str) -> pd.Series:
+def _to_boolean(column: pd.Series) -> _Typed:
     if is_bool_dtype(column.dtype):
-        return column.astype("float64")
+        return column.astype("float64"), None, None
     if is_numeric_dtype(column.dtype):
         values = column.astype("float64")
         bad = values.notna() & ~values.isin([0.0, 1.0])
@@ -188,12 +258,15 @@ def _to_boolean(column: pd.Series, origin: str) -> pd.Series:
         words = present.astype(str).str.strip().str.lower()
         values = words.map(BOOLEAN_WORDS).astype("float64")
         bad = present.notna() & values.isna()
-    if bad.any():
-        raise DataError(
-            f"{origin}: column {column.name!r} must be boolean (true/false, yes/no, t/f or 1/0); "
-            f"{int(bad.sum())} value(s) are not, e.g. {_examples(column[bad])}"
-        )
-    return values
+    bad = bad.to_numpy()
+    return (
+        values,
+        bad,
+        lambda examples: (
+            f"column {column.name!r} must be boolean (true/false, yes/no, t/f or 1/0); "
+            f"{int(bad.sum())} value(s) are not, e.g. {examples}"
+        ),
+    )
 
 
 def _to_text(column: pd.Series) -> pd.Series:
@@ -206,36 +279,44 @@ def _to_text(column: pd.Series) -> pd.Series:
     return column.astype(str).astype(object)
 
 
-def _to_label(column: pd.Series, origin: str) -> pd.Series:
+def _to_label(column: pd.Series) -> _Typed:
     if is_bool_dtype(column.dtype):
-        return column.astype("float64") if column.isna().any() else column.astype("int64")
+        labels = column.astype("float64") if column.isna().any() else column.astype("int64")
+        return labels, None, None
     if is_numeric_dtype(column.dtype):
-        return column.copy()
+        return column.copy(), None, None
     present = _blank_to_missing(column)
     numbers = pd.to_numeric(present, errors="coerce")
     if (numbers.notna() | present.isna()).all():
-        return numbers
+        return numbers, None, None
     words = present.astype(str).str.strip().str.lower().map(BOOLEAN_WORDS)
-    bad = present.notna() & words.isna()
-    if bad.any():
-        raise DataError(
-            f"{origin}: target column {column.name!r} must hold 0/1 or true/false labels; "
-            f"found e.g. {_examples(column[bad])}"
-        )
-    return words.astype("float64") if words.isna().any() else words.astype("int64")
+    bad = (present.notna() & words.isna()).to_numpy()
+    labels = words.astype("float64") if words.isna().any() else words.astype("int64")
+    return (
+        labels,
+        bad,
+        lambda examples: (
+            f"target column {column.name!r} must hold 0/1 or true/false labels; "
+            f"found e.g. {examples}"
+        ),
+    )
 
 
-def _to_utc_datetime(column: pd.Series, origin: str) -> pd.Series:
+def _to_utc_datetime(column: pd.Series) -> _Typed:
     if is_datetime64_any_dtype(column.dtype):
         if column.dt.tz is None:
-            return column.dt.tz_localize("UTC")
-        return column.dt.tz_convert("UTC")
+            return column.dt.tz_localize("UTC"), None, None
+        return column.dt.tz_convert("UTC"), None, None
     if is_numeric_dtype(column.dtype) and column.notna().any():
         # Seconds, milliseconds and nanoseconds since 1970 all look alike; guessing would
         # silently move every event, so ask for an unambiguous format instead.
-        raise DataError(
-            f"{origin}: timestamp column {column.name!r} holds numbers; "
-            "store ISO-8601 text (2026-01-31T12:00:00Z) or a datetime column"
+        return (
+            pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns, UTC]"),
+            column.notna().to_numpy(),
+            lambda _: (
+                f"timestamp column {column.name!r} holds numbers; "
+                "store ISO-8601 text (2026-01-31T12:00:00Z) or a datetime column"
+            ),
         )
     present = _blank_to_missing(column)
     parsed = pd.to_datetime(present, utc=True, format="ISO8601", errors="coerce")
@@ -243,13 +324,15 @@ def _to_utc_datetime(column: pd.Series, origin: str) -> pd.Series:
     if retry.any():
         # Rare non-ISO rows (e.g. "01/31/2026 12:00") are parsed one by one, the rest stay fast.
         parsed[retry] = pd.to_datetime(present[retry], utc=True, format="mixed", errors="coerce")
-    bad = present.notna() & parsed.isna()
-    if bad.any():
-        raise DataError(
-            f"{origin}: timestamp column {column.name!r} has {int(bad.sum())} value(s) that are "
-            f"not dates, e.g. {_examples(column[bad])}"
-        )
-    return parsed
+    bad = (present.notna() & parsed.isna()).to_numpy()
+    return (
+        parsed,
+        bad,
+        lambda examples: (
+            f"timestamp column {column.name!r} has {int(bad.sum())} value(s) that are "
+            f"not dates, e.g. {examples}"
+        ),
+    )
 
 
 def _blank_to_missing(column: pd.Series) -> pd.Series:
