@@ -1,7 +1,8 @@
 """Data validation: the checks that decide whether a model may be trained on a dataset.
 
 Runs on a frame as `data.ingest.coerce_frame` returns it. Every check runs, so one report names
-every problem at once instead of one per training attempt.
+every problem at once instead of one per training attempt. The checks are `data.checks` checks
+(one `CheckResult` type, one signature, one runner), as the live quality checks are.
 
 Hard checks (any failure stops training):
 
@@ -19,17 +20,24 @@ Soft checks (reported as warnings, training goes on):
 
 With `require_target=False` (live data before labels arrive) the target checks pass as skipped
 and `enough_rows` counts rows only.
+
+`ValidationReport.to_dict()` is what training logs to MLflow as `validation_report.json`: each
+check as `CheckResult.to_dict()` gives it (`hard` means "failed hard", as in the quality report).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from data.checks import HARD, SOFT, CheckReport, CheckResult, Problem, judge, run_checks
 from data.schema import FeatureSchema
+
+__all__ = ["CheckResult", "ValidationError", "ValidationReport", "validate_frame"]
 
 HARD_CHECKS = (
     "target_binary",
@@ -50,32 +58,9 @@ class ValidationError(ValueError):
         self.report = report
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    hard: bool
-    passed: bool
-    message: str
-    columns: tuple[str, ...] = ()
-
-
 @dataclass
-class ValidationReport:
-    checks: list[CheckResult]
-    rows: int
-
-    @property
-    def passed(self) -> bool:
-        """True when every hard check passed; warnings do not count."""
-        return not self.failures
-
-    @property
-    def failures(self) -> list[CheckResult]:
-        return [c for c in self.checks if c.hard and not c.passed]
-
-    @property
-    def warnings(self) -> list[CheckResult]:
-        return [c for c in self.checks if not c.hard and not c.passed]
+class ValidationReport(CheckReport):
+    """The checks' results on a dataset; `passed` when no hard check failed."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,7 +68,7 @@ class ValidationReport:
             "rows": self.rows,
             "failures": [c.name for c in self.failures],
             "warnings": [c.name for c in self.warnings],
-            "checks": [{**asdict(c), "columns": list(c.columns)} for c in self.checks],
+            "checks": [c.to_dict() for c in self.checks],
         }
 
     def summary(self) -> str:
@@ -106,6 +91,17 @@ class ValidationReport:
         )
 
 
+@dataclass(frozen=True)
+class _Dataset:
+    """What every validation check is given."""
+
+    frame: pd.DataFrame
+    schema: FeatureSchema
+    require_target: bool
+    min_rows: int
+    min_class_rows: int
+
+
 def validate_frame(
     frame: pd.DataFrame,
     schema: FeatureSchema,
@@ -115,25 +111,17 @@ def validate_frame(
     min_class_rows: int = 20,
 ) -> ValidationReport:
     """Run every check on `frame` (typed by `data.ingest.coerce_frame`) and return the report."""
-    checks = [
-        _target_binary(frame, schema)
-        if require_target
-        else _passed("target_binary", SKIPPED_NO_TARGET),
-        _enough_rows(frame, schema, min_rows, min_class_rows, require_target),
-        _no_missing_in_required(frame, schema),
-        _finite_numbers(frame, schema),
-        _within_bounds(frame, schema),
-        _known_categories(frame, schema),
-        _unique_ids(frame, schema),
-    ]
-    return ValidationReport(checks=checks, rows=len(frame))
+    data = _Dataset(frame, schema, require_target, min_rows, min_class_rows)
+    return ValidationReport(checks=run_checks(CHECKS, data), rows=len(frame))
 
 
-def _target_binary(frame: pd.DataFrame, schema: FeatureSchema) -> CheckResult:
-    name, target = "target_binary", schema.target
-    if target not in frame.columns:
-        return _failed(name, f"the target column {target} is missing", (target,))
-    labels = frame[target]
+def _target_binary(data: _Dataset) -> CheckResult:
+    name, target = "target_binary", data.schema.target
+    if not data.require_target:
+        return judge(name, [], passed=SKIPPED_NO_TARGET)
+    if target not in data.frame.columns:
+        return _failed(name, f"the target column {target} is missing", target)
+    labels = data.frame[target]
     missing = int(labels.isna().sum())
     found = sorted(labels.dropna().unique().tolist())
     problems = []
@@ -143,153 +131,173 @@ def _target_binary(frame: pd.DataFrame, schema: FeatureSchema) -> CheckResult:
         problems.append(f"{missing:,} row(s) have no label")
     if problems:
         message = f"{target} must have exactly the values 0 and 1; " + "; ".join(problems)
-        return _failed(name, message, (target,))
-    return _passed(name, f"{target} has exactly the values 0 and 1", (target,))
+        return _failed(name, message, target)
+    return judge(name, [], passed=f"{target} has exactly the values 0 and 1", columns=(target,))
 
 
-def _enough_rows(
-    frame: pd.DataFrame,
-    schema: FeatureSchema,
-    min_rows: int,
-    min_class_rows: int,
-    require_target: bool,
-) -> CheckResult:
-    name = "enough_rows"
+def _enough_rows(data: _Dataset) -> CheckResult:
+    name, frame, schema = "enough_rows", data.frame, data.schema
     rows = len(frame)
     problems = []
-    columns: tuple[str, ...] = ()
-    if rows < min_rows:
-        problems.append(f"the data has {rows:,} rows; at least {min_rows:,} are needed")
-    if require_target and schema.target in frame.columns:
+    if rows < data.min_rows:
+        problems.append(
+            _problem(name, f"the data has {rows:,} rows; at least {data.min_rows:,} are needed")
+        )
+    if data.require_target and schema.target in frame.columns:
         counts = frame[schema.target].value_counts()
         for label in (0, 1):
             count = int(counts.get(label, 0))
-            if count < min_class_rows:
-                columns = (schema.target,)
-                problems.append(
+            if count < data.min_class_rows:
+                message = (
                     f"{schema.target}={label} has {count:,} rows; "
-                    f"at least {min_class_rows:,} per class are needed"
+                    f"at least {data.min_class_rows:,} per class are needed"
                 )
-    if problems:
-        return _failed(name, "; ".join(problems), columns)
-    detail = "" if require_target else f" (class counts {SKIPPED_NO_TARGET})"
-    return _passed(name, f"{rows:,} rows, at least {min_rows:,} needed{detail}")
+                problems.append(_problem(name, message, schema.target))
+    detail = "" if data.require_target else f" (class counts {SKIPPED_NO_TARGET})"
+    passed = f"{rows:,} rows, at least {data.min_rows:,} needed{detail}"
+    return judge(name, problems, passed=passed)
 
 
-def _no_missing_in_required(frame: pd.DataFrame, schema: FeatureSchema) -> CheckResult:
-    name = "no_missing_in_required"
-    problems: dict[str, str] = {}
-    for feature in schema.features:
+def _no_missing_in_required(data: _Dataset) -> CheckResult:
+    name, frame = "no_missing_in_required", data.frame
+    problems = []
+    for feature in data.schema.features:
         if feature.nullable:
             continue
         if feature.name not in frame.columns:
-            problems[feature.name] = f"{feature.name} is absent from the data"
+            problems.append(_problem(name, f"{feature.name} is absent from the data", feature.name))
             continue
         missing = int(frame[feature.name].isna().sum())
         if missing:
-            problems[feature.name] = f"{feature.name} has {missing:,} missing value(s)"
-    if problems:
-        message = "; ".join(problems.values()) + " (nullable: false in the schema)"
-        return _failed(name, message, tuple(problems))
-    return _passed(name, "every non-nullable feature has a value in every row")
+            message = f"{feature.name} has {missing:,} missing value(s)"
+            problems.append(_problem(name, message, feature.name))
+    return judge(
+        name,
+        problems,
+        passed="every non-nullable feature has a value in every row",
+        suffix=" (nullable: false in the schema)",
+    )
 
 
-def _finite_numbers(frame: pd.DataFrame, schema: FeatureSchema) -> CheckResult:
+def _finite_numbers(data: _Dataset) -> CheckResult:
     name = "finite_numbers"
-    problems: dict[str, str] = {}
-    for feature in schema.numerical:
-        if feature.name not in frame.columns:
-            continue
-        values = frame[feature.name].to_numpy(dtype="float64", na_value=np.nan)
+    problems = []
+    for feature, values in _numbers(data):
         counts = {"+inf": int(np.isposinf(values).sum()), "-inf": int(np.isneginf(values).sum())}
         if any(counts.values()):
             kinds = ", ".join(f"{n:,} {kind}" for kind, n in counts.items() if n)
-            problems[feature.name] = f"{feature.name} has infinite values ({kinds})"
-    if problems:
-        message = "; ".join(problems.values()) + "; numerical features must be finite"
-        return _failed(name, message, tuple(problems))
-    return _passed(name, "every numerical feature is finite")
+            message = f"{feature} has infinite values ({kinds})"
+            problems.append(_problem(name, message, feature))
+    return judge(
+        name,
+        problems,
+        passed="every numerical feature is finite",
+        suffix="; numerical features must be finite",
+    )
 
 
-def _within_bounds(frame: pd.DataFrame, schema: FeatureSchema) -> CheckResult:
+def _within_bounds(data: _Dataset) -> CheckResult:
     name = "within_bounds"
-    problems: dict[str, str] = {}
-    for feature in schema.numerical:
-        if feature.name not in frame.columns or (feature.min is None and feature.max is None):
-            continue
-        values = frame[feature.name].to_numpy(dtype="float64", na_value=np.nan)
+    problems = []
+    for feature, values in _numbers(data, bounded=True):
+        bounds = data.schema.feature(feature)
         # Infinite values are finite_numbers' to report; counting them twice would only confuse.
         values = values[np.isfinite(values)]
         parts = []
-        if feature.min is not None:
-            below = values[values < feature.min]
+        if bounds.min is not None:
+            below = values[values < bounds.min]
             if below.size:
                 parts.append(
-                    f"{below.size:,} value(s) below its min {_number(feature.min)} "
+                    f"{below.size:,} value(s) below its min {_number(bounds.min)} "
                     f"(e.g. {_number(below.min())})"
                 )
-        if feature.max is not None:
-            above = values[values > feature.max]
+        if bounds.max is not None:
+            above = values[values > bounds.max]
             if above.size:
                 parts.append(
-                    f"{above.size:,} value(s) above its max {_number(feature.max)} "
+                    f"{above.size:,} value(s) above its max {_number(bounds.max)} "
                     f"(e.g. {_number(above.max())})"
                 )
         if parts:
-            problems[feature.name] = f"{feature.name} has " + " and ".join(parts)
-    if problems:
-        message = "; ".join(problems.values()) + " (bounds from the schema)"
-        return _failed(name, message, tuple(problems))
-    return _passed(name, "every numerical value is within the schema's bounds")
+            problems.append(_problem(name, f"{feature} has " + " and ".join(parts), feature))
+    return judge(
+        name,
+        problems,
+        passed="every numerical value is within the schema's bounds",
+        suffix=" (bounds from the schema)",
+    )
 
 
-def _known_categories(frame: pd.DataFrame, schema: FeatureSchema) -> CheckResult:
+def _known_categories(data: _Dataset) -> CheckResult:
     name = "known_categories"
-    problems: dict[str, str] = {}
-    for feature in schema.categorical:
-        if not feature.categories or feature.name not in frame.columns:
+    problems = []
+    for feature in data.schema.categorical:
+        if not feature.categories or feature.name not in data.frame.columns:
             continue
-        values = frame[feature.name].dropna()
+        values = data.frame[feature.name].dropna()
         unknown = values[~values.isin(feature.categories)].value_counts()
         if not unknown.empty:
             listed = ", ".join(f"{v!r} ({n:,})" for v, n in unknown.head(_MAX_LISTED).items())
             more = f" and {len(unknown) - _MAX_LISTED} more" if len(unknown) > _MAX_LISTED else ""
-            problems[feature.name] = (
+            message = (
                 f"{feature.name} has {int(unknown.sum()):,} value(s) not in the schema's "
                 f"categories: {listed}{more}"
             )
-    if problems:
-        message = "; ".join(problems.values()) + "; the model encodes them as unknown"
-        return _failed(name, message, tuple(problems))
-    return _passed(name, "every categorical value is one the schema lists")
+            problems.append(_problem(name, message, feature.name))
+    return judge(
+        name,
+        problems,
+        passed="every categorical value is one the schema lists",
+        suffix="; the model encodes them as unknown",
+    )
 
 
-def _unique_ids(frame: pd.DataFrame, schema: FeatureSchema) -> CheckResult:
-    name = "unique_ids"
-    if not schema.id or schema.id not in frame.columns:
-        return _passed(name, "skipped: the data has no id column")
-    ids = frame[schema.id].dropna()
+def _unique_ids(data: _Dataset) -> CheckResult:
+    name, id_column = "unique_ids", data.schema.id
+    if not id_column or id_column not in data.frame.columns:
+        return judge(name, [], passed="skipped: the data has no id column")
+    ids = data.frame[id_column].dropna()
     repeats = ids[ids.duplicated()]
     if repeats.empty:
-        return _passed(name, f"every {schema.id} is unique", (schema.id,))
+        return judge(name, [], passed=f"every {id_column} is unique", columns=(id_column,))
     examples = _join(repeats.drop_duplicates().head(3).tolist())
     message = (
-        f"{schema.id} should be unique; {len(repeats):,} row(s) repeat an earlier id "
+        f"{id_column} should be unique; {len(repeats):,} row(s) repeat an earlier id "
         f"({repeats.nunique():,} ids affected, e.g. {examples})"
     )
-    return _failed(name, message, (schema.id,))
+    return _failed(name, message, id_column)
 
 
-def _passed(name: str, message: str, columns: tuple[str, ...] = ()) -> CheckResult:
-    return CheckResult(
-        name, hard=name in HARD_CHECKS, passed=True, message=message, columns=columns
-    )
+# The suite, in report order; every check has the one signature `check(_Dataset) -> CheckResult`.
+CHECKS = (
+    _target_binary,
+    _enough_rows,
+    _no_missing_in_required,
+    _finite_numbers,
+    _within_bounds,
+    _known_categories,
+    _unique_ids,
+)
 
 
-def _failed(name: str, message: str, columns: tuple[str, ...]) -> CheckResult:
-    return CheckResult(
-        name, hard=name in HARD_CHECKS, passed=False, message=message, columns=columns
-    )
+def _numbers(data: _Dataset, *, bounded: bool = False) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, float64 values) of each numerical feature in the frame; with `bounded`, only of
+    those the schema gives a min or a max."""
+    for feature in data.schema.numerical:
+        if feature.name not in data.frame.columns:
+            continue
+        if bounded and feature.min is None and feature.max is None:
+            continue
+        yield feature.name, data.frame[feature.name].to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _problem(name: str, message: str, column: str | None = None) -> Problem:
+    """A problem found by check `name`: a failure for a hard check, a warning for the others."""
+    return Problem(HARD if name in HARD_CHECKS else SOFT, message, column)
+
+
+def _failed(name: str, message: str, column: str) -> CheckResult:
+    return judge(name, [_problem(name, message, column)], passed="")
 
 
 def _describe(check: CheckResult) -> str:
