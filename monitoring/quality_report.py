@@ -3,8 +3,10 @@
 The live counterpart of `data.validate`, which decides whether a model may be trained on a
 dataset. This runs on a window of logged predictions (`data.ingest.read_predictions`) or on a
 CSV / Parquet file, and every check runs, so one report names every problem at once. The frame
-does not have to be typed: a value that cannot take its feature's type is reported (check 4), not
-raised, because a monitoring job that crashes on bad data reports nothing about it.
+does not have to be typed: it is typed by ingest's rules (`coerce_frame(errors="mask")`), and a
+value that cannot take its feature's type is reported (check 4), not raised, because a
+monitoring job that crashes on bad data reports nothing about it. The checks are `data.checks`
+checks, as validation's are: one `CheckResult` type, one signature, one runner.
 
 A hard failure means the pipeline feeding the model is broken and someone should look now; a soft
 warning means something changed that deserves a look. Thresholds are `QualityThresholds` fields.
@@ -65,10 +67,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
-import pyarrow
 
-# The live check must accept exactly the boolean words ingest does.
-from data.ingest import BOOLEAN_WORDS, DataError, coerce_frame
+from data.checks import HARD, OK, SOFT, CheckReport, CheckResult, Problem, judge, run_checks, worst
+from data.ingest import DataError, coerce_frame, read_file
 from data.profile import MISSING_KEY, ReferenceProfile, build_reference_profile
 from data.schema import Feature, FeatureSchema, SchemaError, load_schema
 from monitoring.performance import DEFAULT_TIMESTAMP_COLUMN
@@ -82,8 +83,6 @@ CHECKS = (
     "volume_freshness",
     "stuck_features",
 )
-OK, SOFT, HARD = "ok", "soft", "hard"
-_RANK = {OK: 0, SOFT: 1, HARD: 2}
 _MAX_EXAMPLES = 5
 _TYPE_WORDS = {"numerical": "finite numbers", "boolean": "booleans (0 / 1)"}
 
@@ -112,38 +111,12 @@ class QualityThresholds:
             raise ValueError("training_range_soft must not exceed training_range_hard")
 
 
-@dataclass(frozen=True)
-class QualityCheck:
-    """One check's outcome: `level` is "ok", "soft" or "hard"; `details` is JSON-ready."""
-
-    name: str
-    level: str
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return self.level == OK
-
-    @property
-    def hard(self) -> bool:
-        return self.level == HARD
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "level": self.level,
-            "hard": self.hard,
-            "passed": self.passed,
-            "message": self.message,
-            "details": self.details,
-        }
+# QualityCheck was this module's result type before data.checks; callers may still use the name.
+QualityCheck = CheckResult
 
 
 @dataclass
-class QualityReport:
-    checks: list[QualityCheck]
-    rows: int
+class QualityReport(CheckReport):
     window_start: datetime
     window_end: datetime
     missing_share: dict[str, float]
@@ -151,19 +124,11 @@ class QualityReport:
 
     @property
     def hard_failures(self) -> int:
-        return sum(c.level == HARD for c in self.checks)
+        return len(self.failures)
 
     @property
     def soft_warnings(self) -> int:
-        return sum(c.level == SOFT for c in self.checks)
-
-    @property
-    def passed(self) -> bool:
-        """True when no check failed hard; soft warnings do not count."""
-        return self.hard_failures == 0
-
-    def check(self, name: str) -> QualityCheck:
-        return next(c for c in self.checks if c.name == name)
+        return len(self.warnings)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -173,8 +138,8 @@ class QualityReport:
             "window_end": self.window_end.isoformat(),
             "hard_failures": self.hard_failures,
             "soft_warnings": self.soft_warnings,
-            "failures": [c.name for c in self.checks if c.level == HARD],
-            "warnings": [c.name for c in self.checks if c.level == SOFT],
+            "failures": [c.name for c in self.failures],
+            "warnings": [c.name for c in self.warnings],
             "missing_share": self.missing_share,
             "outside_training_range_share": self.outside_training_range_share,
             "checks": [c.to_dict() for c in self.checks],
@@ -188,14 +153,15 @@ class QualityReport:
             f"from {self.window_start:%Y-%m-%d %H:%M} to {self.window_end:%Y-%m-%d %H:%M} UTC, "
             f"{self.hard_failures} hard failure(s), {self.soft_warnings} warning(s)"
         ]
-        for level, word in ((HARD, "error  "), (SOFT, "warning")):
-            lines += [f"  {word} {c.name}: {c.message}" for c in self.checks if c.level == level]
+        for checks, word in ((self.failures, "error  "), (self.warnings, "warning")):
+            lines += [f"  {word} {c.name}: {c.message}" for c in checks]
         return "\n".join(lines)
 
 
 @dataclass
 class _Column:
-    """A feature column typed leniently: values NaN where `missing` or `invalid`."""
+    """A feature column as `coerce_frame(errors="mask")` typed it: values NaN where `missing`
+    or `invalid` (a value that could not take the feature's type)."""
 
     values: pd.Series
     missing: np.ndarray
@@ -204,6 +170,32 @@ class _Column:
     @property
     def present(self) -> pd.Series:
         return self.values[~(self.missing | self.invalid)]
+
+
+@dataclass(frozen=True)
+class _Window:
+    """What every quality check is given: the window as it came (`raw`, for examples of bad
+    values) and typed, feature by feature, with the report's settings."""
+
+    raw: pd.DataFrame
+    typed: pd.DataFrame
+    columns: dict[str, _Column]
+    schema: FeatureSchema
+    timestamp: str
+    bad_times: np.ndarray | None
+    start: pd.Timestamp
+    end: pd.Timestamp
+    expected_rows_per_hour: float | None
+    reference: ReferenceProfile | None
+    thresholds: QualityThresholds
+
+    @property
+    def rows(self) -> int:
+        return len(self.typed)
+
+    @property
+    def times(self) -> pd.Series | None:
+        return self.typed.get(self.timestamp)
 
 
 def compute_quality_report(
@@ -230,37 +222,48 @@ def compute_quality_report(
     start, end = _utc(window_start), _utc(window_end)
     if end < start:
         raise ValueError(f"window_end {end} is before window_start {start}")
-    current = current.reset_index(drop=True)
-    columns = {
-        f.name: _type_column(current[f.name], f)
-        for f in schema.features
-        if f.name in current.columns
-    }
+    raw = current.reset_index(drop=True)
     timestamp = schema.timestamp or DEFAULT_TIMESTAMP_COLUMN
-    times, bad_times = _parse_times(current[timestamp]) if timestamp in current else (None, None)
-    rows = len(current)
-
-    missing = _missing_values(schema, columns, rows, reference, thresholds)
-    out_of_range = _out_of_range(schema, columns, reference, thresholds)
-    checks = [
-        missing,
-        out_of_range,
-        _unseen_categories(schema, columns, reference, thresholds),
-        _type_violations(current, schema, columns, timestamp, bad_times),
-        _duplicate_ids(current, schema),
-        _volume_freshness(rows, times, timestamp, start, end, expected_rows_per_hour, thresholds),
-        _stuck_features(schema, columns, reference, thresholds),
-    ]
-    missing_share = {name: detail["share"] for name, detail in missing.details.items()}
+    # Ingest's typing rule, masking what fails instead of raising; the timestamp is looked for
+    # under the log's name when the schema names none.
+    typed, invalid = coerce_frame(
+        raw,
+        replace(schema, timestamp=timestamp),
+        require_target=False,
+        origin="the window",
+        errors="mask",
+    )
+    columns = {}
+    for name in schema.feature_names:
+        if name in typed:
+            bad = invalid[name].to_numpy()
+            columns[name] = _Column(typed[name], typed[name].isna().to_numpy() & ~bad, bad)
+    window = _Window(
+        raw=raw,
+        typed=typed,
+        columns=columns,
+        schema=schema,
+        timestamp=timestamp,
+        bad_times=invalid[timestamp].to_numpy() if timestamp in invalid else None,
+        start=start,
+        end=end,
+        expected_rows_per_hour=expected_rows_per_hour,
+        reference=reference,
+        thresholds=thresholds,
+    )
+    checks = run_checks(_CHECKS, window)
+    by_name = {c.name: c for c in checks}
     return QualityReport(
         checks=checks,
-        rows=rows,
+        rows=window.rows,
         window_start=start,
         window_end=end,
-        missing_share=missing_share,
+        missing_share={
+            name: detail["share"] for name, detail in by_name["missing_values"].details.items()
+        },
         outside_training_range_share={
             name: detail["outside_training_range_share"]
-            for name, detail in out_of_range.details.items()
+            for name, detail in by_name["out_of_range"].details.items()
             if "outside_training_range_share" in detail
         },
     )
@@ -273,44 +276,36 @@ def _profile(reference: pd.DataFrame, schema: FeatureSchema) -> ReferenceProfile
     return build_reference_profile(frame, schema, predictions=nothing, scores=nothing)
 
 
-def _missing_values(
-    schema: FeatureSchema,
-    columns: dict[str, _Column],
-    rows: int,
-    reference: ReferenceProfile | None,
-    thresholds: QualityThresholds,
-) -> QualityCheck:
+def _missing_values(window: _Window) -> CheckResult:
+    columns, rows, thresholds = window.columns, window.rows, window.thresholds
     details: dict[str, Any] = {}
-    problems: list[tuple[str, str]] = []
-    for feature in schema.features:
+    problems: list[Problem] = []
+    for feature in window.schema.features:
         name = feature.name
         if name not in columns:
             details[name] = {"missing": rows, "share": 1.0, "absent": True, "level": HARD}
-            problems.append((HARD, f"{name} is absent from the data"))
+            problems.append(Problem(HARD, f"{name} is absent from the data", name))
             continue
         count = int(columns[name].missing.sum())
         # An empty window has no missing values; the volume check reports the emptiness.
         share = count / rows if rows else 0.0
-        baseline = _reference_missing_share(reference, feature)
+        baseline = _reference_missing_share(window.reference, feature)
         level = OK
         if not feature.nullable and share > thresholds.missing_tolerance:
             level = HARD
-            problems.append(
-                (HARD, f"{name} has {count:,} missing value(s) ({_pct(share)}) but is not nullable")
-            )
+            message = f"{name} has {count:,} missing value(s) ({_pct(share)}) but is not nullable"
+            problems.append(Problem(HARD, message, name))
         elif (
             feature.nullable
             and baseline is not None
             and share > baseline + thresholds.missing_margin
         ):
             level = SOFT
-            problems.append(
-                (
-                    SOFT,
-                    f"{name} is missing in {_pct(share)} of rows against {_pct(baseline)} "
-                    "in the reference",
-                )
+            message = (
+                f"{name} is missing in {_pct(share)} of rows against {_pct(baseline)} "
+                "in the reference"
             )
+            problems.append(Problem(SOFT, message, name))
         details[name] = {
             "missing": count,
             "share": share,
@@ -322,18 +317,14 @@ def _missing_values(
     most = max(details, key=lambda name: details[name]["share"], default=None)
     if most is not None and details[most]["share"]:
         passed += f" (the most: {most} in {_pct(details[most]['share'])} of rows)"
-    return _result("missing_values", problems, passed, details)
+    return judge("missing_values", problems, passed=passed, details=details)
 
 
-def _out_of_range(
-    schema: FeatureSchema,
-    columns: dict[str, _Column],
-    reference: ReferenceProfile | None,
-    thresholds: QualityThresholds,
-) -> QualityCheck:
+def _out_of_range(window: _Window) -> CheckResult:
+    columns, reference, thresholds = window.columns, window.reference, window.thresholds
     details: dict[str, Any] = {}
-    problems: list[tuple[str, str]] = []
-    for feature in schema.numerical:
+    problems: list[Problem] = []
+    for feature in window.schema.numerical:
         bounds = _bounds(feature, reference)
         if feature.name not in columns or not bounds:
             continue
@@ -370,22 +361,20 @@ def _out_of_range(
             levels.append(level)
             if level != OK:
                 said = [_beyond(side, beyond[side], bound, source) for side, bound in mine]
-                problems.append(
-                    (
-                        level,
-                        f"{feature.name} has {_pct(share)} of its values {what} "
-                        f"({' and '.join(t for t in said if t)})",
-                    )
+                message = (
+                    f"{feature.name} has {_pct(share)} of its values {what} "
+                    f"({' and '.join(t for t in said if t)})"
                 )
+                problems.append(Problem(level, message, feature.name))
         for side, bound, source in bounds:
             detail |= {side: bound, f"{side}_from": source}
-        details[feature.name] = detail | {"level": max(levels, key=_RANK.__getitem__)}
-    return _result(
+        details[feature.name] = detail | {"level": worst(levels)}
+    return judge(
         "out_of_range",
         problems,
-        "every numerical value is within the schema's bounds, and within the training range "
-        "where the schema sets none",
-        details,
+        passed="every numerical value is within the schema's bounds, and within the training "
+        "range where the schema sets none",
+        details=details,
     )
 
 
@@ -410,26 +399,21 @@ def _beyond(side: str, count: int, bound: float, source: str) -> str:
     return f"{count:,} {'below' if side == 'min' else 'above'} the training {side} {_num(bound)}"
 
 
-def _unseen_categories(
-    schema: FeatureSchema,
-    columns: dict[str, _Column],
-    reference: ReferenceProfile | None,
-    thresholds: QualityThresholds,
-) -> QualityCheck:
+def _unseen_categories(window: _Window) -> CheckResult:
     details: dict[str, Any] = {}
-    problems: list[tuple[str, str]] = []
-    for feature in schema.categorical:
-        if feature.name not in columns:
+    problems: list[Problem] = []
+    for feature in window.schema.categorical:
+        if feature.name not in window.columns:
             continue
-        known, source = _known_categories(feature, reference)
+        known, source = _known_categories(feature, window.reference)
         if known is None:
             details[feature.name] = {"level": OK, "skipped": "no categories to compare with"}
             continue
-        values = columns[feature.name].present
+        values = window.columns[feature.name].present
         unseen = values[~values.isin(known)].value_counts()
         count = int(unseen.sum())
         share = count / len(values) if len(values) else 0.0
-        level = HARD if share > thresholds.unseen_category_hard else SOFT if count else OK
+        level = HARD if share > window.thresholds.unseen_category_hard else SOFT if count else OK
         examples = {str(v): int(n) for v, n in unseen.head(_MAX_EXAMPLES).items()}
         details[feature.name] = {
             "unseen": count,
@@ -441,70 +425,72 @@ def _unseen_categories(
         if level != OK:
             listed = ", ".join(f"{v!r} ({n:,})" for v, n in examples.items())
             more = f" and {len(unseen) - _MAX_EXAMPLES} more" if len(unseen) > _MAX_EXAMPLES else ""
-            problems.append(
-                (
-                    level,
-                    f"{feature.name} has {count:,} value(s) ({_pct(share)}) not in the {source}'s "
-                    f"categories: {listed}{more}",
-                )
+            message = (
+                f"{feature.name} has {count:,} value(s) ({_pct(share)}) not in the {source}'s "
+                f"categories: {listed}{more}"
             )
-    return _result(
-        "unseen_categories", problems, "every categorical value is a known category", details
+            problems.append(Problem(level, message, feature.name))
+    return judge(
+        "unseen_categories",
+        problems,
+        passed="every categorical value is a known category",
+        details=details,
     )
 
 
-def _type_violations(
-    current: pd.DataFrame,
-    schema: FeatureSchema,
-    columns: dict[str, _Column],
-    timestamp: str,
-    bad_times: np.ndarray | None,
-) -> QualityCheck:
-    invalid = {name: column.invalid for name, column in columns.items()}
-    if bad_times is not None:
-        invalid[timestamp] = bad_times
+def _type_violations(window: _Window) -> CheckResult:
+    invalid = {name: column.invalid for name, column in window.columns.items()}
+    if window.bad_times is not None:
+        invalid[window.timestamp] = window.bad_times
     details: dict[str, Any] = {}
-    problems: list[tuple[str, str]] = []
+    problems: list[Problem] = []
     for name, mask in invalid.items():
         count = int(mask.sum())
         if not count:
             continue
-        bad = current[name][mask].drop_duplicates().head(_MAX_EXAMPLES)
+        # Examples as they came, before typing made them missing.
+        bad = window.raw[name][mask].drop_duplicates().head(_MAX_EXAMPLES)
         examples = [repr(v) for v in bad.tolist()]
-        kind = "dates" if name == timestamp else _TYPE_WORDS[schema.feature(name).type]
+        if name == window.timestamp:
+            kind = "dates"
+        else:
+            kind = _TYPE_WORDS[window.schema.feature(name).type]
         details[name] = {"count": count, "examples": examples, "level": HARD}
-        problems.append(
-            (HARD, f"{name} has {count:,} value(s) that are not {kind}, e.g. {', '.join(examples)}")
-        )
-    return _result("type_violations", problems, "every value has its feature's type", details)
+        message = f"{name} has {count:,} value(s) that are not {kind}, e.g. {', '.join(examples)}"
+        problems.append(Problem(HARD, message, name))
+    return judge(
+        "type_violations", problems, passed="every value has its feature's type", details=details
+    )
 
 
-def _duplicate_ids(current: pd.DataFrame, schema: FeatureSchema) -> QualityCheck:
-    name = "duplicate_ids"
-    if not schema.id or schema.id not in current.columns:
-        return QualityCheck(name, OK, "skipped: the data has no id column")
-    ids = current[schema.id].dropna()
+def _duplicate_ids(window: _Window) -> CheckResult:
+    name, id_column = "duplicate_ids", window.schema.id
+    if not id_column or id_column not in window.typed.columns:
+        return judge(name, [], passed="skipped: the data has no id column")
+    ids = window.typed[id_column].dropna()
     repeats = ids[ids.duplicated()]
     details = {"duplicated_rows": len(repeats), "ids_affected": int(repeats.nunique())}
     if repeats.empty:
-        return QualityCheck(name, OK, f"every {schema.id} is unique", details)
+        return judge(
+            name, [], passed=f"every {id_column} is unique", details=details, columns=(id_column,)
+        )
     examples = [str(v) for v in repeats.drop_duplicates().head(3).tolist()]
     message = (
-        f"{len(repeats):,} row(s) repeat an earlier {schema.id} ({details['ids_affected']:,} "
+        f"{len(repeats):,} row(s) repeat an earlier {id_column} ({details['ids_affected']:,} "
         f"id(s), e.g. {', '.join(examples)}): predictions were logged twice"
     )
-    return QualityCheck(name, HARD, message, {**details, "examples": examples})
+    return judge(
+        name,
+        [Problem(HARD, message, id_column)],
+        passed="",
+        details={**details, "examples": examples},
+    )
 
 
-def _volume_freshness(
-    rows: int,
-    times: pd.Series | None,
-    timestamp: str,
-    start: pd.Timestamp,
-    end: pd.Timestamp,
-    expected_rows_per_hour: float | None,
-    thresholds: QualityThresholds,
-) -> QualityCheck:
+def _volume_freshness(window: _Window) -> CheckResult:
+    rows, times, timestamp = window.rows, window.times, window.timestamp
+    start, end, thresholds = window.start, window.end, window.thresholds
+    expected_rows_per_hour = window.expected_rows_per_hour
     hours = (end - start).total_seconds() / 3600
     expected = expected_rows_per_hour * hours if expected_rows_per_hour is not None else None
     newest = times.max() if times is not None else pd.NaT
@@ -517,39 +503,32 @@ def _volume_freshness(
         "newest": None if pd.isna(newest) else newest.isoformat(),
         "minutes_since_newest": age,
     }
-    problems: list[tuple[str, str]] = []
+    problems: list[Problem] = []
     if rows == 0:
-        problems.append((HARD, f"the window of {hours:g} hour(s) has no rows"))
+        problems.append(Problem(HARD, f"the window of {hours:g} hour(s) has no rows"))
     elif expected and rows < thresholds.min_volume_ratio * expected:
-        problems.append(
-            (
-                SOFT,
-                f"{rows:,} rows against {expected:,.0f} expected ({_pct(rows / expected)}; "
-                f"a warning below {_pct(thresholds.min_volume_ratio)})",
-            )
+        message = (
+            f"{rows:,} rows against {expected:,.0f} expected ({_pct(rows / expected)}; "
+            f"a warning below {_pct(thresholds.min_volume_ratio)})"
         )
+        problems.append(Problem(SOFT, message))
     if age is not None and age > thresholds.freshness_soft_minutes:
         level = HARD if age > thresholds.freshness_hard_minutes else SOFT
-        problems.append(
-            (level, f"the newest row is {age:,.0f} minutes older than the end of the window")
-        )
+        message = f"the newest row is {age:,.0f} minutes older than the end of the window"
+        problems.append(Problem(level, message, timestamp))
     volume = f"{rows:,} rows" + (f" ({expected:,.0f} expected)" if expected is not None else "")
     if age is not None:
         fresh = f"the newest {age:,.0f} minutes before the end of the window"
     else:
         fresh = f"freshness not measured (no {timestamp} values)"
-    return _result("volume_freshness", problems, f"{volume}, {fresh}", details)
+    return judge("volume_freshness", problems, passed=f"{volume}, {fresh}", details=details)
 
 
-def _stuck_features(
-    schema: FeatureSchema,
-    columns: dict[str, _Column],
-    reference: ReferenceProfile | None,
-    thresholds: QualityThresholds,
-) -> QualityCheck:
+def _stuck_features(window: _Window) -> CheckResult:
+    columns, reference, thresholds = window.columns, window.reference, window.thresholds
     details: dict[str, Any] = {}
-    problems: list[tuple[str, str]] = []
-    for feature in schema.features:
+    problems: list[Problem] = []
+    for feature in window.schema.features:
         if feature.name not in columns:
             continue
         values = columns[feature.name].present
@@ -586,61 +565,24 @@ def _stuck_features(
             "level": level,
         }
         if level != OK:
-            problems.append((level, f"{feature.name} holds {what} in {len(values):,} rows; {why}"))
-    return _result("stuck_features", problems, "no feature is stuck at one value", details)
+            message = f"{feature.name} holds {what} in {len(values):,} rows; {why}"
+            problems.append(Problem(level, message, feature.name))
+    return judge(
+        "stuck_features", problems, passed="no feature is stuck at one value", details=details
+    )
 
 
-def _result(
-    name: str, problems: list[tuple[str, str]], passed_message: str, details: dict[str, Any]
-) -> QualityCheck:
-    """The check's level is its worst problem's; the message lists the problems, worst first."""
-    if not problems:
-        return QualityCheck(name, OK, passed_message, details)
-    problems = sorted(problems, key=lambda p: -_RANK[p[0]])
-    return QualityCheck(name, problems[0][0], "; ".join(p[1] for p in problems), details)
-
-
-def _type_column(column: pd.Series, feature: Feature) -> _Column:
-    if feature.is_categorical:
-        # Categories never fail to type: anything is text, as `coerce_frame` makes it.
-        one = replace(_ONE_FEATURE_SCHEMA, features=(feature,))
-        values = coerce_frame(column.to_frame(), one, require_target=False)[feature.name]
-        missing = values.isna().to_numpy()
-        return _Column(values, missing, np.zeros(len(values), dtype=bool))
-    if pd.api.types.is_bool_dtype(column.dtype) or pd.api.types.is_numeric_dtype(column.dtype):
-        numbers = pd.Series(column.to_numpy(dtype=np.float64, na_value=np.nan))
-        missing = numbers.isna().to_numpy()
-    else:
-        text = column.astype("string")
-        given = column.mask(text.str.strip().eq("").to_numpy(dtype=bool, na_value=False))
-        missing = given.isna().to_numpy()
-        if feature.is_boolean:
-            words = text.str.strip().str.lower().map(BOOLEAN_WORDS, na_action="ignore")
-            numbers = pd.to_numeric(words, errors="coerce").astype(np.float64)
-        else:
-            numbers = pd.to_numeric(given, errors="coerce").astype(np.float64)
-        numbers = numbers.reset_index(drop=True)
-    array = numbers.to_numpy()
-    valid = np.isin(array, (0.0, 1.0)) if feature.is_boolean else np.isfinite(array)
-    invalid = ~missing & ~valid
-    return _Column(numbers.where(valid), missing, invalid)
-
-
-# `coerce_frame` types one column at a time against this, so a bad column elsewhere cannot stop it.
-_ONE_FEATURE_SCHEMA = FeatureSchema(name="quality", target="__target__", features=())
-
-
-def _parse_times(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Timestamps as UTC (naive taken as UTC, as ingest does) and the mask of unparseable ones."""
-    if pd.api.types.is_datetime64_any_dtype(column.dtype):
-        return pd.to_datetime(column, utc=True), np.zeros(len(column), dtype=bool)
-    if pd.api.types.is_numeric_dtype(column.dtype):
-        # Ingest refuses epoch numbers (seconds? milliseconds?); so does this check.
-        parsed = pd.Series(pd.NaT, index=column.index, dtype="datetime64[ns, UTC]")
-    else:
-        parsed = pd.to_datetime(column, utc=True, format="mixed", errors="coerce")
-    blank = column.astype("string").str.strip().eq("").to_numpy(dtype=bool, na_value=False)
-    return parsed, column.notna().to_numpy() & ~blank & parsed.isna().to_numpy()
+# The suite, in report order (`CHECKS`); every check has the one signature
+# `check(_Window) -> CheckResult`.
+_CHECKS = (
+    _missing_values,
+    _out_of_range,
+    _unseen_categories,
+    _type_violations,
+    _duplicate_ids,
+    _volume_freshness,
+    _stuck_features,
+)
 
 
 def _reference_missing_share(reference: ReferenceProfile | None, feature: Feature) -> float | None:
@@ -697,26 +639,6 @@ def _value(value: Any) -> str:
     return _num(value) if isinstance(value, float) and math.isfinite(value) else repr(value)
 
 
-def read_window(path: str | Path, schema: FeatureSchema) -> pd.DataFrame:
-    """Read a CSV or Parquet window untyped (the checks type it), ids and categories as text."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise DataError(
-            f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv or .parquet"
-        )
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-        text_columns = [f.name for f in schema.categorical] + [schema.id]
-        return pd.read_csv(path, dtype={c: str for c in text_columns if c}, low_memory=False)
-    except (ValueError, UnicodeDecodeError, pyarrow.ArrowException) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot read: {first}") from None
-
-
 class _UsageError(ValueError):
     pass
 
@@ -739,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         schema = load_schema(args.schema)
-        current = read_window(args.current, schema)
+        current = read_file(args.current, schema)
         reference = ReferenceProfile.load(args.reference) if args.reference else None
         start, end = _cli_window(current, schema, args.window_start, args.window_end)
         report = compute_quality_report(
@@ -767,7 +689,11 @@ def _cli_window(
     current: pd.DataFrame, schema: FeatureSchema, start: str | None, end: str | None
 ) -> tuple[pd.Timestamp, pd.Timestamp]:
     column = schema.timestamp or DEFAULT_TIMESTAMP_COLUMN
-    times = _parse_times(current[column])[0].dropna() if column in current else pd.Series()
+    times = pd.Series()
+    if column in current:
+        only_times = replace(schema, features=(), id=None, timestamp=column)
+        typed, _ = coerce_frame(current[[column]], only_times, require_target=False, errors="mask")
+        times = typed[column].dropna()
     if (start is None or end is None) and times.empty:
         raise ValueError(
             f"the data has no {column} values to take the window from; "
