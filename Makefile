@@ -71,6 +71,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_journal.py
 	$(PY) benchmarks/bench_drift.py
 	$(PY) benchmarks/bench_drift_postgres.py
+	$(PY) benchmarks/bench_quality.py
 
 train: $(STAMP)
 	$(PY) -m training.train
