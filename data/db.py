@@ -293,6 +293,10 @@ def as_utc(moment: datetime | str) -> datetime:
     """
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
+    if type(moment) is not datetime:
+        # A subclass, such as the pendulum times Airflow hands its tasks: pendulum drops the
+        # time zone of `datetime.UTC` in arithmetic, and naive and aware times then collide.
+        moment = datetime(*moment.timetuple()[:6], moment.microsecond, tzinfo=moment.tzinfo)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 

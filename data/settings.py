@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # training data (TRAINING_DATA; the synthetic set when empty) of this many rows per recent
     # row: the recent relationship dominates, the old one keeps rare cases in view.
     TRAINING_DATA: str = ""
-    RETRAIN_BASE_SAMPLE_RATIO: float = Field(default=0.5, ge=0)
+    RETRAIN_BASE_SAMPLE_RATIO: float = Field(default=0.2, ge=0)
     # Prediction log rows (and their labels) older than this many days are deleted by the
     # maintenance DAG, in batches of PREDICTION_RETENTION_BATCH rows.
     PREDICTION_RETENTION_DAYS: float = Field(default=30.0, gt=0)

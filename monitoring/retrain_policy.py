@@ -22,8 +22,13 @@ What holds a triggered retrain back (the first that applies is `blocked_by`):
   counts as dead and blocks nothing);
 - `cooldown`: a run was requested less than RETRAIN_COOLDOWN_HOURS ago (failed runs excepted);
 - `daily_cap`: RETRAIN_MAX_PER_DAY runs were started by the policy in the last 24 hours;
-- `not_enough_labels`: fewer than RETRAIN_MIN_LABELLED_ROWS labelled predictions arrived since
-  the last run's data ended (at most RETRAIN_DATA_DAYS back): nothing new to learn from.
+- `not_enough_labels`: fewer than RETRAIN_MIN_LABELLED_ROWS labelled predictions to learn from
+  arrived since the last run's data ended: nothing new to learn from.
+
+A retrain learns from the drift episode: the labelled predictions of the unbroken run of
+triggered windows that ends with this one (at most RETRAIN_DATA_DAYS back), plus a sample of the
+original training data. Rows from before the episode follow the relationship the world has
+left; the decision's `numbers.data_start` says where the episode began.
 
 Time is the window's end, the run's logical time, never `now()`: a re-run or a simulation (the
 demo replays weeks in minutes) keeps its own clock. Every decision, taken or not, is one row of
@@ -230,8 +235,9 @@ def _decide(
     if not found:
         return decision(False, "no retrain: no drift, quality or accuracy trigger in the window")
     why = "; ".join(phrases)
-    runs = _runs_before(conn, model_name, end, since=end - timedelta(days=max(
-        settings.RETRAIN_DATA_DAYS, 1.0)))  # fmt: skip
+    runs = _runs_before(
+        conn, model_name, end, since=end - timedelta(days=max(settings.RETRAIN_DATA_DAYS, 1.0))
+    )
     timeout = timedelta(hours=settings.RETRAIN_TIMEOUT_HOURS)
     running = [r for r in runs if r["status"] == RUNNING and end - r["requested_at"] < timeout]
     if running:
@@ -253,8 +259,9 @@ def _decide(
                 f"RETRAIN_COOLDOWN_HOURS={settings.RETRAIN_COOLDOWN_HOURS} ({why})",
                 "cooldown",
             )
-    today = [r for r in runs if r["trigger"] == "policy" and end - r["requested_at"] < timedelta(
-        days=1)]  # fmt: skip
+    today = [
+        r for r in runs if r["trigger"] == "policy" and end - r["requested_at"] < timedelta(days=1)
+    ]
     numbers["policy_retrains_24h"] = len(today)
     if len(today) >= settings.RETRAIN_MAX_PER_DAY:
         return decision(
@@ -263,7 +270,14 @@ def _decide(
             f"RETRAIN_MAX_PER_DAY={settings.RETRAIN_MAX_PER_DAY} ({why})",
             "daily_cap",
         )
-    data_start = end - timedelta(days=settings.RETRAIN_DATA_DAYS)
+    # Learn from the drift episode: the run of consecutive triggered windows that ends here.
+    # Labelled rows from before it follow the relationship the world has left, and mixed in
+    # they teach the old one back (ROC AUC 0.96 -> 0.87 on the shipped data when the week
+    # before a concept change is kept).
+    data_start = _episode_start(
+        conn, model_name, start, floor=end - timedelta(days=settings.RETRAIN_DATA_DAYS)
+    )
+    numbers["data_start"] = data_start
     previous_end = max((r["data_end"] for r in counted if r["data_end"] is not None), default=None)
     new_since = max(data_start, previous_end) if previous_end else data_start
     labelled = count_labelled(conn, new_since, end)
@@ -288,7 +302,7 @@ def _record(conn: Connection, decision: Decision, settings: Settings) -> Decisio
             requested_at=end,
             trigger="policy",
             reason=decision.reason,
-            data_window=(end - timedelta(days=settings.RETRAIN_DATA_DAYS), end),
+            data_window=(as_utc(decision.numbers["data_start"]), end),
         )
     values = {
         "window_start": start,
@@ -332,6 +346,28 @@ def count_labelled(conn: Connection, start: datetime, end: datetime) -> int:
         .where(prediction_logs.c.predicted_at >= start, prediction_logs.c.predicted_at < end)
     )
     return int(conn.execute(query).scalar_one())
+
+
+def _episode_start(conn: Connection, model_name: str, start: datetime, floor: datetime) -> datetime:
+    """Where the drift episode ending with the window starting at `start` began: the earliest
+    window of the unbroken run of earlier decided windows that had a trigger, not before
+    `floor` (RETRAIN_DATA_DAYS back)."""
+    rows = conn.execute(
+        select(
+            retrain_decisions.c.window_start,
+            retrain_decisions.c.window_end,
+            retrain_decisions.c.triggers,
+        )
+        .where(retrain_decisions.c.model_name == model_name)
+        .where(retrain_decisions.c.window_end <= start, retrain_decisions.c.window_end > floor)
+        .order_by(retrain_decisions.c.window_end.desc())
+    ).all()
+    earliest = start
+    for window_start, window_end, triggers in rows:
+        if as_utc(window_end) != earliest or not triggers:
+            break
+        earliest = as_utc(window_start)
+    return max(earliest, floor)
 
 
 def _stored_decision(

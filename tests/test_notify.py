@@ -9,12 +9,10 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
@@ -39,6 +37,7 @@ from alerting.notify import (
 from data.db import alert_log, get_engine
 from data.settings import PROJECT_ROOT, Settings, get_settings
 from monitoring.notifications import AlertLog, notifier_config, notify, on_task_failure
+from tests.http_sink import Sink, running_sink
 
 SLACK_PATH = "/services/T0001/B0002/slack-secret-token"
 PAGERDUTY_PATH = "/v2/enqueue"
@@ -57,64 +56,6 @@ GATES = {  # as training.gates.GateReport.to_dict()["gates"] gives them
     "no_regression": {"passed": True, "reason": "within 2%", "champion_version": "3"},
     "operational": {"passed": True, "reason": "in order", "latency_p50_us": 1712.5},
 }
-
-
-# --- The HTTP sink -------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: dict
-
-
-@dataclass
-class Sink:
-    """A loopback HTTP server recording every request; `answers[path]` are the replies to give
-    first, as (status, headers, body), before it answers 202 like PagerDuty (Slack's 200 alike)."""
-
-    url: str
-    received: list[Received] = field(default_factory=list)
-    answers: dict[str, list[tuple[int, dict[str, str], str]]] = field(default_factory=dict)
-
-    def at(self, path: str) -> list[Received]:
-        return [request for request in self.received if request.path == path]
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    state = Sink(url="")
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            body = json.loads(raw or b"{}")
-            with lock:
-                state.received.append(Received("POST", self.path, dict(self.headers), body))
-                queue = state.answers.get(self.path) or []
-                status, headers, text = queue.pop(0) if queue else (202, {}, '{"status":"ok"}')
-            # A PagerDuty-like 400 echoes the event back, as real APIs often quote the input.
-            text = text.replace("{body}", raw.decode())
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(text.encode())))
-            self.end_headers()
-            self.wfile.write(text.encode())
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
 
 
 def http_config(sink: Sink, **overrides) -> NotifierConfig:
@@ -137,6 +78,12 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    with running_sink() as state:
+        yield state
 
 
 # --- The SMTP server ------------------------------------------------------------------------

@@ -53,6 +53,15 @@ class GateReport:
     def failed_names(self) -> list[str]:
         return [g.name for g in self.gates if not g.passed]
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> GateReport:
+        """The inverse of `to_dict` (the training DAG's promote task reads the gates task's)."""
+        gates = []
+        for name, values in raw["gates"].items():
+            detail = {k: v for k, v in values.items() if k not in ("passed", "reason")}
+            gates.append(GateResult(name, bool(values["passed"]), detail, values["reason"]))
+        return cls(version=str(raw["version"]), gates=gates)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,

@@ -1,0 +1,65 @@
+"""Retention of the prediction log: rows older than PREDICTION_RETENTION_DAYS go, in batches.
+
+The log grows by every prediction served; the maintenance DAG keeps it bounded. Rows go in
+batches of a fixed number of request ids, one short transaction each, oldest first, with their
+labels: a batch holds its locks for milliseconds, so the API's logging (COPY into the same
+table) never waits behind a delete of a whole day. Partitioning the table by day would make the
+delete a `DROP` of a partition, but Postgres requires the partition key in every unique key,
+and the prediction log's exactly-once logging rests on `request_id` alone being the key.
+Labels whose prediction never reached the log go too once they are older than the cut-off.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from data.db import as_utc, get_engine, init_db, labels, prediction_logs
+
+
+def delete_predictions_before(
+    before: datetime, *, batch_size: int = 50_000, url: str | None = None
+) -> dict[str, Any]:
+    """Delete log rows with `predicted_at < before` and their labels; returns the counts."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    before = as_utc(before)
+    engine = get_engine(url)
+    init_db(engine)
+    started = time.perf_counter()
+    deleted_rows = deleted_labels = batches = 0
+    while True:
+        with engine.begin() as conn:
+            ids = (
+                select(prediction_logs.c.request_id)
+                .where(prediction_logs.c.predicted_at < before)
+                .order_by(prediction_logs.c.predicted_at)
+                .limit(batch_size)
+            )
+            batch = [row[0] for row in conn.execute(ids)]
+            if not batch:
+                break
+            deleted_labels += conn.execute(
+                delete(labels).where(labels.c.request_id.in_(batch))
+            ).rowcount
+            deleted_rows += conn.execute(
+                delete(prediction_logs).where(prediction_logs.c.request_id.in_(batch))
+            ).rowcount
+            batches += 1
+    with engine.begin() as conn:
+        logged = select(prediction_logs.c.request_id).where(
+            prediction_logs.c.request_id == labels.c.request_id
+        )
+        orphans = conn.execute(
+            delete(labels).where(labels.c.received_at < before, ~logged.exists())
+        ).rowcount
+    return {
+        "before": before.isoformat(),
+        "deleted_predictions": deleted_rows,
+        "deleted_labels": deleted_labels + orphans,
+        "batches": batches,
+        "seconds": round(time.perf_counter() - started, 3),
+    }

@@ -1,0 +1,318 @@
+"""The retrain loop's steps, as the Airflow DAGs (and the demo) run them.
+
+Each function here is the body of one DAG task, so the DAG files stay thin and this code is
+tested without Airflow. What passes between tasks is a small JSON-ready dict (Airflow's XCom);
+data and models go through the run folder (`training.pipeline.RunFolder`).
+
+    drift_check_dag   check_window  →  trigger training_dag when the policy said so
+    training_dag      begin → ingest → validate → train → evaluate → register → gates → promote
+    maintenance_dag   purge_old_predictions
+
+`check_window` runs `monitoring.run_checks` over the run's data interval and records the retrain
+policy's decision (`monitoring.retrain_policy`). The training steps open (or take over) the
+`training_runs` row, and `promote` closes it with the outcome. Notifications go out for a retrain
+started, a candidate promoted, made challenger or rejected by a gate (with the gate's numbers),
+and, through `on_training_failure`, a failed task.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from alerting.notify import (
+    Event,
+    candidate_promoted,
+    candidate_rejected,
+    retrain_started,
+)
+from data.db import as_utc, get_engine
+from data.schema import load_schema
+from data.settings import Settings, get_settings
+from monitoring.notifications import notify, on_task_failure
+from monitoring.retrain_policy import decide_and_record
+from monitoring.run_checks import run_checks
+from training.runs import FAILED, finish_training_run, open_training_run, training_run
+
+log = logging.getLogger(__name__)
+
+
+def check_window(
+    start: datetime, end: datetime, *, settings: Settings | None = None
+) -> dict[str, Any]:
+    """The drift-check DAG's task: checks of [start, end), then the policy's decision.
+
+    Returns what the trigger needs: whether to retrain, and the training DAG's `conf`.
+    """
+    settings = settings or get_settings()
+    start, end = as_utc(start), as_utc(end)
+    hours = (end - start).total_seconds() / 3600
+    result = run_checks(end=end, hours=hours, settings=settings)
+    decision = decide_and_record(
+        (start, end), model_version=result.model_version, settings=settings
+    )
+    log.info("%s\n%s", result.summary(), decision.reason)
+    outcome: dict[str, Any] = {
+        "window": [start.isoformat(), end.isoformat()],
+        "rows": result.rows,
+        "decision_id": decision.id,
+        "retrain": decision.retrain,
+        "reason": decision.reason,
+        "triggers": decision.triggers,
+        "blocked_by": decision.blocked_by,
+        "training_run_id": decision.training_run_id,
+    }
+    if decision.retrain:
+        data_start = as_utc(decision.numbers["data_start"])
+        outcome["conf"] = {
+            "reason": decision.reason,
+            "trigger": "policy",
+            "training_run_id": decision.training_run_id,
+            "data_start": data_start.isoformat(),
+            "data_end": end.isoformat(),
+        }
+    return outcome
+
+
+def begin(
+    conf: dict[str, Any] | None,
+    *,
+    dag_run_id: str,
+    logical_end: datetime,
+    scheduled: bool = False,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """The training DAG's first task: take over the policy's run or open one; say it started.
+
+    `conf` (all optional): reason, data_start / data_end (ISO times; default the
+    RETRAIN_DATA_DAYS before the run's logical end), training_run_id (the policy's run).
+    """
+    settings = settings or get_settings()
+    conf = dict(conf or {})
+    logical_end = as_utc(logical_end)
+    data_end = as_utc(conf["data_end"]) if conf.get("data_end") else logical_end
+    data_start = (
+        as_utc(conf["data_start"])
+        if conf.get("data_start")
+        else data_end - timedelta(days=settings.RETRAIN_DATA_DAYS)
+    )
+    if data_start >= data_end:
+        raise ValueError(f"conf: data_start {data_start} is not before data_end {data_end}")
+    trigger = conf.get("trigger") or ("schedule" if scheduled else "manual")
+    reason = conf.get("reason") or ("weekly retrain" if scheduled else "manual retrain")
+    engine = get_engine(settings.database_url)
+    run_id = conf.get("training_run_id")
+    if run_id is None:
+        run_id = open_training_run(
+            model_name=settings.MODEL_NAME,
+            requested_at=data_end,
+            trigger=trigger,
+            reason=reason,
+            data_window=(data_start, data_end),
+            external_id=dag_run_id,
+            engine=engine,
+        )
+    elif training_run(int(run_id), engine) is None:
+        raise ValueError(f"conf: training run {run_id} does not exist")
+    folder = settings.path(settings.DATA_DIR) / "training-runs" / _safe(dag_run_id)
+    notify(
+        retrain_started(
+            settings.MODEL_NAME,
+            reason=reason,
+            run_id=dag_run_id,
+            details={
+                "trigger": trigger,
+                "training_run_id": int(run_id),
+                "data_start": data_start.isoformat(),
+                "data_end": data_end.isoformat(),
+            },
+        ),
+        settings=settings,
+    )
+    return {
+        "training_run_id": int(run_id),
+        "reason": reason,
+        "trigger": trigger,
+        "data_start": data_start.isoformat(),
+        "data_end": data_end.isoformat(),
+        "folder": str(folder),
+    }
+
+
+def ingest(run: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    from training.pipeline import RunFolder
+    from training.pipeline import ingest as ingest_data
+
+    settings = settings or get_settings()
+    folder = RunFolder.create(*_split(run["folder"]))
+    window = (as_utc(run["data_start"]), as_utc(run["data_end"]))
+    return ingest_data(folder, _schema(settings), settings, recent_window=window)
+
+
+def validate(run: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    from training.pipeline import RunFolder
+    from training.pipeline import validate as validate_data
+
+    settings = settings or get_settings()
+    report = validate_data(RunFolder.create(*_split(run["folder"])), _schema(settings))
+    return {"passed": report.passed, "summary": report.summary()}
+
+
+def fit(run: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    from training.pipeline import RunFolder
+    from training.pipeline import fit as fit_model
+
+    settings = settings or get_settings()
+    folder = RunFolder.create(*_split(run["folder"]))
+    fit_model(folder, _schema(settings), settings.MODEL_TYPE, seed=42)
+    return {"model_type": settings.MODEL_TYPE}
+
+
+def evaluate(run: dict[str, Any], *, settings: Settings | None = None) -> dict[str, float]:
+    from training.pipeline import RunFolder
+    from training.pipeline import evaluate as evaluate_model
+
+    settings = settings or get_settings()
+    folder = RunFolder.create(*_split(run["folder"]))
+    return evaluate_model(folder, _schema(settings), settings).evaluation.metrics
+
+
+def register(run: dict[str, Any], *, settings: Settings | None = None) -> str:
+    from training.pipeline import RunFolder
+    from training.train import register as register_model
+
+    settings = settings or get_settings()
+    folder = RunFolder.create(*_split(run["folder"]))
+    _, version = register_model(
+        folder,
+        _schema(settings),
+        settings,
+        params={
+            "reason": run["reason"],
+            "trigger": run["trigger"],
+            "training_run_id": run["training_run_id"],
+        },
+    )
+    return version
+
+
+def gates(run: dict[str, Any], version: str, *, settings: Settings | None = None) -> dict:
+    from training.gates import run_gates
+    from training.pipeline import RunFolder, read_holdout
+    from training.registry import Registry
+
+    settings = settings or get_settings()
+    version = str(version)  # XCom hands "2" back as 2
+    folder = RunFolder.create(*_split(run["folder"]))
+    report = run_gates(
+        Registry.from_settings(settings),
+        version,
+        read_holdout(folder),  # the newest recent rows: the world the champion now faces
+        _schema(settings),
+        validation_passed=bool(folder.read_json("validation")["passed"]),
+        settings=settings,
+    )
+    return report.to_dict()
+
+
+def promote(
+    run: dict[str, Any],
+    version: str,
+    gate_report: dict[str, Any],
+    *,
+    settings: Settings | None = None,
+) -> str:
+    """Promote (AUTO_PROMOTE), make challenger, or reject; close the run; tell the people."""
+    from training.gates import GateReport, decide
+    from training.registry import Registry
+
+    settings = settings or get_settings()
+    version = str(version)
+    registry = Registry.from_settings(settings)
+    previous = registry.champion_version()
+    report = GateReport.from_dict(gate_report)
+    action = decide(registry, report, auto_promote=settings.AUTO_PROMOTE, actor="training_dag")
+    finish_training_run(
+        run["training_run_id"],
+        action,
+        finished_at=datetime.now(UTC),
+        version=version,
+        details={"gates": gate_report, "previous_champion": previous},
+        engine=get_engine(settings.database_url),
+    )
+    metrics = {
+        f"{name}.{key}": value
+        for name, gate in gate_report["gates"].items()
+        for key, value in gate.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    if action == "promoted":
+        event = candidate_promoted(
+            settings.MODEL_NAME, version, previous_champion=previous, metrics=metrics
+        )
+    elif action == "rejected":
+        event = candidate_rejected(settings.MODEL_NAME, version, gates=gate_report["gates"])
+    else:
+        event = Event(
+            name="candidate_challenger",
+            severity="info",
+            summary="A retrained model passed its gates and waits for a person to promote it.",
+            description=(
+                f"{settings.MODEL_NAME} v{version} is @challenger (AUTO_PROMOTE=false); promote "
+                f"it with `python -m training.register_model promote --version {version}`"
+            ),
+            details=metrics,
+            labels={"model_name": settings.MODEL_NAME, "version": str(version)},
+        )
+    notify(event, settings=settings)
+    return action
+
+
+def on_training_failure(context: dict[str, Any]) -> None:
+    """`on_failure_callback` of the training tasks: page, and close the run as failed."""
+    on_task_failure(context)
+    ti = context.get("ti") or context.get("task_instance")
+    try:
+        run = ti.xcom_pull(task_ids="begin") if ti is not None else None
+        if run and run.get("training_run_id"):
+            finish_training_run(
+                run["training_run_id"],
+                FAILED,
+                finished_at=datetime.now(UTC),
+                details={
+                    "task": getattr(ti, "task_id", None),
+                    "error": str(context.get("exception"))[:2000],
+                },
+            )
+    except Exception:  # a callback must not hide the task's own failure
+        log.exception("could not mark the training run failed")
+
+
+def purge_old_predictions(before: datetime, *, settings: Settings | None = None) -> dict:
+    """The maintenance DAG's task: delete prediction log rows (and labels) older than `before`."""
+    from data.retention import delete_predictions_before
+
+    settings = settings or get_settings()
+    return delete_predictions_before(
+        as_utc(before),
+        batch_size=settings.PREDICTION_RETENTION_BATCH,
+        url=settings.database_url,
+    )
+
+
+def _schema(settings: Settings):
+    return load_schema(settings.path(settings.FEATURE_SCHEMA))
+
+
+def _split(folder: str) -> tuple[Any, str]:
+    from pathlib import Path
+
+    path = Path(folder)
+    return path.parent, path.name
+
+
+def _safe(name: str) -> str:
+    """A dag run id as a folder name (run ids hold ':' and '+')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
