@@ -1,0 +1,140 @@
+"""The DAG files on real Airflow 3: they load, their shape is pinned, they parse light, and the
+maintenance DAG and a failing task behave under `dag.test()` (the drift-check and training DAGs
+run end to end in tests/test_retrain_loop.py)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, func, insert, select
+
+from data.db import init_db, labels, prediction_logs, training_runs
+from data.settings import PROJECT_ROOT
+from tests.airflow_run import DAGS_FOLDER, AirflowHome
+from tests.http_sink import running_sink
+
+PAGERDUTY, SLACK = "/pagerduty/v2/enqueue", "/slack/T0/B0/X"
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory) -> AirflowHome:
+    return AirflowHome(tmp_path_factory.mktemp("airflow"), {"ENVIRONMENT": "development"})
+
+
+def test_every_dag_loads_with_the_pinned_tasks_and_schedules(airflow):
+    described = airflow.describe()
+    assert described["import_errors"] == {}
+    dags = described["dags"]
+    assert set(dags) == {"drift_check_dag", "training_dag", "maintenance_dag"}
+
+    drift = dags["drift_check_dag"]
+    # Every six hours, each run over the interval that just ended (a data-interval timetable).
+    assert (drift["timetable"], drift["schedule"]) == ("CronDataIntervalTimetable", "0 */6 * * *")
+    assert drift["tasks"] == {
+        "check": ["retrain_decided"],
+        "retrain_decided": ["trigger_training"],
+        "trigger_training": [],
+    }
+    training = dags["training_dag"]
+    assert (training["timetable"], training["schedule"]) == ("CronTriggerTimetable", "0 3 * * 0")
+    steps = ["begin", "ingest", "validate", "train", "evaluate", "register", "gates", "promote"]
+    for step, after in itertools.pairwise(steps):
+        assert after in training["tasks"][step], (step, after)
+    assert training["tasks"]["promote"] == []
+    assert dags["maintenance_dag"]["tasks"] == {"purge_old_predictions": []}
+    assert all(not dag["catchup"] and dag["tags"] and dag["doc"] for dag in dags.values())
+
+
+def parse_env() -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        "AIRFLOW_HOME": tempfile.mkdtemp(prefix="airflow-parse-"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
+
+
+def test_parsing_the_dags_imports_none_of_the_heavy_work():
+    """The dag processor parses every file every few seconds: no pandas, sklearn, MLflow or
+    project package at the top of a DAG file."""
+    script = (
+        "import sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag({str(DAGS_FOLDER)!r})\n"
+        "assert not bag.import_errors, bag.import_errors\n"
+        "heavy = ('sklearn', 'mlflow', 'pandas', 'scipy', 'monitoring', 'training', 'data.db')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=parse_env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.postgres
+def test_maintenance_deletes_only_rows_past_retention_with_their_labels(airflow, postgres_url):
+    engine = create_engine(postgres_url)
+    init_db(engine)
+    run_at = datetime(2026, 3, 31, 2, 30, tzinfo=UTC)
+    ages = {"old-1": 45, "old-2": 31, "new-1": 29, "new-2": 1}  # days before the run
+    with engine.begin() as conn:
+        for request_id, days in ages.items():
+            conn.execute(insert(prediction_logs).values(
+                request_id=request_id, predicted_at=run_at - timedelta(days=days),
+                model_name="fraud-detector", model_version="1", features={}, predicted_class=0,
+                score=0.1, latency_ms=1.0))  # fmt: skip
+            conn.execute(insert(labels).values(request_id=request_id, label=1,
+                                               labelled_at=run_at))  # fmt: skip
+    result = airflow.run_dag(
+        "maintenance_dag", run_at, DATABASE_URL=postgres_url, PREDICTION_RETENTION_DAYS="30",
+        PREDICTION_RETENTION_BATCH="1",
+    )  # fmt: skip
+    assert result["state"] == "success", result["log"][-3000:]
+    purged = result["xcom"]["purge_old_predictions"]
+    assert (purged["deleted_predictions"], purged["deleted_labels"], purged["batches"]) == (2, 2, 2)
+    with engine.connect() as conn:
+        kept = sorted(conn.execute(select(prediction_logs.c.request_id)).scalars())
+        assert kept == ["new-1", "new-2"]
+        assert sorted(conn.execute(select(labels.c.request_id)).scalars()) == kept
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_failed_training_task_pages_and_closes_its_run(airflow, postgres_url, tmp_path):
+    with running_sink() as sink:
+        env = {
+            "DATABASE_URL": postgres_url,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "DATA_DIR": str(tmp_path / "data"),
+            "SLACK_WEBHOOK_URL": sink.url + SLACK,
+            "PAGERDUTY_ROUTING_KEY": "routing-key-0123456789abcdef0123",
+            "PAGERDUTY_EVENTS_URL": sink.url + PAGERDUTY,
+            # No data to train on: ingest fails after begin opened the run.
+            "TRAINING_DATA": str(tmp_path / "missing.parquet"),
+        }
+        result = airflow.run_dag("training_dag", datetime(2026, 3, 1, tzinfo=UTC),
+                                 {"reason": "test of a failure"}, **env)  # fmt: skip
+        assert result["state"] == "failed"
+        assert result["tasks"]["begin"] == "success" and result["tasks"]["ingest"] == "failed"
+        (page,) = [request.body for request in sink.at(PAGERDUTY)]
+        assert page["routing_key"] == env["PAGERDUTY_ROUTING_KEY"]
+        assert page["event_action"] == "trigger" and page["payload"]["severity"] == "critical"
+        assert "training_dag" in json.dumps(page) and "ingest" in json.dumps(page)
+        assert "missing.parquet" in json.dumps(page)
+        slack = [request.body for request in sink.at(SLACK)]
+        assert any("test of a failure" in json.dumps(body) for body in slack)  # retrain started
+        assert any("ingest" in json.dumps(body) for body in slack)  # the failure, on Slack too
+    engine = create_engine(postgres_url)
+    with engine.connect() as conn:
+        (run,) = conn.execute(select(training_runs)).all()
+        assert run.status == "failed" and run.trigger == "manual"
+        assert "missing.parquet" in run.details["error"]
+        assert conn.execute(select(func.count()).select_from(training_runs)).scalar_one() == 1
+    engine.dispose()

@@ -1,0 +1,253 @@
+"""The retrain policy without Airflow: each trigger, each guard, one row per window, SQLite and
+Postgres."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pendulum
+import pytest
+from sqlalchemy import func, insert, select
+
+from data.db import (
+    drift_reports,
+    get_engine,
+    init_db,
+    labels,
+    performance_reports,
+    prediction_logs,
+    quality_reports,
+    retrain_decisions,
+    training_runs,
+)
+from data.settings import get_settings
+from monitoring.retrain_policy import decide_and_record, decisions, find_triggers
+from training.runs import finish_training_run, open_training_run, training_run
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+SLOT = timedelta(hours=6)
+MODEL = "fraud-detector"
+
+CRITICAL_DRIFT = {
+    "features": {
+        "amount": {"severity": "critical", "drifted": True},
+        "hour_of_day": {"severity": "none", "drifted": False},
+    },
+    "drifted_share": 0.5,
+    "dataset_drift": False,
+    "prediction": {"drifted": True},
+}
+NO_DRIFT = {
+    "features": {"amount": {"severity": "none", "drifted": False}},
+    "drifted_share": 0.0,
+    "dataset_drift": False,
+    "prediction": {"drifted": False},
+}
+
+
+def performance(realized: float | None, coverage: float, estimated: float | None) -> dict:
+    return {
+        "realized": {"overall": {"accuracy": realized, "label_coverage": coverage, "labelled": 9}},
+        "estimated": {"overall": {"accuracy": estimated}},
+    }
+
+
+@pytest.fixture
+def engine(database_url, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("RETRAIN_MIN_LABELLED_ROWS", "10")
+    get_settings.cache_clear()
+    engine = get_engine(database_url)
+    init_db(engine)
+    return engine
+
+
+def window(k: int) -> tuple[datetime, datetime]:
+    return T0 + k * SLOT, T0 + (k + 1) * SLOT
+
+
+def save(engine, k: int, *, drift=None, quality=None, perf=None) -> tuple[datetime, datetime]:
+    """The reports of window k as run_checks stores them (only what the policy reads)."""
+    start, end = window(k)
+    common = {"window_start": start, "window_end": end, "model_name": MODEL, "model_version": "1"}
+    with engine.begin() as conn:
+        if drift is not None:
+            columns = {"rows_reference": 1, "rows_current": 1, "prediction_drift": False,
+                       "drifted_share": drift["drifted_share"],
+                       "dataset_drift": drift["dataset_drift"]}  # fmt: skip
+            conn.execute(insert(drift_reports).values(**common, **columns, report=drift))
+        if quality is not None:
+            conn.execute(insert(quality_reports).values(
+                **common, rows=1, hard_failures=len(quality["failures"]), soft_warnings=0,
+                passed=not quality["failures"], report=quality))  # fmt: skip
+        if perf is not None:
+            conn.execute(insert(performance_reports).values(
+                **common, predictions=1, labelled=1, report=perf))  # fmt: skip
+    return start, end
+
+
+def log_labelled(engine, k: int, n: int, *, labelled: bool = True, tag: str = "") -> None:
+    """`n` predictions logged in window k, with their labels."""
+    start, _ = window(k)
+    rows = [
+        {"request_id": f"w{k}{tag}-{i}", "predicted_at": start + timedelta(minutes=i % 300),
+         "model_name": MODEL, "model_version": "1", "features": {}, "predicted_class": 0,
+         "score": 0.1, "latency_ms": 1.0}
+        for i in range(n)
+    ]  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(insert(prediction_logs), rows)
+        if labelled:
+            conn.execute(
+                insert(labels),
+                [{"request_id": r["request_id"], "label": 0, "labelled_at": start} for r in rows],
+            )
+
+
+def count(engine, table) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+# --- Triggers (pure) --------------------------------------------------------------------------
+
+
+def test_each_trigger_is_named_with_its_numbers():
+    settings = get_settings()
+    found, phrases, numbers = find_triggers(CRITICAL_DRIFT, None, None, settings)
+    assert found == ["critical_drift"] and "amount" in phrases[0]
+    assert numbers["critical_features"] == ["amount"] and numbers["prediction_drift"] is True
+
+    dataset = {**NO_DRIFT, "dataset_drift": True, "drifted_share": 0.4}
+    assert find_triggers(dataset, None, None, settings)[0] == ["dataset_drift"]
+
+    broken = {"failures": ["missing_values", "volume_freshness"]}
+    found, phrases, _ = find_triggers(None, broken, None, settings)
+    assert found == ["quality_hard_failure"] and "volume_freshness" not in phrases[0]
+    # An empty or stale window: the feed stopped, which no retrain fixes.
+    assert find_triggers(None, {"failures": ["volume_freshness"]}, None, settings)[0] == []
+
+    found, _, numbers = find_triggers(None, None, performance(0.80, 0.5, 0.95), settings)
+    assert found == ["accuracy_below_floor"] and numbers["realized_accuracy"] == 0.80
+    # Realized accuracy on too few labels is not trusted; the estimate still counts.
+    assert find_triggers(None, None, performance(0.80, 0.1, 0.95), settings)[0] == []
+    assert find_triggers(None, None, performance(None, 0.0, 0.85), settings)[0] == [
+        "estimated_accuracy_below_floor"
+    ]
+    healthy = find_triggers(NO_DRIFT, {"failures": []}, performance(0.95, 0.5, 0.95), settings)
+    assert healthy[0] == [] and healthy[1] == []
+
+
+# --- Decisions and guards ---------------------------------------------------------------------
+
+
+def test_a_healthy_window_records_no_retrain(engine):
+    decision = decide_and_record(save(engine, 0, drift=NO_DRIFT, quality={"failures": []}))
+    assert decision.retrain is False and decision.triggers == [] and decision.blocked_by is None
+    assert decision.reason.startswith("no retrain")
+    assert count(engine, retrain_decisions) == 1 and count(engine, training_runs) == 0
+
+
+def test_drift_with_labels_retrains_and_opens_a_run_for_the_drift_episode(engine):
+    log_labelled(engine, 0, 50)  # before the drift: not learnt from
+    decide_and_record(save(engine, 0, drift=NO_DRIFT))
+    log_labelled(engine, 1, 30)
+    decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT, perf=performance(0.95, 0.5, 0.97)))
+    decision = decisions(MODEL)[0]
+    assert decision.retrain is True and decision.triggers == ["critical_drift"]
+    assert decision.reason.startswith("retrain: critical drift in amount")
+    assert decision.numbers["new_labelled_rows"] == 30  # window 0's 50 rows are not counted
+    run = training_run(decision.training_run_id)
+    assert run["status"] == "running" and run["trigger"] == "policy"
+    assert (run["data_start"], run["data_end"]) == window(1)
+
+
+def test_the_episode_spans_consecutive_triggered_windows(engine, monkeypatch):
+    monkeypatch.setenv("RETRAIN_MIN_LABELLED_ROWS", "100")
+    get_settings.cache_clear()
+    for k in (0, 1, 2):
+        log_labelled(engine, k, 40)
+    decide_and_record(save(engine, 0, drift=NO_DRIFT))
+    first = decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT))
+    assert first.blocked_by == "not_enough_labels" and first.numbers["new_labelled_rows"] == 40
+    assert "40 new labelled rows" in first.reason
+    # As Airflow hands them to a task: pendulum times (whose arithmetic drops datetime.UTC).
+    airflow_window = tuple(pendulum.instance(t) for t in save(engine, 2, drift=CRITICAL_DRIFT))
+    second = decide_and_record(airflow_window)
+    assert second.blocked_by == "not_enough_labels"  # 80 < 100, windows 1 and 2 together
+    assert second.numbers["new_labelled_rows"] == 80
+    log_labelled(engine, 3, 40)
+    third = decide_and_record(save(engine, 3, drift=CRITICAL_DRIFT))
+    assert third.retrain is True and third.numbers["new_labelled_rows"] == 120
+    assert training_run(third.training_run_id)["data_start"] == window(1)[0]
+
+
+def test_deciding_a_window_again_returns_the_same_decision_and_starts_nothing(engine):
+    log_labelled(engine, 0, 20)
+    bounds = save(engine, 0, drift=CRITICAL_DRIFT)
+    first = decide_and_record(bounds)
+    again = decide_and_record((pendulum.instance(bounds[0]), pendulum.instance(bounds[1])))
+    assert again == first and first.retrain is True
+    assert count(engine, retrain_decisions) == 1 and count(engine, training_runs) == 1
+
+
+def test_no_retrain_while_one_runs_unless_it_is_dead(engine, monkeypatch):
+    monkeypatch.setenv("RETRAIN_COOLDOWN_HOURS", "0")
+    get_settings.cache_clear()
+    log_labelled(engine, 1, 20)
+    running = open_training_run(model_name=MODEL, requested_at=window(1)[0] + timedelta(hours=1),
+                                trigger="manual",
+                                reason="by hand", engine=engine)  # fmt: skip
+    decision = decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT))
+    assert decision.blocked_by == "training_running" and decision.retrain is False
+    assert f"training run {running} is still running" in decision.reason
+    # A run "running" for longer than RETRAIN_TIMEOUT_HOURS (6) died: it blocks nothing.
+    log_labelled(engine, 3, 20)
+    assert decide_and_record(save(engine, 3, drift=CRITICAL_DRIFT)).retrain is True
+
+
+def test_the_cooldown_counts_from_the_last_run_but_not_a_failed_one(engine):
+    log_labelled(engine, 1, 20)
+    done = open_training_run(model_name=MODEL, requested_at=window(0)[1], trigger="policy",
+                             reason="earlier drift", engine=engine)  # fmt: skip
+    finish_training_run(done, "promoted", finished_at=window(0)[1], engine=engine)
+    decision = decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT))
+    assert decision.blocked_by == "cooldown"
+    assert decision.numbers["hours_since_last_training"] == 6
+    assert "RETRAIN_COOLDOWN_HOURS=12" in decision.reason
+
+    # Twelve hours after it, the cooldown is over.
+    log_labelled(engine, 2, 20)
+    assert decide_and_record(save(engine, 2, drift=CRITICAL_DRIFT)).retrain is True
+
+
+def test_a_failed_run_does_not_hold_the_next_one_back(engine):
+    log_labelled(engine, 1, 20)
+    failed = open_training_run(model_name=MODEL, requested_at=window(0)[1], trigger="policy",
+                               reason="earlier drift", engine=engine)  # fmt: skip
+    finish_training_run(failed, "failed", finished_at=window(0)[1], engine=engine)
+    assert decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT)).retrain is True
+
+
+def test_the_daily_cap_counts_the_policys_runs_of_the_last_24_hours(engine, monkeypatch):
+    monkeypatch.setenv("RETRAIN_COOLDOWN_HOURS", "0")
+    monkeypatch.setenv("RETRAIN_MAX_PER_DAY", "2")
+    get_settings.cache_clear()
+    outcomes = []
+    for k in range(4):
+        log_labelled(engine, k, 20)
+        decision = decide_and_record(save(engine, k, drift=CRITICAL_DRIFT))
+        if decision.training_run_id:
+            finish_training_run(decision.training_run_id, "promoted",
+                                finished_at=window(k)[1], engine=engine)  # fmt: skip
+        outcomes.append(decision.blocked_by)
+    assert outcomes == [None, None, "daily_cap", "daily_cap"]
+    # A day after the first run it has left the last 24 hours: room for one again.
+    assert decide_and_record(save(engine, 4, drift=CRITICAL_DRIFT)).retrain is True
+
+
+def test_unlabelled_predictions_do_not_count_as_something_to_learn_from(engine):
+    log_labelled(engine, 0, 500, labelled=False, tag="u")
+    log_labelled(engine, 0, 5)
+    decision = decide_and_record(save(engine, 0, drift=CRITICAL_DRIFT))
+    assert decision.blocked_by == "not_enough_labels" and decision.numbers["new_labelled_rows"] == 5
