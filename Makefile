@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv system-tools test lint format demo bench train lock clean
+.PHONY: venv system-tools test lint format demo bench train airflow lock clean
 
 venv: $(STAMP)
 
@@ -75,6 +75,19 @@ bench: $(STAMP)
 
 train: $(STAMP)
 	$(PY) -m training.train
+
+# Airflow 3 on this machine, against the project's DAGs (airflow/dags/) and the stack's settings
+# (.env: DATABASE_URL, MLFLOW_TRACKING_URI, ...): api-server (UI on AIRFLOW_PORT), scheduler,
+# dag-processor and triggerer in one `airflow standalone`, its metadata under var/airflow. This
+# is the one place that puts the project on Airflow's path (PYTHONPATH); the DAG files import
+# the project's packages inside their tasks. The admin password is printed at start.
+AIRFLOW_PORT ?= 8080
+airflow: $(STAMP)
+	mkdir -p var/airflow
+	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)" AIRFLOW_HOME="$(CURDIR)/var/airflow" \
+	  AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/airflow/dags" AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	  AIRFLOW__CORE__DEFAULT_TASK_RETRIES=1 AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	  airflow standalone
 
 # Re-resolve requirements.txt from scratch and pin everything it pulls in.
 lock:

@@ -257,7 +257,7 @@ def promote(
     else:
         event = Event(
             name="candidate_challenger",
-            severity="info",
+            severity="warning",  # a person has to act: promote it, or not
             summary="A retrained model passed its gates and waits for a person to promote it.",
             description=(
                 f"{settings.MODEL_NAME} v{version} is @challenger (AUTO_PROMOTE=false); promote "
