@@ -17,6 +17,7 @@ and champion on the world as it is now: a champion the world has left behind los
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,8 @@ from data.synthetic import generate_transactions, write_frame
 from data.validate import ValidationReport, validate_frame
 from training.calibration import fit_calibrator
 from training.evaluate import Evaluation, evaluate_scores
+
+log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("hist_gradient_boosting", "random_forest")
 SYNTHETIC_SCHEMA = "fraud"
@@ -154,20 +157,26 @@ def ingest(
         summary["recent_rows"] = 0
     else:
         recent = recent_labelled(schema, recent_window, settings)
-        if len(recent) == 0:
-            raise DataError(
-                f"no labelled predictions between {recent_window[0]:%Y-%m-%d %H:%M} and "
-                f"{recent_window[1]:%Y-%m-%d %H:%M} UTC to retrain on"
-            )
+        summary["recent_window"] = [moment.isoformat() for moment in recent_window]
+        if recent[schema.target].nunique() < 2:
+            # A weekly run with no feedback yet: the original data alone, said in the summary
+            # (MLflow's training_data.json); the policy never retrains without labels.
+            log.warning("no labelled predictions of both classes in %s..%s: training on the "
+                        "original data only", *recent_window)  # fmt: skip
+            train, holdout = time_split(base, schema, holdout_fraction)
+            summary |= {"recent_rows": len(recent), "note": "no recent labels: original data only"}
+            return _write(folder, train, holdout, summary)
         recent_train, holdout = time_split(recent, schema, holdout_fraction)
         wanted = round(len(recent_train) * settings.RETRAIN_BASE_SAMPLE_RATIO)
         sample = base.sample(n=min(wanted, len(base)), random_state=seed)
         train = pd.concat([sample, recent_train], ignore_index=True)
-        summary |= {
-            "recent_window": [moment.isoformat() for moment in recent_window],
-            "recent_rows": len(recent),
-            "base_sample_rows": len(sample),
-        }
+        summary |= {"recent_rows": len(recent), "base_sample_rows": len(sample)}
+    return _write(folder, train, holdout, summary)
+
+
+def _write(
+    folder: RunFolder, train: pd.DataFrame, holdout: pd.DataFrame, summary: dict[str, Any]
+) -> dict[str, Any]:
     train.to_parquet(folder.train, index=False)
     holdout.to_parquet(folder.holdout, index=False)
     summary |= {"train_rows": len(train), "holdout_rows": len(holdout)}
