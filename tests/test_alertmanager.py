@@ -1,0 +1,175 @@
+"""Alertmanager's routing (alerting/alertmanager.yml) checked by amtool and by the real binary.
+
+The live tests start Debian's Alertmanager on a loopback port with a copy of the project's file
+that differs only where a test must: the secret files hold a local HTTP sink's URL and key,
+PagerDuty's URL is the sink's, and groups wait one second instead of thirty.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from data.settings import PROJECT_ROOT
+from tests.api_server import free_port
+from tests.http_sink import running_sink
+
+CONFIG = PROJECT_ROOT / "alerting" / "alertmanager.yml"
+TEMPLATES = PROJECT_ROOT / "alerting" / "templates"
+SLACK, PAGERDUTY = "/slack/T9/B9/Z", "/pagerduty/v2/enqueue"
+ROUTING_KEY = "test-routing-key-abcdef0123456789"
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess:
+    binary = shutil.which("amtool")
+    assert binary, "amtool is not installed: `make system-tools` installs prometheus-alertmanager"
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_amtool_accepts_the_configuration():
+    done = amtool("check-config", str(CONFIG))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        ({"severity": "critical"}, "slack-and-pagerduty"),
+        ({"severity": "warning"}, "slack"),
+        ({"severity": "info"}, "null"),
+        ({}, "null"),  # an alert without a severity pages nobody, but is not lost from the UI
+    ],
+)
+def test_each_severity_goes_where_it_should(labels, receiver):
+    pairs = [f"{k}={v}" for k, v in {"alertname": "MLExample", **labels}.items()]
+    done = amtool("config", "routes", "test", f"--config.file={CONFIG}", *pairs)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == receiver
+
+
+def test_no_secret_is_in_the_file_and_groups_and_inhibition_are_as_documented():
+    text = CONFIG.read_text()
+    config = yaml.safe_load(text)
+    assert "hooks.slack.com" not in text and "routing_key:" not in text
+    for receiver in config["receivers"]:
+        for slack in receiver.get("slack_configs", []):
+            assert set(slack) & {"api_url", "api_url_file"} == {"api_url_file"}
+        for page in receiver.get("pagerduty_configs", []):
+            assert "routing_key_file" in page and "routing_key" not in page
+    assert config["route"]["group_by"] == ["alertname", "environment"]
+    (inhibit,) = config["inhibit_rules"]
+    assert inhibit["source_matchers"] == ['severity="critical"']
+    assert inhibit["target_matchers"] == ['severity="warning"']
+    assert {"alertname", "environment"} <= set(inhibit["equal"])
+
+
+def loopback_copy(tmp_path: Path, sink_url: str) -> Path:
+    """The project's file, its secrets and timings replaced for a loopback run."""
+    (tmp_path / "slack_webhook_url").write_text(sink_url + SLACK + "\n")
+    (tmp_path / "pagerduty_routing_key").write_text(ROUTING_KEY + "\n")
+    text = CONFIG.read_text().replace("/etc/alertmanager/secrets", str(tmp_path))
+    text = text.replace("/etc/alertmanager/templates", str(TEMPLATES))
+    config = yaml.safe_load(text)
+    config["route"] |= {"group_wait": "1s", "group_interval": "1s"}
+    for receiver in config["receivers"]:
+        for page in receiver.get("pagerduty_configs", []):
+            page["url"] = sink_url + PAGERDUTY
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class RunningAlertmanager:
+    def __init__(self, config: Path, folder: Path) -> None:
+        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        assert binary, "Alertmanager is not installed: `make system-tools` installs it"
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.log = folder / "alertmanager.log"
+        self.process = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.path={folder / 'data'}",
+             f"--web.listen-address={self.url.removeprefix('http://')}",
+             "--cluster.listen-address="],
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise TimeoutError(self.log.read_text())
+
+    def fire(self, *alerts: dict) -> None:
+        answer = httpx.post(f"{self.url}/api/v2/alerts", json=list(alerts), timeout=5)
+        assert answer.status_code == 200, answer.text
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def alert(name: str, severity: str) -> dict:
+    return {
+        "labels": {"alertname": name, "severity": severity, "environment": "test",
+                   "model_name": "fraud-detector"},
+        "annotations": {"summary": f"{name} summary", "description": f"{name} at {severity}",
+                        "runbook_url": f"https://example.org/runbooks#{name.lower()}"},
+    }  # fmt: skip
+
+
+def wait_for(predicate, seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_warning_reaches_slack_and_a_critical_slack_and_pagerduty(tmp_path):
+    with running_sink() as sink:
+        manager = RunningAlertmanager(loopback_copy(tmp_path, sink.url), tmp_path)
+        try:
+            manager.fire(alert("MLExampleWarning", "warning"))
+            assert wait_for(lambda: sink.at(SLACK)), manager.log.read_text()[-2000:]
+            time.sleep(2)  # a warning must not page, even a little later
+            assert sink.at(PAGERDUTY) == []
+            (warning,) = sink.at(SLACK)
+            text = json.dumps(warning.body)
+            assert "MLExampleWarning" in text and "runbooks#mlexamplewarning" in text
+
+            manager.fire(alert("MLExampleCritical", "critical"))
+            assert wait_for(lambda: sink.at(PAGERDUTY)), manager.log.read_text()[-2000:]
+            (page,) = sink.at(PAGERDUTY)
+            assert page.body["routing_key"] == ROUTING_KEY
+            assert page.body["event_action"] == "trigger"
+            assert page.body["payload"]["severity"] == "critical"
+            assert "MLExampleCritical" in page.body["payload"]["summary"]
+            assert wait_for(lambda: len(sink.at(SLACK)) == 2)
+        finally:
+            manager.stop()
+
+
+def test_a_critical_alert_inhibits_the_warning_of_the_same_name(tmp_path):
+    with running_sink() as sink:
+        manager = RunningAlertmanager(loopback_copy(tmp_path, sink.url), tmp_path)
+        try:
+            manager.fire(alert("MLAccuracyLow", "critical"), alert("MLAccuracyLow", "warning"),
+                         alert("MLOtherWarning", "warning"))  # fmt: skip
+            assert wait_for(lambda: sink.at(PAGERDUTY) and len(sink.at(SLACK)) >= 2)
+            time.sleep(3)
+            slack = [json.dumps(request.body) for request in sink.at(SLACK)]
+            assert len(slack) == 2, slack
+            assert any("MLOtherWarning" in text for text in slack)
+            assert not any("MLAccuracyLow" in text and "warning, test" in text for text in slack)
+        finally:
+            manager.stop()
