@@ -25,10 +25,14 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 # Binaries the tests drive for real (Debian packages): headless Chromium renders the HTML drift
-# report. Installed only when missing; needs root and the apt mirror, as CI has.
+# report; Prometheus with promtool and Alertmanager with amtool check and run the alerting.
+# Installed only when missing; needs root and the apt mirror, as CI has.
+SYSTEM_PACKAGES := chromium prometheus prometheus-alertmanager
 system-tools:
-	command -v chromium >/dev/null || (apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
+	command -v chromium >/dev/null && command -v promtool >/dev/null && \
+	  command -v amtool >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  $(SYSTEM_PACKAGES))
 
 test: lint system-tools
 	$(PY) -m pytest
