@@ -34,7 +34,7 @@ from data.settings import Settings, get_settings
 from monitoring.notifications import notify, on_task_failure
 from monitoring.retrain_policy import decide_and_record
 from monitoring.run_checks import run_checks
-from training.runs import FAILED, finish_training_run, open_training_run, training_run
+from training.runs import FAILED, claim_training_run, finish_training_run, open_training_run
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def begin(
             external_id=dag_run_id,
             engine=engine,
         )
-    elif training_run(int(run_id), engine) is None:
+    elif not claim_training_run(int(run_id), dag_run_id, engine):
         raise ValueError(f"conf: training run {run_id} does not exist")
     folder = settings.path(settings.DATA_DIR) / "training-runs" / _safe(dag_run_id)
     notify(

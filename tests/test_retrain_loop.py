@@ -245,6 +245,7 @@ def test_drift_in_served_traffic_retrains_and_the_api_serves_the_new_champion(
             ("policy", "promoted"),
             ("manual", "challenger"),
         ]
+        assert runs[0].external_id == trained["run_id"] and runs[0].version == version
 
         # Slack heard of each retrain and the promotion; nothing critical, so no page.
         slack = [request.body for request in sink.at(SLACK)]

@@ -69,6 +69,19 @@ def finish_training_run(
         )
 
 
+def claim_training_run(run_id: int, external_id: str, engine: Engine | None = None) -> bool:
+    """Record which Airflow run took the policy's training run over; False if there is no such
+    run."""
+    engine = engine or get_engine()
+    with engine.begin() as conn:
+        changed = conn.execute(
+            update(training_runs)
+            .where(training_runs.c.id == run_id)
+            .values(external_id=external_id)
+        ).rowcount
+    return changed == 1
+
+
 def training_run(run_id: int, engine: Engine | None = None) -> dict[str, Any] | None:
     engine = engine or get_engine()
     with engine.connect() as conn:
