@@ -76,6 +76,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_drift.py
 	$(PY) benchmarks/bench_drift_postgres.py
 	$(PY) benchmarks/bench_quality.py
+	$(PY) benchmarks/bench_retention.py
 
 train: $(STAMP)
 	$(PY) -m training.train

@@ -21,7 +21,7 @@ from data.db import as_utc, get_engine, init_db, labels, prediction_logs
 
 
 def delete_predictions_before(
-    before: datetime, *, batch_size: int = 50_000, url: str | None = None
+    before: datetime, *, batch_size: int = 5_000, url: str | None = None
 ) -> dict[str, Any]:
     """Delete log rows with `predicted_at < before` and their labels; returns the counts."""
     if batch_size < 1:
