@@ -13,6 +13,13 @@ Every series carries `environment` (ENVIRONMENT) and `model_name` (MODEL_NAME). 
 `ml_exporter_source_up{source}` drops to 0 and the last values read stay (with growing ages),
 so an outage is an alert, not a gap in every graph.
 
+Training runs (`training_runs`) and the champion's age are here too, for the alerts on a failed
+or rejected retrain and on a champion nobody has replaced for long: `ml_training_runs_total
+{status}` counts closed runs by outcome (a closed run never changes, so it only grows),
+`ml_training_last_run_status{status}` is 1 for the newest closed run's outcome and 0 for the
+others, and `ml_champion_age_seconds` counts from when the champion version was registered
+(the data it learnt from is at least that old; a rollback to an old version is an old model).
+
     python -m monitoring.prometheus_exporter            # serve on :9100
     python -m monitoring.prometheus_exporter --once     # print one scrape and exit
 """
@@ -31,13 +38,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from data.db import get_engine
 from data.settings import Settings, exit_on_config_error, get_settings
 from monitoring.performance import METRICS
 from monitoring.store import LatestReports, latest_reports, orphaned_labels
+from training.runs import OUTCOMES, RunsSummary, runs_summary
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,8 @@ class Snapshot:
 
     reports: LatestReports = field(default_factory=lambda: LatestReports(None, None, None))
     champion_version: str | None = None
+    champion_created_at: datetime | None = None
+    runs: RunsSummary | None = None
     orphaned_labels: int | None = None
     sources_up: dict[str, bool] = field(default_factory=dict)
     read_at: float = 0.0
@@ -96,6 +106,8 @@ class MonitoringCollector(Collector):
         snapshot = Snapshot(
             reports=previous.reports,
             champion_version=previous.champion_version,
+            champion_created_at=previous.champion_created_at,
+            runs=previous.runs,
             orphaned_labels=previous.orphaned_labels,
             sources_up=dict(previous.sources_up),
         )
@@ -104,13 +116,14 @@ class MonitoringCollector(Collector):
             snapshot.reports = latest_reports(self.settings.MODEL_NAME, engine=engine)
             cutoff = datetime.now(UTC) - timedelta(minutes=self.settings.LABEL_MATCH_MINUTES)
             snapshot.orphaned_labels = orphaned_labels(cutoff, engine=engine)
+            snapshot.runs = runs_summary(self.settings.MODEL_NAME, engine=engine)
             snapshot.sources_up["database"] = True
         except Exception as exc:  # any driver error: report it as a metric, keep serving
             log.warning("cannot read the report tables: %s", " ".join(str(exc).split())[:300])
             snapshot.sources_up["database"] = False
         if self.read_registry:
             try:
-                snapshot.champion_version = self._champion_version()
+                snapshot.champion_version, snapshot.champion_created_at = self._champion()
                 snapshot.sources_up["registry"] = True
             except Exception as exc:
                 log.warning("cannot read the model registry: %s", " ".join(str(exc).split())[:300])
@@ -119,7 +132,7 @@ class MonitoringCollector(Collector):
         snapshot.read_seconds = time.perf_counter() - started
         return snapshot
 
-    def _champion_version(self) -> str | None:
+    def _champion(self) -> tuple[str | None, datetime | None]:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
@@ -131,16 +144,18 @@ class MonitoringCollector(Collector):
             champion = client.get_model_version_by_alias(self.settings.MODEL_NAME, CHAMPION)
         except MlflowException as exc:
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                return None  # no model or no champion yet: a state, not an outage
+                return None, None  # no model or no champion yet: a state, not an outage
             raise
-        return str(champion.version)
+        created = datetime.fromtimestamp(champion.creation_timestamp / 1000, UTC)
+        return str(champion.version), created
 
     # --- the metric families -------------------------------------------------------------
 
     def _families(self, snapshot: Snapshot | None) -> Iterator[GaugeMetricFamily]:
         now = datetime.now(UTC)
         reports = snapshot.reports if snapshot else LatestReports(None, None, None)
-        yield from self._exporter_families(snapshot)
+        yield from self._exporter_families(snapshot, now)
+        yield from self._training_families(snapshot.runs if snapshot else None)
         yield from self._drift_families(reports.drift, now)
         yield from self._quality_families(reports.quality, now)
         yield from self._performance_families(reports.performance, now)
@@ -152,7 +167,9 @@ class MonitoringCollector(Collector):
         if value is not None:
             family.add_metric([*self._labels, *labels], float(value))
 
-    def _exporter_families(self, snapshot: Snapshot | None) -> Iterator[GaugeMetricFamily]:
+    def _exporter_families(
+        self, snapshot: Snapshot | None, now: datetime
+    ) -> Iterator[GaugeMetricFamily]:
         up = self._gauge(
             "ml_exporter_source_up",
             "1 when the exporter's last read of the source worked, 0 when it failed",
@@ -165,6 +182,10 @@ class MonitoringCollector(Collector):
             "ml_champion_version",
             "The registry's @champion version of the model (absent when there is none)",
         )
+        champion_age = self._gauge(
+            "ml_champion_age_seconds",
+            "Seconds since the @champion version was registered (absent when there is none)",
+        )
         orphaned = self._gauge(
             "ml_labels_orphaned",
             "Labels still without a logged prediction LABEL_MATCH_MINUTES after they arrived",
@@ -175,8 +196,37 @@ class MonitoringCollector(Collector):
             self._add(duration, snapshot.read_seconds)
             if snapshot.champion_version is not None and snapshot.champion_version.isdigit():
                 self._add(champion, int(snapshot.champion_version))
+            if snapshot.champion_version is not None and snapshot.champion_created_at:
+                self._add(champion_age, (now - snapshot.champion_created_at).total_seconds())
             self._add(orphaned, snapshot.orphaned_labels)
-        yield from (up, duration, champion, orphaned)
+        yield from (up, duration, champion, champion_age, orphaned)
+
+    def _training_families(self, runs: RunsSummary | None) -> Iterator[Any]:
+        total = CounterMetricFamily(
+            "ml_training_runs",
+            "Training runs closed, by outcome (promoted, challenger, rejected, failed)",
+            labels=[*BASE_LABELS, "status"],
+        )
+        running = self._gauge("ml_training_runs_running", "Training runs still running")
+        last_status = self._gauge(
+            "ml_training_last_run_status",
+            "1 for the outcome of the newest closed training run, 0 for the other outcomes",
+            ["status"],
+        )
+        last_finished = self._gauge(
+            "ml_training_last_run_timestamp_seconds",
+            "When the newest closed training run finished (Unix time)",
+        )
+        if runs is not None:
+            for outcome, count in runs.finished.items():
+                total.add_metric([*self._labels, outcome], count)
+            self._add(running, runs.running)
+            if runs.last_finished is not None:
+                for outcome in OUTCOMES:
+                    self._add(last_status, runs.last_finished["status"] == outcome, outcome)
+                if runs.last_finished["finished_at"] is not None:
+                    self._add(last_finished, runs.last_finished["finished_at"].timestamp())
+        yield from (total, running, last_status, last_finished)
 
     def _age(self, name: str, what: str, row: dict | None, now: datetime) -> GaugeMetricFamily:
         family = self._gauge(name, f"Seconds since the end of the window of the latest {what}")

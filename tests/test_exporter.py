@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
+from mlflow import MlflowClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
@@ -27,6 +28,7 @@ from monitoring.performance import estimated_performance_by_window, realized_per
 from monitoring.prometheus_exporter import MonitoringCollector, build_registry
 from monitoring.quality_report import compute_quality_report
 from monitoring.store import save_reports
+from training.runs import finish_training_run, open_training_run
 
 WINDOW_END = datetime(2026, 3, 1, 6, tzinfo=UTC)
 WINDOW = (WINDOW_END - timedelta(hours=6), WINDOW_END)
@@ -170,6 +172,45 @@ def test_labels_without_a_prediction_count_as_orphaned_after_the_wait(collector,
     assert value(scrape(collector), "ml_labels_orphaned") == 1
 
 
+def test_training_runs_become_counts_and_the_last_outcome(collector, database_url):
+    """Closed runs by outcome, the running ones, and the newest closed run's outcome and time,
+    for this model only: what the alerts on a failed or rejected retrain read."""
+    engine = get_engine(database_url)
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def run(status, hours, model_name="fraud-detector"):
+        run_id = open_training_run(
+            model_name=model_name, requested_at=start, trigger="policy", reason="test",
+            engine=engine,
+        )  # fmt: skip
+        if status != "running":
+            finish_training_run(run_id, status, finished_at=start + timedelta(hours=hours),
+                                engine=engine)  # fmt: skip
+
+    run("promoted", 1)
+    run("rejected", 2)
+    run("failed", 3)
+    run("running", 0)
+    run("promoted", 9, model_name="another-model")
+    samples = scrape(collector)
+    counts = {s: value(samples, "ml_training_runs_total", status=s) for s in
+              ("promoted", "challenger", "rejected", "failed")}  # fmt: skip
+    assert counts == {"promoted": 1, "challenger": 0, "rejected": 1, "failed": 1}
+    assert value(samples, "ml_training_runs_running") == 1
+    last = {s: value(samples, "ml_training_last_run_status", status=s) for s in counts}
+    assert last == {"promoted": 0, "challenger": 0, "rejected": 0, "failed": 1}
+    assert value(samples, "ml_training_last_run_timestamp_seconds") == pytest.approx(
+        (start + timedelta(hours=3)).timestamp()
+    )
+
+
+def test_no_training_run_yet_is_zero_counts_and_no_last_outcome(collector):
+    samples = scrape(collector)
+    assert value(samples, "ml_training_runs_total", status="failed") == 0
+    assert value(samples, "ml_training_runs_running") == 0
+    assert not [name for name, _ in samples if name.startswith("ml_training_last_run")]
+
+
 def test_reads_are_cached_and_ages_keep_growing(monkeypatch, fraud_schema, database_url):
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("EXPORTER_CACHE_SECONDS", "30")
@@ -247,6 +288,12 @@ def test_the_exporter_process_serves_real_values_to_a_scrape(
         assert psi["amount"] == pytest.approx(reports["drift"].features["amount"].psi)
         (champion,) = families["ml_champion_version"].samples
         assert champion.value == int(training.version)
+        registered = MlflowClient(store.MLFLOW_TRACKING_URI).get_model_version(
+            store.MODEL_NAME, training.version
+        )
+        (age,) = families["ml_champion_age_seconds"].samples
+        expected = time.time() - registered.creation_timestamp / 1000
+        assert age.value == pytest.approx(expected, abs=60)
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=20) == 0

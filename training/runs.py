@@ -7,10 +7,11 @@ The training DAG closes it with what came of it: promoted, challenger, rejected 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, inspect, select, update
 
 from data.db import as_utc, get_engine, init_db, training_runs
 
@@ -112,6 +113,44 @@ def open_training_run(
             data_window=data_window,
             external_id=external_id,
         )
+
+
+@dataclass(frozen=True)
+class RunsSummary:
+    """What the exporter shows of a model's training runs."""
+
+    finished: dict[str, int]  # closed runs by outcome, every outcome present (0 when none)
+    running: int
+    last_finished: dict[str, Any] | None  # the newest closed run's row (by finished_at, id)
+
+
+def runs_summary(model_name: str, engine: Engine | None = None) -> RunsSummary:
+    """Closed runs by outcome, runs still running, and the newest closed run, for one model.
+
+    A closed run's status never changes again, so the counts by outcome only grow (the
+    maintenance DAG's retention leaves this table alone). No table yet reads as no runs.
+    """
+    engine = engine or get_engine()
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(training_runs.name):
+            return RunsSummary(dict.fromkeys(OUTCOMES, 0), 0, None)
+        mine = training_runs.c.model_name == model_name
+        counts = dict(
+            conn.execute(
+                select(training_runs.c.status, func.count()).where(mine).group_by("status")
+            ).all()
+        )
+        last = conn.execute(
+            select(training_runs)
+            .where(mine, training_runs.c.status.in_(OUTCOMES))
+            .order_by(training_runs.c.finished_at.desc().nulls_last(), training_runs.c.id.desc())
+            .limit(1)
+        ).first()
+    return RunsSummary(
+        finished={outcome: int(counts.get(outcome, 0)) for outcome in OUTCOMES},
+        running=int(counts.get(RUNNING, 0)),
+        last_finished=with_utc_times(dict(last._mapping)) if last else None,
+    )
 
 
 def json_ready(value: Any) -> Any:

@@ -1,0 +1,244 @@
+"""The Prometheus rules and configs: promtool accepts them and their unit tests pass, every alert
+is shaped as the house style says and is tested firing and silent, and no rule names a metric
+that no service of the stack exports (checked statically against the API's metric objects and
+the exporter's families; a published stack of this shape had 5 of 12 rules on metrics nobody
+exported)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from data.settings import PROJECT_ROOT
+
+PROMETHEUS = PROJECT_ROOT / "prometheus"
+RULES = PROMETHEUS / "alerts.yml"
+RULE_TESTS = PROMETHEUS / "tests" / "alerts_test.yml"
+CONFIGS = (PROMETHEUS / "prometheus.yml", PROMETHEUS / "prometheus.loopback.yml")
+# Series Prometheus itself makes for every target or rule.
+PROMETHEUS_OWN = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS"}
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
+                "unless", "offset", "bool", "inf", "nan"}  # fmt: skip
+COMPOSE_ONLY_JOBS = {"node", "cadvisor"}
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    binary = shutil.which("promtool")
+    assert binary, "promtool is not installed: `make system-tools` installs it (Debian prometheus)"
+    return subprocess.run(
+        [binary, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def rules() -> list[dict]:
+    return [rule for group in load(RULES)["groups"] for rule in group["rules"]]
+
+
+def alerts() -> list[dict]:
+    return [rule for rule in rules() if "alert" in rule]
+
+
+def alert_keys() -> set[tuple[str, str]]:
+    """(name, severity) of every alert: one condition at two levels is one name, two rules."""
+    return {(rule["alert"], rule["labels"]["severity"]) for rule in alerts()}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The series names a PromQL expression selects (not functions, keywords or label names)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings: label values, regexes
+    expr = re.sub(r"\{[^}]*\}", " ", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)  # ranges and subqueries
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    expr = re.sub(r"\boffset\s+\w+", " ", expr)
+    names = set()
+    for match in re.finditer(r"(?<![\w:.])([A-Za-z_:][\w:]*)(\s*\()?", expr):
+        name, call = match.groups()
+        if not call and name.lower() not in PROMQL_WORDS:
+            names.add(name)
+    return names
+
+
+def test_the_metric_name_parser_sees_only_series():
+    expr = """
+        histogram_quantile(0.99, sum by (environment, le) (rate(a_bucket{handler=~"/p.*"}[5m])))
+        > on() group_left() ml:threshold:x
+        and on (environment) (sum without (job) (increase(b_total[10m] offset 1d)) > bool 0)
+        unless absent(up{job="api"} == 1) or vector(2.5e3) or time() - c_seconds
+    """
+    assert metric_names(expr) == {"a_bucket", "ml:threshold:x", "b_total", "up", "c_seconds"}
+
+
+def exported_names() -> set[str]:
+    """Every sample name the API and the exporter can serve, from their own metric objects."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    import api.metrics
+    from monitoring.prometheus_exporter import MonitoringCollector
+
+    families = [
+        family
+        for metric in vars(api.metrics).values()
+        if isinstance(metric, MetricWrapperBase)
+        for family in metric.describe()
+    ]
+    families += MonitoringCollector(read_registry=False).describe()  # reads nothing
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "gauge": ("",),
+    }
+    names = {family.name + suffix for family in families for suffix in suffixes[family.type]}
+    assert {"ml_predictions_total", "http_request_duration_seconds_bucket"} <= names
+    assert {"ml_drift_features", "ml_training_runs_total", "ml_champion_age_seconds"} <= names
+    return names
+
+
+def test_promtool_accepts_the_rules():
+    result = promtool("check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.name)
+def test_promtool_accepts_the_config_and_finds_its_rules(config):
+    result = promtool("check", "config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout
+
+
+def test_promtool_rule_tests_pass():
+    result = promtool("test", "rules", str(RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_follows_the_house_style():
+    found = alerts()
+    assert len(found) >= 26 and len(alert_keys()) == len(found)
+    severities: dict[str, set[str]] = {}
+    for rule in found:
+        name = rule["alert"]
+        severities.setdefault(name, set()).add(rule["labels"]["severity"])
+        assert re.fullmatch(r"ML(?:[A-Z][a-z0-9]*)+", name), f"{name}: CamelCase with prefix ML"
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+        notes = rule["annotations"]
+        assert set(notes) == {"summary", "description", "runbook_url"}, name
+        assert "{{" not in notes["summary"], f"{name}: the summary is a fixed sentence"
+        assert "$value" in notes["description"], f"{name}: the description shows the value"
+        assert notes["runbook_url"] == f"docs/runbooks.md#{name.lower()}", name
+        assert "for" in rule, f"{name}: a deliberate for:"
+    # A repeated name is a warning and a critical level of one condition, which Alertmanager's
+    # inhibition (alerting/alertmanager.yml, equal on alertname) pairs.
+    assert all(len(s) == 1 or s == {"warning", "critical"} for s in severities.values())
+
+
+def test_alerts_keep_the_series_labels_alertmanager_groups_by():
+    """Aggregations keep `environment` (and the exporter's `model_name`)."""
+    for rule in alerts():
+        name = rule["alert"]
+        for clause in re.findall(r"\b(?:sum|min|max|avg|count) by \(([^)]*)\)", rule["expr"]):
+            assert "environment" in clause, f"{name}: `by ({clause})` drops environment"
+
+
+def test_every_alert_is_tested_silent_one_step_before_it_fires_and_on_a_healthy_stack():
+    tests = load(RULE_TESTS)
+    assert tests["rule_files"] == ["../alerts.yml"]
+    boundary, healthy = set(), set()
+    for group in tests["tests"]:
+        step = group.get("interval", "1m")
+        assert step == "1m", "the boundary arithmetic below assumes one-minute steps"
+        cases = {}
+        for case in group.get("alert_rule_test", []):
+            minutes = int(case["eval_time"].removesuffix("m"))
+            cases.setdefault(case["alertname"], {})[minutes] = case.get("exp_alerts") or []
+        for name, by_time in cases.items():
+            for minutes, expected in by_time.items():
+                if expected and by_time.get(minutes - 1) == []:
+                    for alert in expected:
+                        assert set(alert["exp_annotations"]) == {"summary", "description",
+                                                                 "runbook_url"}  # fmt: skip
+                        boundary.add((name, alert["exp_labels"]["severity"]))
+        if group["name"] == "healthy":
+            healthy = {name for name, by_time in cases.items() if by_time == {1500: []}}
+    tested = {
+        case["alertname"] for group in tests["tests"] for case in group.get("alert_rule_test", [])
+    }
+    # promtool takes a name no rule has as an alert that never fires: a renamed alert's test
+    # would pass silently.
+    assert tested - {name for name, _ in alert_keys()} == set(), "tests of alerts that do not exist"
+    assert alert_keys() - boundary == set(), "alerts not tested firing one step after silent"
+    assert {name for name, _ in alert_keys()} - healthy == set(), "not silent when healthy"
+
+
+def test_no_alert_is_expected_to_fire_before_its_for():
+    """Each alert's own test group ("<name>", or "<name> <severity>" for a name with two)
+    expects it no earlier than its `for:`."""
+    tests = {group["name"]: group for group in load(RULE_TESTS)["tests"]}
+    for rule in alerts():
+        name, severity = rule["alert"], rule["labels"]["severity"]
+        group = tests.get(f"{name} {severity}") or tests[name]
+        amount, unit = int(rule["for"][:-1]), rule["for"][-1]
+        for_minutes = amount * {"m": 1, "h": 60}[unit]
+        fire = max(int(c["eval_time"][:-1]) for c in group["alert_rule_test"] if c["exp_alerts"])
+        assert fire >= for_minutes, f"{name} fires at {fire}m, before its for: {rule['for']}"
+
+
+def test_every_rule_names_only_metrics_a_service_exports():
+    known = exported_names() | PROMETHEUS_OWN
+    recorded = {rule["record"] for rule in rules() if "record" in rule}
+    unknown = {
+        rule.get("alert") or rule["record"]: sorted(metric_names(rule["expr"]) - known - recorded)
+        for rule in rules()
+    }
+    assert {name: names for name, names in unknown.items() if names} == {}
+
+
+def test_thresholds_are_constants_in_one_block_and_all_used():
+    groups = load(RULES)["groups"]
+    (block,) = [group for group in groups if group["name"] == "ml-thresholds"]
+    thresholds = {rule["record"]: rule["expr"] for rule in block["rules"]}
+    assert all(name.startswith("ml:threshold:") for name in thresholds)
+    assert all(re.fullmatch(r"vector\([\d.e+]+\)", expr) for expr in thresholds.values())
+    others = [rule for group in groups if group is not block for rule in group["rules"]]
+    used = set().union(*(metric_names(rule["expr"]) for rule in others))
+    assert set(thresholds) <= used, "a threshold no rule reads"
+    assert {name for name in used if name.startswith("ml:threshold:")} <= set(thresholds)
+    assert not any(rule.get("record", "").startswith("ml:threshold:") for rule in others)
+
+
+def test_the_latency_threshold_is_one_the_histogram_can_show():
+    """histogram_quantile never answers more than the top finite bucket bound, so a p99
+    threshold at or above it could never fire."""
+    from api.metrics import HTTP_BUCKETS
+
+    (expr,) = [r["expr"] for r in rules() if r.get("record") == "ml:threshold:latency_p99_seconds"]
+    assert float(expr.removeprefix("vector(").removesuffix(")")) < max(HTTP_BUCKETS)
+
+
+def test_the_loopback_config_has_the_compose_jobs_on_127_0_0_1():
+    compose, loopback = (load(path) for path in CONFIGS)
+    assert compose["rule_files"] == loopback["rule_files"] == ["alerts.yml"]
+    assert compose["global"] == loopback["global"]
+    jobs = {job["job_name"]: job for job in compose["scrape_configs"]}
+    local = {job["job_name"]: job for job in loopback["scrape_configs"]}
+    assert set(jobs) - COMPOSE_ONLY_JOBS == set(local)
+    assert {"api", "exporter", "prometheus", "alertmanager", "node", "cadvisor"} == set(jobs)
+    assert jobs["api"]["dns_sd_configs"] == [
+        {"names": ["api"], "type": "A", "port": 8000, "refresh_interval": "15s"}
+    ]
+    for job in local.values():
+        (static,) = job["static_configs"]
+        assert all(target.startswith("127.0.0.1:") for target in static["targets"])
+    for config in (compose, loopback):
+        (manager,) = config["alerting"]["alertmanagers"]
+        assert manager["static_configs"][0]["targets"][0].endswith(":9093")
+    # The job the API alerts select exists in both.
+    (unavailable,) = [rule for rule in alerts() if rule["alert"] == "MLApiUnavailable"]
+    assert 'job="api"' in unavailable["expr"] and "api" in local
