@@ -36,20 +36,26 @@ demo replays weeks in minutes) keeps its own clock. Every decision, taken or not
 re-run Airflow task neither duplicates it nor starts a second training. A decision to retrain
 also writes its `training_runs` row (status `running`) in the same transaction, which is what
 the next decision's guards see.
+
+    python -m monitoring.retrain_policy [--limit 20] [--json]   # the latest decisions, newest first
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from data.db import (
     as_utc,
+    database_error_message,
     drift_reports,
     get_engine,
     init_db,
@@ -60,7 +66,7 @@ from data.db import (
     retrain_decisions,
     training_runs,
 )
-from data.settings import Settings, get_settings
+from data.settings import Settings, configure_cli_logging, exit_on_config_error, get_settings
 from training.runs import FAILED, RUNNING, json_ready, start_training_run, with_utc_times
 
 log = logging.getLogger(__name__)
@@ -407,3 +413,40 @@ def _runs_before(
         .order_by(training_runs.c.requested_at.desc(), training_runs.c.id.desc())
     )
     return [with_utc_times(dict(row._mapping)) for row in conn.execute(query)]
+
+
+@exit_on_config_error
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m monitoring.retrain_policy",
+        description="Show the retrain policy's latest decisions: retrain or not, and why.",
+    )
+    parser.add_argument("--limit", type=int, default=20, help="how many windows (default 20)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    configure_cli_logging()
+    settings = get_settings()
+    try:
+        found = decisions(settings.MODEL_NAME, args.limit, get_engine(settings.database_url))
+    except SQLAlchemyError as exc:
+        print(f"error: {database_error_message(exc)}", file=sys.stderr)
+        return 2
+    if args.json:
+        rows = [json_ready({**d.__dict__, "window": list(d.window)}) for d in found]
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not found:
+        print(f"no retrain decisions for {settings.MODEL_NAME!r} yet (the drift check records one "
+              "per window)")  # fmt: skip
+        return 0
+    for d in found:
+        start, end = d.window
+        verdict = "RETRAIN" if d.retrain else (f"held: {d.blocked_by}" if d.blocked_by else "no")
+        run = f" -> training run {d.training_run_id}" if d.training_run_id else ""
+        print(f"{start:%Y-%m-%d %H:%M}..{end:%H:%M} UTC  v{d.model_version or '?'}  {verdict}{run}")
+        print(f"    {d.reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

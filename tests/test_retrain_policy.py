@@ -3,6 +3,7 @@ Postgres."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pendulum
@@ -251,3 +252,21 @@ def test_unlabelled_predictions_do_not_count_as_something_to_learn_from(engine):
     log_labelled(engine, 0, 5)
     decision = decide_and_record(save(engine, 0, drift=CRITICAL_DRIFT))
     assert decision.blocked_by == "not_enough_labels" and decision.numbers["new_labelled_rows"] == 5
+
+
+def test_the_command_line_shows_each_decision_and_why(engine, capsys):
+    from monitoring.retrain_policy import main
+
+    assert main([]) == 0
+    assert "no retrain decisions" in capsys.readouterr().out
+    log_labelled(engine, 1, 20)
+    decide_and_record(save(engine, 0, drift=NO_DRIFT))
+    decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT))
+    assert main(["--limit", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("2026-03-02 06:00..12:00 UTC  v?  RETRAIN -> training run ")
+    assert lines[1].strip().startswith("retrain: critical drift in amount")
+    assert lines[2].startswith("2026-03-02 00:00..06:00 UTC") and " no" in lines[2]
+    assert main(["--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["retrain"] for row in rows] == [True, False]
