@@ -9,7 +9,9 @@ Uvicorn's own process manager shares one socket between workers instead, and whi
 wakes first accepts every pending connection: with a few keep-alive clients (a batch job, a
 load balancer's pool) one worker served all of them while the other sat idle.
 
-This process supervises the workers: it restarts one that dies (and marks it dead for the
+Before the first worker, a short-lived child creates the monitoring tables and migrates MLflow's
+database once: workers doing it together on fresh stores collided, and the loser took the server
+down. This process supervises the workers: it restarts one that dies (and marks it dead for the
 multiprocess metrics), exits with status 3 if one cannot start its app at all, and on SIGTERM
 or SIGINT passes SIGTERM on and waits. Each worker then stops taking connections, answers
 requests on the open ones for up to a second more with `Connection: close` (so a kept-alive
@@ -227,6 +229,28 @@ class Supervisor:
         return 0 if clean else 1
 
 
+def prepare_stores() -> None:
+    """Create the monitoring tables and migrate MLflow's database once, before any worker
+    starts: workers doing it at the same moment on a fresh store raced each other ("table ...
+    already exists"), and the loser exited, taking the server down. A store that cannot be
+    reached now is left to the workers, which retry (the logger spools, the model loader polls).
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from data.db import get_engine, init_db
+    from training.registry import Registry
+
+    settings = get_settings()
+    try:
+        init_db(get_engine(settings.database_url))
+    except SQLAlchemyError as exc:
+        log.warning("monitoring tables not created before the workers: %s", exc)
+    try:
+        Registry.prepare_store(settings.mlflow_tracking_uri)
+    except Exception as exc:  # MLflow raises several kinds; the workers will say it again
+        log.warning("MLflow store not prepared before the workers: %s", exc)
+
+
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
@@ -251,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     if problem:  # one line here rather than a traceback in every worker
         print(f"cannot listen on {args.host}:{args.port}: {problem}", file=sys.stderr)
         return 2
+    # In a child of its own, so this long-lived process does not keep MLflow in memory.
+    preparer = multiprocessing.get_context("spawn").Process(target=prepare_stores, name="stores")
+    preparer.start()
+    preparer.join()
     return Supervisor(args.host, args.port, args.workers, args.log_level).run()
 
 

@@ -186,6 +186,36 @@ def test_an_app_that_cannot_start_stops_the_server(server_env, postgres_url, tmp
     assert "missing.yaml" in log and "before the app started" in log
 
 
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_workers_starting_on_fresh_stores_do_not_race_their_migrations(tmp_path, attempt):
+    """Two workers on a brand-new MLflow database and monitoring database: each used to migrate
+    them on first use, at the same moment ("table ... already exists"), and the loser took the
+    server down with status 3. Now the supervisor prepares both once, before any worker."""
+    from tests.api_server import listening_sockets
+
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'fresh-mlflow.db'}",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh-monitoring.db'}",
+        "PREDICTION_SPOOL_DIR": str(tmp_path / "spool"),
+        "MODEL_POLL_SECONDS": "1",
+    }
+    server = ServerProcess(tmp_path, env)
+    try:
+        deadline = time.monotonic() + 90
+        while listening_sockets(server.port) < 2 and time.monotonic() < deadline:
+            assert server.process.poll() is None, server.log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        assert listening_sockets(server.port) == 2, server.log_path.read_text()[-3000:]
+        time.sleep(2)  # a few model polls on the empty registry
+        assert server.process.poll() is None
+        answer = httpx.get(f"{server.url}/ready", timeout=5)
+        assert answer.status_code == 503  # up, waiting for a champion: not dead
+    finally:
+        server.stop()
+    log = server.log_path.read_text()
+    assert "already exists" not in log and "Traceback" not in log, log[-3000:]
+
+
 def test_a_port_in_use_is_refused_in_one_line(server_env, postgres_url, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

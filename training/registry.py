@@ -90,6 +90,21 @@ class Registry:
             get_engine(settings.database_url),
         )
 
+    @staticmethod
+    def prepare_store(uri: str) -> None:
+        """Create or migrate the MLflow database behind `uri` now, in this one process.
+
+        Every MLflow client migrates an empty or older database on first use, and two
+        processes doing so at once (API workers starting on a fresh store) collide in the
+        migrations ("table ... already exists"), which killed a worker. A tracking server
+        (`http(s)://`) migrates its own database: nothing to do then.
+        """
+        if uri.startswith(("http://", "https://", "databricks")):
+            return
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # the tracking store: creates and migrates
+        client.search_registered_models(max_results=1)  # the registry store on the same database
+
     def exists(self) -> bool:
         try:
             self.client.get_registered_model(self.model_name)
