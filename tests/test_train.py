@@ -174,3 +174,46 @@ def test_cli_process_exits_non_zero_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "amount" in proc.stderr and "merchant_category" in proc.stderr
+
+
+def test_a_retrain_from_the_command_line_learns_from_the_labelled_log(
+    fraud_schema, capsys, isolated_settings
+):
+    """`--recent-days` reads the predictions logged in the last days with their labels, beside
+    a sample of the original data, and gates the version on the newest of them."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert
+
+    from data.db import get_engine, init_db, labels, prediction_logs
+    from data.replay import request_instances
+
+    logged = generate_transactions(3_000, seed=11, pattern="contactless")
+    now = datetime.now(UTC)
+    rows, truth = [], []
+    for i, instance in enumerate(request_instances(logged, fraud_schema)):
+        rid = instance["request_id"]
+        rows.append({"request_id": rid, "predicted_at": now - timedelta(hours=30) + i * timedelta(
+            seconds=30), "model_name": "fraud-detector", "model_version": "1",
+            "features": instance["features"], "predicted_class": 0, "score": 0.1,
+            "latency_ms": 1.0})  # fmt: skip
+        truth.append({"request_id": rid, "label": int(logged["is_fraud"].iloc[i]),
+                      "labelled_at": now})  # fmt: skip
+    engine = get_engine()
+    init_db(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(prediction_logs), rows)
+        conn.execute(insert(labels), truth[:2_500])  # the newest 500 are still unlabelled
+
+    assert main(["--rows", "20000", "--recent-days", "7", "--no-auto-promote"]) == 0
+    out = capsys.readouterr().out
+    # 2,500 labelled: the newest 500 are the hold-out, 2,000 train beside 0.2 x 2,000 old rows.
+    assert "data: 400 rows of" in out and "+ 2,500 labelled predictions" in out
+    version = Registry.from_settings().version("1")
+    assert version.tags["training.recent_rows"] == "2500"
+    assert version.tags["training.reason"] == "manual retrain (--recent-days)"
+    # The hold-out the gates used is the newest labelled rows, not the original data.
+    holdout = Registry.from_settings().holdout("1")
+    assert len(holdout) == 500 and holdout["transaction_id"].str.startswith("txn-11-").all()
+
+    assert main(["--recent-days", "0"]) == 2

@@ -1,6 +1,7 @@
 """Train a model, log it to MLflow, register a version and run the promotion gates.
 
     python -m training.train [--schema schemas/fraud.yaml] [--data PATH] [--model-type ...]
+    python -m training.train --recent-days 7     # a retrain on the last week's labelled log
 
 Steps: ingest (CSV / Parquet, typed by the schema) → validate (hard failures stop here with a
 message naming the column and rule) → time-based split (the newest `--holdout` share is the
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -291,8 +292,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="promote when all gates pass (default: AUTO_PROMOTE)",
     )
+    parser.add_argument(
+        "--recent-days",
+        type=float,
+        help="retrain: also learn from the labelled predictions logged in the last N days, "
+        "gated on the newest of them",
+    )
     args = parser.parse_args(argv)
+    if args.recent_days is not None and args.recent_days <= 0:
+        parser.error(f"--recent-days must be positive (got {args.recent_days:g})")
     configure_cli_logging()
+    recent = None
+    if args.recent_days is not None:
+        now = datetime.now(UTC)
+        recent = (now - timedelta(days=args.recent_days), now)
     try:
         result = train(
             args.schema,
@@ -303,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             threshold=args.threshold,
             auto_promote=args.auto_promote,
+            recent_window=recent,
+            reason="manual retrain (--recent-days)" if recent else None,
         )
     except (SchemaError, DataError, ValidationError, RegistryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -323,6 +338,13 @@ def _print_result(result: TrainingResult) -> None:
         f"accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
         f"recall {m['recall']:.4f}  F1 {m['f1']:.4f}  Brier {m['brier']:.4f}"
     )
+    data = result.data
+    if "recent_window" in data:
+        print(
+            f"  data: {data.get('base_sample_rows', data['base_rows']):,} rows of "
+            f"{data['base_data']} + {data['recent_rows']:,} labelled predictions"
+            + (f" ({data['note']})" if data.get("note") else "")
+        )
     for gate in result.gates.gates:
         print(f"  gate {gate.name:<17} {'passed' if gate.passed else 'FAILED'}: {gate.reason}")
     next_step = {
