@@ -216,4 +216,7 @@ def test_a_retrain_from_the_command_line_learns_from_the_labelled_log(
     holdout = Registry.from_settings().holdout("1")
     assert len(holdout) == 500 and holdout["transaction_id"].str.startswith("txn-11-").all()
 
-    assert main(["--recent-days", "0"]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main(["--recent-days", "0"])
+    assert stopped.value.code == 2
+    assert "--recent-days must be positive (got 0)" in capsys.readouterr().err
