@@ -2,7 +2,8 @@
 
 Realized (`realized_performance`): the prediction log joined with the labels that arrived later
 (`data.ingest.read_predictions(..., with_labels=True)`) gives, per time window and for the whole
-frame, accuracy, precision, recall, F1 and ROC AUC over the labelled rows, next to the number of
+frame, accuracy, precision, recall, F1 and ROC AUC over the labelled rows with their confusion
+matrix (tp, fp, fn, tn: the false-positive rate is fp / (fp + tn)), next to the number of
 predictions, the number labelled and the label coverage (labelled / predictions). Rows still
 waiting for their label count towards coverage only. A metric whose definition divides by zero
 in a window (no label yet, no predicted positive for precision, one class for ROC AUC) is None,
@@ -135,7 +136,8 @@ def realized_performance(
     starts, ends, codes = _assign_windows(timestamps, window)
 
     def table(rows: np.ndarray, groups: int) -> pd.DataFrame:
-        metrics = _metrics(rows[labelled], groups, scores[labelled], labels[labelled], threshold)
+        given = rows[labelled], groups, scores[labelled], labels[labelled], threshold
+        metrics = _metrics(*given, with_confusion=True)
         predictions = np.bincount(rows, minlength=groups)
         counted = np.bincount(rows[labelled], minlength=groups)
         counts = pd.DataFrame(

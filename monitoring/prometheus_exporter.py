@@ -20,6 +20,10 @@ or rejected retrain and on a champion nobody has replaced for long: `ml_training
 others, and `ml_champion_age_seconds` counts from when the champion version was registered
 (the data it learnt from is at least that old; a rollback to an old version is an old model).
 
+`ml_realized_confusion{cell}` is the latest window's confusion matrix over its labelled
+predictions, so a dashboard can show what precision and recall do not: the false-positive rate
+fp / (fp + tn), the share of legitimate cases the model flags.
+
     python -m monitoring.prometheus_exporter            # serve on :9100
     python -m monitoring.prometheus_exporter --once     # print one scrape and exit
 """
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 SEVERITY_CODE = {"none": 0, "warning": 1, "critical": 2}
 LEVEL_CODE = {"ok": 0, "soft": 1, "hard": 2}
 BASE_LABELS = ("environment", "model_name")
+CONFUSION_CELLS = ("tp", "fp", "fn", "tn")
 
 
 @dataclass
@@ -355,6 +360,11 @@ class MonitoringCollector(Collector):
             "blind to concept drift",
             ["metric"],
         )
+        confusion = self._gauge(
+            "ml_realized_confusion",
+            "Labelled predictions of the latest window by confusion-matrix cell (tp, fp, fn, tn)",
+            ["cell"],
+        )
         coverage = self._gauge(
             "ml_label_coverage_ratio", "Share of the window's predictions that have a label"
         )
@@ -368,10 +378,12 @@ class MonitoringCollector(Collector):
                 for metric in METRICS:
                     self._add(family, overall.get(metric), metric)
             overall = (report.get("realized") or {}).get("overall") or {}
+            for cell in CONFUSION_CELLS:  # absent from reports saved before they were kept
+                self._add(confusion, overall.get(cell), cell)
             self._add(coverage, overall.get("label_coverage"))
             self._add(counts, row["predictions"], "predictions")
             self._add(counts, row["labelled"], "labelled")
-        yield from (realized, estimated, coverage, counts)
+        yield from (realized, estimated, confusion, coverage, counts)
         yield self._age("ml_performance_report_age_seconds", "performance report", row, now)
 
 

@@ -137,6 +137,10 @@ def test_the_latest_reports_become_ml_series(collector, fraud_schema, database_u
         assert value(samples, "ml_estimated_performance", metric=metric) == pytest.approx(
             estimated[metric]
         )
+    for cell in ("tp", "fp", "fn", "tn"):
+        assert value(samples, "ml_realized_confusion", cell=cell) == realized[cell]
+    fp, tn = realized["fp"], realized["tn"]
+    assert 0 < fp < fp + tn and fp + tn + realized["tp"] + realized["fn"] == 3_000
     assert value(samples, "ml_label_coverage_ratio") == 1.0
     assert value(samples, "ml_exporter_source_up", source="database") == 1
 

@@ -113,6 +113,7 @@ def test_realized_metrics_per_hour_with_late_unlabelled_and_one_class_windows(fr
     assert first["label_coverage"] == pytest.approx(0.8)
     assert [first[m] for m in ("accuracy", "precision", "recall", "f1")] == pytest.approx([0.5] * 4)
     assert first["roc_auc"] == pytest.approx(0.75)  # 3 of the 4 positive-negative pairs in order
+    assert [first[cell] for cell in ("tp", "fp", "fn", "tn")] == [1, 1, 1, 1]
     assert no_labels["label_coverage"] == 0.0
     assert all(no_labels[m] is None for m in METRICS)
     assert empty["predictions"] == 0 and empty["label_coverage"] is None
