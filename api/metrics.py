@@ -56,6 +56,10 @@ PREDICTION_ERRORS = Counter(
     "Prediction requests refused or failed, by cause",
     ["environment", "error_type"],
 )
+# The causes the API counts, created at 0 when the app starts: a healthy API then serves
+# `ml_prediction_errors_total` (a panel of refusals reads 0, not "No data"), and the first
+# refusal is an increase from 0 that rate() sees, not a new series starting at 1.
+ERROR_TYPES = ("validation", "batch_too_large", "model_not_loaded", "feedback_database_unavailable")
 PREDICTION_CONFIDENCE = Histogram(
     "ml_prediction_confidence",
     "Probability of the predicted class",
@@ -156,6 +160,7 @@ class ApiMetrics:
         self.log_replayed = LOG_REPLAYED.labels(environment)
         self.log_dropped = LOG_DROPPED.labels(environment)
         self.log_quarantined = LOG_QUARANTINED.labels(environment)
+        self.errors = {kind: PREDICTION_ERRORS.labels(environment, kind) for kind in ERROR_TYPES}
         self._model_info: tuple[str, ...] | None = None
         self._buffer: deque[tuple] = deque()  # appends and poplefts are thread-safe
         for histogram in (self.latency, self.confidence, self.score, *self.features.values()):
@@ -221,7 +226,10 @@ class ApiMetrics:
             _observe_many(histogram, np.array(values, dtype=np.float64))  # None -> NaN
 
     def error(self, error_type: str, count: int = 1) -> None:
-        PREDICTION_ERRORS.labels(self.environment, error_type).inc(count)
+        counter = self.errors.get(error_type) or PREDICTION_ERRORS.labels(
+            self.environment, error_type
+        )
+        counter.inc(count)
 
     def feedback(self, label: int, count: int = 1) -> None:
         FEEDBACK.labels(self.environment, str(label)).inc(count)

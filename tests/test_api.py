@@ -306,6 +306,30 @@ def test_hot_reload_swaps_without_failing_a_request(monkeypatch, tmp_path, fraud
     assert versions == {"1", second.version}
 
 
+def test_every_refusal_cause_is_exported_before_the_first_refusal(client):
+    """A healthy API serves `ml_prediction_errors_total` for every cause it counts (at 0 in a
+    fresh process), so a dashboard panel of refusals has data and rate() sees the first one;
+    every cause the code counts is in the list."""
+    import re
+
+    from api.metrics import ERROR_TYPES
+    from data.settings import PROJECT_ROOT
+
+    causes = {
+        sample.labels["error_type"]
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == "ml_prediction_errors_total"
+    }
+    assert set(ERROR_TYPES) <= causes
+    counted = {
+        cause
+        for path in (PROJECT_ROOT / "api").rglob("*.py")
+        for cause in re.findall(r"metrics\.error\(\s*\"(\w+)\"", path.read_text())
+    }
+    assert counted and counted <= set(ERROR_TYPES), counted - set(ERROR_TYPES)
+
+
 def test_metrics_count_predictions_without_request_ids(client, fraud_schema):
     before = client.get("/metrics/summary").json()["predictions"]["total"]
     for i, features in enumerate(request_rows(fraud_schema, 7)):
