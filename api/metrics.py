@@ -240,6 +240,11 @@ class ApiMetrics:
         self._model_info = (self.environment, model_name, model_version, scorer)
         MODEL_INFO.labels(*self._model_info).set(1)
         self.model_loaded.set(1)
+        # Both classes exist at 0 from the moment a version serves: a model that never (or no
+        # longer) predicts class 1 must read as a positive rate of 0, not as no data, or the
+        # alert on a moved positive rate (MLPositiveRateShift) could never see it.
+        for predicted_class in ("0", "1"):
+            PREDICTIONS.labels(self.environment, model_version, predicted_class)
 
     def reload(self, result: str) -> None:
         MODEL_RELOADS.labels(self.environment, result).inc()

@@ -330,6 +330,19 @@ def test_every_refusal_cause_is_exported_before_the_first_refusal(client):
     assert counted and counted <= set(ERROR_TYPES), counted - set(ERROR_TYPES)
 
 
+def test_both_classes_are_exported_before_either_is_predicted(client):
+    """A fresh worker serving a version exports ml_predictions_total for class 0 and class 1 at
+    0, so the positive rate of a model that stops predicting 1 reads 0, not "no data"."""
+    served = client.get("/health").json()["model_version"]
+    classes = {
+        sample.labels["prediction"]: sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == "ml_predictions_total" and sample.labels["model_version"] == served
+    }
+    assert set(classes) == {"0", "1"}
+
+
 def test_metrics_count_predictions_without_request_ids(client, fraud_schema):
     before = client.get("/metrics/summary").json()["predictions"]["total"]
     for i, features in enumerate(request_rows(fraud_schema, 7)):
