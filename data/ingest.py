@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Literal, overload
 
 import numpy as np
-import orjson
 import pandas as pd
 import pyarrow
 from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_dtype
@@ -40,7 +39,7 @@ from sqlalchemy import Select, Text, cast, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.db import get_engine, labels, prediction_logs
-from data.prediction_log import copy_out
+from data.prediction_log import copy_out, features_frame
 from data.schema import (
     DEFAULT_PREDICTION_COLUMN,
     DEFAULT_SCORE_COLUMN,
@@ -395,7 +394,7 @@ def read_predictions(
         dtypes |= {schema.prediction: "int64", schema.score: "float64"}
         if with_labels:
             dtypes[schema.target] = "float64"
-        parts = copy_out(engine, query, dtypes, (schema.target,), chunksize)
+        parts = copy_out(engine, query, dtypes, chunksize)
         if chunksize is None:
             (whole,) = parts  # to the end, so the connection is released at once
             return typed(whole)
@@ -446,12 +445,8 @@ def frame_from_log_rows(
     `_features_json`) as the typed frame it returns."""
     extra = frame[[schema.prediction, schema.score, MODEL_VERSION_COLUMN]].reset_index(drop=True)
     # The features as text, parsed here in one pass: extracting each key in SQL would make
-    # Postgres parse every row's JSON once per feature. A key a row lacks (a feature added
-    # to the schema later) reads as missing.
-    features = pd.DataFrame.from_records(
-        orjson.loads("[" + ",".join(frame[_FEATURES_JSON].tolist()) + "]"),
-        columns=schema.feature_names,
-    )
+    # Postgres parse every row's JSON once per feature.
+    features = features_frame(frame[_FEATURES_JSON], schema)
     keys = frame.drop(columns=[_FEATURES_JSON, *extra.columns]).reset_index(drop=True)
     result = coerce_frame(
         pd.concat([keys, features], axis=1), schema, require_target=False, origin="prediction_logs"
