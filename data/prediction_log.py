@@ -177,8 +177,10 @@ def _features_json(batch: list[PredictionRecord]) -> list[str]:
 # What `copy_out` writes for SQL NULL: COPY's CSV default (an unquoted empty field) cannot be
 # told from an empty text, which a request id or a category may be.
 _NULL = "\\N"
-# Bytes of CSV Arrow parses at a time (about 10,000 log rows); chunks are cut from these blocks.
-_CSV_BLOCK = 4 << 20
+# Bytes of CSV Arrow parses at a time (about 2,700 log rows); chunks are cut from these blocks.
+# At 1M rows 1 MB was as fast as 2 MB and 25% faster than 4 MB, which also peaked 120 MB higher
+# (Arrow reads blocks ahead of the caller).
+_CSV_BLOCK = 1 << 20
 _ARROW_TYPES = {"int64": pa.int64(), "float64": pa.float64()}
 
 
