@@ -2,11 +2,11 @@
 
 What the Airflow drift check does on a busy day, end to end: `read_predictions(...,
 chunksize=N)` streams the window out of `prediction_logs` with `COPY (...) TO STDOUT` as CSV,
-parsed chunk by chunk by pandas' C reader (`data.prediction_log.copy_out`; the features come
-out as the `json` column's text, one per row, and are parsed with one orjson call per chunk by
-`data.ingest.frame_from_log_rows`), and `DriftAccumulator` counts each chunk against the
-reference profile, so memory stays bounded by the profile and one chunk, whatever the window
-holds.
+parsed block by block by Arrow's CSV reader (`data.prediction_log.copy_out`; the features come
+out as the `json` column's text, one per row, and are parsed per chunk by Arrow's JSON reader in
+`data.prediction_log.features_frame`, called by `data.ingest.frame_from_log_rows`, which types
+the chunk), and `DriftAccumulator` counts each chunk against the reference profile, so memory
+stays bounded by the profile and one chunk, whatever the window holds.
 
 1. A fresh database (dropped at the end, also on failure or Ctrl-C) gets the project's tables
    (`init_db`) and N prediction-log rows of the fraud schema (default 10,000,000 over a 6-hour
@@ -30,8 +30,9 @@ holds.
     python benchmarks/bench_drift_postgres.py --breakdown          # where the time goes
 
 `--breakdown` splits the time of the last pass: `read_predictions` into typing the frames
-(`frame_from_log_rows`, timed where it is called) and the rest (the COPY stream and pandas'
-CSV parsing, which overlap in two threads), and the drift counting; and adds, in the same
+(`frame_from_log_rows`, timed where it is called, and within it parsing the features JSON,
+`features_frame`) and the rest (the COPY stream and Arrow's CSV parsing, which overlap in
+threads of their own), and the drift counting; and adds, in the same
 database, `read_predictions`' own query (`data.ingest.window_query`) run by the database alone
 (a cursor, `MOVE FORWARD ALL`: every row computed, none sent) and by COPY alone (every row
 written as CSV and sent, nothing parsed); and the same window read the way `read_predictions`
@@ -301,13 +302,14 @@ def reference_profile(schema: FeatureSchema, rows: int):
     return profile_from_frame(frame, schema)
 
 
-class _TypingTimer:
-    """Times `data.ingest.frame_from_log_rows` where `read_predictions` calls it, per chunk."""
+class _Timer:
+    """Times `data.ingest.<name>` where `read_predictions` calls it (`frame_from_log_rows`, and
+    `features_frame` within it), per chunk."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         self.seconds = 0.0
-        self._original = ingest.frame_from_log_rows
-        ingest.frame_from_log_rows = self
+        self._original = getattr(ingest, name)
+        setattr(ingest, name, self)
 
     def __call__(self, *args, **kwargs) -> pd.DataFrame:
         started = time.perf_counter()
@@ -403,15 +405,18 @@ def drift_pass(
 def child(url: str, rows: int, chunksize: int, reference_rows: int, breakdown: bool) -> dict:
     schema = load_schema(SCHEMA_PATH)
     profile = reference_profile(schema, reference_rows)
-    typing = _TypingTimer() if breakdown else None  # a clock read per chunk, nothing more
+    # a clock read per chunk, nothing more
+    typing = _Timer("frame_from_log_rows") if breakdown else None
+    features = _Timer("features_frame") if breakdown else None
     end = WINDOW_START + WINDOW
     chunks = read_predictions(schema, WINDOW_START, end, url=url, chunksize=chunksize)
     result = drift_pass(schema, profile, chunks, rows, chunksize)
     dispose_engines()
     if typing is not None:
-        result["breakdown"] = split_time(url, schema, profile, rows, chunksize, result)
-        result["breakdown"]["typing_s"] = typing.seconds
-        result["breakdown"]["copy_and_parse_s"] = result["read_s"] - typing.seconds
+        # read before split_time, whose cursor pass parses features through `features_frame` too
+        split = {"typing_s": typing.seconds, "features_json_s": features.seconds}
+        split["copy_and_parse_s"] = result["read_s"] - typing.seconds
+        result["breakdown"] = split_time(url, schema, profile, rows, chunksize, result) | split
     return result
 
 
@@ -641,8 +646,9 @@ def print_breakdown(result: dict) -> None:
         ("database alone (DECLARE + MOVE FORWARD ALL: computed, none sent)", b["database_s"]),
         ("COPY alone (every row written as CSV and sent, nothing parsed)", b["copy_s"]),
         ("read_predictions in the timed pass", b["read_predictions_s"]),
-        ("  COPY stream + pandas read_csv (two threads, overlapping)", b["copy_and_parse_s"]),
-        ("  typing the frames (frame_from_log_rows: features JSON)", b["typing_s"]),
+        ("  COPY stream + Arrow's CSV reader (threads, overlapping)", b["copy_and_parse_s"]),
+        ("  typing the frames (frame_from_log_rows)", b["typing_s"]),
+        ("    of which the features JSON (features_frame, Arrow)", b["features_json_s"]),
         ("drift: DriftAccumulator.update + report", b["drift_s"]),
     ]
     for label, seconds in lines:

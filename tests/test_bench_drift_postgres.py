@@ -42,3 +42,4 @@ def test_breakdown_runs_and_both_reads_give_the_same_report():
     assert breakdown["cursor_report_identical"] is True
     assert result["rows"] == 20_000 and breakdown["cursor"]["chunks"] == 4
     assert 0 < breakdown["typing_s"] < breakdown["read_predictions_s"]
+    assert 0 < breakdown["features_json_s"] < breakdown["typing_s"]
