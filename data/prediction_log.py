@@ -306,9 +306,9 @@ def features_frame(texts: pd.Series, schema: FeatureSchema) -> pd.DataFrame:
 
 # Rows handed to Arrow's JSON reader at once, at most: its block size is a 32-bit number of
 # bytes. A chunk is cut into as many parts as there are cores, parsed side by side (Arrow
-# releases the GIL; one block is parsed by one thread).
+# releases the GIL; one block is parsed by one thread). The threads are the call's own: a pool
+# kept between calls would not survive a fork (Airflow's and the API's workers).
 _JSON_ROWS = 1 << 17
-_PARSERS = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="features")
 
 
 def _arrow_features(texts: pd.Series, types: pa.Schema) -> pd.DataFrame | None:
@@ -348,7 +348,9 @@ def _arrow_features(texts: pd.Series, types: pa.Schema) -> pd.DataFrame | None:
     if len(bounds) == 1:
         parts = [parse(*bounds[0])]
     else:
-        parts = list(_PARSERS.map(lambda bound: parse(*bound), bounds))
+        workers = min(len(bounds), os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers, thread_name_prefix="features-json") as parsers:
+            parts = list(parsers.map(lambda bound: parse(*bound), bounds))
     if any(part is None for part in parts):
         return None
     return pa.concat_tables(parts).to_pandas()
