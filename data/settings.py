@@ -36,7 +36,11 @@ class ConfigError(ValueError):
 class Settings(BaseSettings):
     """Typed view of the environment (see `.env.example` for every variable)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
+    # An empty variable (`SMTP_PASSWORD=` in a copied .env.example, `${VAR:-}` in compose)
+    # means unset: the default applies, not an empty value.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=True, env_ignore_empty=True
+    )
 
     ENVIRONMENT: str = "development"
 

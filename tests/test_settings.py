@@ -39,15 +39,36 @@ def test_environment_overrides_and_is_read_once(monkeypatch):
     assert get_settings() is first
 
 
+# `.env.example` is also the template of compose's `.env`: below this line come the variables
+# only docker-compose.yml reads (passwords, ports, image tags), which are not settings.
+COMPOSE_ONLY_MARKER = "# ==== docker compose only ===="
+
+
 def test_every_setting_is_documented_in_env_example():
     text = (PROJECT_ROOT / ".env.example").read_text()
-    documented = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", text, flags=re.M))
+    settings_part, marker, compose_part = text.partition(COMPOSE_ONLY_MARKER)
+    assert marker, f"{COMPOSE_ONLY_MARKER!r} is missing from .env.example"
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", settings_part, flags=re.M))
     assert documented == set(Settings.model_fields)
+    compose_only = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", compose_part, flags=re.M))
+    assert not compose_only & set(Settings.model_fields), "a setting belongs above the marker"
     # and each variable has a comment line right above it
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if re.match(r"^[A-Z][A-Z0-9_]+=", line):
             assert lines[i - 1].startswith("#") or re.match(r"^[A-Z_]+=", lines[i - 1]), line
+
+
+def test_a_dotenv_copied_from_env_example_loads(tmp_path, monkeypatch):
+    """Found by the compose file: `SMTP_PASSWORD=` (empty) in a copied .env.example counted as
+    a password without a user, and every command refused to start."""
+    (tmp_path / ".env").write_text((PROJECT_ROOT / ".env.example").read_text())
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.SMTP_PASSWORD is None and settings.SLACK_WEBHOOK_URL is None
+    assert settings.TRAINING_DATA == "" and settings.PROMETHEUS_MULTIPROC_DIR is None
 
 
 def test_placeholder_secrets_are_fine_in_development(monkeypatch):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
@@ -258,7 +259,7 @@ def configure_mlflow(settings: Settings) -> None:
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     if mlflow.get_experiment_by_name(settings.MLFLOW_EXPERIMENT) is None:
         artifact_root = settings.MLFLOW_ARTIFACT_ROOT
-        if "://" not in artifact_root:
+        if not urlparse(artifact_root).scheme:  # a path; `mlflow-artifacts:/x`, `s3://b` are URIs
             artifact_root = settings.path(artifact_root).resolve().as_uri()
         mlflow.create_experiment(settings.MLFLOW_EXPERIMENT, artifact_location=artifact_root)
     mlflow.set_experiment(settings.MLFLOW_EXPERIMENT)

