@@ -25,12 +25,15 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 # Binaries the tests drive for real (Debian packages): headless Chromium renders the HTML drift
-# report; Prometheus with promtool and Alertmanager with amtool check and run the alerting.
-# Installed only when missing; needs root and the apt mirror, as CI has.
-SYSTEM_PACKAGES := chromium prometheus prometheus-alertmanager
+# report; Prometheus with promtool and Alertmanager with amtool check and run the alerting;
+# docker-compose (1.29) checks docker-compose.yml (`config`; the stack test needs an engine too,
+# see tests/test_compose_stack.py). Installed only when missing; needs root and the apt mirror,
+# as CI has.
+SYSTEM_PACKAGES := chromium prometheus prometheus-alertmanager docker-compose
 system-tools:
 	command -v chromium >/dev/null && command -v promtool >/dev/null && \
-	  command -v amtool >/dev/null || (apt-get update -qq && \
+	  command -v amtool >/dev/null && command -v docker-compose >/dev/null || \
+	  (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  $(SYSTEM_PACKAGES))
 
