@@ -30,7 +30,6 @@ import shutil
 import signal
 import socket
 import sys
-import threading
 import time
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event as EventType
@@ -175,7 +174,11 @@ class Supervisor:
     def __init__(self, host: str, port: int, workers: int, log_level: str) -> None:
         self.args = (host, port, log_level)
         self.workers = workers
-        self.stopping = threading.Event()
+        # Set by the signal handler. A plain flag, not a threading.Event: the handler runs in
+        # the main thread between two bytecodes, and Event.set() takes the lock that
+        # Event.wait() in that same thread may hold at that moment, which deadlocked a
+        # supervisor for good on SIGTERM (the workers never told to stop).
+        self.stopping = False
         # Each worker's process, and the event it sets once its app has started.
         self.running: list[tuple[SpawnProcess, EventType]] = []
         self._context = multiprocessing.get_context("spawn")
@@ -188,14 +191,22 @@ class Supervisor:
         process.start()
         return process, started
 
-    def run(self) -> int:
+    def request_stop(self, *_signal: Any) -> None:
+        """The SIGTERM / SIGINT handler: only a flag, which the run loop polls."""
+        self.stopping = True
+
+    def install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self.stopping.set())
+            signal.signal(signum, self.request_stop)
+
+    def run(self) -> int:
+        self.install_signal_handlers()
         self.running = [self._start_one() for _ in range(self.workers)]
         log.info("started %d workers: %s", self.workers, [p.pid for p, _ in self.running])
-        while not self.stopping.wait(0.5):
+        while not self.stopping:
+            time.sleep(0.5)
             for index, (process, started) in enumerate(self.running):
-                if process.is_alive() or self.stopping.is_set():
+                if process.is_alive() or self.stopping:
                     continue
                 multiprocess.mark_process_dead(process.pid)  # its live gauges stop counting
                 if not started.is_set():

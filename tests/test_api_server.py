@@ -216,6 +216,41 @@ def test_workers_starting_on_fresh_stores_do_not_race_their_migrations(tmp_path,
     assert "already exists" not in log and "Traceback" not in log, log[-3000:]
 
 
+def test_a_stop_signal_landing_inside_the_supervisors_wait_cannot_deadlock_it():
+    """The handler runs in the main thread between two bytecodes, possibly while that thread
+    holds a lock of its own wait loop. With a threading.Event, set() then blocked forever on the
+    lock its own wait() held: a supervisor stuck for good on SIGTERM, its workers never told
+    (seen once in a full run under load). Here every lock the supervisor owns is held when the
+    signal lands, in a process of its own so that a deadlock is a timeout, not a hung suite."""
+    script = (
+        "import os, signal, threading\n"
+        "from api.serve import Supervisor\n"
+        "sup = Supervisor('127.0.0.1', 0, 1, 'warning')\n"
+        "sup.install_signal_handlers()\n"
+        "locks = []\n"
+        "for value in vars(sup).values():\n"
+        "    cond = getattr(value, '_cond', None)\n"
+        "    lock = cond if cond is not None else value\n"
+        "    if hasattr(lock, 'acquire') and hasattr(lock, 'release'):\n"
+        "        locks.append(lock)\n"
+        "for lock in locks:\n"
+        "    lock.acquire()\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "for lock in locks:\n"
+        "    lock.release()\n"
+        "print('stop requested:', sup.stopping is True or sup.stopping)\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
+            timeout=20, env=os.environ | {"PYTHONPATH": str(PROJECT_ROOT)},
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("the supervisor deadlocked in its own signal handler")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "stop requested: True"
+
+
 def test_a_port_in_use_is_refused_in_one_line(server_env, postgres_url, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
