@@ -138,3 +138,16 @@ def test_a_failed_training_task_pages_and_closes_its_run(airflow, postgres_url, 
         assert "missing.parquet" in run.details["error"]
         assert conn.execute(select(func.count()).select_from(training_runs)).scalar_one() == 1
     engine.dispose()
+
+
+def test_the_celery_executor_of_the_celery_profile_imports():
+    """The compose `celery` profile's workers run `airflow celery worker`: its executor module
+    must import with the pinned Celery (5.7 dropped a name the provider imports)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import airflow.providers.celery.executors.celery_executor as m; "
+         "print(type(m.app).__name__)"],
+        env=parse_env() | {"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "Celery"

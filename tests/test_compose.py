@@ -38,6 +38,7 @@ APP_SERVICES = [
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
+    "airflow-worker",  # the celery profile's: DAG tasks run there
 ]
 # Settings compose sets itself instead of taking them from .env: the stores (the postgres
 # service, the MLflow server), paths and ports inside the containers. Documented in .env.example.
@@ -107,9 +108,36 @@ def test_compose_config_accepts_the_file_with_env_example():
     expected = {
         "postgres", "api", "exporter", "mlflow", "airflow-init", "airflow-apiserver",
         "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "prometheus",
-        "alertmanager", "grafana", "node-exporter", "cadvisor",
+        "alertmanager", "grafana", "node-exporter", "cadvisor", "redis", "airflow-worker",
     }  # fmt: skip
     assert set(services) == expected
+
+
+def test_the_celery_profile_runs_airflow_on_celery_workers_with_redis(tmp_path):
+    """`AIRFLOW_EXECUTOR=CeleryExecutor docker compose --profile celery up`: every Airflow
+    service switches executor; redis and the workers exist only in that profile."""
+    services = raw()["services"]
+    assert services["redis"]["profiles"] == ["celery"]
+    assert services["airflow-worker"]["profiles"] == ["celery"]
+    assert "profiles" not in services["airflow-scheduler"]  # the core stack stays as it is
+    env = tmp_path / "celery.env"
+    env.write_text(ENV_EXAMPLE.read_text().replace(
+        "AIRFLOW_EXECUTOR=LocalExecutor", "AIRFLOW_EXECUTOR=CeleryExecutor"))  # fmt: skip
+    result = run_config(env)
+    assert result.returncode == 0, result.stderr
+    celery = yaml.safe_load(result.stdout)["services"]
+    airflow = [name for name in celery if name.startswith("airflow-")]
+    assert len(airflow) == 6
+    for name in airflow:
+        environment = celery[name]["environment"]
+        assert environment["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert environment["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", name
+        assert environment["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://"), name
+    assert celery["airflow-worker"]["command"] == ["celery", "worker"]
+    assert celery["airflow-worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    # The default stays LocalExecutor.
+    local = resolved()["services"]["airflow-scheduler"]["environment"]
+    assert local["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
 
 
 def test_a_missing_secret_stops_compose_with_its_message(tmp_path):
