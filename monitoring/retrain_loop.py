@@ -142,49 +142,44 @@ def begin(
 
 
 def ingest(run: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
-    from training.pipeline import RunFolder
     from training.pipeline import ingest as ingest_data
 
     settings = settings or get_settings()
-    folder = RunFolder.create(*_split(run["folder"]))
+    folder = _folder(run)
     window = (as_utc(run["data_start"]), as_utc(run["data_end"]))
     return ingest_data(folder, _schema(settings), settings, recent_window=window)
 
 
 def validate(run: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
-    from training.pipeline import RunFolder
     from training.pipeline import validate as validate_data
 
     settings = settings or get_settings()
-    report = validate_data(RunFolder.create(*_split(run["folder"])), _schema(settings))
+    report = validate_data(_folder(run), _schema(settings))
     return {"passed": report.passed, "summary": report.summary()}
 
 
 def fit(run: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
-    from training.pipeline import RunFolder
     from training.pipeline import fit as fit_model
 
     settings = settings or get_settings()
-    folder = RunFolder.create(*_split(run["folder"]))
+    folder = _folder(run)
     fit_model(folder, _schema(settings), settings.MODEL_TYPE, seed=42)
     return {"model_type": settings.MODEL_TYPE}
 
 
 def evaluate(run: dict[str, Any], *, settings: Settings | None = None) -> dict[str, float]:
-    from training.pipeline import RunFolder
     from training.pipeline import evaluate as evaluate_model
 
     settings = settings or get_settings()
-    folder = RunFolder.create(*_split(run["folder"]))
+    folder = _folder(run)
     return evaluate_model(folder, _schema(settings), settings).evaluation.metrics
 
 
 def register(run: dict[str, Any], *, settings: Settings | None = None) -> str:
-    from training.pipeline import RunFolder
     from training.train import register as register_model
 
     settings = settings or get_settings()
-    folder = RunFolder.create(*_split(run["folder"]))
+    folder = _folder(run)
     _, version = register_model(
         folder,
         _schema(settings),
@@ -200,12 +195,12 @@ def register(run: dict[str, Any], *, settings: Settings | None = None) -> str:
 
 def gates(run: dict[str, Any], version: str, *, settings: Settings | None = None) -> dict:
     from training.gates import run_gates
-    from training.pipeline import RunFolder, read_holdout
+    from training.pipeline import read_holdout
     from training.registry import Registry
 
     settings = settings or get_settings()
     version = str(version)  # XCom hands "2" back as 2
-    folder = RunFolder.create(*_split(run["folder"]))
+    folder = _folder(run)
     report = run_gates(
         Registry.from_settings(settings),
         version,
@@ -306,11 +301,14 @@ def _schema(settings: Settings):
     return load_schema(settings.path(settings.FEATURE_SCHEMA))
 
 
-def _split(folder: str) -> tuple[Any, str]:
+def _folder(run: dict[str, Any]):
+    """The run folder `begin` chose for this training run (created on first use)."""
     from pathlib import Path
 
-    path = Path(folder)
-    return path.parent, path.name
+    from training.pipeline import RunFolder
+
+    path = Path(run["folder"])
+    return RunFolder.create(path.parent, path.name)
 
 
 def _safe(name: str) -> str:

@@ -253,10 +253,6 @@ def read_holdout(folder: RunFolder) -> pd.DataFrame:
     return _read(folder.holdout)
 
 
-def read_train(folder: RunFolder) -> pd.DataFrame:
-    return _read(folder.train)
-
-
 def temporary_folder() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="training-")
 

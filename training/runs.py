@@ -90,29 +90,12 @@ def training_run(run_id: int, engine: Engine | None = None) -> dict[str, Any] | 
     return with_utc_times(dict(row._mapping)) if row else None
 
 
-def open_training_run(
-    *,
-    model_name: str,
-    requested_at: datetime,
-    trigger: str,
-    reason: str,
-    data_window: tuple[datetime, datetime] | None = None,
-    external_id: str | None = None,
-    engine: Engine | None = None,
-) -> int:
-    """`start_training_run` in its own transaction (a scheduled or manual training)."""
+def open_training_run(*, engine: Engine | None = None, **run: Any) -> int:
+    """`start_training_run(**run)` in its own transaction (a scheduled or manual training)."""
     engine = engine or get_engine()
     init_db(engine)
     with engine.begin() as conn:
-        return start_training_run(
-            conn,
-            model_name=model_name,
-            requested_at=requested_at,
-            trigger=trigger,
-            reason=reason,
-            data_window=data_window,
-            external_id=external_id,
-        )
+        return start_training_run(conn, **run)
 
 
 @dataclass(frozen=True)
