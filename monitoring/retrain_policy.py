@@ -28,7 +28,10 @@ What holds a triggered retrain back (the first that applies is `blocked_by`):
 A retrain learns from the drift episode: the labelled predictions of the unbroken run of
 triggered windows that ends with this one (at most RETRAIN_DATA_DAYS back), plus a sample of the
 original training data. Rows from before the episode follow the relationship the world has
-left; the decision's `numbers.data_start` says where the episode began.
+left; the decision's `numbers.data_start` says where the episode began. When realized accuracy
+is under its floor, the episode is the run of windows where it was: the relationship changed
+there, and the drifted windows before it were still predicted well (a covariate shift the
+champion handled), so their labels would teach the old relationship back.
 
 Time is the window's end, the run's logical time, never `now()`: a re-run or a simulation (the
 demo replays weeks in minutes) keeps its own clock. Every decision, taken or not, is one row of
@@ -280,8 +283,9 @@ def _decide(
     # Labelled rows from before it follow the relationship the world has left, and mixed in
     # they teach the old one back (ROC AUC 0.96 -> 0.87 on the shipped data when the week
     # before a concept change is kept).
+    kind = "accuracy_below_floor" if "accuracy_below_floor" in found else None
     data_start = _episode_start(
-        conn, model_name, start, floor=end - timedelta(days=settings.RETRAIN_DATA_DAYS)
+        conn, model_name, start, floor=end - timedelta(days=settings.RETRAIN_DATA_DAYS), kind=kind
     )
     numbers["data_start"] = data_start
     previous_end = max((r["data_end"] for r in counted if r["data_end"] is not None), default=None)
@@ -354,10 +358,12 @@ def count_labelled(conn: Connection, start: datetime, end: datetime) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def _episode_start(conn: Connection, model_name: str, start: datetime, floor: datetime) -> datetime:
+def _episode_start(
+    conn: Connection, model_name: str, start: datetime, floor: datetime, kind: str | None = None
+) -> datetime:
     """Where the drift episode ending with the window starting at `start` began: the earliest
-    window of the unbroken run of earlier decided windows that had a trigger, not before
-    `floor` (RETRAIN_DATA_DAYS back)."""
+    window of the unbroken run of earlier decided windows that had a trigger (the trigger
+    `kind`, when given), not before `floor` (RETRAIN_DATA_DAYS back)."""
     rows = conn.execute(
         select(
             retrain_decisions.c.window_start,
@@ -370,7 +376,7 @@ def _episode_start(conn: Connection, model_name: str, start: datetime, floor: da
     ).all()
     earliest = start
     for window_start, window_end, triggers in rows:
-        if as_utc(window_end) != earliest or not triggers:
+        if as_utc(window_end) != earliest or not triggers or (kind and kind not in triggers):
             break
         earliest = as_utc(window_start)
     return max(earliest, floor)

@@ -270,3 +270,23 @@ def test_the_command_line_shows_each_decision_and_why(engine, capsys):
     assert main(["--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [row["retrain"] for row in rows] == [True, False]
+
+
+def test_when_accuracy_fell_the_episode_starts_where_it_fell(engine, monkeypatch):
+    # Drift the champion handled (accuracy fine) for two windows, then accuracy falls: the
+    # relationship changed in window 3, and windows 1-2's labels follow the old one.
+    monkeypatch.setenv("RETRAIN_MIN_LABELLED_ROWS", "50")
+    get_settings.cache_clear()
+    for k, n in ((1, 20), (2, 20), (3, 30), (4, 30)):
+        log_labelled(engine, k, n)
+    decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT, perf=performance(0.95, 0.5, 0.95)))
+    decide_and_record(save(engine, 2, drift=CRITICAL_DRIFT, perf=performance(0.95, 0.5, 0.95)))
+    fell = decide_and_record(save(engine, 3, drift=CRITICAL_DRIFT, perf=performance(0.8, 0.5, 0.9)))
+    # 30 rows since it fell < 50 (the whole drift episode would have had 70)
+    assert fell.blocked_by == "not_enough_labels", fell.reason
+    decision = decide_and_record(
+        save(engine, 4, drift=CRITICAL_DRIFT, perf=performance(0.8, 0.5, 0.9))
+    )
+    assert decision.retrain is True and "accuracy_below_floor" in decision.triggers
+    assert decision.numbers["new_labelled_rows"] == 60
+    assert training_run(decision.training_run_id)["data_start"] == window(3)[0]
