@@ -82,7 +82,7 @@ h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #d0d7de; }
 h3 { font-size: 1rem; margin: 1.2rem 0 .25rem; }
 .meta, .note { color: #57606a; font-size: .85rem; }
 .cards { display: flex; flex-wrap: wrap; gap: .75rem; margin: 1rem 0; }
-.card { border: 1px solid #d0d7de; border-radius: 6px; padding: .6rem .9rem; flex: 1 1 0;
+.card { border: 1px solid #d0d7de; border-radius: 6px; padding: .6rem .9rem; flex: 1 1 auto;
         min-width: 8rem; }
 .card .label { font-size: .8rem; color: #57606a; }
 .card .value { font-size: 1.3rem; font-weight: 600; }

@@ -92,9 +92,11 @@ def _gates(version: str, *, passed: bool) -> dict[str, Any]:
     return report.to_dict()["gates"]
 
 
-def make_timeline(weeks: int = 4, seed: int = 42) -> dict[str, Any]:
+def make_timeline(weeks: int = 4, seed: int = 42, features: list[str] = FEATURES) -> dict[str, Any]:
     """A card-fraud story: calm week 1, covariate shift, then concept drift; one candidate
-    rejected by the no-regression gate, the next promoted, accuracy recovering after it."""
+    rejected by the no-regression gate, the next promoted, accuracy recovering after it. The
+    last feature has one PSI spike of its own in week 3."""
+    spiky = features[-1]
     rng = np.random.default_rng(seed)
     per_week = 28  # four 6-hour windows a day
     n = weeks * per_week
@@ -115,12 +117,12 @@ def make_timeline(weeks: int = 4, seed: int = 42) -> dict[str, Any]:
             realized = 0.79 + rng.normal(0, 0.01)
             estimated = 0.93 + rng.normal(0, 0.005)
         drifting = shift <= i <= promoted_at
-        psi = {name: round(float(abs(rng.normal(0.02, 0.01))), 4) for name in FEATURES}
+        psi = {name: round(float(abs(rng.normal(0.02, 0.01))), 4) for name in features}
         if drifting:
             psi["amount"] = round(0.28 + 0.1 * rng.random(), 4)
             psi["avg_amount_30d"] = round(0.12 + 0.05 * rng.random(), 4)
             psi["distance_from_home_km"] = round(0.09 + 0.04 * rng.random(), 4)
-        psi[SCRIPT_FEATURE] = round(0.25 + 0.02 * rng.random(), 4) if i == 60 else psi["amount"] / 9
+        psi[spiky] = round(0.25 + 0.02 * rng.random(), 4) if i == 60 else psi["amount"] / 9
         if i % 9 == 0:
             psi["entry_mode"] = None  # not tested in this window
         drifted = [f for f, v in psi.items() if v is not None and v >= 0.1]
@@ -165,8 +167,8 @@ def make_timeline(weeks: int = 4, seed: int = 42) -> dict[str, Any]:
                 "realized_accuracy": round(realized, 4) if labelled else None,
                 "label_coverage": round(0.5 + 0.2 * rng.random(), 3) if labelled else None,
                 "estimated_accuracy": round(estimated, 4),
-                "drifted_share": round(len(drifted) / len(FEATURES), 3),
-                "dataset_drift": len(drifted) / len(FEATURES) >= 0.3,
+                "drifted_share": round(len(drifted) / len(features), 3),
+                "dataset_drift": len(drifted) / len(features) >= 0.3,
                 "psi": psi,
                 "drifted_features": drifted,
                 "critical_features": critical,
@@ -181,7 +183,7 @@ def make_timeline(weeks: int = 4, seed: int = 42) -> dict[str, Any]:
         "seed": seed,
         "model_name": "fraud-detector",
         "generated_at": "2026-12-01T10:00:00+00:00",
-        "features": FEATURES,
+        "features": list(features),
         "phases": [
             {"name": "baseline", "start_window": 0},
             {"name": "covariate shift", "start_window": shift},
