@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     command = [sys.executable, "-m", "monitoring.demo", "--days", "1,1,3", "--rows-per-window",
-               "400", "--seed", "42", "--port", str(free_port()), "--out", str(out)]  # fmt: skip
+               "500", "--seed", "42", "--port", str(free_port()), "--out", str(out)]  # fmt: skip
     done = subprocess.run(
         command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
         env={"PATH": "/usr/bin:/bin", "COLUMNS": "120", "PYTHONPATH": str(PROJECT_ROOT)},
@@ -70,7 +70,7 @@ def test_every_window_shows_what_the_exporter_and_the_api_showed(demo):
     windows = timeline["windows"]
     assert len(windows) == 5 * 4 and {w["phase"] for w in windows} == {BASELINE, SHIFT, CONCEPT}
     for w in windows:
-        assert w["rows"] == 400
+        assert w["rows"] == 500
         assert 0.5 < w["estimated_accuracy"] <= 1 and 0.5 < w["realized_accuracy"] <= 1
         assert 0.4 < w["label_coverage"] < 0.8  # LABEL_SHARE_IN_WINDOW known at the check
         assert set(w["psi"]) == set(timeline["features"])
