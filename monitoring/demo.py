@@ -33,6 +33,7 @@ At the end it prints a summary, writes the timeline as JSON and a self-contained
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -159,6 +161,7 @@ class Demo:
             "PROMETHEUS_MULTIPROC_DIR": str(out / "prometheus"),
             "AUTO_PROMOTE": "true",
             "MODEL_POLL_SECONDS": "1",
+            "MLFLOW_LOGGING_LEVEL": "WARNING",
             # A user's .env may name real destinations: the demo pages nobody.
             "SLACK_WEBHOOK_URL": "",
             "PAGERDUTY_ROUTING_KEY": "",
@@ -183,10 +186,21 @@ class Demo:
 
         base = generate_transactions(self.scenario.base_rows, seed=self.scenario.seed)
         path = write_frame(base, self.out / "data" / "base.parquet")
-        result = train(data_path=path, auto_promote=True, seed=self.scenario.seed)
+        with self.quiet():
+            result = train(data_path=path, auto_promote=True, seed=self.scenario.seed)
         if result.action != "promoted":
             raise RuntimeError(f"the first model was not promoted: {result.action}")
         return str(result.version)
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """MLflow prints to stdout and stderr ("Created version ..."): into training.log."""
+        with (
+            (self.out / "training.log").open("a") as log_file,
+            contextlib.redirect_stdout(log_file),
+            contextlib.redirect_stderr(log_file),
+        ):
+            yield
 
     def start_api(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
@@ -382,20 +396,21 @@ class Demo:
 
         started = time.perf_counter()
         conf = outcome["conf"]
-        run = steps.begin(
-            conf,
-            dag_run_id=f"demo__retrain__{conf['training_run_id']}",
-            logical_end=end,
-            settings=self.settings,
-        )
-        data = steps.ingest(run, settings=self.settings)
-        validation = steps.validate(run, settings=self.settings)
-        steps.fit(run, settings=self.settings)
-        steps.evaluate(run, settings=self.settings)
-        version = steps.register(run, settings=self.settings)
-        report = steps.gates(run, version, settings=self.settings)
-        previous = self.windows[-1]["champion"]
-        action = steps.promote(run, version, report, settings=self.settings)
+        with self.quiet():
+            run = steps.begin(
+                conf,
+                dag_run_id=f"demo__retrain__{conf['training_run_id']}",
+                logical_end=end,
+                settings=self.settings,
+            )
+            data = steps.ingest(run, settings=self.settings)
+            validation = steps.validate(run, settings=self.settings)
+            steps.fit(run, settings=self.settings)
+            steps.evaluate(run, settings=self.settings)
+            version = steps.register(run, settings=self.settings)
+            report = steps.gates(run, version, settings=self.settings)
+            previous = self.windows[-1]["champion"]
+            action = steps.promote(run, version, report, settings=self.settings)
         reload_seconds = None
         if action == "promoted":
             waited = time.perf_counter()
