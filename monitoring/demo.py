@@ -140,6 +140,7 @@ class Demo:
     retrains: list[dict[str, Any]] = field(default_factory=list)
     frames: list[pd.DataFrame] = field(default_factory=list)
     api: subprocess.Popen | None = None
+    caught: tuple[int, dict] | None = None  # the first window with critical drift, its report
 
     @property
     def url(self) -> str:
@@ -318,6 +319,8 @@ class Demo:
         reports = latest_reports(self.settings.MODEL_NAME, self.engine)
         checked = time.perf_counter()
         record = self.window_record(index, start, end, outcome, reports, before, after)
+        if record["critical_features"] and self.caught is None:
+            self.caught = (index, (reports.drift or {}).get("report"))
         alerts = self.rules.evaluate(record.pop("_figures"))
         record["alerts"] = [alert.to_dict() for alert in alerts]
         record["seconds"] = {
@@ -505,6 +508,12 @@ class Demo:
             self.stop_api()
         self.final_accuracy(start)
         timeline = self.timeline(first, time.perf_counter() - began)
+        if self.caught is not None:
+            from monitoring.html_report import write_html
+
+            index, report = self.caught
+            path = write_html(report, self.out / "drift-report.html")
+            timeline["drift_report"] = {"window": index, "path": str(path)}
         return timeline
 
     def timeline(self, first: str, seconds: float) -> dict[str, Any]:
@@ -759,6 +768,9 @@ def main(argv: list[str] | None = None) -> int:
     if render_demo_report is not None:
         report = render_demo_report(timeline, out / "report.html")
         console.print(f"The report: {report}")
+    if "drift_report" in timeline:
+        console.print(f"The drift report of the window that caught it: "
+                      f"{timeline['drift_report']['path']}")  # fmt: skip
     console.print(f"The timeline: {out / 'timeline.json'}")
     return 0
 

@@ -97,3 +97,22 @@ def test_quantiles_follow_prometheus_histogram_quantile():
     assert _quantile(histogram, 0.5) == pytest.approx(0.001)
     assert _quantile(histogram, 0.99) == pytest.approx(0.002 + 0.003 * 9 / 10)
     assert _quantile({"buckets": {}, "count": 0}, 0.5) is None
+
+
+def test_the_demos_own_report_renders_in_chromium(demo, tmp_path):
+    from tests.test_demo_report import _chromium, _Dom
+
+    out, output, timeline = demo
+    page = out / "report.html"
+    assert f"The report: {page}" in output.replace("\n", "")
+    dom = _Dom()
+    dom.feed(_chromium(tmp_path, "--dump-dom", page.as_uri()).stdout)
+    assert {"accuracy", "psi", "latency"} <= set(dom.charts)
+    versions = [m["data-version"] for m in dom.charts["accuracy"]["markers"]]
+    assert versions == [r["version"] for r in timeline["retrains"]]
+    promoted = [m for m in dom.charts["accuracy"]["markers"] if "promoted" in m["class"]]
+    assert [m["data-version"] for m in promoted] == [timeline["summary"]["champion_after"]]
+    # The drift report of the window that caught the drift, for whoever is on call.
+    caught = timeline["drift_report"]
+    assert timeline["windows"][caught["window"]]["critical_features"] == [SHIFT_FEATURE]
+    assert SHIFT_FEATURE in (out / "drift-report.html").read_text()
