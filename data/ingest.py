@@ -10,7 +10,8 @@ one shape, which `coerce_frame` produces and nothing else has to re-check:
 - numerical: float64, NaN for missing, ±inf kept so that validation can report it;
 - categorical: object dtype holding `str` values (a number 1 becomes "1"), NaN for missing;
 - boolean: float64 0.0 / 1.0, NaN for missing;
-- target: numeric as found, booleans and "true"/"false" mapped to 1 / 0.
+- target: numeric as found, booleans and "true"/"false" mapped to 1 / 0; with the schema's
+  `positive_label`, that value is 1 and the one other value 0 (a third value is an error).
 
 Data that cannot take that shape raises `DataError`, a one-line message naming the file (or
 query), the column and a few offending values. Value rules (bounds, categories, a binary label)
@@ -195,6 +196,8 @@ def coerce_frame(
         column = frame[name].reset_index(drop=True)
         if name == schema.timestamp:
             values, bad, problem = _to_utc_datetime(column)
+        elif name == schema.target and schema.positive_label is not None:
+            values, bad, problem = _to_named_label(column, schema.positive_label)
         elif name == schema.target:
             values, bad, problem = _to_label(column)
         elif name == schema.id:
@@ -298,6 +301,37 @@ def _to_label(column: pd.Series) -> _Typed:
         lambda examples: (
             f"target column {column.name!r} must hold 0/1 or true/false labels; "
             f"found e.g. {examples}"
+        ),
+    )
+
+
+def _to_named_label(column: pd.Series, positive: str) -> _Typed:
+    """Labels as words: the schema's `positive_label` is class 1, the one other value class 0.
+
+    A third value is refused rather than counted as class 0: a typo ("Male") or an "unknown"
+    would otherwise become silent negatives, and the model would learn them. A column that
+    holds 0/1 already (data typed once, labels read back from the log) is left as it is.
+    """
+    if is_bool_dtype(column.dtype) or (
+        is_numeric_dtype(column.dtype) and column.dropna().isin([0, 1]).all()
+    ):
+        return _to_label(column)
+    text = _stripped(_blank_to_missing(_to_text(column)))
+    present = text.notna().to_numpy()
+    is_positive = (text == positive).to_numpy(dtype=bool, na_value=False)
+    values = pd.Series(np.where(present, is_positive, np.nan), name=column.name)
+    others = text[present & ~is_positive].unique()
+    if len(others) <= 1:
+        # Whole numbers when no label is missing, as `_to_label` gives them.
+        return (values if values.isna().any() else values.astype("int64")), None, None
+    bad = present & ~is_positive
+    return (
+        values,
+        bad,
+        lambda examples: (
+            f"target column {column.name!r} must hold {positive!r} (class 1, the schema's "
+            f"positive_label) and one other value (class 0); found {len(others)} other "
+            f"values: {examples}"
         ),
     )
 
