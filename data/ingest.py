@@ -28,6 +28,7 @@ So there is one rule for what a number, a boolean word or a date is, wherever da
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, overload
@@ -395,6 +396,10 @@ def _one_line(exc: BaseException) -> str:
 PREDICTION_COLUMN = DEFAULT_PREDICTION_COLUMN
 SCORE_COLUMN = DEFAULT_SCORE_COLUMN
 MODEL_VERSION_COLUMN = "model_version"
+# The request id and the prediction time under the log's own names when the schema names no id
+# or timestamp column: performance per hour and the freshness check need the time either way.
+LOG_ID_COLUMN = "request_id"
+LOG_TIME_COLUMN = "predicted_at"
 _FEATURES_JSON = "_features_json"
 
 
@@ -410,7 +415,8 @@ def read_predictions(
     """Logged predictions with `start <= predicted_at < end`, typed by the schema.
 
     Each feature becomes its own typed column (parsed from the logged JSON), next to the
-    schema's id (the request id) and timestamp (the prediction time), the predicted class and
+    schema's id (the request id) and timestamp (the prediction time), under the log's names
+    `request_id` and `predicted_at` when the schema names no such column, the predicted class and
     the score (named by the schema's `prediction` and `score`) and `model_version`; with
     `with_labels`, the target column holds the label that arrived later, or NaN. With
     `chunksize`, rows are streamed and an iterator of frames is returned, so a window larger
@@ -455,8 +461,8 @@ def window_query(
     with `with_labels` the label of each, if one arrived."""
     log = prediction_logs
     columns = [
-        log.c.request_id.label(schema.id or "request_id"),
-        log.c.predicted_at.label(schema.timestamp or "predicted_at"),
+        log.c.request_id.label(schema.id or LOG_ID_COLUMN),
+        log.c.predicted_at.label(schema.timestamp or LOG_TIME_COLUMN),
         cast(log.c.features, Text).label(_FEATURES_JSON),
         log.c.predicted_class.label(schema.prediction),
         log.c.score.label(schema.score),
@@ -482,8 +488,13 @@ def frame_from_log_rows(
     # Postgres parse every row's JSON once per feature.
     features = features_frame(frame[_FEATURES_JSON], schema)
     keys = frame.drop(columns=[_FEATURES_JSON, *extra.columns]).reset_index(drop=True)
+    # Typed as the schema's id and timestamp, also when the schema names none (coerce_frame
+    # keeps only the columns the schema knows).
+    keyed = replace(
+        schema, id=schema.id or LOG_ID_COLUMN, timestamp=schema.timestamp or LOG_TIME_COLUMN
+    )
     result = coerce_frame(
-        pd.concat([keys, features], axis=1), schema, require_target=False, origin="prediction_logs"
+        pd.concat([keys, features], axis=1), keyed, require_target=False, origin="prediction_logs"
     )
     if with_labels:
         result[schema.target] = pd.to_numeric(frame[schema.target]).to_numpy(dtype=float)
