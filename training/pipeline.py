@@ -264,6 +264,7 @@ def evaluate(
         seed=seed,
         threshold=threshold,
         calibration=calibrator.to_dict(),
+        trained_on=_read(folder.train)[[f.name for f in schema.numerical]],
     )
     folder.write_json("evaluation", evaluation.to_dict())
     profile.save(folder.path / "reference_profile.json")
