@@ -81,6 +81,14 @@ class FeatureSchema:
     source: str = field(default="<memory>", compare=False)
 
     @property
+    def class_names(self) -> tuple[str, str]:
+        """What classes 0 and 1 are, for people (plots): "sex ≠ male", "sex = male"."""
+        positive = self.positive_label
+        if positive is not None:
+            return f"{self.target} ≠ {positive}", f"{self.target} = {positive}"
+        return f"{self.target} = 0", f"{self.target} = 1"
+
+    @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 

@@ -298,6 +298,9 @@ def test_word_labels_are_mapped_by_positive_label_and_a_third_word_is_refused(tm
         with pytest.raises(SchemaError, match="positive_label"):
             parse_schema(raw | {"positive_label": bad})
     assert parse_schema(raw | {"positive_label": 7}).positive_label == "7"
+    # What the training plots call the classes.
+    assert schema.class_names == ("sex ≠ male", "sex = male")
+    assert parse_schema(raw).class_names == ("y = 0", "y = 1")
 
 
 def _written(frame: pd.DataFrame, path: Path) -> Path:
