@@ -172,28 +172,29 @@ def test_predict_serves_penguins_and_names_the_field_of_a_bad_row(penguins):
         assert answer.status_code == 422 and "label" in answer.text, answer.text
 
 
-def reports(database_url: str, end: datetime) -> dict[str, dict]:
-    """The drift, quality and performance reports saved for the window ending at `end`."""
+def reports(database_url: str, start: str) -> dict[str, dict]:
+    """The drift, quality and performance reports saved for the window starting at `start`."""
     found = {}
     with get_engine(database_url).connect() as conn:
         for name, table in (("drift", drift_reports), ("quality", quality_reports),
                             ("performance", performance_reports)):  # fmt: skip
             row = conn.execute(
-                select(table.c.report, table.c.window_end, table.c.model_name)
+                select(table.c.report, table.c.window_start, table.c.model_name)
                 .order_by(table.c.id.desc())
                 .limit(1)
             ).one()
             assert row.model_name == MODEL_NAME
-            assert abs(row.window_end.replace(tzinfo=UTC) - end) < timedelta(seconds=1)
+            began = row.window_start.replace(tzinfo=UTC) - datetime.fromisoformat(start)
+            assert abs(began) < timedelta(milliseconds=1), (start, row.window_start)
             found[name] = row.report if isinstance(row.report, dict) else json.loads(row.report)
     return found
 
 
-def replay_window(penguins: Penguins, data: Path) -> tuple[str, str]:
-    """Replay `data` with its labels; the window that holds exactly those predictions, as
-    `run_checks --end E --hours H` arguments."""
-    start = datetime.now(UTC)
-    time.sleep(0.05)
+def replay(penguins: Penguins, data: Path) -> str:
+    """Replay `data` with its labels, once logged; when it began, as README's `date -u` gives it
+    for `run_checks --start` (whole seconds, so the replay waits for the next one)."""
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    time.sleep((start - datetime.now(UTC)).total_seconds())
     out = run(["data.replay", "--data", str(data), "--url", penguins.api.url, "--labels"],
               penguins.env, penguins.folder)  # fmt: skip
     assert "sent 344 predictions" in out and "and 333 labels" in out, out
@@ -209,22 +210,20 @@ def replay_window(penguins: Penguins, data: Path) -> tuple[str, str]:
             f"{len(logged)} rows logged\n{tail(penguins.api.log_path)}"
         )
         time.sleep(0.3)
-    time.sleep(0.05)
-    end = datetime.now(UTC)
-    return end.isoformat(), f"{(end - start).total_seconds() / 3600:.9f}"
+    return start.isoformat()
 
 
 def test_monitoring_finds_drift_in_a_penguin_feature(penguins, tmp_path):
     schema, env, folder = str(SCHEMA_PATH), penguins.env, penguins.folder
 
     # Ordinary traffic: every penguin of the package (missing measurements and all), labelled.
-    end, hours = replay_window(penguins, penguins.all_rows)
-    out = run(["monitoring.run_checks", "--end", end, "--hours", hours], env, folder)
+    start = replay(penguins, penguins.all_rows)
+    out = run(["monitoring.run_checks", "--start", start], env, folder)
     assert "344 predictions" in out, out
-    saved = reports(penguins.database_url, datetime.fromisoformat(end))
+    saved = reports(penguins.database_url, start)
     drift = saved["drift"]
     assert set(drift["features"]) == set(FEATURES), drift["features"].keys()
-    assert not drift["features"][DRIFTED]["drifted"], drift["summary"]
+    assert drift["summary"].startswith("0 of 7 features drifted"), drift["summary"]
     missing = drift["features"]["bill_length_mm"]["missing_share_current"]
     assert missing == pytest.approx(2 / 344), drift["features"]  # two penguins never measured
     quality = saved["quality"]
@@ -240,11 +239,16 @@ def test_monitoring_finds_drift_in_a_penguin_feature(penguins, tmp_path):
     out = run(["data.drift_injector", "--schema", schema, "--kind", "mean_shift", "--feature",
                DRIFTED, "--intensity", "0.5", "--input", str(penguins.all_rows), "--output",
                str(drifted)], env, folder)  # fmt: skip
-    end, hours = replay_window(penguins, drifted)
-    out = run(["monitoring.run_checks", "--end", end, "--hours", hours, "--html",
-               str(tmp_path / "drift.html")], env, folder)  # fmt: skip
+    start = replay(penguins, drifted)
+    refused = run(
+        ["monitoring.run_checks", "--start", start, "--hours", "1"], env, folder, ok=False
+    )
+    assert "--start or --hours, not both" in refused, refused
+    out = run(["monitoring.run_checks", "--start", start, "--html", str(tmp_path / "drift.html")],
+              env, folder)  # fmt: skip
+    assert "344 predictions" in out, out
     assert DRIFTED in out.split("drift:", 1)[1].splitlines()[0], out
-    saved = reports(penguins.database_url, datetime.fromisoformat(end))
+    saved = reports(penguins.database_url, start)
     features = saved["drift"]["features"]
     assert features[DRIFTED]["drifted"] and features[DRIFTED]["severity"] == "critical", features
     assert [name for name, f in features.items() if f["drifted"]] == [DRIFTED], features
