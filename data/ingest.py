@@ -10,7 +10,8 @@ one shape, which `coerce_frame` produces and nothing else has to re-check:
 - numerical: float64, NaN for missing, ±inf kept so that validation can report it;
 - categorical: object dtype holding `str` values (a number 1 becomes "1"), NaN for missing;
 - boolean: float64 0.0 / 1.0, NaN for missing;
-- target: numeric as found, booleans and "true"/"false" mapped to 1 / 0.
+- target: numeric as found, booleans and "true"/"false" mapped to 1 / 0; with the schema's
+  `positive_label`, that value is 1 and the one other value 0 (a third value is an error).
 
 Data that cannot take that shape raises `DataError`, a one-line message naming the file (or
 query), the column and a few offending values. Value rules (bounds, categories, a binary label)
@@ -27,6 +28,7 @@ So there is one rule for what a number, a boolean word or a date is, wherever da
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, overload
@@ -195,6 +197,8 @@ def coerce_frame(
         column = frame[name].reset_index(drop=True)
         if name == schema.timestamp:
             values, bad, problem = _to_utc_datetime(column)
+        elif name == schema.target and schema.positive_label is not None:
+            values, bad, problem = _to_named_label(column, schema.positive_label)
         elif name == schema.target:
             values, bad, problem = _to_label(column)
         elif name == schema.id:
@@ -302,6 +306,37 @@ def _to_label(column: pd.Series) -> _Typed:
     )
 
 
+def _to_named_label(column: pd.Series, positive: str) -> _Typed:
+    """Labels as words: the schema's `positive_label` is class 1, the one other value class 0.
+
+    A third value is refused rather than counted as class 0: a typo ("Male") or an "unknown"
+    would otherwise become silent negatives, and the model would learn them. A column that
+    holds 0/1 already (data typed once, labels read back from the log) is left as it is.
+    """
+    if is_bool_dtype(column.dtype) or (
+        is_numeric_dtype(column.dtype) and column.dropna().isin([0, 1]).all()
+    ):
+        return _to_label(column)
+    text = _stripped(_blank_to_missing(_to_text(column)))
+    present = text.notna().to_numpy()
+    is_positive = (text == positive).to_numpy(dtype=bool, na_value=False)
+    values = pd.Series(np.where(present, is_positive, np.nan), name=column.name)
+    others = text[present & ~is_positive].unique()
+    if len(others) <= 1:
+        # Whole numbers when no label is missing, as `_to_label` gives them.
+        return (values if values.isna().any() else values.astype("int64")), None, None
+    bad = present & ~is_positive
+    return (
+        values,
+        bad,
+        lambda examples: (
+            f"target column {column.name!r} must hold {positive!r} (class 1, the schema's "
+            f"positive_label) and one other value (class 0); found {len(others)} other "
+            f"values: {examples}"
+        ),
+    )
+
+
 def _to_utc_datetime(column: pd.Series) -> _Typed:
     if is_datetime64_any_dtype(column.dtype):
         if column.dt.tz is None:
@@ -361,6 +396,10 @@ def _one_line(exc: BaseException) -> str:
 PREDICTION_COLUMN = DEFAULT_PREDICTION_COLUMN
 SCORE_COLUMN = DEFAULT_SCORE_COLUMN
 MODEL_VERSION_COLUMN = "model_version"
+# The request id and the prediction time under the log's own names when the schema names no id
+# or timestamp column: performance per hour and the freshness check need the time either way.
+LOG_ID_COLUMN = "request_id"
+LOG_TIME_COLUMN = "predicted_at"
 _FEATURES_JSON = "_features_json"
 
 
@@ -376,7 +415,8 @@ def read_predictions(
     """Logged predictions with `start <= predicted_at < end`, typed by the schema.
 
     Each feature becomes its own typed column (parsed from the logged JSON), next to the
-    schema's id (the request id) and timestamp (the prediction time), the predicted class and
+    schema's id (the request id) and timestamp (the prediction time), under the log's names
+    `request_id` and `predicted_at` when the schema names no such column, the predicted class and
     the score (named by the schema's `prediction` and `score`) and `model_version`; with
     `with_labels`, the target column holds the label that arrived later, or NaN. With
     `chunksize`, rows are streamed and an iterator of frames is returned, so a window larger
@@ -421,8 +461,8 @@ def window_query(
     with `with_labels` the label of each, if one arrived."""
     log = prediction_logs
     columns = [
-        log.c.request_id.label(schema.id or "request_id"),
-        log.c.predicted_at.label(schema.timestamp or "predicted_at"),
+        log.c.request_id.label(schema.id or LOG_ID_COLUMN),
+        log.c.predicted_at.label(schema.timestamp or LOG_TIME_COLUMN),
         cast(log.c.features, Text).label(_FEATURES_JSON),
         log.c.predicted_class.label(schema.prediction),
         log.c.score.label(schema.score),
@@ -448,8 +488,13 @@ def frame_from_log_rows(
     # Postgres parse every row's JSON once per feature.
     features = features_frame(frame[_FEATURES_JSON], schema)
     keys = frame.drop(columns=[_FEATURES_JSON, *extra.columns]).reset_index(drop=True)
+    # Typed as the schema's id and timestamp, also when the schema names none (coerce_frame
+    # keeps only the columns the schema knows).
+    keyed = replace(
+        schema, id=schema.id or LOG_ID_COLUMN, timestamp=schema.timestamp or LOG_TIME_COLUMN
+    )
     result = coerce_frame(
-        pd.concat([keys, features], axis=1), schema, require_target=False, origin="prediction_logs"
+        pd.concat([keys, features], axis=1), keyed, require_target=False, origin="prediction_logs"
     )
     if with_labels:
         result[schema.target] = pd.to_numeric(frame[schema.target]).to_numpy(dtype=float)

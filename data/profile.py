@@ -4,9 +4,10 @@ Built once at training time from the hold-out window (data the model did not lea
 the model's own predictions on it) and stored with the registered model version, so the drift
 check never reloads the training set and always compares against the data *this* version saw.
 
-Per numerical feature: counts, moments, 101 quantiles of the full column and a sorted sample
-(every value when the window is smaller than the sample size, so KS is exact), held in memory as
-one float64 array (`FloatSample`) and saved as a JSON list. Per categorical or
+Per numerical feature: counts, moments, the range of the rows the model learnt from and the
+hold-out (the quality check's training range), 101 quantiles of the full column and a sorted
+sample (every value when the window is smaller than the sample size, so KS is exact), held in
+memory as one float64 array (`FloatSample`) and saved as a JSON list. Per categorical or
 boolean feature: value counts. For the model: predicted-class counts and the score (positive-class
 probability) profile, the version's decision threshold (a score at or above it is class 1: what
 the API answered, what realized and estimated performance count) and the calibration of its
@@ -256,8 +257,14 @@ def build_reference_profile(
     seed: int = 0,
     threshold: float = DEFAULT_THRESHOLD,
     calibration: dict[str, Any] | None = None,
+    trained_on: pd.DataFrame | None = None,
 ) -> ReferenceProfile:
-    """Profile `frame` (typed as `coerce_frame` returns it) and the model's outputs on it."""
+    """Profile `frame` (typed as `coerce_frame` returns it) and the model's outputs on it.
+
+    With `trained_on` (the rows the model learnt from), each numerical `min` / `max` spans those
+    rows and `frame`: the quality check's "training range". A hold-out of a small data set (67
+    penguins) misses the extremes of the rest, and ordinary rows would count as out of range.
+    """
     if len(predictions) != len(frame) or len(scores) != len(frame):
         raise ValueError("predictions and scores must have one entry per row of the frame")
     rng = np.random.default_rng(seed)
@@ -265,6 +272,13 @@ def build_reference_profile(
         f.name: NumericalProfile.from_values(frame[f.name], sample_size, rng)
         for f in schema.numerical
     }
+    for name, profile in numerical.items() if trained_on is not None else ():
+        learnt = trained_on[name].to_numpy(dtype=np.float64)
+        learnt = learnt[~np.isnan(learnt)]
+        if learnt.size:
+            low, high = float(learnt.min()), float(learnt.max())
+            profile.min = low if profile.min is None else min(profile.min, low)
+            profile.max = high if profile.max is None else max(profile.max, high)
     categorical = {}
     for f in schema.features:
         if f.is_numerical:

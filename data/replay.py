@@ -2,8 +2,9 @@
 
 Each row becomes a `/predict/batch` instance (its id column as the request id, the schema's
 features as `features`); with `--labels`, the target column then goes to `/feedback/batch`, as
-if the truth had arrived. `make demo` uses it to feed the API normal and drifted traffic; it is
-also the quickest way to see what the monitoring makes of a dataset of your own.
+if the truth had arrived (rows without a label get none). `make demo` uses it to feed the API
+normal and drifted traffic; it is also the quickest way to see what the monitoring makes of a
+dataset of your own.
 
     python -m data.replay --data var/data/live.parquet --url http://127.0.0.1:8000 --labels
 """
@@ -30,7 +31,8 @@ class ReplayError(RuntimeError):
 
 
 def request_instances(frame: pd.DataFrame, schema: FeatureSchema) -> list[dict[str, Any]]:
-    """The rows of `frame` as `/predict` requests (missing values as null, booleans as bools)."""
+    """The rows of `frame` as `/predict` requests (missing values as null, booleans as bools),
+    with the id column as `request_id` when the schema names one and the frame has it."""
     typed = coerce_frame(frame, schema, require_target=False)
     booleans = {f.name for f in schema.boolean}
     instances = []
@@ -43,8 +45,12 @@ def request_instances(frame: pd.DataFrame, schema: FeatureSchema) -> list[dict[s
                 features[name] = bool(value)
             else:
                 features[name] = value
-        request_id = str(frame[schema.id].iloc[position]) if schema.id in frame else None
-        instances.append({"request_id": request_id, "features": features})
+        instance: dict[str, Any] = {"features": features}
+        # Without an id column the API makes the ids up (and answers with them): a null would
+        # be refused, since a request id is text when it is given.
+        if schema.id and schema.id in frame:
+            instance["request_id"] = str(frame[schema.id].iloc[position])
+        instances.append(instance)
     return instances
 
 
@@ -76,8 +82,13 @@ def replay(
     if labels:
         if schema.target not in frame:
             raise ReplayError(f"--labels needs the target column {schema.target!r} in the data")
-        truth = [int(v) for v in frame[schema.target]]
-        feedback = [{"request_id": i, "label": y} for i, y in zip(ids, truth, strict=True)]
+        truth = coerce_frame(frame, schema)[schema.target]
+        # A row without a label has had no truth yet: it is predicted, and gets no feedback.
+        feedback = [
+            {"request_id": i, "label": int(y)}
+            for i, y in zip(ids, truth, strict=True)
+            if not pd.isna(y)
+        ]
         for chunk in _chunks(feedback, batch_size):
             result["labels"] += _post(session, f"{url}/feedback/batch", {"labels": chunk})[
                 "accepted"

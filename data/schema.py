@@ -22,6 +22,7 @@ FEATURE_TYPES = ("numerical", "categorical", "boolean")
 _TOP_LEVEL_KEYS = {
     "name",
     "target",
+    "positive_label",
     "id",
     "timestamp",
     "prediction",
@@ -67,6 +68,9 @@ class FeatureSchema:
     name: str
     target: str
     features: tuple[Feature, ...]
+    # The target value that is class 1 when the labels are words such as "male" / "female";
+    # None: the target holds 0/1 (or true/false) already.
+    positive_label: str | None = None
     id: str | None = None
     timestamp: str | None = None
     # Columns holding the predicted class and the positive-class score, in data that has them
@@ -75,6 +79,14 @@ class FeatureSchema:
     score: str = DEFAULT_SCORE_COLUMN
     description: str = ""
     source: str = field(default="<memory>", compare=False)
+
+    @property
+    def class_names(self) -> tuple[str, str]:
+        """What classes 0 and 1 are, for people (plots): "sex ≠ male", "sex = male"."""
+        positive = self.positive_label
+        if positive is not None:
+            return f"{self.target} ≠ {positive}", f"{self.target} = {positive}"
+        return f"{self.target} = 0", f"{self.target} = 1"
 
     @property
     def feature_names(self) -> list[str]:
@@ -154,6 +166,15 @@ def parse_schema(raw: Any) -> FeatureSchema:
             raise SchemaError(f"{at}{key!r} must be a column name (a string)")
     if not isinstance(raw["features"], list):
         raise SchemaError(f"{at}'features' must be a list of feature entries")
+    positive = raw.get("positive_label")
+    # YAML reads `yes` as True and `1` as 1: only text or a whole number can equal a label.
+    if positive is not None and (isinstance(positive, bool) or not isinstance(positive, str | int)):
+        raise SchemaError(
+            f"{at}'positive_label' must be the target value that means class 1, as text "
+            f'(quote it: positive_label: "yes"), got {positive!r}'
+        )
+    if positive is not None and str(positive) in ("0", "1"):
+        raise SchemaError(f"{at}'positive_label' is for labels that are words; 0/1 need none")
 
     features = [_parse_feature(entry, index) for index, entry in enumerate(raw["features"])]
     seen: dict[str, int] = {}
@@ -187,6 +208,7 @@ def parse_schema(raw: Any) -> FeatureSchema:
     return FeatureSchema(
         name=raw["name"],
         target=raw["target"],
+        positive_label=None if positive is None else str(positive),
         id=raw.get("id"),
         timestamp=raw.get("timestamp"),
         prediction=prediction,
@@ -265,8 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     except SchemaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    positive = f" (class 1: {schema.positive_label!r})" if schema.positive_label else ""
     print(
-        f"{schema.name}: target {schema.target!r}, {len(schema.features)} features "
+        f"{schema.name}: target {schema.target!r}{positive}, {len(schema.features)} features "
         f"({len(schema.numerical)} numerical, {len(schema.categorical)} categorical, "
         f"{len(schema.boolean)} boolean)"
     )

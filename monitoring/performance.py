@@ -62,6 +62,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset
 
+from data.ingest import LOG_TIME_COLUMN
 from data.profile import DEFAULT_THRESHOLD
 from data.schema import FeatureSchema
 from training.calibration import Calibrator, fit_calibrator
@@ -79,7 +80,7 @@ __all__ = [
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 # `read_predictions` names the prediction time after the schema's timestamp, or this.
-DEFAULT_TIMESTAMP_COLUMN = "predicted_at"
+DEFAULT_TIMESTAMP_COLUMN = LOG_TIME_COLUMN
 
 Window = str | timedelta | BaseOffset | Sequence[datetime | str]
 

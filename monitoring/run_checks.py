@@ -14,7 +14,8 @@ An empty window still gets its quality report (whose volume check fails hard), s
 is visible; drift and performance need rows and are skipped, which the exporter shows as an
 ageing drift report.
 
-    python -m monitoring.run_checks [--end 2026-11-23T12:00:00Z] [--hours 6] [--html report.html]
+    python -m monitoring.run_checks [--end 2026-11-23T12:00:00Z] [--hours 6 | --start T]
+        [--html report.html]
 """
 
 from __future__ import annotations
@@ -166,14 +167,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run drift, quality and performance checks.")
     parser.add_argument("--end", help="end of the window, ISO time (default: now)")
     parser.add_argument("--hours", type=float, help="window length (default DRIFT_WINDOW_HOURS)")
+    # A start rather than a length: "the traffic since I began replaying", as a shell gives it.
+    parser.add_argument("--start", help="start of the window, ISO time (instead of --hours)")
     parser.add_argument("--html", help="also write the drift report as an HTML page here")
     args = parser.parse_args(argv)
     from data.settings import configure_cli_logging
 
     configure_cli_logging()
+    if args.start and args.hours:
+        parser.error("give --start or --hours, not both")
     try:
         end = as_utc(args.end) if args.end else None
-        result = run_checks(end=end, hours=args.hours, html=args.html)
+        hours = args.hours
+        if args.start:
+            end = end or datetime.now(UTC)  # one "now", or the window would not begin at --start
+            seconds = (end - as_utc(args.start)).total_seconds()
+            if seconds <= 0:
+                raise ValueError(f"--start {args.start} is not before the window's end")
+            hours = seconds / 3600
+        result = run_checks(end=end, hours=hours, html=args.html)
     except (CheckError, SchemaError, DataError, ValueError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

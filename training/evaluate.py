@@ -108,22 +108,26 @@ def expected_calibration_error(y: np.ndarray, scores: np.ndarray, bins: int = 10
     return float(total / len(y))
 
 
-def plot_confusion_matrix(evaluation: Evaluation, path: str | Path) -> Path:
+def plot_confusion_matrix(
+    evaluation: Evaluation, path: str | Path, classes: tuple[str, str] = ("0", "1")
+) -> Path:
+    """The hold-out's confusion matrix; `classes` names class 0 and 1 (the schema's
+    `class_names`), so the plot speaks of the model's own target."""
     matrix = np.array(evaluation.confusion)
     fig, ax = plt.subplots(figsize=(4, 3.6), dpi=110)
     ax.imshow(matrix, cmap="Blues")
     for (row, col), value in np.ndenumerate(matrix):
         color = "white" if value > matrix.max() / 2 else "black"
         ax.text(col, row, f"{value:,}", ha="center", va="center", color=color)
-    ax.set_xticks([0, 1], ["legit", "fraud"])
-    ax.set_yticks([0, 1], ["legit", "fraud"])
+    ax.set_xticks([0, 1], list(classes))
+    ax.set_yticks([0, 1], list(classes), rotation=90, va="center")
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title(f"Confusion matrix (threshold {evaluation.threshold:g})")
     return _save(fig, path)
 
 
-def plot_calibration(evaluation: Evaluation, path: str | Path) -> Path:
+def plot_calibration(evaluation: Evaluation, path: str | Path, positive: str = "class 1") -> Path:
     fig, ax = plt.subplots(figsize=(4, 3.6), dpi=110)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
     ax.plot(
@@ -133,7 +137,7 @@ def plot_calibration(evaluation: Evaluation, path: str | Path) -> Path:
         label="model",
     )
     ax.set_xlabel("mean predicted probability")
-    ax.set_ylabel("observed fraud rate")
+    ax.set_ylabel(f"observed share of {positive}")
     ax.set_title(f"Calibration (ECE {evaluation.metrics['ece']:.3f})")
     ax.legend(loc="upper left")
     return _save(fig, path)

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 import skops.io
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from data.features import FeaturePipeline
@@ -92,13 +93,32 @@ def make_classifier(model_type: str, seed: int) -> Any:
 
 
 def time_split(
-    frame: pd.DataFrame, schema: FeatureSchema, holdout_fraction: float
+    frame: pd.DataFrame,
+    schema: FeatureSchema,
+    holdout_fraction: float,
+    *,
+    seed: int = 42,
+    in_time_order: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Oldest rows train, newest rows are the hold-out (by the schema's timestamp column)."""
+    """Oldest rows train, newest rows are the hold-out (by the schema's timestamp column).
+
+    Without a timestamp column, a file's row order says nothing about time (the penguins CSV is
+    sorted by species: its last fifth is one species the model would never have seen), so the
+    hold-out is a seeded random sample stratified by the target instead; `in_time_order` says
+    the rows are in time order already (the prediction log's), and the newest are held out.
+    """
     if not 0 < holdout_fraction < 1:
         raise ValueError(f"hold-out fraction must be between 0 and 1, got {holdout_fraction}")
     if schema.timestamp and schema.timestamp in frame.columns:
         frame = frame.sort_values(schema.timestamp, kind="stable")
+    elif not in_time_order:
+        labels = frame[schema.target]
+        # Missing labels or a lone class cannot be stratified; validation reports them next.
+        stratify = labels if labels.notna().all() and labels.value_counts().min() >= 2 else None
+        train, holdout = train_test_split(
+            frame, test_size=holdout_fraction, random_state=seed, stratify=stratify
+        )
+        frame = pd.concat([train, holdout])
     cut = round(len(frame) * (1 - holdout_fraction))
     train, holdout = frame.iloc[:cut], frame.iloc[cut:]
     for name, part in (("training", train), ("hold-out", holdout)):
@@ -153,7 +173,7 @@ def ingest(
     base = load_frame(base_path, schema)
     summary: dict[str, Any] = {"base_data": str(base_path), "base_rows": len(base)}
     if recent_window is None:
-        train, holdout = time_split(base, schema, holdout_fraction)
+        train, holdout = time_split(base, schema, holdout_fraction, seed=seed)
         summary["recent_rows"] = 0
     else:
         recent = recent_labelled(schema, recent_window, settings)
@@ -163,10 +183,11 @@ def ingest(
             # (MLflow's training_data.json); the policy never retrains without labels.
             log.warning("no labelled predictions of both classes in %s..%s: training on the "
                         "original data only", *recent_window)  # fmt: skip
-            train, holdout = time_split(base, schema, holdout_fraction)
+            train, holdout = time_split(base, schema, holdout_fraction, seed=seed)
             summary |= {"recent_rows": len(recent), "note": "no recent labels: original data only"}
             return _write(folder, train, holdout, summary)
-        recent_train, holdout = time_split(recent, schema, holdout_fraction)
+        # The log's rows come in prediction-time order, with or without a timestamp column.
+        recent_train, holdout = time_split(recent, schema, holdout_fraction, in_time_order=True)
         wanted = round(len(recent_train) * settings.RETRAIN_BASE_SAMPLE_RATIO)
         sample = base.sample(n=min(wanted, len(base)), random_state=seed)
         train = pd.concat([sample, recent_train], ignore_index=True)
@@ -243,6 +264,7 @@ def evaluate(
         seed=seed,
         threshold=threshold,
         calibration=calibrator.to_dict(),
+        trained_on=_read(folder.train)[[f.name for f in schema.numerical]],
     )
     folder.write_json("evaluation", evaluation.to_dict())
     profile.save(folder.path / "reference_profile.json")

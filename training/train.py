@@ -210,8 +210,9 @@ def register(
         mlflow.log_dict(profile.to_dict(), REFERENCE_PROFILE_ARTIFACT)
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
-            plot_confusion_matrix(evaluation, tmp_path / "confusion_matrix.png")
-            plot_calibration(evaluation, tmp_path / "calibration.png")
+            classes = schema.class_names
+            plot_confusion_matrix(evaluation, tmp_path / "confusion_matrix.png", classes)
+            plot_calibration(evaluation, tmp_path / "calibration.png", classes[1])
             holdout.to_parquet(tmp_path / HOLDOUT_ARTIFACT, index=False)
             for name in ("confusion_matrix.png", "calibration.png", HOLDOUT_ARTIFACT):
                 mlflow.log_artifact(str(tmp_path / name))
