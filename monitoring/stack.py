@@ -15,10 +15,11 @@ SQLite. Every service listens on 127.0.0.1.
 
 Before they start, as compose's one-shot steps and health conditions do: the monitoring and
 MLflow databases are created or migrated, a first model is trained and promoted when the
-registry has no @champion (as `make demo` does), Airflow's metadata is migrated, and the API,
-the exporter and Airflow wait for MLflow's /health. The URLs are printed at start and once more
-when every service answers. Ctrl-C (or SIGTERM) stops every process, each with SIGTERM to its
-process group, and waits for them (SIGKILL after KILL_WAIT_SECONDS).
+registry has no @champion (as `make demo` does), Airflow's metadata is migrated, the API, the
+exporter and Airflow's api-server wait for MLflow's /health, and Airflow's other components for
+its api-server. The URLs are printed at start, and each service's health URL once it answers.
+Ctrl-C (or SIGTERM) stops every process, each with SIGTERM to its process group, and waits for
+them (SIGKILL after KILL_WAIT_SECONDS).
 
     python -m monitoring.stack --wait-for URL            # exit 0 once URL answers 2xx
     python -m monitoring.stack --watch NAME=URL ...      # print each as it answers, then wait
@@ -265,11 +266,25 @@ def services(settings: Settings, var: Path, ports: Ports, airflow: bool) -> list
     if airflow:
         env = common | airflow_env(settings, var, ports)
         airflow_url = ports.url(ports.airflow)
-        for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
+        result.append(Service(
+            "airflow-api-server", [python, "-m", "airflow", "api-server"],
+            health=f"{airflow_url}/api/v2/monitor/health", url=airflow_url, env=env,
+            wait_for=mlflow_health,
+        ))  # fmt: skip
+        # After the api-server: their task runners report to it, and a task started before it
+        # listened failed at once (connection refused) and waited out its retry delay.
+        # The scheduler and triggerer serve their task logs to other machines on every
+        # interface (ports 8793, 8794); on this one the api-server reads them from the files.
+        commands = {
+            "scheduler": ["scheduler", "--skip-serve-logs"],
+            "dag-processor": ["dag-processor"],
+            "triggerer": ["triggerer", "--skip-serve-logs"],
+        }
+        for component, command in commands.items():
             result.append(Service(
-                f"airflow-{component}", [python, "-m", "airflow", component],
+                f"airflow-{component}", [python, "-m", "airflow", *command],
                 health=f"{airflow_url}/api/v2/monitor/health", url=airflow_url, env=env,
-                wait_for=mlflow_health,
+                wait_for=f"{airflow_url}/api/v2/version",
             ))  # fmt: skip
     return result
 
@@ -360,10 +375,17 @@ def migrate_airflow(env: dict[str, str], log: Path) -> None:
 
 
 def answers(url: str) -> bool:
+    """Whether `url` answers 2xx; Airflow's health page must also call every part healthy (it
+    answers 200 while the scheduler, triggerer or dag-processor is still starting)."""
     try:
-        return httpx.get(url, timeout=5).is_success
+        answer = httpx.get(url, timeout=5)
     except httpx.HTTPError:
         return False
+    if not answer.is_success:
+        return False
+    if url.endswith("/api/v2/monitor/health"):
+        return all(part.get("status") == "healthy" for part in answer.json().values())
+    return True
 
 
 def wait_for(url: str, seconds: float = WAIT_SECONDS) -> int:

@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -122,9 +123,6 @@ def stack_env(database_url: str, folder: Path, ports: dict[str, int]) -> dict[st
         "EXPORTER_PORT": str(ports["exporter"]),
         "MODEL_POLL_SECONDS": "2",
         "EXPORTER_CACHE_SECONDS": "0",
-        # Airflow's log servers, on ports of their own too.
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["airflow-worker-logs"]),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["airflow-trigger-logs"]),
         # Paused: a DAG run competing for the two cores would only slow the start down.
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
     }
@@ -133,8 +131,7 @@ def stack_env(database_url: str, folder: Path, ports: dict[str, int]) -> dict[st
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[RunningStack]:
     folder = tmp_path_factory.mktemp("stack")
-    names = ["api", "exporter", "mlflow", "prometheus", "alertmanager", "airflow",
-             "airflow-worker-logs", "airflow-trigger-logs"]  # fmt: skip
+    names = ["api", "exporter", "mlflow", "prometheus", "alertmanager", "airflow"]
     ports = {}
     while len(set(ports.values())) != len(names):
         ports = {name: free_port() for name in names}
@@ -298,10 +295,36 @@ def test_sigint_stops_every_process_and_frees_every_port(stack):
     assert "SIGKILL" not in output, f"a process had to be killed\n{output[-4000:]}"
     # What any process of the stack left behind (a grandchild reparented to init keeps its
     # process group): nothing.
-    left = {pid: command for pid, (_, pgid, _, command) in processes().items() if pgid in groups}
+    # A helper may take a moment after its parent (multiprocessing's resource tracker exits
+    # when it reads the end of its pipe): a few seconds' grace, then nothing may be left.
+    deadline = time.monotonic() + 10
+    while True:
+        left = {pid: cmd for pid, (_, pgid, _, cmd) in processes().items() if pgid in groups}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert not left, f"left running after SIGINT: {left}"
     # The API's clean stop: its workers drained and exited 0.
     assert re.search(r"system\s+\| api stopped \(rc=0\)", output), output[-4000:]
     busy = {name: port for name, port in stack.ports.items() if listening_sockets(port)}
     assert not busy, f"ports still listened on: {busy}"
     print(f"stopped {len(started)} processes in {stopped_in:.1f} s")
+
+
+def test_a_taken_port_stops_the_launcher_before_it_starts_anything(tmp_path):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        env = stack_env(f"sqlite:///{tmp_path / 'monitoring.db'}", tmp_path,
+                        {"api": taken, "exporter": free_port()})  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "monitoring.stack",
+             "--var", str(tmp_path / "stack-var"), "--no-airflow"],
+            env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"api {taken} (set API_PORT)" in done.stderr
+    assert not (tmp_path / "stack-var").exists(), "it wrote its state before checking the ports"
