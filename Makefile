@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv system-tools test lint format demo bench train airflow lock clean
+.PHONY: venv system-tools test lint format demo bench train airflow stack lock clean
 
 venv: $(STAMP)
 
@@ -75,6 +75,22 @@ airflow: $(STAMP)
 	  AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/airflow/dags" AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	  AIRFLOW__CORE__DEFAULT_TASK_RETRIES=1 AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
 	  airflow standalone
+
+# The services of docker-compose.yml as plain processes on this machine, under honcho
+# (monitoring/stack.py): the API (API_PORT), the exporter (EXPORTER_PORT), the MLflow server,
+# Prometheus, Alertmanager and Airflow's four components, all on 127.0.0.1, state under var/.
+# Needs Debian's prometheus and prometheus-alertmanager (`make system-tools`); the stores come
+# from .env (DATABASE_URL: the machine's Postgres or the embedded SQLite). Trains and promotes a
+# first model when there is no @champion. Prints the URLs; Ctrl-C stops every process.
+# STACK_AIRFLOW=no leaves Airflow out; STACK_ARGS passes more (`--var DIR`).
+MLFLOW_PORT ?= 5000
+PROMETHEUS_PORT ?= 9090
+ALERTMANAGER_PORT ?= 9093
+STACK_AIRFLOW ?= yes
+stack: $(STAMP)
+	$(PY) -m monitoring.stack --mlflow-port $(MLFLOW_PORT) --prometheus-port $(PROMETHEUS_PORT) \
+	  --alertmanager-port $(ALERTMANAGER_PORT) --airflow-port $(AIRFLOW_PORT) \
+	  $(if $(filter no,$(STACK_AIRFLOW)),--no-airflow) $(STACK_ARGS)
 
 # Re-resolve requirements.txt from scratch and pin everything it pulls in.
 lock:
