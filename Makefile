@@ -74,6 +74,7 @@ airflow: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)" AIRFLOW_HOME="$(CURDIR)/var/airflow" \
 	  AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/airflow/dags" AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	  AIRFLOW__CORE__DEFAULT_TASK_RETRIES=1 AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	  AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:$(AIRFLOW_PORT)/execution/ \
 	  airflow standalone
 
 # The services of docker-compose.yml as plain processes on this machine, under honcho

@@ -328,3 +328,14 @@ def test_a_taken_port_stops_the_launcher_before_it_starts_anything(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"api {taken} (set API_PORT)" in done.stderr
     assert not (tmp_path / "stack-var").exists(), "it wrote its state before checking the ports"
+
+
+def test_make_airflow_on_another_port_points_its_tasks_at_that_port():
+    # Airflow 3 tasks report to the execution API; its default URL names port 8080, so
+    # `make airflow AIRFLOW_PORT=8181` ran tasks that could not reach their api-server.
+    done = subprocess.run(
+        ["make", "-n", "airflow", "AIRFLOW_PORT=8181"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "AIRFLOW__API__PORT=8181" in done.stdout
+    assert "AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:8181/execution/" in done.stdout
