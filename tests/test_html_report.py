@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from html.parser import HTMLParser
 
@@ -13,6 +12,7 @@ import pytest
 
 from data.ingest import PREDICTION_COLUMN, SCORE_COLUMN
 from data.schema import Feature, FeatureSchema
+from monitoring.demo_report import CHROMIUM_FLAGS, chromium_binary
 from monitoring.drift_report import SEVERITIES, DriftReport, compute_drift_report
 from monitoring.html_report import render_html, write_html
 
@@ -163,21 +163,9 @@ class _FeatureTable(HTMLParser):
 
 
 def test_chromium_renders_the_severity_table_in_order(report, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "chromium is not installed: `make system-tools` installs it"
     page = write_html(report, tmp_path / "report.html")
-    command = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
+    # The flags this closed network needs, kept in one place with the demo report's screenshot.
+    command = [chromium_binary(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(
         [*command, "--dump-dom", page.as_uri()],
         capture_output=True,
