@@ -259,14 +259,17 @@ def build_reference_profile(
     calibration: dict[str, Any] | None = None,
     trained_on: pd.DataFrame | None = None,
 ) -> ReferenceProfile:
-    """Profile `frame` (typed as `coerce_frame` returns it) and the model's outputs on it.
+    """Profile `frame` (typed as `coerce_frame` returns it) and the model's outputs.
+
+    The outputs (`predictions`, `scores`) may be of other rows than `frame`: a retrain profiles
+    the inputs of all its recent rows and the outputs on its hold-out, which the model never saw.
 
     With `trained_on` (the rows the model learnt from), each numerical `min` / `max` spans those
     rows and `frame`: the quality check's "training range". A hold-out of a small data set (67
     penguins) misses the extremes of the rest, and ordinary rows would count as out of range.
     """
-    if len(predictions) != len(frame) or len(scores) != len(frame):
-        raise ValueError("predictions and scores must have one entry per row of the frame")
+    if len(predictions) != len(scores):
+        raise ValueError("predictions and scores must have one entry per scored row")
     rng = np.random.default_rng(seed)
     numerical = {
         f.name: NumericalProfile.from_values(frame[f.name], sample_size, rng)

@@ -215,6 +215,11 @@ def test_a_retrain_from_the_command_line_learns_from_the_labelled_log(
     # The hold-out the gates used is the newest labelled rows, not the original data.
     holdout = Registry.from_settings().holdout("1")
     assert len(holdout) == 500 and holdout["transaction_id"].str.startswith("txn-11-").all()
+    # Drift is measured against every recent row (the world it was trained for), not the 500 of
+    # the hold-out alone nor the old sample; the outputs' reference is the hold-out's scores.
+    profile = Registry.from_settings().reference_profile("1")
+    assert profile.rows == 2_500
+    assert sum(profile.prediction_counts.values()) == 500
 
     with pytest.raises(SystemExit) as stopped:
         main(["--recent-days", "0"])

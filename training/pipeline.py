@@ -70,6 +70,11 @@ class RunFolder:
     def model(self) -> Path:
         return self.path / "model.skops"
 
+    @property
+    def reference(self) -> Path:
+        """A retrain's recent rows, train and hold-out: the world the version will serve."""
+        return self.path / "reference.parquet"
+
     def write_json(self, name: str, value: Any) -> Path:
         target = self.path / f"{name}.json"
         target.write_text(json.dumps(value, indent=2, default=str))
@@ -192,6 +197,12 @@ def ingest(
         sample = base.sample(n=min(wanted, len(base)), random_state=seed)
         train = pd.concat([sample, recent_train], ignore_index=True)
         summary |= {"recent_rows": len(recent), "base_sample_rows": len(sample)}
+        # Drift is measured against the world the version is trained for: every recent row,
+        # not the hold-out alone (a few hundred rows make a noisy reference) and not the sample
+        # of the original data (a world the traffic has left).
+        pd.concat([recent_train, holdout], ignore_index=True).to_parquet(
+            folder.reference, index=False
+        )
     return _write(folder, train, holdout, summary)
 
 
@@ -255,8 +266,11 @@ def evaluate(
     # Performance estimation reads scores as probabilities: the map that makes them so is
     # fitted here, on the hold-out the model never saw, and travels with the version.
     calibrator = fit_calibrator(scores, holdout[schema.target].astype(int))
+    # The inputs' reference: a retrain's recent rows (see `ingest`), else the hold-out. The
+    # outputs' reference is always the hold-out's, scores on rows the model never learnt.
+    described = _read(folder.reference) if folder.reference.exists() else holdout
     profile = build_reference_profile(
-        holdout_x,
+        described[schema.feature_names],
         schema,
         predictions=(scores >= threshold).astype(int),
         scores=scores,
