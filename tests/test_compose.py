@@ -134,6 +134,8 @@ def test_the_celery_profile_runs_airflow_on_celery_workers_with_redis(tmp_path):
         assert environment["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", name
         assert environment["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://"), name
     assert celery["airflow-worker"]["command"] == ["celery", "worker"]
+    # Airflow's default is 16 task processes per worker (about 130 MB each).
+    assert celery["airflow-worker"]["environment"]["AIRFLOW__CELERY__WORKER_CONCURRENCY"] == "4"
     assert celery["airflow-worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
     # The default stays LocalExecutor.
     local = resolved()["services"]["airflow-scheduler"]["environment"]
