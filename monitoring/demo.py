@@ -163,7 +163,7 @@ class Demo:
             "AUTO_PROMOTE": "true",
             "MODEL_POLL_SECONDS": "1",
             "MLFLOW_LOGGING_LEVEL": "WARNING",
-            # A user's .env may name real destinations: the demo pages nobody.
+            # Variables exported in the shell may name real destinations: the demo pages nobody.
             "SLACK_WEBHOOK_URL": "",
             "PAGERDUTY_ROUTING_KEY": "",
             "SMTP_HOST": "",
@@ -174,6 +174,10 @@ class Demo:
         if self.out.exists():
             shutil.rmtree(self.out)
         (self.out / "data").mkdir(parents=True)
+        # Settings also read a `.env` in the working directory, and an empty variable counts as
+        # unset there: a user's .env naming real Slack or PagerDuty destinations (or other
+        # stores) would reach the demo and its API. Both run in the demo's own folder instead.
+        os.chdir(self.out)
         os.environ.update(self.environment())
         get_settings.cache_clear()
         self.settings = get_settings()
@@ -209,7 +213,7 @@ class Demo:
             [sys.executable, "-m", "api.serve", "--workers", "1", "--host", "127.0.0.1",
              "--port", str(self.port)],
             env=env,
-            cwd=PROJECT_ROOT,
+            cwd=self.out,
             stdout=(self.out / "api.log").open("w"),
             stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -18,15 +18,16 @@ import pytest
 from data.settings import PROJECT_ROOT
 from monitoring.demo import BASELINE, CONCEPT, SHIFT, SHIFT_FEATURE, Scenario, _quantile
 from tests.api_server import free_port
+from tests.http_sink import running_sink
 
 pytestmark = pytest.mark.slow
 
 
-def run_demo(out):
+def run_demo(out, cwd=PROJECT_ROOT):
     command = [sys.executable, "-m", "monitoring.demo", "--days", "1,1,3", "--rows-per-window",
                "500", "--seed", "42", "--port", str(free_port()), "--out", str(out)]  # fmt: skip
     done = subprocess.run(
-        command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+        command, cwd=cwd, capture_output=True, text=True, timeout=600,
         env={"PATH": "/usr/bin:/bin", "COLUMNS": "120", "PYTHONPATH": str(PROJECT_ROOT)},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -34,8 +35,20 @@ def run_demo(out):
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return run_demo(tmp_path_factory.mktemp("demo"))
+def sink():
+    with running_sink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, sink):
+    # Run from a folder whose .env names a Slack webhook and another database, as a user's
+    # might: the demo must use neither (it pages nobody and keeps to its own stores).
+    home = tmp_path_factory.mktemp("home")
+    (home / ".env").write_text(
+        f"SLACK_WEBHOOK_URL={sink.url}/slack\nDATABASE_URL=postgresql://nobody@127.0.0.1:1/none\n"
+    )
+    return run_demo(tmp_path_factory.mktemp("demo"), cwd=home)
 
 
 def test_the_drift_is_caught_the_day_it_is_injected(demo):
@@ -66,6 +79,12 @@ def test_falling_accuracy_alerts_retrains_and_the_new_champion_recovers(demo):
     assert summary["final_accuracy_without_retraining"] < summary["final_accuracy"] - 0.03
     # The served windows after the promotion are the new version's.
     assert concept[-1]["champion"] == summary["champion_after"]
+
+
+def test_a_users_env_file_pages_nobody(demo, sink):
+    _, _, timeline = demo
+    assert timeline["retrains"]  # retrains notify: started, promoted, rejected
+    assert sink.received == []
 
 
 def test_every_window_shows_what_the_exporter_and_the_api_showed(demo):
