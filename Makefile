@@ -44,8 +44,8 @@ test: lint system-tools
 # var/demo): four simulated weeks of traffic through the real API; drift from week 2 (a
 # covariate shift, then a change in the fraud pattern), the drift check and the retrain policy
 # every simulated six hours, a gated retrain, the hot reload, the recovery. It prints the
-# timeline as it goes and a summary at the end, and writes var/demo/report.html. About 3-4
-# minutes on two cores. DEMO_PORT must be free.
+# timeline as it goes and a summary at the end, and writes var/demo/report.html. About 100 s
+# on two idle cores (up to 5 minutes on a busy machine). DEMO_PORT must be free.
 DEMO_PORT ?= 8000
 demo: $(STAMP)
 	$(PY) -m monitoring.demo --port $(DEMO_PORT) --out var/demo
