@@ -347,17 +347,14 @@ class Demo:
         severities = [f.get("severity") for f in features.values()]
         latency = _window_histogram(before, after, "http_request_duration_seconds")
         confidence = _window_histogram(before, after, "ml_prediction_confidence")
-        missing = [
-            c.get("details", {}).get("max_missing_ratio")
-            for c in quality.get("checks", [])
-            if isinstance(c, dict)
-        ]
+        # The share of rows missing each feature, as the exporter serves ml_quality_missing_ratio.
+        missing = (quality.get("missing_share") or {}).values()
         figures = WindowFigures(
             critical_features=severities.count("critical"),
             warning_features=severities.count("warning"),
             prediction_drift=bool((drift.get("prediction") or {}).get("drifted")),
             quality_hard_failures=len(quality.get("failures", [])),
-            max_missing_ratio=max((m for m in missing if m is not None), default=None),
+            max_missing_ratio=max(missing, default=None),
             realized_accuracy=realized.get("accuracy"),
             label_coverage=realized.get("label_coverage"),
             estimated_accuracy=estimated.get("accuracy"),

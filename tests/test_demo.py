@@ -159,3 +159,28 @@ def test_the_demos_own_report_renders_in_chromium(demo, tmp_path):
     caught = timeline["drift_report"]
     assert timeline["windows"][caught["window"]]["critical_features"] == [SHIFT_FEATURE]
     assert SHIFT_FEATURE in (out / "drift-report.html").read_text()
+
+
+def test_a_window_with_a_feature_missing_often_fires_the_missing_rate_alert(tmp_path):
+    """The window's figures are what the exporter serves from the saved reports."""
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from monitoring.demo import Demo
+    from monitoring.demo_alerts import AlertRules
+    from monitoring.store import LatestReports
+
+    quality = {"report": {"missing_share": {"customer_age": 0.4, "amount": 0.0}, "failures": []},
+               "model_version": "3"}  # fmt: skip
+    empty = {name: {"buckets": {}, "sum": 0.0, "count": 0.0}
+             for name in ("http_request_duration_seconds", "ml_prediction_confidence")}  # fmt: skip
+    outcome = {"rows": 10, "retrain": False, "reason": "r", "blocked_by": None, "triggers": []}
+    demo = Demo(Scenario(days=(1, 1, 1)), tmp_path, 0, Console())
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    record = demo.window_record(
+        0, start, start, outcome, LatestReports(None, quality, None), empty, empty
+    )
+    assert record["champion"] == "3"
+    fired = AlertRules.load().evaluate(record["_figures"])
+    assert [(a.name, a.value) for a in fired] == [("MLFeatureMissingRateHigh", 0.4)]
