@@ -28,12 +28,12 @@ import pytest
 from data.settings import PROJECT_ROOT
 from tests.test_compose import raw
 from tests.test_compose_stack import (
-    HEALTHY_TIMEOUT,
     Stack,
     _engine_problem,
     _env_file,
     _image_present,
     _wait,
+    wait_healthy,
 )
 
 pytestmark = pytest.mark.slow
@@ -135,18 +135,7 @@ def celery_stack(tmp_path_factory) -> Iterator[Stack]:
         wanted["airflow-init"] = ["exited 0"]
         wanted["airflow-worker"] = ["healthy"] * WORKERS
 
-        def all_healthy():
-            states = stack.containers()
-            for service, want in wanted.items():
-                got = states.get(service, ["missing"])
-                bad = [s for s in got if s in ("unhealthy", "restarting") or s.startswith("exited")]
-                if bad and bad != ["exited 0"]:
-                    raise AssertionError(f"{service}: {got}\n{stack.logs()}")
-                if sorted(got) != want:
-                    return None
-            return states
-
-        _wait(all_healthy, HEALTHY_TIMEOUT, "every healthcheck of the celery profile", interval=3)
+        wait_healthy(stack, wanted, "every healthcheck of the celery profile", interval=3)
         stack.healthy_seconds = time.monotonic() - started
         print(f"\ncompose --profile celery: {len(SERVICES)} services and {WORKERS} workers "
               f"healthy {stack.healthy_seconds:.0f} s after `up -d`")  # fmt: skip

@@ -200,6 +200,24 @@ def _wait(predicate, timeout: float, what: str, interval: float = 3.0):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {last!r}")
 
 
+def wait_healthy(stack: Stack, wanted: dict[str, list[str]], what: str, interval: float) -> None:
+    """Until each service's containers are in the wanted states (one per container, any order);
+    a container that crashed or turned unhealthy fails at once, with the stack's logs."""
+
+    def all_healthy():
+        states = stack.containers()
+        for service, want in wanted.items():
+            got = states.get(service, ["missing"])
+            bad = [s for s in got if s in ("unhealthy", "restarting") or s.startswith("exited")]
+            if bad and bad != ["exited 0"]:
+                raise AssertionError(f"{service}: {got}\n{stack.logs()}")
+            if sorted(got) != sorted(want):
+                return None
+        return states
+
+    _wait(all_healthy, HEALTHY_TIMEOUT, what, interval=interval)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     problem = _engine_problem()
@@ -212,19 +230,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         started = time.monotonic()
         stack.run("up", "-d", *stack.services, timeout=900)
 
-        def all_healthy():
-            states = stack.containers()
-            for service in stack.services:
-                wanted = "exited 0" if service == "airflow-init" else "healthy"
-                got = states.get(service, ["missing"])
-                bad = [s for s in got if s in ("unhealthy", "restarting") or s.startswith("exited")]
-                if bad and bad != ["exited 0"]:
-                    raise AssertionError(f"{service}: {got}\n{stack.logs()}")
-                if got != [wanted]:
-                    return None
-            return states
-
-        _wait(all_healthy, HEALTHY_TIMEOUT, "every healthcheck", interval=2)
+        wanted = {s: ["exited 0" if s == "airflow-init" else "healthy"] for s in stack.services}
+        wait_healthy(stack, wanted, "every healthcheck", interval=2)
         stack.healthy_seconds = time.monotonic() - started
         print(f"\ncompose: all {len(stack.services)} services healthy "
               f"{stack.healthy_seconds:.0f} s after `up -d`")  # fmt: skip
