@@ -48,17 +48,17 @@ test: lint system-tools
 # on two idle cores (up to 5 minutes on a busy machine). DEMO_PORT must be free.
 DEMO_PORT ?= 8000
 demo: $(STAMP)
-	$(PY) -m monitoring.demo --port $(DEMO_PORT) --out var/demo
+	$(PY) -m demo.run --port $(DEMO_PORT) --out var/demo
 
 # Hot-path benchmarks (figures and machine in BENCHMARKS.md). Needs wrk and Postgres on 5432.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	$(PY) benchmarks/bench_api.py
-	$(PY) benchmarks/bench_journal.py
-	$(PY) benchmarks/bench_drift.py
-	$(PY) benchmarks/bench_drift_postgres.py
-	$(PY) benchmarks/bench_quality.py
-	$(PY) benchmarks/bench_retention.py
+	$(PY) -m benchmarks.bench_api
+	$(PY) -m benchmarks.bench_journal
+	$(PY) -m benchmarks.bench_drift
+	$(PY) -m benchmarks.bench_drift_postgres
+	$(PY) -m benchmarks.bench_quality
+	$(PY) -m benchmarks.bench_retention
 
 train: $(STAMP)
 	$(PY) -m training.train
@@ -78,7 +78,7 @@ airflow: $(STAMP)
 	  airflow standalone
 
 # The services of docker-compose.yml as plain processes on this machine, under honcho
-# (monitoring/stack.py): the API (API_PORT), the exporter (EXPORTER_PORT), the MLflow server,
+# (tools/stack.py): the API (API_PORT), the exporter (EXPORTER_PORT), the MLflow server,
 # Prometheus, Alertmanager and Airflow's four components, all on 127.0.0.1, state under var/.
 # Needs Debian's prometheus and prometheus-alertmanager (`make system-tools`); the stores come
 # from .env (DATABASE_URL: the machine's Postgres or the embedded SQLite). Trains and promotes a
@@ -89,7 +89,7 @@ PROMETHEUS_PORT ?= 9090
 ALERTMANAGER_PORT ?= 9093
 STACK_AIRFLOW ?= yes
 stack: $(STAMP)
-	$(PY) -m monitoring.stack --mlflow-port $(MLFLOW_PORT) --prometheus-port $(PROMETHEUS_PORT) \
+	$(PY) -m tools.stack --mlflow-port $(MLFLOW_PORT) --prometheus-port $(PROMETHEUS_PORT) \
 	  --alertmanager-port $(ALERTMANAGER_PORT) --airflow-port $(AIRFLOW_PORT) \
 	  $(if $(filter no,$(STACK_AIRFLOW)),--no-airflow) $(STACK_ARGS)
 

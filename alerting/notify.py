@@ -19,7 +19,7 @@ request timeout, which bounds each socket wait rather than the whole request).
 
 Dedup: an event whose `dedup_key` was delivered to a destination within `dedup_minutes` is not
 sent there again. The memory is the `DeliveryLog` given to the notifier; DAG tasks run in separate
-processes, so the stack gives a database-backed one (`monitoring.notifications`), and a log that
+processes, so the stack gives a database-backed one (`monitoring.retrain.notifier`), and a log that
 fails is logged and treated as "not sent before": a duplicate page beats a missed one. Two
 processes sending the same key in the same instant may both send.
 

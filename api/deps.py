@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.instrumentation import ApiMetrics
 from api.logger import PredictionLogger
-from api.metrics import ApiMetrics
 from api.predictor import Predictor
 from data.schema import FeatureSchema
 from data.settings import Settings, get_settings

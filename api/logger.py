@@ -124,7 +124,7 @@ class RowQueue:
 
 
 class LogMetrics(Protocol):
-    """Where the logger reports (`api.metrics.ApiMetrics` is one)."""
+    """Where the logger reports (`api.instrumentation.ApiMetrics` is one)."""
 
     queue_depth: Any
     log_written: Any

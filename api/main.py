@@ -23,8 +23,8 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.types import ASGIApp, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
+from api.instrumentation import ApiMetrics, http_instrumentation, mark_worker_dead
 from api.logger import DisabledLogger, PredictionLogger
-from api.metrics import ApiMetrics, http_instrumentation, mark_worker_dead
 from api.predictor import Predictor
 from api.routes import feedback, health, logs, metrics, model, predict
 from data.db import get_engine, init_db

@@ -1,6 +1,6 @@
 """Benchmarks of the serving hot path: scoring, /predict under load, batches, the logger.
 
-    python benchmarks/bench_api.py [--seconds 15]      (make bench runs it)
+    python -m benchmarks.bench_api [--seconds 15]      (make bench runs it)
 
 Trains a model into a temporary MLflow store, logs to a temporary Postgres database on
 127.0.0.1:5432, and reports:
@@ -14,6 +14,7 @@ Figures go to stdout as a table; compare them as ratios measured in the same run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -23,28 +24,25 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+from pydantic import TypeAdapter
+
+from api.logger import PredictionLogger, PredictionRecord
+from api.payloads import build_models
+from api.routes.predict import _plain
+from data.db import get_engine, init_db
+from data.schema import load_schema
+from tools.testkit.api_server import ServerProcess
+from tools.testkit.databases import fresh_postgres_database, store_settings
+from tools.testkit.traffic import request_rows
+from training.registry import Registry
+from training.scoring import make_scorer
+from training.train import train
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-from pydantic import TypeAdapter  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-
-from api.logger import PredictionLogger, PredictionRecord  # noqa: E402
-from api.routes.predict import _plain  # noqa: E402
-from api.schemas import build_models  # noqa: E402
-from data.db import get_engine, init_db  # noqa: E402
-from data.schema import load_schema  # noqa: E402
-from tests.api_server import ServerProcess  # noqa: E402
-from tests.conftest import store_settings  # noqa: E402
-from tests.traffic import request_rows  # noqa: E402
-from training.registry import Registry  # noqa: E402
-from training.scoring import make_scorer  # noqa: E402
-from training.train import train  # noqa: E402
 
 ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -180,11 +178,8 @@ def main() -> int:
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="bench-api-"))
-    database = f"bench_api_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{database}"'))
-    db_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+    scratch = contextlib.ExitStack()
+    db_url = scratch.enter_context(fresh_postgres_database("bench_api", ADMIN_URL))
     results: dict[str, object] = {}
     try:
         settings = store_settings(work / "store")
@@ -252,11 +247,7 @@ def main() -> int:
         results["monitoring_cost_ratio"] = off["requests_per_s"] / on["requests_per_s"]
         results["logger_rows_per_s"] = logger_rows_per_s(db_url, work / "logger-spool")
     finally:
-        from data.db import dispose_engines
-
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        scratch.close()
         shutil.rmtree(work, ignore_errors=True)
 
     print(json.dumps(results, indent=2))

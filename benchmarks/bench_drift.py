@@ -9,8 +9,8 @@ Each size runs in its own process so that its memory figures are its own: the pe
 memory during the call (Linux's VmHWM, reset just before it), how much of it the call added on
 top of the inputs it was given (the current frame and the profile), and the process's maximum.
 
-    python benchmarks/bench_drift.py            # 100k + 100k and 1M + 1M
-    python benchmarks/bench_drift.py --rows 200000
+    python -m benchmarks.bench_drift            # 100k + 100k and 1M + 1M
+    python -m benchmarks.bench_drift --rows 200000
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from data.schema import Feature, FeatureSchema
+from data.settings import PROJECT_ROOT
 from monitoring.drift_report import DriftThresholds, compute_drift_report, profile_from_frame
 
 NUMERICAL = 20
@@ -123,8 +122,8 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     for rows in args.rows:
-        command = [sys.executable, __file__, "--child", str(rows)]
-        child = subprocess.run(command, capture_output=True, text=True)
+        command = [sys.executable, "-m", "benchmarks.bench_drift", "--child", str(rows)]
+        child = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT)
         if child.returncode:
             print(child.stderr, file=sys.stderr)
             return child.returncode

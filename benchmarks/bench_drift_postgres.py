@@ -4,8 +4,8 @@ What the Airflow drift check does on a busy day, end to end: `read_predictions(.
 chunksize=N)` streams the window out of `prediction_logs` with `COPY (...) TO STDOUT` as CSV,
 parsed block by block by Arrow's CSV reader (`data.prediction_log.copy_out`; the features come
 out as the `json` column's text, one per row, and are parsed per chunk by Arrow's JSON reader in
-`data.prediction_log.features_frame`, called by `data.ingest.frame_from_log_rows`, which types
-the chunk), and `DriftAccumulator` counts each chunk against the reference profile, so memory
+`data.prediction_log.features_frame`, called by `data.prediction_log.frame_from_log_rows`, which
+types the chunk), and `DriftAccumulator` counts each chunk against the reference profile, so memory
 stays bounded by the profile and one chunk, whatever the window holds.
 
 1. A fresh database (dropped at the end, also on failure or Ctrl-C) gets the project's tables
@@ -24,19 +24,19 @@ stays bounded by the profile and one chunk, whatever the window holds.
    end (about zero when bounded; the exit status is 1 above 64 MB), and what the same window
    would take as one typed DataFrame (measured per row on a chunk).
 
-    python benchmarks/bench_drift_postgres.py                      # 10,000,000 rows
-    python benchmarks/bench_drift_postgres.py --rows 200000
-    python benchmarks/bench_drift_postgres.py --chunksize 20000 100000   # compare chunk sizes
-    python benchmarks/bench_drift_postgres.py --breakdown          # where the time goes
+    python -m benchmarks.bench_drift_postgres                      # 10,000,000 rows
+    python -m benchmarks.bench_drift_postgres --rows 200000
+    python -m benchmarks.bench_drift_postgres --chunksize 20000 100000   # compare chunk sizes
+    python -m benchmarks.bench_drift_postgres --breakdown          # where the time goes
 
 `--breakdown` splits the time of the last pass: `read_predictions` into typing the frames
 (`frame_from_log_rows`, timed where it is called, and within it parsing the features JSON,
 `features_frame`) and the rest (the COPY stream and Arrow's CSV parsing, which overlap in
 threads of their own), and the drift counting; and adds, in the same
-database, `read_predictions`' own query (`data.ingest.window_query`) run by the database alone
-(a cursor, `MOVE FORWARD ALL`: every row computed, none sent) and by COPY alone (every row
-written as CSV and sent, nothing parsed); and the same window read the way `read_predictions`
-did before COPY, through a server-side cursor (psycopg2 tuples, `DataFrame.from_records`,
+database, `read_predictions`' own query (`data.prediction_log.window_query`) run by the database
+alone (a cursor, `MOVE FORWARD ALL`: every row computed, none sent) and by COPY alone (every row
+written as CSV and sent, nothing parsed); and the same window read the way `read_predictions` did
+before COPY, through a server-side cursor (psycopg2 tuples, `DataFrame.from_records`,
 `frame_from_log_rows`), whose drift report is checked to be identical.
 
 Postgres: BENCH_POSTGRES_ADMIN_URL (default postgresql+psycopg2://postgres@127.0.0.1:5432/postgres),
@@ -59,36 +59,30 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import pandas as pd
+import psycopg2
+from sqlalchemy.engine import make_url
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import psycopg2  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-
-import data.ingest as ingest  # noqa: E402
-from data.db import dispose_engines, get_engine, init_db  # noqa: E402
-from data.drift_injector import inject_drift  # noqa: E402
-from data.ingest import (  # noqa: E402
-    coerce_frame,
-    frame_from_log_rows,
-    read_predictions,
-    window_query,
-)
-from data.schema import FeatureSchema, load_schema  # noqa: E402
-from data.synthetic import fraud_probability, generate_transactions  # noqa: E402
-from monitoring.drift_report import (  # noqa: E402
+import data.prediction_log as prediction_log
+from data.db import dispose_engines, get_engine, init_db
+from data.drift_injector import inject_drift
+from data.ingest import coerce_frame
+from data.prediction_log import frame_from_log_rows, read_predictions, window_query
+from data.schema import FeatureSchema, load_schema
+from data.synthetic import fraud_probability, generate_transactions
+from monitoring.drift_report import (
     DriftAccumulator,
     DriftThresholds,
     profile_from_frame,
 )
+from tools.testkit.databases import fresh_postgres_database
+
+ROOT = Path(__file__).resolve().parent.parent
 
 ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -125,27 +119,6 @@ def _reset_peak() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # the database and the load
-
-
-def create_database(admin_url: str) -> tuple[str, str]:
-    name = f"bench_drift_pg_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
-    return name, make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    dispose_engines()
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
 
 
 def _dsn(url: str) -> str:
@@ -303,13 +276,14 @@ def reference_profile(schema: FeatureSchema, rows: int):
 
 
 class _Timer:
-    """Times `data.ingest.<name>` where `read_predictions` calls it (`frame_from_log_rows`, and
+    """Times `data.prediction_log.<name>` where `read_predictions` calls it (`frame_from_log_rows`,
+    and
     `features_frame` within it), per chunk."""
 
     def __init__(self, name: str) -> None:
         self.seconds = 0.0
-        self._original = getattr(ingest, name)
-        setattr(ingest, name, self)
+        self._original = getattr(prediction_log, name)
+        setattr(prediction_log, name, self)
 
     def __call__(self, *args, **kwargs) -> pd.DataFrame:
         started = time.perf_counter()
@@ -502,10 +476,18 @@ def cursor_chunks(url, schema, sql, params, chunksize, timers) -> Iterator[pd.Da
 
 
 def run_child(url: str, rows: int, chunksize: int, reference_rows: int, breakdown: bool) -> dict:
-    command = [sys.executable, __file__, "--child", url, "--rows", str(rows)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_drift_postgres",
+        "--child",
+        url,
+        "--rows",
+        str(rows),
+    ]
     command += ["--chunksize", str(chunksize), "--reference-rows", str(reference_rows)]
     command += ["--breakdown"] * breakdown
-    process = subprocess.run(command, capture_output=True, text=True)
+    process = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if process.returncode:
         sys.stderr.write(process.stderr)
         raise RuntimeError(f"the timed pass failed (exit {process.returncode})")
@@ -538,14 +520,18 @@ def main() -> int:
         f"{os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}, "
         f"pandas {pd.__version__}"
     )
-    name, url = create_database(ADMIN_URL)
+    scratch = contextlib.ExitStack()
+    url = scratch.enter_context(fresh_postgres_database("bench_drift_pg", ADMIN_URL))
     try:
         with contextlib.closing(psycopg2.connect(_dsn(url))) as connection:
             cursor = connection.cursor()
             cursor.execute("SHOW server_version")
             machine += f", PostgreSQL {cursor.fetchone()[0].split()[0]}"
         print(f"drift check over {args.rows:,} logged predictions read from Postgres; {machine}")
-        print(f"loading {args.rows:,} rows into database {name} ...", file=sys.stderr)
+        print(
+            f"loading {args.rows:,} rows into database {make_url(url).database} ...",
+            file=sys.stderr,
+        )
         loaded = load(url, schema, args.rows)
         print(
             f"load: {loaded['load_s']:.1f} s ({args.rows / loaded['load_s']:,.0f} rows/s; "
@@ -632,8 +618,8 @@ def main() -> int:
                           "results": results}))  # fmt: skip
         return 0 if all(r["bounded"] for r in results) else 1
     finally:
-        drop_database(ADMIN_URL, name)
-        print(f"dropped database {name}", file=sys.stderr)
+        scratch.close()
+        print(f"dropped database {make_url(url).database}", file=sys.stderr)
 
 
 def print_breakdown(result: dict) -> None:

@@ -1,6 +1,6 @@
 """What the prediction journal costs: /predict and /predict/batch with it on and off.
 
-    python benchmarks/bench_journal.py [--seconds 10] [--rounds 3]    (make bench runs it)
+    python -m benchmarks.bench_journal [--seconds 10] [--rounds 3]    (make bench runs it)
 
 Each answered prediction is appended to its worker's journal before the answer, so that a
 killed worker loses none (api/spool.py). The issue that asked for it set the bar: ship it if
@@ -13,26 +13,22 @@ the ratio on/off for /predict (32 connections) and /predict/batch (1,000 rows, 8
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
+from benchmarks.bench_api import ADMIN_URL, batch_rows_per_s, wrk
+from data.schema import load_schema
+from tools.testkit.api_server import ServerProcess
+from tools.testkit.databases import fresh_postgres_database, store_settings
+from tools.testkit.traffic import request_rows
+from training.train import train
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from bench_api import ADMIN_URL, batch_rows_per_s, wrk  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-
-from data.schema import load_schema  # noqa: E402
-from tests.api_server import ServerProcess  # noqa: E402
-from tests.conftest import store_settings  # noqa: E402
-from tests.traffic import request_rows  # noqa: E402
-from training.train import train  # noqa: E402
 
 
 def main() -> int:
@@ -45,11 +41,8 @@ def main() -> int:
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="bench-journal-"))
-    database = f"bench_journal_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{database}"'))
-    db_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+    scratch = contextlib.ExitStack()
+    db_url = scratch.enter_context(fresh_postgres_database("bench_journal", ADMIN_URL))
     figures: dict[str, dict[str, list[float]]] = {
         setting: {"predict": [], "batch": []} for setting in ("true", "false")
     }
@@ -88,11 +81,7 @@ def main() -> int:
                 print(f"round {round_ + 1}, journal {journal}: /predict {predict:,.0f} req/s, "
                       f"batch {rows_per_s:,.0f} rows/s", flush=True)  # fmt: skip
     finally:
-        from data.db import dispose_engines
-
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        scratch.close()
         shutil.rmtree(work, ignore_errors=True)
 
     on, off = figures["true"], figures["false"]

@@ -8,8 +8,8 @@ profile training stores (10,000 rows). Two shapes of input are timed, each the m
 - raw: the frame as a CSV window arrives in the command line, before any typing (categories and
   ids as text, numbers as read, booleans as the words "yes" / "no").
 
-    python benchmarks/bench_quality.py                 # 1,000,000 rows
-    python benchmarks/bench_quality.py --rows 200000
+    python -m benchmarks.bench_quality                 # 1,000,000 rows
+    python -m benchmarks.bench_quality --rows 200000
 
 Run it against the code before and after a change, alternating, and compare the same run's
 figures (BENCHMARKS.md).
@@ -21,15 +21,12 @@ import argparse
 import gc
 import json
 import statistics
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data.ingest import coerce_frame
 from data.profile import build_reference_profile

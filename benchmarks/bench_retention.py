@@ -1,6 +1,6 @@
 """What deleting a day of the prediction log costs, next to live logging.
 
-    python benchmarks/bench_retention.py [--day-rows 1000000] [--rounds 3]   (make bench runs it)
+    python -m benchmarks.bench_retention [--day-rows 1000000] [--rounds 3]   (make bench runs it)
 
 The maintenance DAG deletes the rows older than PREDICTION_RETENTION_DAYS every night, while the
 API keeps logging into the same table (`data.retention.delete_predictions_before`). A day is not
@@ -44,6 +44,7 @@ Postgres: BENCH_POSTGRES_ADMIN_URL (default postgresql+psycopg2://postgres@127.0
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import io
 import json
@@ -60,18 +61,18 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.pool import NullPool
+
+from api.logger import PredictionLogger
+from data.db import get_engine, init_db
+from data.prediction_log import COPY_CHUNK, COPY_INTO_LOGS, PredictionRecord, copy_rows
+from data.schema import load_schema
+from tools.testkit.databases import fresh_postgres_database
+from tools.testkit.traffic import request_rows
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-from sqlalchemy import Engine, create_engine, event, text  # noqa: E402
-from sqlalchemy.pool import NullPool  # noqa: E402
-
-from api.logger import PredictionLogger  # noqa: E402
-from data.db import dispose_engines, get_engine, init_db  # noqa: E402
-from data.prediction_log import COPY_CHUNK, COPY_INTO_LOGS, PredictionRecord, copy_rows  # noqa: E402
-from data.schema import load_schema  # noqa: E402
-from tests.traffic import request_rows  # noqa: E402
 
 ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -322,10 +323,11 @@ def measure(url: str, live: LiveLogging, mode: str, alone_s: float) -> dict:
         end = time.monotonic()
     alone = live.between(end - alone_s + 0.5, end)  # the first half second warms the connection
     child = subprocess.Popen(
-        [sys.executable, __file__, "--child-delete", mode, "--url", url],
+        [sys.executable, "-m", "benchmarks.bench_retention", "--child-delete", mode, "--url", url],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        cwd=ROOT,
     )
     assert child.stdout is not None and child.stdin is not None
     if child.stdout.readline().strip() != "ready":
@@ -397,11 +399,8 @@ def main() -> int:
         modes = [m for size in modes for m in (f"{size}@{args.baseline.resolve()}", size)]
     modes += [] if args.no_single else [SINGLE]
     work = Path(tempfile.mkdtemp(prefix="bench-retention-"))
-    database = f"bench_retention_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{database}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+    scratch = contextlib.ExitStack()
+    url = scratch.enter_context(fresh_postgres_database("bench_retention", ADMIN_URL))
     runs: list[dict] = []
     try:
         pool = feature_pool()
@@ -430,12 +429,9 @@ def main() -> int:
         if newer != args.day_rows:
             raise RuntimeError(f"the newer day has {newer} rows, expected {args.day_rows}")
     finally:
-        dispose_engines()
         for engine in _autocommit.values():
             engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin.dispose()
+        scratch.close()
         shutil.rmtree(work, ignore_errors=True)
 
     def median(mode: str, key: str) -> float:

@@ -26,9 +26,9 @@ Seeds: the reference is `generate_transactions(10_000, seed=1)`; window k of a s
 draws reference and window from `default_rng(k)`; the 1M cases use seeds 2 (reference) and
 3_000 + k. The same command gives the same figures.
 
-    python benchmarks/drift_power.py                      # everything, about 20 minutes
-    python benchmarks/drift_power.py --quick              # a fifth of the seeds
-    python benchmarks/drift_power.py --parts null power --json var/drift_power.json
+    python -m benchmarks.drift_power                      # everything, about 20 minutes
+    python -m benchmarks.drift_power --quick              # a fifth of the seeds
+    python -m benchmarks.drift_power --parts null power --json var/drift_power.json
 
 Only public names are read (`drifted`, `severity`, `psi`, `statistic`, and `wasserstein` when the
 report has it), so the same script measures the code before and after a change.
@@ -48,8 +48,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from data.drift_injector import inject_drift
 from data.ingest import coerce_frame
 from data.schema import Feature, FeatureSchema, load_schema
@@ -58,6 +56,7 @@ from monitoring.drift_report import DriftThresholds, compute_drift_report, profi
 from monitoring.quality_report import compute_quality_report
 
 ROOT = Path(__file__).resolve().parent.parent
+
 REFERENCE_ROWS = 10_000
 NULL_SEEDS = {500: 2_000, 5_000: 1_000, 100_000: 100}
 INDEPENDENT_SEEDS = 2_000

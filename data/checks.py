@@ -1,7 +1,7 @@
 """Checks on a typed frame: one result type, one signature, one runner, one report base.
 
 Validation (`data.validate`, before training) and data quality (`monitoring.quality_report`, on a
-live window) are each a tuple of checks run by `run_checks`. A check is a function of one
+live window) are each a tuple of checks run by `run_suite`. A check is a function of one
 argument, its suite's input (the typed frame, the schema and the suite's settings, in a small
 dataclass of the suite's own), returning a `CheckResult`:
 
@@ -98,7 +98,7 @@ def worst(levels: Iterable[str]) -> str:
     return max(levels, key=_RANK.__getitem__, default=OK)
 
 
-def run_checks(checks: Sequence[Callable[[Input], CheckResult]], data: Input) -> list[CheckResult]:
+def run_suite(checks: Sequence[Callable[[Input], CheckResult]], data: Input) -> list[CheckResult]:
     """Run every check on `data`, in order: one report names every problem at once."""
     results = [check(data) for check in checks]
     names = [r.name for r in results]

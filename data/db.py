@@ -47,10 +47,10 @@ _TIME = DateTime(timezone=True)
 # One row per prediction the API served, keyed by its request id: the logger's retries and spool
 # replays rely on the key to log each prediction exactly once. Features are one JSON object keyed
 # by the schema's feature names, so the table does not change with the model; readers parse it
-# with the schema (`data.ingest.read_predictions`), never hand the blob on. Every prediction is
-# written here and read back every six hours, so the table is shaped for the insert: `json`
-# rather than `jsonb` (Postgres keeps the text instead of converting it) and no surrogate id
-# (one index fewer); measured with COPY, 21 µs a row of Postgres CPU became 10 µs.
+# with the schema (`data.prediction_log.read_predictions`), never hand the blob on. Every prediction
+# is written here and read back every six hours, so the table is shaped for the insert: `json`
+# rather than `jsonb` (Postgres keeps the text instead of converting it) and no surrogate id (one
+# index fewer); measured with COPY, 21 µs a row of Postgres CPU became 10 µs.
 prediction_logs = Table(
     "prediction_logs",
     metadata,
@@ -157,7 +157,7 @@ Index(
 )
 
 # Every alert notification that went out (or failed to), for the post-incident timeline, one row
-# per destination (`monitoring.notifications`). It is also the notifier's dedup memory across
+# per destination (`monitoring.retrain.notifier`). It is also the notifier's dedup memory across
 # processes: "was this dedup_key delivered to this destination lately?" is the index below.
 alert_log = Table(
     "alert_log",
@@ -204,7 +204,7 @@ Index(
 )
 
 
-# Every decision of the retrain policy (`monitoring.retrain_policy`), taken or not, one per
+# Every decision of the retrain policy (`monitoring.retrain.policy`), taken or not, one per
 # drift-check window and model: what triggered it, what guard held it back, and the numbers.
 retrain_decisions = Table(
     "retrain_decisions",

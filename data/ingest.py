@@ -27,9 +27,7 @@ So there is one rule for what a number, a boolean word or a date is, wherever da
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import replace
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, overload
 
@@ -37,14 +35,11 @@ import numpy as np
 import pandas as pd
 import pyarrow
 from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_dtype
-from sqlalchemy import Select, Text, cast, select, text
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from data.db import get_engine, labels, prediction_logs
-from data.prediction_log import copy_out, features_frame
+from data.db import get_engine
 from data.schema import (
-    DEFAULT_PREDICTION_COLUMN,
-    DEFAULT_SCORE_COLUMN,
     Feature,
     FeatureSchema,
 )
@@ -389,116 +384,3 @@ def _examples(values: pd.Series) -> str:
 def _one_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
-
-
-# Columns `read_predictions` adds next to the schema's columns: the model's outputs under the
-# schema's `prediction` and `score` names (these by default), and the version that made them.
-PREDICTION_COLUMN = DEFAULT_PREDICTION_COLUMN
-SCORE_COLUMN = DEFAULT_SCORE_COLUMN
-MODEL_VERSION_COLUMN = "model_version"
-# The request id and the prediction time under the log's own names when the schema names no id
-# or timestamp column: performance per hour and the freshness check need the time either way.
-LOG_ID_COLUMN = "request_id"
-LOG_TIME_COLUMN = "predicted_at"
-_FEATURES_JSON = "_features_json"
-
-
-def read_predictions(
-    schema: FeatureSchema,
-    start: datetime,
-    end: datetime,
-    *,
-    url: str | None = None,
-    with_labels: bool = False,
-    chunksize: int | None = None,
-) -> pd.DataFrame | Iterator[pd.DataFrame]:
-    """Logged predictions with `start <= predicted_at < end`, typed by the schema.
-
-    Each feature becomes its own typed column (parsed from the logged JSON), next to the
-    schema's id (the request id) and timestamp (the prediction time), under the log's names
-    `request_id` and `predicted_at` when the schema names no such column, the predicted class and
-    the score (named by the schema's `prediction` and `score`) and `model_version`; with
-    `with_labels`, the target column holds the label that arrived later, or NaN. With
-    `chunksize`, rows are streamed and an iterator of frames is returned, so a window larger
-    than memory can be processed in pieces. Postgres streams them with COPY
-    (`data.prediction_log.copy_out`), SQLite with a cursor.
-    """
-    query = window_query(schema, start, end, with_labels=with_labels)
-    engine = get_engine(url)
-
-    def typed(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame_from_log_rows(frame, schema, with_labels=with_labels)
-
-    if engine.dialect.name == "postgresql":
-        dtypes = {column.name: str for column in query.selected_columns}
-        dtypes |= {schema.prediction: "int64", schema.score: "float64"}
-        if with_labels:
-            dtypes[schema.target] = "float64"
-        parts = copy_out(engine, query, dtypes, chunksize)
-        if chunksize is None:
-            (whole,) = parts  # to the end, so the connection is released at once
-            return typed(whole)
-        return (typed(frame) for frame in parts)
-
-    if chunksize is None:
-        with engine.connect() as conn:
-            return typed(pd.read_sql(query, conn))
-
-    def chunks() -> Iterator[pd.DataFrame]:
-        with engine.connect() as conn:
-            streaming = conn.execution_options(stream_results=True, max_row_buffer=chunksize)
-            for frame in pd.read_sql(query, streaming, chunksize=chunksize):
-                yield typed(frame)
-
-    return chunks()
-
-
-def window_query(
-    schema: FeatureSchema, start: datetime, end: datetime, *, with_labels: bool = False
-) -> Select:
-    """The query `read_predictions` runs: the log's rows with `start <= predicted_at < end` in
-    time order, the features as one JSON text per row (`frame_from_log_rows` types them), and
-    with `with_labels` the label of each, if one arrived."""
-    log = prediction_logs
-    columns = [
-        log.c.request_id.label(schema.id or LOG_ID_COLUMN),
-        log.c.predicted_at.label(schema.timestamp or LOG_TIME_COLUMN),
-        cast(log.c.features, Text).label(_FEATURES_JSON),
-        log.c.predicted_class.label(schema.prediction),
-        log.c.score.label(schema.score),
-        log.c.model_version.label(MODEL_VERSION_COLUMN),
-    ]
-    if with_labels:
-        columns.append(labels.c.label.label(schema.target))
-    query = select(*columns)
-    if with_labels:
-        query = query.select_from(log.outerjoin(labels, labels.c.request_id == log.c.request_id))
-    return query.where(log.c.predicted_at >= start, log.c.predicted_at < end).order_by(
-        log.c.predicted_at, log.c.request_id
-    )
-
-
-def frame_from_log_rows(
-    frame: pd.DataFrame, schema: FeatureSchema, *, with_labels: bool = False
-) -> pd.DataFrame:
-    """Rows of `read_predictions`' query (the features still one JSON text per row, in
-    `_features_json`) as the typed frame it returns."""
-    extra = frame[[schema.prediction, schema.score, MODEL_VERSION_COLUMN]].reset_index(drop=True)
-    # The features as text, parsed here in one pass: extracting each key in SQL would make
-    # Postgres parse every row's JSON once per feature.
-    features = features_frame(frame[_FEATURES_JSON], schema)
-    keys = frame.drop(columns=[_FEATURES_JSON, *extra.columns]).reset_index(drop=True)
-    # Typed as the schema's id and timestamp, also when the schema names none (coerce_frame
-    # keeps only the columns the schema knows).
-    keyed = replace(
-        schema, id=schema.id or LOG_ID_COLUMN, timestamp=schema.timestamp or LOG_TIME_COLUMN
-    )
-    result = coerce_frame(
-        pd.concat([keys, features], axis=1), keyed, require_target=False, origin="prediction_logs"
-    )
-    if with_labels:
-        result[schema.target] = pd.to_numeric(frame[schema.target]).to_numpy(dtype=float)
-    result[schema.prediction] = extra[schema.prediction].astype("int64")
-    result[schema.score] = extra[schema.score].astype("float64")
-    result[MODEL_VERSION_COLUMN] = extra[MODEL_VERSION_COLUMN].astype(str)
-    return result

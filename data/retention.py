@@ -12,12 +12,23 @@ Labels whose prediction never reached the log go too once they are older than th
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
 
 from data.db import as_utc, get_engine, init_db, labels, prediction_logs
+from data.settings import Settings
+
+
+def purge_expired(now: datetime, settings: Settings) -> dict[str, Any]:
+    """The maintenance DAG's task: delete what is older than PREDICTION_RETENTION_DAYS before
+    `now`, in batches of PREDICTION_RETENTION_BATCH rows."""
+    return delete_predictions_before(
+        as_utc(now) - timedelta(days=settings.PREDICTION_RETENTION_DAYS),
+        batch_size=settings.PREDICTION_RETENTION_BATCH,
+        url=settings.database_url,
+    )
 
 
 def delete_predictions_before(

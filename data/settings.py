@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     # Drift and retraining
     DRIFT_WINDOW_HOURS: int = Field(default=6, gt=0)
     RETRAIN_COOLDOWN_HOURS: int = Field(default=12, ge=0)
-    # The retrain policy (monitoring.retrain_policy): at most this many automatic retrains in
+    # The retrain policy (monitoring.retrain.policy): at most this many automatic retrains in
     # 24 hours, none while one runs (a run older than RETRAIN_TIMEOUT_HOURS counts as dead),
     # none without RETRAIN_MIN_LABELLED_ROWS labelled rows in the last RETRAIN_DATA_DAYS.
     RETRAIN_MAX_PER_DAY: int = Field(default=2, ge=1)
@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     PAGERDUTY_ROUTING_KEY: SecretStr | None = None
     API_ADMIN_TOKEN: SecretStr | None = None
 
-    # Notifications (alerting.notify through monitoring.notifications)
+    # Notifications (alerting.notify through monitoring.retrain.notifier)
     PAGERDUTY_EVENTS_URL: str = "https://events.pagerduty.com/v2/enqueue"
     # A webhook URL usually carries its token, so it is a secret like Slack's.
     ALERT_WEBHOOK_URL: SecretStr | None = None

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data.checks import HARD, SOFT, CheckReport, CheckResult, Problem, judge, run_checks
+from data.checks import HARD, SOFT, CheckReport, CheckResult, Problem, judge, run_suite
 from data.schema import FeatureSchema
 
 __all__ = ["CheckResult", "ValidationError", "ValidationReport", "validate_frame"]
@@ -112,7 +112,7 @@ def validate_frame(
 ) -> ValidationReport:
     """Run every check on `frame` (typed by `data.ingest.coerce_frame`) and return the report."""
     data = _Dataset(frame, schema, require_target, min_rows, min_class_rows)
-    return ValidationReport(checks=run_checks(CHECKS, data), rows=len(frame))
+    return ValidationReport(checks=run_suite(CHECKS, data), rows=len(frame))
 
 
 def _target_binary(data: _Dataset) -> CheckResult:

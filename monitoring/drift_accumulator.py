@@ -25,7 +25,7 @@ from monitoring.drift_results import (
     FeatureDrift,
     PredictionDrift,
 )
-from monitoring.drift_stats import CategoricalState, NumericalState, class_counts, judge
+from monitoring.drift_stats import CategoricalState, NumericalState, class_counts, judge_family
 
 # Below this many rows, starting threads costs more than the columns take.
 _PARALLEL_MIN_ROWS = 20_000
@@ -249,12 +249,12 @@ class DriftAccumulator:
         results = self._map(result, max(self.rows, self.profile.rows))
         count = len(self.schema.features)
         features = {part.name: part for part in results[:count]}
-        judge(results[:count], self.thresholds)
+        judge_family(results[:count], self.thresholds)
 
         if len(results) > count:
             predicted_class, score = results[count:]
             prediction = PredictionDrift(True, predicted_class=predicted_class, score=score)
-            judge([predicted_class, score], self.thresholds)
+            judge_family([predicted_class, score], self.thresholds)
         elif not self._reference_has_outputs:
             reason = "the reference has no model predictions and scores to compare with"
             if self._reference_missing:

@@ -309,7 +309,7 @@ def class_counts(values: pd.Series) -> dict[str, int]:
     return result
 
 
-def judge(parts: list[FeatureDrift], thresholds: DriftThresholds) -> None:
+def judge_family(parts: list[FeatureDrift], thresholds: DriftThresholds) -> None:
     """Correct the p-values over the family, then decide drifted and severity for each part."""
     for part in parts:
         p_values = [p for p in (part.p_value, part.missing_p_value) if p is not None]

@@ -1,13 +1,13 @@
 """Model performance in production: realized once labels arrive, estimated before they do.
 
 Realized (`realized_performance`): the prediction log joined with the labels that arrived later
-(`data.ingest.read_predictions(..., with_labels=True)`) gives, per time window and for the whole
-frame, accuracy, precision, recall, F1 and ROC AUC over the labelled rows with their confusion
+(`data.prediction_log.read_predictions(..., with_labels=True)`) gives, per time window and for the
+whole frame, accuracy, precision, recall, F1 and ROC AUC over the labelled rows with their confusion
 matrix (tp, fp, fn, tn: the false-positive rate is fp / (fp + tn)), next to the number of
-predictions, the number labelled and the label coverage (labelled / predictions). Rows still
-waiting for their label count towards coverage only. A metric whose definition divides by zero
-in a window (no label yet, no predicted positive for precision, one class for ROC AUC) is None,
-not 0, so that a quiet hour does not look like a broken model.
+predictions, the number labelled and the label coverage (labelled / predictions). Rows still waiting
+for their label count towards coverage only. A metric whose definition divides by zero in a window
+(no label yet, no predicted positive for precision, one class for ROC AUC) is None, not 0, so that a
+quiet hour does not look like a broken model.
 
 Estimated (`estimated_performance`, `estimated_performance_by_window`): fraud labels take weeks,
 so before they arrive performance is estimated from the scores alone by confidence-based
@@ -62,7 +62,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset
 
-from data.ingest import LOG_TIME_COLUMN
+from data.prediction_log import LOG_TIME_COLUMN
 from data.profile import DEFAULT_THRESHOLD
 from data.schema import FeatureSchema
 from training.calibration import Calibrator, fit_calibrator

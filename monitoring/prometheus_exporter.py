@@ -1,6 +1,6 @@
 """Prometheus exporter: the latest drift, quality and performance results as `ml_*` metrics.
 
-The monitoring pass (`monitoring.run_checks`, run by the six-hourly DAG) writes its reports to
+The monitoring pass (`monitoring.window_checks`, run by the six-hourly DAG) writes its reports to
 the database; this process serves them on port EXPORTER_PORT (9100) for Prometheus to scrape,
 so alert rules and dashboards see what the last pass found. A custom collector reads the newest
 report rows and the registry's `@champion` at scrape time, at most once per
@@ -48,7 +48,7 @@ from prometheus_client.registry import Collector
 from data.db import get_engine
 from data.settings import Settings, exit_on_config_error, get_settings
 from monitoring.performance import METRICS
-from monitoring.store import LatestReports, latest_reports, orphaned_labels
+from monitoring.report_store import LatestReports, latest_reports, orphaned_labels
 from training.runs import OUTCOMES, RunsSummary, runs_summary
 
 log = logging.getLogger(__name__)

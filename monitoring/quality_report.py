@@ -1,12 +1,12 @@
 """Data-quality checks on a live window: is the data the model is scoring fit to be scored?
 
 The live counterpart of `data.validate`, which decides whether a model may be trained on a
-dataset. This runs on a window of logged predictions (`data.ingest.read_predictions`) or on a
-CSV / Parquet file, and every check runs, so one report names every problem at once. The frame
+dataset. This runs on a window of logged predictions (`data.prediction_log.read_predictions`) or on
+a CSV / Parquet file, and every check runs, so one report names every problem at once. The frame
 does not have to be typed: it is typed by ingest's rules (`coerce_frame(errors="mask")`), and a
-value that cannot take its feature's type is reported (check 4), not raised, because a
-monitoring job that crashes on bad data reports nothing about it. The checks are `data.checks`
-checks, as validation's are: one `CheckResult` type, one signature, one runner.
+value that cannot take its feature's type is reported (check 4), not raised, because a monitoring
+job that crashes on bad data reports nothing about it. The checks are `data.checks` checks, as
+validation's are: one `CheckResult` type, one signature, one runner.
 
 A hard failure means the pipeline feeding the model is broken and someone should look now; a soft
 warning means something changed that deserves a look. Thresholds are `QualityThresholds` fields.
@@ -68,7 +68,7 @@ from typing import Any, NoReturn
 import numpy as np
 import pandas as pd
 
-from data.checks import HARD, OK, SOFT, CheckReport, CheckResult, Problem, judge, run_checks, worst
+from data.checks import HARD, OK, SOFT, CheckReport, CheckResult, Problem, judge, run_suite, worst
 from data.ingest import DataError, coerce_frame, read_file
 from data.profile import MISSING_KEY, ReferenceProfile, build_reference_profile
 from data.schema import Feature, FeatureSchema, SchemaError, load_schema
@@ -251,7 +251,7 @@ def compute_quality_report(
         reference=reference,
         thresholds=thresholds,
     )
-    checks = run_checks(_CHECKS, window)
+    checks = run_suite(_CHECKS, window)
     by_name = {c.name: c for c in checks}
     return QualityReport(
         checks=checks,

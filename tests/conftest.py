@@ -7,23 +7,15 @@ tmp_path, so tests never touch a developer's `var/`. Postgres tests create a fre
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from data.db import dispose_engines
 from data.schema import FeatureSchema, load_schema
-from data.settings import PROJECT_ROOT, Settings, get_settings
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
-FRAUD_SCHEMA_PATH = PROJECT_ROOT / "schemas" / "fraud.yaml"
+from data.settings import Settings, get_settings
+from tools.testkit.databases import FRAUD_SCHEMA_PATH, fresh_postgres_database, store_settings
 
 
 @pytest.fixture(autouse=True)
@@ -51,23 +43,6 @@ def fraud_schema() -> FeatureSchema:
     return load_schema(FRAUD_SCHEMA_PATH)
 
 
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A new, empty Postgres database on 127.0.0.1:5432, dropped on exit (even if in use)."""
-    name = f"test_mlmon_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        yield url
-    finally:
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A new, empty Postgres database for one test; dropped afterwards."""
@@ -81,18 +56,6 @@ def database_url(request: pytest.FixtureRequest, isolated_settings: Path) -> str
     if request.param == "sqlite":
         return f"sqlite:///{isolated_settings / 'db.sqlite'}"
     return request.getfixturevalue("postgres_url")
-
-
-def store_settings(var: Path, **overrides) -> Settings:
-    """Settings whose stores (SQLite, MLflow, generated data) all live under `var`."""
-    values = {
-        "ENVIRONMENT": "development",
-        "DATABASE_URL": f"sqlite:///{var / 'monitoring.db'}",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{var / 'mlflow.db'}",
-        "MLFLOW_ARTIFACT_ROOT": str(var / "mlartifacts"),
-        "DATA_DIR": str(var / "data"),
-    }
-    return Settings(**(values | overrides))
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +74,7 @@ def client(monkeypatch, default_training, tmp_path):
     from fastapi.testclient import TestClient
 
     from api.main import create_app
-    from tests.traffic import configure
+    from tools.testkit.traffic import configure
 
     store, _ = default_training
     configure(monkeypatch, store, f"sqlite:///{tmp_path / 'api.db'}", tmp_path)
@@ -121,8 +84,8 @@ def client(monkeypatch, default_training, tmp_path):
 
 @pytest.fixture
 def private_postgres():
-    """A Postgres server the test may stop and start (see tests/private_postgres.py)."""
-    from tests.private_postgres import PrivatePostgres
+    """A Postgres server the test may stop and start (see tools/testkit/private_postgres.py)."""
+    from tools.testkit.private_postgres import PrivatePostgres
 
     server = PrivatePostgres()
     server.start()

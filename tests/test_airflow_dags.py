@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, func, insert, select
 
 from data.db import init_db, labels, prediction_logs, training_runs
 from data.settings import PROJECT_ROOT
-from tests.airflow_run import DAGS_FOLDER, AirflowHome
-from tests.http_sink import running_sink
+from tools.testkit.airflow_run import DAGS_FOLDER, AirflowHome
+from tools.testkit.http_sink import running_sink
 
 PAGERDUTY, SLACK = "/pagerduty/v2/enqueue", "/slack/T0/B0/X"
 
@@ -44,10 +44,10 @@ def test_every_dag_loads_with_the_pinned_tasks_and_schedules(airflow):
     }
     training = dags["training_dag"]
     assert (training["timetable"], training["schedule"]) == ("CronTriggerTimetable", "0 3 * * 0")
-    steps = ["begin", "ingest", "validate", "train", "evaluate", "register", "gates", "promote"]
+    steps = ["begin", "ingest", "validate", "fit", "evaluate", "register", "gate", "conclude"]
     for step, after in itertools.pairwise(steps):
         assert after in training["tasks"][step], (step, after)
-    assert training["tasks"]["promote"] == []
+    assert training["tasks"]["conclude"] == []
     assert dags["maintenance_dag"]["tasks"] == {"purge_old_predictions": []}
     assert all(not dag["catchup"] and dag["tags"] and dag["doc"] for dag in dags.values())
 

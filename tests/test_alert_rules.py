@@ -81,12 +81,12 @@ def exported_names() -> set[str]:
     """Every sample name the API and the exporter can serve, from their own metric objects."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    import api.metrics
+    import api.instrumentation
     from monitoring.prometheus_exporter import MonitoringCollector
 
     families = [
         family
-        for metric in vars(api.metrics).values()
+        for metric in vars(api.instrumentation).values()
         if isinstance(metric, MetricWrapperBase)
         for family in metric.describe()
     ]
@@ -216,7 +216,7 @@ def test_thresholds_are_constants_in_one_block_and_all_used():
 def test_the_latency_threshold_is_one_the_histogram_can_show():
     """histogram_quantile never answers more than the top finite bucket bound, so a p99
     threshold at or above it could never fire."""
-    from api.metrics import HTTP_BUCKETS
+    from api.instrumentation import HTTP_BUCKETS
 
     (expr,) = [r["expr"] for r in rules() if r.get("record") == "ml:threshold:latency_p99_seconds"]
     assert float(expr.removeprefix("vector(").removesuffix(")")) < max(HTTP_BUCKETS)

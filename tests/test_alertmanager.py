@@ -1,7 +1,7 @@
 """Alertmanager's routing (alerting/alertmanager.yml) checked by amtool and by the real binary.
 
 The live tests start Debian's Alertmanager on a loopback port with a copy of the project's file
-(tests/alertmanager_run.py) whose secrets point at a local HTTP sink.
+(tools/testkit/alertmanager_run.py) whose secrets point at a local HTTP sink.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from tests.alertmanager_run import (
+from tools.testkit.alertmanager_run import (
     CONFIG,
     PAGERDUTY,
     ROUTING_KEY,
@@ -23,7 +23,7 @@ from tests.alertmanager_run import (
     loopback_copy,
     wait_for,
 )
-from tests.http_sink import running_sink
+from tools.testkit.http_sink import running_sink
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess:

@@ -19,10 +19,11 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from api.main import create_app
 from data.db import get_engine, labels
-from data.ingest import coerce_frame, read_predictions
+from data.ingest import coerce_frame
+from data.prediction_log import read_predictions
 from data.synthetic import generate_transactions
-from tests.conftest import store_settings
-from tests.traffic import ADMIN, configure, request_rows
+from tools.testkit.databases import store_settings
+from tools.testkit.traffic import ADMIN, configure, request_rows
 from training.registry import Registry, promote
 from training.train import train
 
@@ -312,7 +313,7 @@ def test_every_refusal_cause_is_exported_before_the_first_refusal(client):
     every cause the code counts is in the list."""
     import re
 
-    from api.metrics import ERROR_TYPES
+    from api.instrumentation import ERROR_TYPES
     from data.settings import PROJECT_ROOT
 
     causes = {

@@ -29,8 +29,8 @@ from sqlalchemy import select
 
 from data.db import get_engine, labels, prediction_logs
 from data.settings import PROJECT_ROOT
-from tests.api_server import Load, ServerProcess
-from tests.traffic import TOKEN, request_rows
+from tools.testkit.api_server import Load, ServerProcess
+from tools.testkit.traffic import TOKEN, request_rows
 
 
 @pytest.fixture
@@ -191,7 +191,7 @@ def test_workers_starting_on_fresh_stores_do_not_race_their_migrations(tmp_path,
     """Two workers on a brand-new MLflow database and monitoring database: each used to migrate
     them on first use, at the same moment ("table ... already exists"), and the loser took the
     server down with status 3. Now the supervisor prepares both once, before any worker."""
-    from tests.api_server import listening_sockets
+    from tools.testkit.api_server import listening_sockets
 
     env = {
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'fresh-mlflow.db'}",

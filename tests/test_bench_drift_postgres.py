@@ -12,14 +12,15 @@ import subprocess
 import sys
 
 from data.settings import PROJECT_ROOT
-from tests.conftest import POSTGRES_ADMIN_URL
+from tools.testkit.databases import POSTGRES_ADMIN_URL
 
 
 def test_breakdown_runs_and_both_reads_give_the_same_report():
     process = subprocess.run(
         [
             sys.executable,
-            str(PROJECT_ROOT / "benchmarks" / "bench_drift_postgres.py"),
+            "-m",
+            "benchmarks.bench_drift_postgres",
             "--rows",
             "20000",
             "--reference-rows",
@@ -34,6 +35,7 @@ def test_breakdown_runs_and_both_reads_give_the_same_report():
         text=True,
         env=os.environ | {"BENCH_POSTGRES_ADMIN_URL": POSTGRES_ADMIN_URL},
         timeout=600,
+        cwd=PROJECT_ROOT,
     )
     assert process.returncode == 0, process.stderr[-3000:]
     assert "where the time goes" in process.stdout

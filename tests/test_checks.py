@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.checks import HARD, OK, SOFT, CheckResult, Problem, judge, run_checks
+from data.checks import HARD, OK, SOFT, CheckResult, Problem, judge, run_suite
 from data.ingest import DataError, coerce_frame
 from data.synthetic import generate_transactions
 from data.validate import validate_frame
@@ -115,6 +115,6 @@ def test_the_runner_runs_every_check_in_order_and_wants_distinct_names():
     def second(data: int) -> CheckResult:
         return judge("second", [Problem(SOFT, "odd")], passed="")
 
-    assert [r.name for r in run_checks((first, second), 3)] == ["first", "second"]
+    assert [r.name for r in run_suite((first, second), 3)] == ["first", "second"]
     with pytest.raises(ValueError, match="distinct"):
-        run_checks((first, first), 3)
+        run_suite((first, first), 3)

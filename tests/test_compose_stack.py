@@ -283,7 +283,7 @@ def test_drift_metrics_after_a_monitoring_pass(stack):
               "python -m data.synthetic --rows 1500 --seed 7 --out /var/lib/mlmon/data/live.parquet"
               " && python -m data.replay --data /var/lib/mlmon/data/live.parquet"
               " --url http://127.0.0.1:8000 --labels", timeout=300)  # fmt: skip
-    out = stack.run("exec", "-T", "exporter", "python", "-m", "monitoring.run_checks",
+    out = stack.run("exec", "-T", "exporter", "python", "-m", "monitoring.window_checks",
                     "--hours", "1", timeout=300)  # fmt: skip
     assert "drift:" in out, out
     exporter = stack.url("exporter", 9100)

@@ -1,6 +1,6 @@
 """`make demo`, shortened: the story's facts, from the command a newcomer runs.
 
-One run of `python -m monitoring.demo` over five simulated days (a day of baseline, a day of
+One run of `python -m demo.run` over five simulated days (a day of baseline, a day of
 covariate shift, three of concept drift) through the real API process, on the embedded defaults.
 The assertions are the issue's: the drift is caught the day it is injected, the policy retrains,
 @champion changes, and accuracy after the recovery is within 3 points of where it started, while
@@ -16,15 +16,15 @@ import sys
 import pytest
 
 from data.settings import PROJECT_ROOT
-from monitoring.demo import BASELINE, CONCEPT, SHIFT, SHIFT_FEATURE, Scenario, _quantile
-from tests.api_server import free_port
-from tests.http_sink import running_sink
+from demo.run import BASELINE, CONCEPT, SHIFT, SHIFT_FEATURE, Scenario, _quantile
+from tools.testkit.api_server import free_port
+from tools.testkit.http_sink import running_sink
 
 pytestmark = pytest.mark.slow
 
 
 def run_demo(out, cwd=PROJECT_ROOT):
-    command = [sys.executable, "-m", "monitoring.demo", "--days", "1,1,3", "--rows-per-window",
+    command = [sys.executable, "-m", "demo.run", "--days", "1,1,3", "--rows-per-window",
                "500", "--seed", "42", "--port", str(free_port()), "--out", str(out)]  # fmt: skip
     done = subprocess.run(
         command, cwd=cwd, capture_output=True, text=True, timeout=600,
@@ -123,7 +123,7 @@ def test_the_same_seed_tells_the_same_story(demo, tmp_path):
 
 def test_the_same_seed_gives_the_same_traffic():
     from data.schema import load_schema
-    from monitoring.demo import _simulated_start
+    from demo.run import _simulated_start
 
     schema = load_schema(PROJECT_ROOT / "schemas" / "fraud.yaml")
     start = _simulated_start(5)
@@ -167,9 +167,9 @@ def test_a_window_with_a_feature_missing_often_fires_the_missing_rate_alert(tmp_
 
     from rich.console import Console
 
-    from monitoring.demo import Demo
-    from monitoring.demo_alerts import AlertRules
-    from monitoring.store import LatestReports
+    from demo.alerts import AlertRules
+    from demo.run import Demo
+    from monitoring.report_store import LatestReports
 
     quality = {"report": {"missing_share": {"customer_age": 0.4, "amount": 0.0}, "failures": []},
                "model_version": "3"}  # fmt: skip

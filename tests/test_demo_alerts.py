@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitoring.demo_alerts import RULES_FILE, AlertRules, AlertRulesError, WindowFigures
+from demo.alerts import RULES_FILE, AlertRules, AlertRulesError, WindowFigures
 
 HEALTHY = WindowFigures(
     realized_accuracy=0.96, label_coverage=0.6, estimated_accuracy=0.95, mean_confidence=0.9,

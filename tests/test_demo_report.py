@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from data.settings import Settings
-from monitoring.demo_report import (
+from demo.report import (
     CHROMIUM_FLAGS,
     TOP_PSI_FEATURES,
     TimelineError,
@@ -317,7 +317,7 @@ def test_cli_writes_the_page_and_a_small_screenshot(timeline, tmp_path):
         [
             sys.executable,
             "-m",
-            "monitoring.demo_report",
+            "demo.report",
             "--timeline",
             str(source),
             "--out",

@@ -20,7 +20,8 @@ import pytest
 from scipy import stats
 
 from data.drift_injector import DRIFT_TYPES, inject_drift
-from data.ingest import PREDICTION_COLUMN, SCORE_COLUMN, coerce_frame
+from data.ingest import coerce_frame
+from data.prediction_log import PREDICTION_COLUMN, SCORE_COLUMN
 from data.profile import build_reference_profile
 from data.schema import Feature, FeatureSchema, load_schema
 from data.settings import PROJECT_ROOT, get_settings

@@ -20,14 +20,14 @@ from sqlalchemy import insert
 
 from data.db import get_engine, init_db, labels, prediction_logs
 from data.drift_injector import inject_drift
-from data.ingest import PREDICTION_COLUMN, SCORE_COLUMN
+from data.prediction_log import PREDICTION_COLUMN, SCORE_COLUMN
 from data.settings import PROJECT_ROOT, get_settings
 from data.synthetic import fraud_probability, generate_transactions
 from monitoring.drift_report import compute_drift_report, profile_from_frame
 from monitoring.performance import estimated_performance_by_window, realized_performance
 from monitoring.prometheus_exporter import MonitoringCollector, build_registry
 from monitoring.quality_report import compute_quality_report
-from monitoring.store import save_reports
+from monitoring.report_store import save_reports
 from training.runs import finish_training_run, open_training_run
 
 WINDOW_END = datetime(2026, 3, 1, 6, tzinfo=UTC)

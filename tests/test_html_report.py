@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.ingest import PREDICTION_COLUMN, SCORE_COLUMN
+from data.prediction_log import PREDICTION_COLUMN, SCORE_COLUMN
 from data.schema import Feature, FeatureSchema
-from monitoring.demo_report import CHROMIUM_FLAGS, chromium_binary
+from demo.report import CHROMIUM_FLAGS, chromium_binary
 from monitoring.drift_report import SEVERITIES, DriftReport, compute_drift_report
 from monitoring.html_report import render_html, write_html
 

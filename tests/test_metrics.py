@@ -1,4 +1,4 @@
-"""The bulk histogram path of api.metrics against prometheus_client's own `observe`.
+"""The bulk histogram path of api.instrumentation against prometheus_client's own `observe`.
 
 `_observe_many` writes prometheus_client's private histogram fields to count a batch with one
 increment per bucket. These tests hold it to `Histogram.observe` on values lying exactly on
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from api.metrics import (
+from api.instrumentation import (
     CONFIDENCE_BUCKETS,
     FEATURE_BUCKETS,
     LATENCY_BUCKETS,
@@ -71,7 +71,7 @@ MULTIPROCESS_CHECK = """
 import json, sys
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, multiprocess
-from api.metrics import _observe_many
+from api.instrumentation import _observe_many
 buckets, values = json.loads(sys.argv[1])
 values = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 reference = Histogram("reference", "doc", buckets=buckets)

@@ -4,9 +4,10 @@ local Slack / PagerDuty sink through the real Alertmanager.
 
 One stack per module, all on loopback ports: a fresh Postgres database, the default model (a
 session MLflow store), the API (`python -m api.serve`, 2 workers), the exporter (`python -m
-monitoring.prometheus_exporter`), Alertmanager (tests/alertmanager_run.py's copy, secrets pointing
-at tests/http_sink.py) and two Prometheus servers built from prometheus/prometheus.loopback.yml
-with the test's ports and 1 s scrape and evaluation intervals:
+monitoring.prometheus_exporter`), Alertmanager
+(tools/testkit/alertmanager_run.py's copy, secrets pointing at tools/testkit/http_sink.py) and
+two Prometheus servers built from prometheus/prometheus.loopback.yml with the test's ports and
+1 s scrape and evaluation intervals:
 
 - "project" reads prometheus/alerts.yml itself: the rules and dashboard queries are evaluated
   there (`/api/v1/query` at now). A query may be empty on a healthy stack (an alert's
@@ -17,7 +18,7 @@ with the test's ports and 1 s scrape and evaluation intervals:
   end-to-end alert tests use it. The copy differs from the project's file only in `for:`.
 
 Traffic: synthetic transactions replayed through the API with their labels, a closed training
-run, then one monitoring pass (`monitoring.run_checks`) so drift, quality and performance
+run, then one monitoring pass (`monitoring.window_checks`) so drift, quality and performance
 reports exist for the exporter.
 """
 
@@ -42,17 +43,17 @@ import pytest
 import yaml
 
 from data.settings import PROJECT_ROOT, Settings
-from tests.alertmanager_run import (
+from tests.test_alert_rules import PROMETHEUS_OWN, metric_names
+from tools.testkit.alertmanager_run import (
     PAGERDUTY,
     ROUTING_KEY,
     SLACK,
     RunningAlertmanager,
     loopback_copy,
 )
-from tests.api_server import ServerProcess, free_port
-from tests.conftest import FRAUD_SCHEMA_PATH, fresh_postgres_database
-from tests.http_sink import Sink, running_sink
-from tests.test_alert_rules import PROMETHEUS_OWN, metric_names
+from tools.testkit.api_server import ServerProcess, free_port
+from tools.testkit.databases import FRAUD_SCHEMA_PATH, fresh_postgres_database
+from tools.testkit.http_sink import Sink, running_sink
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -295,7 +296,7 @@ def send_traffic(settings: Settings, url: str, frame, *, labels: bool) -> int:
 @pytest.fixture(scope="module")
 def stack(default_training, tmp_path_factory) -> Iterator[Stack]:
     from data.synthetic import generate_transactions
-    from monitoring.run_checks import run_checks
+    from monitoring.window_checks import check_window
     from training.runs import finish_training_run, open_training_run
 
     store, trained = default_training
@@ -328,7 +329,7 @@ def stack(default_training, tmp_path_factory) -> Iterator[Stack]:
                                    trigger="manual", reason="live test", engine=engine)  # fmt: skip
         finish_training_run(run_id, "promoted", finished_at=datetime.now(UTC),
                             version=str(trained.version), engine=engine)  # fmt: skip
-        run_checks(settings=settings)
+        check_window(settings=settings)
 
         targets = {
             "api": api.url.removeprefix("http://"),
@@ -566,7 +567,7 @@ def test_drift_written_by_the_monitoring_pass_reaches_slack_as_a_warning(stack):
     from data.drift_injector import inject_drift
     from data.schema import load_schema
     from data.synthetic import generate_transactions
-    from monitoring.run_checks import run_checks
+    from monitoring.window_checks import check_window
 
     wait_until(lambda: targets_up(stack.fast).get("exporter") == "up", WAIT_SECONDS,
                "the fast Prometheus scraping the exporter", stack.logs)  # fmt: skip
@@ -582,7 +583,7 @@ def test_drift_written_by_the_monitoring_pass_reaches_slack_as_a_warning(stack):
     start = datetime.now(UTC)
     send_traffic(stack.settings, stack.api.url, drifted, labels=False)
     end = datetime.now(UTC)
-    result = run_checks(settings=stack.settings, end=end,
+    result = check_window(settings=stack.settings, end=end,
                         hours=((end - start).total_seconds() + 1) / 3600)  # fmt: skip
     assert result.rows == 3000
     counts = result.drift.to_dict()["counts_by_severity"]

@@ -36,8 +36,8 @@ from alerting.notify import (
 )
 from data.db import alert_log, get_engine
 from data.settings import PROJECT_ROOT, Settings, get_settings
-from monitoring.notifications import AlertLog, notifier_config, notify, on_task_failure
-from tests.http_sink import Sink, running_sink
+from monitoring.retrain.notifier import AlertLog, notifier_config, notify, on_task_failure
+from tools.testkit.http_sink import Sink, running_sink
 
 SLACK_PATH = "/services/T0001/B0002/slack-secret-token"
 PAGERDUTY_PATH = "/v2/enqueue"
@@ -376,7 +376,7 @@ def test_dedup_lives_in_the_database_across_processes(sink, database_url, monkey
     configure_env(monkeypatch, sink, database_url)
     script = (
         "from alerting.notify import candidate_rejected\n"
-        "from monitoring.notifications import notify\n"
+        "from monitoring.retrain.notifier import notify\n"
         f"event = candidate_rejected('fraud-detector', 7, gates={GATES!r})\n"
         "print([d.outcome for d in notify(event)])"
     )

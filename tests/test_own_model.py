@@ -6,7 +6,7 @@ or timestamp column, rows sorted by species) go through every command a user run
 own process: `python -m data.schema`, `python -m training.train` into a fresh MLflow store, the
 API (`python -m api.serve`) with FEATURE_SCHEMA pointed at the new schema, `python -m
 data.replay` for predictions and labels, `python -m data.drift_injector`, `python -m
-monitoring.run_checks` and the exporter's /metrics. The monitoring database is a fresh real
+monitoring.window_checks` and the exporter's /metrics. The monitoring database is a fresh real
 Postgres database. The unit tests at the end pin each fix that following the path required.
 """
 
@@ -29,13 +29,14 @@ from palmerpenguins import load_penguins
 from sqlalchemy import select
 
 from data.db import drift_reports, get_engine, performance_reports, quality_reports
-from data.ingest import DataError, load_frame, read_predictions
+from data.ingest import DataError, load_frame
+from data.prediction_log import read_predictions
 from data.replay import request_instances
 from data.schema import SchemaError, load_schema, parse_schema
 from data.settings import PROJECT_ROOT, Settings
-from tests.api_server import ServerProcess
-from tests.conftest import fresh_postgres_database
 from tests.test_monitoring_live import Exporter, tail
+from tools.testkit.api_server import ServerProcess
+from tools.testkit.databases import fresh_postgres_database
 from training.pipeline import time_split
 
 SCHEMA_PATH = PROJECT_ROOT / "schemas" / "penguins.yaml"
@@ -192,7 +193,7 @@ def reports(database_url: str, start: str) -> dict[str, dict]:
 
 def replay(penguins: Penguins, data: Path) -> str:
     """Replay `data` with its labels, once logged; when it began, as README's `date -u` gives it
-    for `run_checks --start` (whole seconds, so the replay waits for the next one)."""
+    for `window_checks --start` (whole seconds, so the replay waits for the next one)."""
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
     time.sleep((start - datetime.now(UTC)).total_seconds())
     out = run(["data.replay", "--data", str(data), "--url", penguins.api.url, "--labels"],
@@ -218,7 +219,7 @@ def test_monitoring_finds_drift_in_a_penguin_feature(penguins, tmp_path):
 
     # Ordinary traffic: every penguin of the package (missing measurements and all), labelled.
     start = replay(penguins, penguins.all_rows)
-    out = run(["monitoring.run_checks", "--start", start], env, folder)
+    out = run(["monitoring.window_checks", "--start", start], env, folder)
     assert "344 predictions" in out, out
     saved = reports(penguins.database_url, start)
     drift = saved["drift"]
@@ -241,11 +242,11 @@ def test_monitoring_finds_drift_in_a_penguin_feature(penguins, tmp_path):
                str(drifted)], env, folder)  # fmt: skip
     start = replay(penguins, drifted)
     refused = run(
-        ["monitoring.run_checks", "--start", start, "--hours", "1"], env, folder, ok=False
+        ["monitoring.window_checks", "--start", start, "--hours", "1"], env, folder, ok=False
     )
     assert "--start or --hours, not both" in refused, refused
-    out = run(["monitoring.run_checks", "--start", start, "--html", str(tmp_path / "drift.html")],
-              env, folder)  # fmt: skip
+    html = str(tmp_path / "drift.html")
+    out = run(["monitoring.window_checks", "--start", start, "--html", html], env, folder)
     assert "344 predictions" in out, out
     assert DRIFTED in out.split("drift:", 1)[1].splitlines()[0], out
     saved = reports(penguins.database_url, start)

@@ -19,7 +19,8 @@ from threadpoolctl import threadpool_limits
 from data.db import get_engine, init_db, labels, prediction_logs
 from data.drift_injector import inject_drift
 from data.features import FeaturePipeline
-from data.ingest import SCORE_COLUMN, coerce_frame, read_predictions
+from data.ingest import coerce_frame
+from data.prediction_log import SCORE_COLUMN, read_predictions
 from data.schema import load_schema
 from data.settings import PROJECT_ROOT
 from data.synthetic import fraud_probability, generate_transactions
@@ -340,7 +341,7 @@ def test_estimate_cannot_see_concept_drift(calibrated_model, fraud_schema):
 
 
 def test_the_shipped_models_estimate_tracks_covariate_shift(default_training, fraud_schema):
-    # The same check on the model `python -m training.train` ships, estimated as run_checks
+    # The same check on the model `python -m training.train` ships, estimated as check_window
     # does: through the calibrator stored with the version. Measured over four data seeds: 0.2
     # to 0.4 accuracy points off under this shift (raw scores, whose hold-out ECE is about
     # 0.005: 0.6 to 0.8).

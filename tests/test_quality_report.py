@@ -14,7 +14,8 @@ from sqlalchemy import insert
 
 from data.db import get_engine, init_db, prediction_logs
 from data.drift_injector import UNSEEN_CATEGORY, inject_drift
-from data.ingest import coerce_frame, read_predictions
+from data.ingest import coerce_frame
+from data.prediction_log import read_predictions
 from data.profile import ReferenceProfile, build_reference_profile
 from data.schema import FeatureSchema, load_schema
 from data.settings import PROJECT_ROOT

@@ -13,7 +13,8 @@ from sqlalchemy import insert, text
 
 import data.prediction_log as prediction_log
 from data.db import get_engine, init_db, labels, prediction_logs
-from data.ingest import coerce_frame, read_predictions
+from data.ingest import coerce_frame
+from data.prediction_log import read_predictions
 from data.synthetic import generate_transactions
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

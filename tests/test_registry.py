@@ -16,9 +16,10 @@ from data.features import FeaturePipeline
 from data.ingest import coerce_frame
 from data.settings import get_settings
 from data.synthetic import generate_transactions
-from monitoring.run_checks import main as run_checks_cli
-from tests.conftest import store_settings
+from monitoring.window_checks import main as window_checks_cli
+from tools.testkit.databases import store_settings
 from training.gates import decide, run_gates
+from training.pipeline import configure_mlflow, log_servable_model, time_split
 from training.register_model import main as registry_cli
 from training.registry import (
     CHALLENGER,
@@ -28,8 +29,8 @@ from training.registry import (
     promote,
     rollback,
 )
-from training.train import configure_mlflow, log_servable_model, time_split, train
 from training.train import main as train_cli
+from training.train import train
 
 ROWS = 20_000
 
@@ -43,7 +44,7 @@ def data(fraud_schema_module):
 @pytest.fixture(scope="module")
 def fraud_schema_module():
     from data.schema import load_schema
-    from tests.conftest import FRAUD_SCHEMA_PATH
+    from tools.testkit.databases import FRAUD_SCHEMA_PATH
 
     return load_schema(FRAUD_SCHEMA_PATH)
 
@@ -269,10 +270,10 @@ DOWN = "postgresql+psycopg2://postgres:secret@127.0.0.1:1/monitoring"
     [
         lambda: registry_cli(["history"]),
         lambda: train_cli(["--rows", "3000"]),
-        lambda: run_checks_cli([]),
+        lambda: window_checks_cli([]),
         lambda: db_cli([]),
     ],
-    ids=["register_model history", "train", "run_checks", "data.db"],
+    ids=["register_model history", "train", "window_checks", "data.db"],
 )
 def test_database_down_is_one_line_naming_it(monkeypatch, capsys, command):
     # These commands used to end in a SQLAlchemy traceback when DATABASE_URL was unreachable.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from data.replay import main, replay
 from data.synthetic import generate_transactions, write_frame
-from tests.traffic import ADMIN
+from tools.testkit.traffic import ADMIN
 
 
 def test_a_file_becomes_predictions_and_labels(client, fraud_schema):

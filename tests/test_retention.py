@@ -15,9 +15,8 @@ from sqlalchemy import insert, select
 
 from api.logger import PredictionLogger, PredictionRecord
 from data.db import get_engine, init_db, labels, prediction_logs
-from data.retention import delete_predictions_before
-from monitoring.retrain_loop import purge_old_predictions
-from tests.conftest import store_settings
+from data.retention import delete_predictions_before, purge_expired
+from tools.testkit.databases import store_settings
 
 CUT = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -246,13 +245,19 @@ def test_a_naive_cut_off_is_taken_as_utc(database_url, tmp_path, monkeypatch):
 
 
 def test_the_maintenance_task_passes_the_settings_batch(tmp_path, database_url):
-    """`purge_old_predictions` (maintenance_dag's task) uses PREDICTION_RETENTION_BATCH."""
+    """`purge_expired` (maintenance_dag's task) cuts at PREDICTION_RETENTION_DAYS and deletes in
+    batches of PREDICTION_RETENTION_BATCH."""
     log_predictions(
         database_url,
         [record(f"old-{i}", CUT - timedelta(minutes=i + 1)) for i in range(9)],
         tmp_path,
     )
-    settings = store_settings(tmp_path, DATABASE_URL=database_url, PREDICTION_RETENTION_BATCH=4)
-    result = purge_old_predictions(CUT.replace(tzinfo=None), settings=settings)
+    settings = store_settings(
+        tmp_path,
+        DATABASE_URL=database_url,
+        PREDICTION_RETENTION_BATCH=4,
+        PREDICTION_RETENTION_DAYS=2,
+    )
+    result = purge_expired((CUT + timedelta(days=2)).replace(tzinfo=None), settings)
     assert (result["deleted_predictions"], result["batches"]) == (9, 3)
     assert logged(database_url) == set()

@@ -3,7 +3,7 @@
 One test drives the whole loop on real parts: the API as production runs it (`api.serve`,
 polling `@champion`), real Postgres for the log and the reports, a real MLflow registry, and
 real Airflow 3 running the project's DAG files (`dag.test()`, each step in its own process, see
-tests/airflow_run.py). Slack and PagerDuty are a local HTTP sink.
+tools/testkit/airflow_run.py). Slack and PagerDuty are a local HTTP sink.
 
 Six-hour windows cannot pass in a test, so after each phase of traffic is logged through the
 API its rows are moved into the phase's own six-hour slot in the past (as if it had been served
@@ -28,9 +28,9 @@ from data.replay import replay, wait_until_ready
 from data.schema import load_schema
 from data.settings import PROJECT_ROOT, get_settings
 from data.synthetic import generate_transactions, write_frame
-from tests.airflow_run import AirflowHome
-from tests.api_server import ServerProcess
-from tests.http_sink import running_sink
+from tools.testkit.airflow_run import AirflowHome
+from tools.testkit.api_server import ServerProcess
+from tools.testkit.http_sink import running_sink
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -181,8 +181,8 @@ def test_drift_in_served_traffic_retrains_and_the_api_serves_the_new_champion(
             trained = airflow.run_dag("training_dag", slot + 2 * SLOT, triggered["conf"])
             assert trained["state"] == "success", trained["log"][-5000:]
             version = str(trained["xcom"]["register"])
-            assert trained["xcom"]["promote"] == "promoted"
-            gates = trained["xcom"]["gates"]["gates"]
+            assert trained["xcom"]["conclude"] == "promoted"
+            gates = trained["xcom"]["gate"]["gates"]
             assert all(gate["passed"] for gate in gates.values())
             assert gates["no_regression"]["champion_version"] == first.version
             deadline = time.monotonic() + 30
@@ -229,7 +229,7 @@ def test_drift_in_served_traffic_retrains_and_the_api_serves_the_new_champion(
                 AUTO_PROMOTE="false",
             )  # fmt: skip
             assert manual["state"] == "success", manual["log"][-5000:]
-            assert manual["xcom"]["promote"] == "challenger", manual["xcom"]["gates"]
+            assert manual["xcom"]["conclude"] == "challenger", manual["xcom"]["gate"]
             from training.registry import CHALLENGER, CHAMPION, Registry
 
             registry = Registry.from_settings(settings)

@@ -22,7 +22,7 @@ from data.db import (
     training_runs,
 )
 from data.settings import get_settings
-from monitoring.retrain_policy import decide_and_record, decisions, find_triggers
+from monitoring.retrain.policy import decide_and_record, decisions, find_triggers
 from training.runs import finish_training_run, open_training_run, training_run
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -68,7 +68,7 @@ def window(k: int) -> tuple[datetime, datetime]:
 
 
 def save(engine, k: int, *, drift=None, quality=None, perf=None) -> tuple[datetime, datetime]:
-    """The reports of window k as run_checks stores them (only what the policy reads)."""
+    """The reports of window k as check_window stores them (only what the policy reads)."""
     start, end = window(k)
     common = {"window_start": start, "window_end": end, "model_name": MODEL, "model_version": "1"}
     with engine.begin() as conn:
@@ -255,7 +255,7 @@ def test_unlabelled_predictions_do_not_count_as_something_to_learn_from(engine):
 
 
 def test_the_command_line_shows_each_decision_and_why(engine, capsys):
-    from monitoring.retrain_policy import main
+    from monitoring.retrain.policy import main
 
     assert main([]) == 0
     assert "no retrain decisions" in capsys.readouterr().out

@@ -1,5 +1,6 @@
-"""The training DAG's steps in-process (`monitoring.retrain_loop`), on the paths the loop test
-does not take: a weekly run with no labels yet, and a candidate the gates reject."""
+"""The training DAG's steps in-process (`monitoring.retrain.loop`, `training.pipeline`), on the
+paths the loop test does not take: a weekly run with no labels yet, and a candidate the gates
+reject."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from datetime import UTC, datetime
 import pytest
 
 from data.settings import get_settings
-from monitoring import retrain_loop
-from tests.http_sink import running_sink
+from monitoring.retrain import loop
+from tools.testkit.http_sink import running_sink
+from training import pipeline
 from training.registry import CHAMPION, Registry
 from training.runs import training_run
 
@@ -31,21 +33,22 @@ def test_a_rejected_candidate_is_said_with_the_gates_numbers_and_the_champion_st
         monkeypatch.setenv("SLACK_WEBHOOK_URL", sink.url + SLACK)
         get_settings.cache_clear()
 
-        run = retrain_loop.begin(
+        settings = get_settings()
+        run = loop.begin(
             {}, dag_run_id="scheduled__2026-03-01T03:00:00+00:00",
-            logical_end=datetime(2026, 3, 1, 3, tzinfo=UTC), scheduled=True,
+            logical_end=datetime(2026, 3, 1, 3, tzinfo=UTC), scheduled=True, settings=settings,
         )  # fmt: skip
         assert (run["trigger"], run["reason"]) == ("schedule", "weekly retrain")
-        ingested = retrain_loop.ingest(run)
+        ingested = pipeline.ingest(run, settings)
         # No feedback has arrived: the original data alone, and the summary says so.
         assert ingested["recent_rows"] == 0 and "original data only" in ingested["note"]
-        assert retrain_loop.validate(run)["passed"] is True
-        retrain_loop.fit(run)
-        metrics = retrain_loop.evaluate(run)
-        version = retrain_loop.register(run)
-        report = retrain_loop.gates(run, version)
+        assert pipeline.validate(run, settings)["passed"] is True
+        pipeline.fit(run, settings)
+        metrics = pipeline.evaluate(run, settings)
+        version = pipeline.register(run, settings)
+        report = pipeline.gate(run, version, settings)
         assert report["gates"]["performance_floor"]["passed"] is False
-        assert retrain_loop.promote(run, version, report) == "rejected"
+        assert loop.conclude(run, version, report, settings) == "rejected"
 
         assert Registry.from_settings().alias(CHAMPION).version == first.version
         closed = training_run(run["training_run_id"])
@@ -59,7 +62,8 @@ def test_a_rejected_candidate_is_said_with_the_gates_numbers_and_the_champion_st
 
 def test_a_window_that_ends_before_it_starts_is_one_clear_error():
     with pytest.raises(ValueError, match=r"data_start .* is not before data_end"):
-        retrain_loop.begin(
+        loop.begin(
             {"data_start": "2026-03-02T00:00:00Z", "data_end": "2026-03-01T00:00:00Z"},
             dag_run_id="manual__1", logical_end=datetime(2026, 3, 2, tzinfo=UTC),
+            settings=get_settings(),
         )  # fmt: skip

@@ -7,8 +7,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
-from tests.conftest import store_settings
-from tests.traffic import configure
+from tools.testkit.databases import store_settings
+from tools.testkit.traffic import configure
 from training.registry import Registry, promote
 from training.train import train
 

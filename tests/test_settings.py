@@ -154,7 +154,7 @@ COMMANDS = [
     ["data.replay", "--data", "missing.parquet"],
     ["training.train", "--rows", "1000"],
     ["training.register_model", "history"],
-    ["monitoring.run_checks", "--hours", "1"],
+    ["monitoring.window_checks", "--hours", "1"],
     ["monitoring.prometheus_exporter", "--once"],
 ]
 

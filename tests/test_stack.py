@@ -29,8 +29,8 @@ import httpx
 import pytest
 
 from data.settings import PROJECT_ROOT, Settings
-from tests.api_server import free_port, listening_sockets
-from tests.conftest import fresh_postgres_database
+from tools.testkit.api_server import free_port, listening_sockets
+from tools.testkit.databases import fresh_postgres_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -321,7 +321,7 @@ def test_a_taken_port_stops_the_launcher_before_it_starts_anything(tmp_path):
         env = stack_env(f"sqlite:///{tmp_path / 'monitoring.db'}", tmp_path,
                         {"api": taken, "exporter": free_port()})  # fmt: skip
         done = subprocess.run(
-            [sys.executable, "-m", "monitoring.stack",
+            [sys.executable, "-m", "tools.stack",
              "--var", str(tmp_path / "stack-var"), "--no-airflow"],
             env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
         )  # fmt: skip

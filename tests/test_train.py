@@ -14,9 +14,10 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from data.settings import PROJECT_ROOT
 from data.synthetic import generate_transactions
 from training.calibration import Calibrator, fit_calibrator
+from training.pipeline import time_split
 from training.registry import CHAMPION, THRESHOLD_TAG, Registry
 from training.scoring import time_one_row
-from training.train import main, time_split
+from training.train import main
 
 
 def test_default_training_registers_a_good_champion(default_training, fraud_schema):

@@ -251,7 +251,7 @@ def decide(
     if auto_promote:
         move_champion(registry, report.version, "promoted", "auto-promote", "passed all gates")
         return "promoted"
-    registry.client.set_registered_model_alias(registry.model_name, CHALLENGER, report.version)
+    registry.set_alias(CHALLENGER, report.version)
     registry.audit(
         report.version,
         "challenger",

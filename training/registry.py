@@ -188,6 +188,16 @@ class Registry:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
+    def tag_version(self, version: str | int, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.model_name, str(version), key, value)
+
+    def set_alias(self, alias: str, version: str | int) -> None:
+        self.client.set_registered_model_alias(self.model_name, alias, str(version))
+
+    def delete_alias(self, alias: str) -> None:
+        self.client.delete_registered_model_alias(self.model_name, alias)
+
     def champion_version(self) -> str | None:
         champion = self.alias(CHAMPION)
         return champion.version if champion else None
@@ -257,10 +267,10 @@ def rollback(
 def move_champion(registry: Registry, version: str, action: str, actor: str, reason: str) -> None:
     """Point `@champion` at `version` (dropping `@challenger` if it was that), and audit it."""
     previous = registry.champion_version()
-    registry.client.set_registered_model_alias(registry.model_name, CHAMPION, version)
+    registry.set_alias(CHAMPION, version)
     challenger = registry.alias(CHALLENGER)
     if challenger is not None and challenger.version == version:
-        registry.client.delete_registered_model_alias(registry.model_name, CHALLENGER)
+        registry.delete_alias(CHALLENGER)
     gates = gates_from_tags(registry.version(version))
     registry.audit(version, action, actor, reason, previous, gates)
     log.info("model %s: @champion %s -> v%s (%s)", registry.model_name, previous, version, action)

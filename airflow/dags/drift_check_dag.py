@@ -1,6 +1,6 @@
 """drift_check_dag: every six hours, check the interval's predictions and decide a retrain.
 
-Thin on purpose: the work is `monitoring.retrain_loop.check_window`, imported inside the task.
+Thin on purpose: the work is `monitoring.retrain.loop.check_and_decide`, imported inside the task.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 
 def _notify_failure(context) -> None:
-    from monitoring.notifications import on_task_failure
+    from monitoring.retrain.notifier import on_task_failure
 
     on_task_failure(context)
 
@@ -35,9 +35,9 @@ def _notify_failure(context) -> None:
 def drift_check_dag():
     """Drift, quality and performance checks of the run's data interval, then the retrain policy.
 
-    1. `check`: `monitoring.run_checks` over [data_interval_start, data_interval_end) (never
+    1. `check`: `monitoring.window_checks` over [data_interval_start, data_interval_end) (never
        `now()`), reports saved once per interval (a re-run replaces them), then
-       `monitoring.retrain_policy` records its decision with the reason and the numbers, in
+       `monitoring.retrain.policy` records its decision with the reason and the numbers, in
        `retrain_decisions`.
     2. `retrain_decided`: stops here unless the policy said retrain.
     3. `trigger_training`: starts `training_dag` with the reason and the data window in `conf`,
@@ -47,9 +47,10 @@ def drift_check_dag():
 
     @task
     def check(data_interval_start=None, data_interval_end=None) -> dict:
-        from monitoring.retrain_loop import check_window
+        from data.settings import get_settings
+        from monitoring.retrain.loop import check_and_decide
 
-        return check_window(data_interval_start, data_interval_end)
+        return check_and_decide(data_interval_start, data_interval_end, get_settings())
 
     @task.short_circuit
     def retrain_decided(outcome: dict) -> bool:

@@ -1,18 +1,18 @@
 """maintenance_dag: daily, keep the prediction log bounded (PREDICTION_RETENTION_DAYS).
 
-Thin on purpose: the work is `data.retention`, through `monitoring.retrain_loop`.
+Thin on purpose: the work is `data.retention.purge_expired`, imported inside the task.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from airflow.sdk import dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 
 def _notify_failure(context) -> None:
-    from monitoring.notifications import on_task_failure
+    from monitoring.retrain.notifier import on_task_failure
 
     on_task_failure(context)
 
@@ -36,11 +36,10 @@ def maintenance_dag():
 
     @task
     def purge_old_predictions(logical_date=None) -> dict:
+        from data.retention import purge_expired
         from data.settings import get_settings
-        from monitoring.retrain_loop import purge_old_predictions as purge
 
-        days = get_settings().PREDICTION_RETENTION_DAYS
-        return purge((logical_date or datetime.now(UTC)) - timedelta(days=days))
+        return purge_expired(logical_date or datetime.now(UTC), get_settings())
 
     purge_old_predictions()
 

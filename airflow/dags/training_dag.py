@@ -1,6 +1,7 @@
 """training_dag: weekly, or on demand with `conf`, train → gate → promote a new model version.
 
-Thin on purpose: each task is a function of `monitoring.retrain_loop`, imported inside it.
+Thin on purpose: each task calls one function, imported inside it: `training.pipeline`'s steps
+between `monitoring.retrain.loop.begin` and `.conclude`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 
 def _on_failure(context) -> None:
-    from monitoring.retrain_loop import on_training_failure
+    from monitoring.retrain.loop import on_training_failure
 
     on_training_failure(context)
 
@@ -38,15 +39,16 @@ def training_dag():
 
         airflow dags trigger training_dag --conf '{"reason": "new labels"}'
 
-    ingest → validate → train → evaluate → register → gates → promote: the three gates compare
-    the candidate with the champion on the newest recent rows; `promote` moves `@champion` when
+    ingest → validate → fit → evaluate → register → gate → conclude: the three gates compare
+    the candidate with the champion on the newest recent rows; `conclude` moves `@champion` when
     AUTO_PROMOTE is true, makes the version `@challenger` otherwise, or rejects it, and says so
     (Slack; PagerDuty for a failed task).
     """
 
     @task
     def begin(dag_run=None, logical_date=None) -> dict:
-        from monitoring.retrain_loop import begin as begin_run
+        from data.settings import get_settings
+        from monitoring.retrain.loop import begin as begin_run
 
         scheduled = str(getattr(dag_run, "run_type", "")).endswith("scheduled")
         return begin_run(
@@ -54,56 +56,64 @@ def training_dag():
             dag_run_id=dag_run.run_id,
             logical_end=logical_date or datetime.now(UTC),
             scheduled=scheduled,
+            settings=get_settings(),
         )
 
     @task
     def ingest(run: dict) -> dict:
-        from monitoring.retrain_loop import ingest as step
+        from data.settings import get_settings
+        from training.pipeline import ingest
 
-        return step(run)
+        return ingest(run, get_settings())
 
     @task
     def validate(run: dict) -> dict:
-        from monitoring.retrain_loop import validate as step
+        from data.settings import get_settings
+        from training.pipeline import validate
 
-        return step(run)
+        return validate(run, get_settings())
 
     @task
-    def train(run: dict) -> dict:
-        from monitoring.retrain_loop import fit as step
+    def fit(run: dict) -> dict:
+        from data.settings import get_settings
+        from training.pipeline import fit
 
-        return step(run)
+        return fit(run, get_settings())
 
     @task
     def evaluate(run: dict) -> dict:
-        from monitoring.retrain_loop import evaluate as step
+        from data.settings import get_settings
+        from training.pipeline import evaluate
 
-        return step(run)
+        return evaluate(run, get_settings())
 
     @task
     def register(run: dict) -> str:
-        from monitoring.retrain_loop import register as step
+        from data.settings import get_settings
+        from training.pipeline import register
 
-        return step(run)
-
-    @task
-    def gates(run: dict, version: str) -> dict:
-        from monitoring.retrain_loop import gates as step
-
-        return step(run, version)
+        return register(run, get_settings())
 
     @task
-    def promote(run: dict, version: str, gate_report: dict) -> str:
-        from monitoring.retrain_loop import promote as step
+    def gate(run: dict, version: str) -> dict:
+        from data.settings import get_settings
+        from training.pipeline import gate
 
-        return step(run, version, gate_report)
+        return gate(run, version, get_settings())
+
+    @task
+    def conclude(run: dict, version: str, gate_report: dict) -> str:
+        from data.settings import get_settings
+        from monitoring.retrain.loop import conclude
+
+        return conclude(run, version, gate_report, get_settings())
 
     run = begin()
-    ingested, validated, trained, evaluated = ingest(run), validate(run), train(run), evaluate(run)
+    ingested, validated, fitted, evaluated = ingest(run), validate(run), fit(run), evaluate(run)
     version = register(run)
-    gated = gates(run, version)
-    promoted = promote(run, version, gated)
-    chain(run, ingested, validated, trained, evaluated, version, gated, promoted)
+    gated = gate(run, version)
+    concluded = conclude(run, version, gated)
+    chain(run, ingested, validated, fitted, evaluated, version, gated, concluded)
 
 
 training_dag()

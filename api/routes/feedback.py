@@ -22,9 +22,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import MetricsDep
-from api.metrics import ApiMetrics
+from api.instrumentation import ApiMetrics
+from api.payloads import BatchFeedback, ErrorResponse, Feedback, FeedbackResponse
 from api.routes import JSONBodyRoute
-from api.schemas import BatchFeedback, ErrorResponse, Feedback, FeedbackResponse
 from data.db import get_engine, labels, prediction_logs
 
 router = APIRouter(prefix="/feedback", tags=["feedback"], route_class=JSONBodyRoute)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import select
 
 from api.deps import AdminDep
-from api.schemas import ErrorResponse
+from api.payloads import ErrorResponse
 from data.db import as_utc, get_engine, labels, prediction_logs
 
 router = APIRouter(prefix="/logs", tags=["admin"], dependencies=[AdminDep])

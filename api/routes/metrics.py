@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from api import metrics
+from api import instrumentation as metrics
 
 router = APIRouter(tags=["metrics"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 
 from api.deps import AdminDep, MetricsDep, PredictorDep
-from api.schemas import ErrorResponse, ReloadResponse
+from api.payloads import ErrorResponse, ReloadResponse
 
 router = APIRouter(prefix="/model", tags=["model"])
 

@@ -16,11 +16,11 @@ import orjson
 from fastapi import APIRouter, HTTPException, Response, status
 
 from api.deps import LoggerDep, MetricsDep, PredictorDep, SettingsDep
+from api.instrumentation import ApiMetrics
 from api.logger import PredictionLogger, PredictionRecord
-from api.metrics import ApiMetrics
+from api.payloads import BatchPredictResponse, ErrorResponse, PredictResponse, build_models
 from api.predictor import LoadedModel, Predictor
 from api.routes import JSONBodyRoute
-from api.schemas import BatchPredictResponse, ErrorResponse, PredictResponse, build_models
 from data.schema import FeatureSchema
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -14,10 +14,10 @@ defaults (SQLite, a local MLflow store, everything under `--out`). The story:
 Every simulated six hours the demo does what production does: the window's predictions go
 through `POST /predict/batch`, then the labels that are known by then through `/feedback/batch`
 (LABEL_SHARE_IN_WINDOW of them within the window, as customers confirm or dispute; the rest a
-window later). Then it runs `monitoring.retrain_loop.check_window`, the drift-check DAG's own
+window later). Then it runs `monitoring.retrain.loop.check_and_decide`, the drift-check DAG's own
 task (drift, quality, realized and estimated performance, saved; then the retrain policy with
 its cooldown), reads back what the exporter would serve, and evaluates the alerts of
-`prometheus/alerts.yml` on it (`monitoring.demo_alerts`). When the policy says retrain, it runs
+`prometheus/alerts.yml` on it (`demo.alerts`). When the policy says retrain, it runs
 the training DAG's steps (ingest, validate, fit, evaluate, register, three gates, promote) and
 waits for the API to hot-reload the new `@champion`.
 
@@ -27,7 +27,7 @@ the window's own time, as in production. The same seed gives the same story.
 
 At the end it prints a summary, writes the timeline as JSON and a self-contained HTML report.
 
-    python -m monitoring.demo [--days 7,7,14] [--rows-per-window 300] [--seed 42] [--out var/demo]
+    python -m demo.run [--days 7,7,14] [--rows-per-window 300] [--seed 42] [--out var/demo]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from data.replay import request_instances, wait_until_ready
 from data.schema import FeatureSchema, load_schema
 from data.settings import PROJECT_ROOT, Settings, get_settings
 from data.synthetic import fraud_probability, generate_transactions, write_frame
-from monitoring.demo_alerts import AlertRules, WindowFigures
+from demo.alerts import AlertRules, WindowFigures
 
 log = logging.getLogger(__name__)
 
@@ -295,8 +295,8 @@ class Demo:
         return found
 
     def run_window(self, index: int, start: datetime, rng: np.random.Generator, pending: list):
-        from monitoring.retrain_loop import check_window
-        from monitoring.store import latest_reports
+        from monitoring.report_store import latest_reports
+        from monitoring.retrain.loop import check_and_decide
 
         end = start + SLOT
         frame = self.scenario.traffic(index, start, self.schema)
@@ -319,7 +319,7 @@ class Demo:
         self.send_labels(pending + now)
 
         labelled = time.perf_counter()
-        outcome = check_window(start, end, settings=self.settings)
+        outcome = check_and_decide(start, end, self.settings)
         reports = latest_reports(self.settings.MODEL_NAME, self.engine)
         checked = time.perf_counter()
         record = self.window_record(index, start, end, outcome, reports, before, after)
@@ -396,25 +396,27 @@ class Demo:
 
     def retrain(self, index: int, end: datetime, outcome: dict[str, Any]) -> None:
         """The training DAG's steps for the policy's run, then wait for the hot reload."""
-        from monitoring import retrain_loop as steps
+        from monitoring.retrain.loop import begin, conclude
+        from training import pipeline
 
         started = time.perf_counter()
         conf = outcome["conf"]
+        settings = self.settings
         with self.quiet():
-            run = steps.begin(
+            run = begin(
                 conf,
                 dag_run_id=f"demo__retrain__{conf['training_run_id']}",
                 logical_end=end,
-                settings=self.settings,
+                settings=settings,
             )
-            data = steps.ingest(run, settings=self.settings)
-            validation = steps.validate(run, settings=self.settings)
-            steps.fit(run, settings=self.settings)
-            steps.evaluate(run, settings=self.settings)
-            version = steps.register(run, settings=self.settings)
-            report = steps.gates(run, version, settings=self.settings)
+            data = pipeline.ingest(run, settings)
+            validation = pipeline.validate(run, settings)
+            pipeline.fit(run, settings)
+            pipeline.evaluate(run, settings)
+            version = pipeline.register(run, settings)
+            report = pipeline.gate(run, version, settings)
             previous = self.windows[-1]["champion"]
-            action = steps.promote(run, version, report, settings=self.settings)
+            action = conclude(run, version, report, settings)
         reload_seconds = None
         if action == "promoted":
             waited = time.perf_counter()
@@ -448,7 +450,7 @@ class Demo:
     def final_accuracy(self, start: datetime) -> None:
         """Once every label is in: each window's realized accuracy, and what the first
         champion would have scored on the same traffic (the stack switched off)."""
-        from data.ingest import read_predictions
+        from data.prediction_log import read_predictions
         from training.registry import Registry
 
         end = start + SLOT * len(self.windows)
@@ -763,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "timeline.json").write_text(json.dumps(timeline, indent=1, default=str))
     print_summary(console, timeline)
     try:
-        from monitoring.demo_report import render_demo_report
+        from demo.report import render_demo_report
     except ImportError:  # until the report lands
         render_demo_report = None
     if render_demo_report is not None:

@@ -1,7 +1,7 @@
 """The retrain policy: from one window's saved reports and the training history, retrain or not.
 
 This is the code that closes the loop. The drift-check DAG (and the demo) call `decide_and_record`
-after `monitoring.run_checks` has saved the window's drift, quality and performance reports;
+after `monitoring.window_checks` has saved the window's drift, quality and performance reports;
 it reads them back from the database, so it decides on exactly what the exporter shows.
 
 What triggers a retrain (each one is named in the decision, with its numbers):
@@ -40,7 +40,7 @@ re-run Airflow task neither duplicates it nor starts a second training. A decisi
 also writes its `training_runs` row (status `running`) in the same transaction, which is what
 the next decision's guards see.
 
-    python -m monitoring.retrain_policy [--limit 20] [--json]   # the latest decisions, newest first
+    python -m monitoring.retrain.policy [--limit 20] [--json]   # the latest decisions, newest first
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def decide_and_record(
     settings: Settings | None = None,
     engine: Engine | None = None,
 ) -> Decision:
-    """Decide for the window [start, end) whose reports `run_checks` saved; record it once.
+    """Decide for the window [start, end) whose reports `check_window` saved; record it once.
 
     A window decided before returns its stored decision unchanged.
     """
@@ -424,7 +424,7 @@ def _runs_before(
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m monitoring.retrain_policy",
+        prog="python -m monitoring.retrain.policy",
         description="Show the retrain policy's latest decisions: retrain or not, and why.",
     )
     parser.add_argument("--limit", type=int, default=20, help="how many windows (default 20)")

@@ -1,18 +1,16 @@
-"""The retrain loop's steps, as the Airflow DAGs (and the demo) run them.
+"""The retrain loop's own tasks, as the Airflow DAGs (and the demo) run them.
 
-Each function here is the body of one DAG task, so the DAG files stay thin and this code is
-tested without Airflow. What passes between tasks is a small JSON-ready dict (Airflow's XCom);
-data and models go through the run folder (`training.pipeline.RunFolder`).
+    drift_check_dag   check_and_decide  →  trigger training_dag when the policy said so
+    training_dag      begin → ingest → validate → fit → evaluate → register → gate → conclude
 
-    drift_check_dag   check_window  →  trigger training_dag when the policy said so
-    training_dag      begin → ingest → validate → train → evaluate → register → gates → promote
-    maintenance_dag   purge_old_predictions
-
-`check_window` runs `monitoring.run_checks` over the run's data interval and records the retrain
-policy's decision (`monitoring.retrain_policy`). The training steps open (or take over) the
-`training_runs` row, and `promote` closes it with the outcome. Notifications go out for a retrain
-started, a candidate promoted, made challenger or rejected by a gate (with the gate's numbers),
-and, through `on_training_failure`, a failed task.
+`check_and_decide` runs `monitoring.window_checks` over the run's data interval and records the
+retrain policy's decision (`monitoring.retrain.policy`). `begin` opens (or takes over) the run's
+`training_runs` row and makes its `training.pipeline.TrainingPlan`, which the training steps
+between (`training.pipeline`'s functions, called by the DAG directly) receive through XCom;
+`conclude` acts on the gates and closes the row with the outcome. Notifications go out for a
+retrain started, a candidate promoted, made challenger or rejected by a gate (with the gate's
+numbers), and, through `on_training_failure`, a failed task. Each function is tested without
+Airflow; the DAG files only call them.
 """
 
 from __future__ import annotations
@@ -29,27 +27,23 @@ from alerting.notify import (
     retrain_started,
 )
 from data.db import as_utc, get_engine
-from data.schema import load_schema
-from data.settings import Settings, get_settings
-from monitoring.notifications import notify, on_task_failure
-from monitoring.retrain_policy import decide_and_record
-from monitoring.run_checks import run_checks
+from data.settings import Settings
+from monitoring.retrain.notifier import notify, on_task_failure
+from monitoring.retrain.policy import decide_and_record
+from monitoring.window_checks import check_window
 from training.runs import FAILED, claim_training_run, finish_training_run, open_training_run
 
 log = logging.getLogger(__name__)
 
 
-def check_window(
-    start: datetime, end: datetime, *, settings: Settings | None = None
-) -> dict[str, Any]:
+def check_and_decide(start: datetime, end: datetime, settings: Settings) -> dict[str, Any]:
     """The drift-check DAG's task: checks of [start, end), then the policy's decision.
 
     Returns what the trigger needs: whether to retrain, and the training DAG's `conf`.
     """
-    settings = settings or get_settings()
     start, end = as_utc(start), as_utc(end)
     hours = (end - start).total_seconds() / 3600
-    result = run_checks(end=end, hours=hours, settings=settings)
+    result = check_window(end=end, hours=hours, settings=settings)
     decision = decide_and_record(
         (start, end), model_version=result.model_version, settings=settings
     )
@@ -82,14 +76,16 @@ def begin(
     dag_run_id: str,
     logical_end: datetime,
     scheduled: bool = False,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> dict[str, Any]:
     """The training DAG's first task: take over the policy's run or open one; say it started.
 
     `conf` (all optional): reason, data_start / data_end (ISO times; default the
     RETRAIN_DATA_DAYS before the run's logical end), training_run_id (the policy's run).
+    Returns the run's `TrainingPlan` as a dict, for the steps that follow.
     """
-    settings = settings or get_settings()
+    from training.pipeline import TrainingPlan
+
     conf = dict(conf or {})
     logical_end = as_utc(logical_end)
     data_end = as_utc(conf["data_end"]) if conf.get("data_end") else logical_end
@@ -131,99 +127,27 @@ def begin(
         ),
         settings=settings,
     )
-    return {
-        "training_run_id": int(run_id),
-        "reason": reason,
-        "trigger": trigger,
-        "data_start": data_start.isoformat(),
-        "data_end": data_end.isoformat(),
-        "folder": str(folder),
-    }
-
-
-def ingest(run: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
-    from training.pipeline import ingest as ingest_data
-
-    settings = settings or get_settings()
-    folder = _folder(run)
-    window = (as_utc(run["data_start"]), as_utc(run["data_end"]))
-    return ingest_data(folder, _schema(settings), settings, recent_window=window)
-
-
-def validate(run: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
-    from training.pipeline import validate as validate_data
-
-    settings = settings or get_settings()
-    report = validate_data(_folder(run), _schema(settings))
-    return {"passed": report.passed, "summary": report.summary()}
-
-
-def fit(run: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
-    from training.pipeline import fit as fit_model
-
-    settings = settings or get_settings()
-    folder = _folder(run)
-    fit_model(folder, _schema(settings), settings.MODEL_TYPE, seed=42)
-    return {"model_type": settings.MODEL_TYPE}
-
-
-def evaluate(run: dict[str, Any], *, settings: Settings | None = None) -> dict[str, float]:
-    from training.pipeline import evaluate as evaluate_model
-
-    settings = settings or get_settings()
-    folder = _folder(run)
-    return evaluate_model(folder, _schema(settings), settings).evaluation.metrics
-
-
-def register(run: dict[str, Any], *, settings: Settings | None = None) -> str:
-    from training.train import register as register_model
-
-    settings = settings or get_settings()
-    folder = _folder(run)
-    _, version = register_model(
-        folder,
-        _schema(settings),
-        settings,
-        params={
-            "reason": run["reason"],
-            "trigger": run["trigger"],
-            "training_run_id": run["training_run_id"],
-        },
+    plan = TrainingPlan(
+        folder=str(folder),
+        schema=settings.FEATURE_SCHEMA,
+        model_type=settings.MODEL_TYPE,
+        data_start=data_start.isoformat(),
+        data_end=data_end.isoformat(),
+        reason=reason,
+        trigger=trigger,
+        training_run_id=int(run_id),
     )
-    return version
+    return plan.to_dict()
 
 
-def gates(run: dict[str, Any], version: str, *, settings: Settings | None = None) -> dict:
-    from training.gates import run_gates
-    from training.pipeline import read_holdout
-    from training.registry import Registry
-
-    settings = settings or get_settings()
-    version = str(version)  # XCom hands "2" back as 2
-    folder = _folder(run)
-    report = run_gates(
-        Registry.from_settings(settings),
-        version,
-        read_holdout(folder),  # the newest recent rows: the world the champion now faces
-        _schema(settings),
-        validation_passed=bool(folder.read_json("validation")["passed"]),
-        settings=settings,
-    )
-    return report.to_dict()
-
-
-def promote(
-    run: dict[str, Any],
-    version: str,
-    gate_report: dict[str, Any],
-    *,
-    settings: Settings | None = None,
+def conclude(
+    run: dict[str, Any], version: str, gate_report: dict[str, Any], settings: Settings
 ) -> str:
-    """Promote (AUTO_PROMOTE), make challenger, or reject; close the run; tell the people."""
+    """The training DAG's last task: act on the gates (`training.gates.decide`: promote when
+    AUTO_PROMOTE, else make challenger, or reject), close the run, tell the people."""
     from training.gates import GateReport, decide
     from training.registry import Registry
 
-    settings = settings or get_settings()
     version = str(version)
     registry = Registry.from_settings(settings)
     previous = registry.champion_version()
@@ -283,32 +207,6 @@ def on_training_failure(context: dict[str, Any]) -> None:
             )
     except Exception:  # a callback must not hide the task's own failure
         log.exception("could not mark the training run failed")
-
-
-def purge_old_predictions(before: datetime, *, settings: Settings | None = None) -> dict:
-    """The maintenance DAG's task: delete prediction log rows (and labels) older than `before`."""
-    from data.retention import delete_predictions_before
-
-    settings = settings or get_settings()
-    return delete_predictions_before(
-        as_utc(before),
-        batch_size=settings.PREDICTION_RETENTION_BATCH,
-        url=settings.database_url,
-    )
-
-
-def _schema(settings: Settings):
-    return load_schema(settings.path(settings.FEATURE_SCHEMA))
-
-
-def _folder(run: dict[str, Any]):
-    """The run folder `begin` chose for this training run (created on first use)."""
-    from pathlib import Path
-
-    from training.pipeline import RunFolder
-
-    path = Path(run["folder"])
-    return RunFolder.create(path.parent, path.name)
 
 
 def _safe(name: str) -> str:

@@ -1,6 +1,6 @@
 """`make stack`: the services of docker-compose.yml as plain processes on this machine.
 
-    python -m monitoring.stack [--no-airflow] [--var DIR] [--mlflow-port 5000]
+    python -m tools.stack [--no-airflow] [--var DIR] [--mlflow-port 5000]
         [--prometheus-port 9090] [--alertmanager-port 9093] [--airflow-port 8080]
 
 One honcho process manager runs, each with compose's command: the API (`python -m api.serve` on
@@ -21,8 +21,8 @@ its api-server. The URLs are printed at start, and each service's health URL onc
 Ctrl-C (or SIGTERM) stops every process, each with SIGTERM to its process group, and waits for
 them (SIGKILL after KILL_WAIT_SECONDS).
 
-    python -m monitoring.stack --wait-for URL            # exit 0 once URL answers 2xx
-    python -m monitoring.stack --watch NAME=URL ...      # print each as it answers, then wait
+    python -m tools.stack --wait-for URL            # exit 0 once URL answers 2xx
+    python -m tools.stack --watch NAME=URL ...      # print each as it answers, then wait
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class Service:
     def shell(self) -> str:
         command = "exec " + shlex.join(self.command)
         if self.wait_for:
-            wait = shlex.join([sys.executable, "-m", "monitoring.stack", "--wait-for",
+            wait = shlex.join([sys.executable, "-m", "tools.stack", "--wait-for",
                                self.wait_for])  # fmt: skip
             command = f"{wait} && {command}"
         return command
@@ -114,7 +114,7 @@ def prometheus_config(ports: Ports) -> dict:
     jobs = {job["job_name"] for job in config["scrape_configs"]}
     if jobs != set(targets):
         raise StackError(f"{LOOPBACK_PROMETHEUS} has jobs {sorted(jobs)}; this launcher knows "
-                         f"{sorted(targets)}: update monitoring/stack.py with it")  # fmt: skip
+                         f"{sorted(targets)}: update tools/stack.py with it")  # fmt: skip
     for job in config["scrape_configs"]:
         job["static_configs"] = [{"targets": [f"{HOST}:{targets[job['job_name']]}"]}]
     config["rule_files"] = [str(ALERT_RULES)]
@@ -153,7 +153,7 @@ def alertmanager_config(settings: Settings, folder: Path) -> dict:
 
 def write_yaml(path: Path, data: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# Written by `python -m monitoring.stack` at each start; edit the source.\n"
+    path.write_text(f"# Written by `python -m tools.stack` at each start; edit the source.\n"
                     f"{yaml.safe_dump(data, sort_keys=False)}")  # fmt: skip
     return path
 
@@ -469,7 +469,7 @@ def run(args: argparse.Namespace) -> int:
     health = {}
     for service in items:
         health.setdefault(service.name.split("-")[0], service.health)
-    manager.add_process("ready", shlex.join([sys.executable, "-m", "monitoring.stack",
+    manager.add_process("ready", shlex.join([sys.executable, "-m", "tools.stack",
                         "--watch", *(f"{n}={u}" for n, u in health.items())]),
                         env=base, cwd=str(PROJECT_ROOT))  # fmt: skip
     print(banner(settings, items, var), flush=True)
@@ -479,7 +479,7 @@ def run(args: argparse.Namespace) -> int:
 
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitoring.stack",
+    parser = argparse.ArgumentParser(prog="python -m tools.stack",
                                      description=__doc__.split("\n")[0])  # fmt: skip
     parser.add_argument("--var", help="folder of the stack's state (default: var/)")
     parser.add_argument("--mlflow-port", type=int, default=5000)

@@ -298,7 +298,7 @@ def check_histogram_internals(histogram: Any) -> None:
     ):
         raise RuntimeError(
             f"prometheus_client {_CLIENT_VERSION} changed Histogram's private fields "
-            "(_upper_bounds, _buckets, _sum) that api.metrics._observe_many fills in bulk; "
+            "(_upper_bounds, _buckets, _sum) that api.instrumentation._observe_many fills in bulk; "
             "update it (tests/test_metrics.py checks it against Histogram.observe)"
         )
 

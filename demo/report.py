@@ -1,6 +1,6 @@
 """Demo report: the story `make demo` replays, on one self-contained HTML page.
 
-The demo runner (`monitoring.demo`) records a *timeline*: one entry per simulated six-hour
+The demo runner (`demo.run`) records a *timeline*: one entry per simulated six-hour
 window (accuracy realized and estimated, drifted share, PSI per feature, latency, alerts, the
 retrain decision), the phases of the simulation, every retrain with its three gates, and a
 summary. This module turns that JSON-ready dict into a page a person reads top to bottom:
@@ -14,7 +14,7 @@ it was not), so the eye can go down the page at one moment in time. Like `html_r
 carries everything inline (styles, hand-built SVG; no script, no external CSS, fonts or URL)
 and escapes every text that comes from data. A key that is missing or null shows as "n/a".
 
-    python -m monitoring.demo_report --timeline t.json --out report.html [--screenshot out.png]
+    python -m demo.report --timeline t.json --out report.html [--screenshot out.png]
 """
 
 from __future__ import annotations
@@ -1108,7 +1108,7 @@ def _bottom(image: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m monitoring.demo_report",
+        prog="python -m demo.report",
         description="Render the demo's timeline JSON as a self-contained HTML report.",
     )
     parser.add_argument("--timeline", required=True, type=Path, help="timeline JSON file")

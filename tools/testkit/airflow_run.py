@@ -6,8 +6,8 @@ it is given: `AirflowHome.run_dag` is `dag.test()` of one DAG (the DAG files par
 `airflow/dags/` by a DagBag, tasks run in-process, the metadata database a SQLite file in the
 test's folder), and prints what the test asserts on as one JSON line.
 
-    python -m tests.airflow_run DAG_ID LOGICAL_DATE [CONF_JSON]
-    python -m tests.airflow_run --describe
+    python -m tools.testkit.airflow_run DAG_ID LOGICAL_DATE [CONF_JSON]
+    python -m tools.testkit.airflow_run --describe
 """
 
 from __future__ import annotations
@@ -71,12 +71,18 @@ class AirflowHome:
     ) -> dict[str, Any]:
         """`dag.test()` of `dag_id`: {"state", "tasks": {task: state}, "xcom": {task: value},
         "triggered": [{"dag_id", "run_id", "conf"}], "log"}."""
-        command = [sys.executable, "-m", "tests.airflow_run", dag_id, logical_date.isoformat()]
+        command = [
+            sys.executable,
+            "-m",
+            "tools.testkit.airflow_run",
+            dag_id,
+            logical_date.isoformat(),
+        ]
         return self._result(command + [json.dumps(conf or {})], **env)
 
     def describe(self) -> dict[str, Any]:
         """Every DAG the DagBag loads: import errors, schedule, tasks and their downstreams."""
-        return self._result([sys.executable, "-m", "tests.airflow_run", "--describe"])
+        return self._result([sys.executable, "-m", "tools.testkit.airflow_run", "--describe"])
 
 
 def _describe() -> dict[str, Any]:

@@ -16,7 +16,7 @@ import httpx
 import yaml
 
 from data.settings import PROJECT_ROOT
-from tests.api_server import free_port
+from tools.testkit.api_server import free_port
 
 CONFIG = PROJECT_ROOT / "alerting" / "alertmanager.yml"
 TEMPLATES = PROJECT_ROOT / "alerting" / "templates"

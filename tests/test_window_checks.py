@@ -1,5 +1,5 @@
 """A monitoring pass end to end: traffic through the real API, labels through /feedback, then
-`run_checks` against the champion's stored reference profile, saved and read back from SQLite
+`check_window` against the champion's stored reference profile, saved and read back from SQLite
 and real Postgres."""
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from data.db import get_engine, init_db
 from data.drift_injector import inject_drift
-from data.ingest import SCORE_COLUMN, read_predictions
+from data.prediction_log import SCORE_COLUMN, read_predictions
 from data.settings import get_settings
 from data.synthetic import generate_transactions
 from monitoring.performance import Calibrator, estimated_performance
 from monitoring.quality_report import compute_quality_report
-from monitoring.run_checks import CheckError, main, run_checks
-from monitoring.store import latest_reports, save_reports
-from tests.conftest import store_settings
-from tests.traffic import configure, request_features
+from monitoring.report_store import latest_reports, save_reports
+from monitoring.window_checks import CheckError, check_window, main
+from tools.testkit.databases import store_settings
+from tools.testkit.traffic import configure, request_features
 from training.registry import (
     HOLDOUT_ARTIFACT,
     REFERENCE_PROFILE_ARTIFACT,
@@ -75,7 +75,7 @@ def test_a_pass_over_drifted_traffic_finds_the_drift_and_saves_it(
     assert api.post("/feedback/batch", json={"labels": labels}).json()["accepted"] == LABELLED
 
     end = datetime.now(UTC) + timedelta(seconds=1)
-    result = run_checks(end=end, hours=1, html=tmp_path / "drift.html")
+    result = check_window(end=end, hours=1, html=tmp_path / "drift.html")
 
     assert result.rows == ROWS and result.model_version == training.version
     assert [f.name for f in result.drift.drifted_features] == ["amount"]
@@ -114,7 +114,7 @@ def test_a_pass_over_drifted_traffic_finds_the_drift_and_saves_it(
 
 def test_an_empty_window_is_a_quality_failure_not_a_crash(api, database_url):
     end = datetime.now(UTC) - timedelta(days=30)
-    result = run_checks(end=end, hours=6)
+    result = check_window(end=end, hours=6)
     assert result.rows == 0 and result.drift is None and result.realized is None
     assert result.quality.check("volume_freshness").level == "hard"
     assert result.saved.drift_id is None and result.saved.quality_id is not None
@@ -124,7 +124,7 @@ def test_an_empty_window_is_a_quality_failure_not_a_crash(api, database_url):
 
 def test_reports_go_to_the_database_of_the_settings_given(default_training, isolated_settings):
     store, _ = default_training  # its DATABASE_URL is not the environment's
-    run_checks(settings=store, end=datetime.now(UTC) - timedelta(days=30), hours=1)
+    check_window(settings=store, end=datetime.now(UTC) - timedelta(days=30), hours=1)
     assert latest_reports(engine=get_engine(store.database_url)).quality is not None
     init_db()
     assert latest_reports().quality is None
@@ -133,7 +133,7 @@ def test_reports_go_to_the_database_of_the_settings_given(default_training, isol
 def test_no_champion_is_one_clear_error(tmp_path, capsys, monkeypatch):
     store = store_settings(tmp_path / "empty")
     with pytest.raises(CheckError, match="no registered model"):
-        run_checks(settings=store)
+        check_window(settings=store)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.MLFLOW_TRACKING_URI)
     get_settings.cache_clear()
     capsys.readouterr()
@@ -216,7 +216,7 @@ def test_the_threshold_trained_with_a_version_is_the_one_served_and_monitored(
         assert client.post("/feedback/batch", json={"labels": labels}).json()["accepted"] == 3_000
 
     end = datetime.now(UTC) + timedelta(seconds=1)
-    result = run_checks(end=end, hours=1)
+    result = check_window(end=end, hours=1)
     assert result.realized.threshold == result.estimated.threshold == 0.3
     hits = [p == y for p, y in zip(predicted, truth, strict=True)]
     assert result.realized.overall["accuracy"] == pytest.approx(sum(hits) / len(hits))
@@ -257,8 +257,8 @@ def test_a_version_stored_before_thresholds_and_calibrations_gets_half_and_raw_s
         assert [int(s >= 0.5) for s in scores] == [a["predicted_class"] for a in answers]
 
         end = datetime.now(UTC) + timedelta(seconds=1)
-        with caplog.at_level(logging.WARNING, logger="monitoring.run_checks"):
-            result = run_checks(end=end, hours=1)
+        with caplog.at_level(logging.WARNING, logger="monitoring.window_checks"):
+            result = check_window(end=end, hours=1)
     finally:
         rollback(registry, version, actor="test", reason="back to the calibrated version")
     assert f"model version {older} has no stored calibration" in caplog.text

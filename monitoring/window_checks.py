@@ -4,17 +4,18 @@ This is what the six-hourly Airflow DAG runs, and what `make demo` runs by hand:
 [end - DRIFT_WINDOW_HOURS, end) from `prediction_logs` (with the labels that have arrived), take
 the reference profile stored with the `@champion` version from the MLflow registry (never the
 training set), compute the drift report, the quality report and realized plus estimated
-performance, and write them with `monitoring.store.save_reports`, where the Prometheus exporter
-picks them up. Performance counts a score as class 1 at the champion's decision threshold (its
-version tag, what the API answered with) and estimates through the calibrator stored in its
-reference profile; a version stored before calibrations were is estimated from raw scores,
-with a warning in the log, "calibrated": false in the saved report and a note in the summary.
+performance, and write them with `monitoring.report_store.save_reports`, where the Prometheus
+exporter picks them up. Performance counts a score as class 1 at the champion's decision
+threshold (its version tag, what the API answered with) and estimates through the calibrator
+stored in its reference profile; a version stored before calibrations were is estimated from raw
+scores, with a warning in the log, "calibrated": false in the saved report and a note in the
+summary.
 
 An empty window still gets its quality report (whose volume check fails hard), so "no traffic"
 is visible; drift and performance need rows and are skipped, which the exporter shows as an
 ageing drift report.
 
-    python -m monitoring.run_checks [--end 2026-11-23T12:00:00Z] [--hours 6 | --start T]
+    python -m monitoring.window_checks [--end 2026-11-23T12:00:00Z] [--hours 6 | --start T]
         [--html report.html]
 """
 
@@ -30,7 +31,8 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.db import as_utc, database_error_message, get_engine, init_db
-from data.ingest import DataError, read_predictions
+from data.ingest import DataError
+from data.prediction_log import read_predictions
 from data.schema import SchemaError, load_schema
 from data.settings import Settings, exit_on_config_error, get_settings
 from monitoring.drift_report import DriftReport, compute_drift_report
@@ -42,13 +44,13 @@ from monitoring.performance import (
     realized_performance,
 )
 from monitoring.quality_report import QualityReport, compute_quality_report
-from monitoring.store import SavedReports, save_reports
+from monitoring.report_store import SavedReports, save_reports
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class CheckResult:
+class WindowResult:
     """What one pass found and where it was saved; drift and performance are None when the
     window had no rows."""
 
@@ -86,13 +88,13 @@ class CheckError(RuntimeError):
     """The pass cannot run (no champion to compare with, unreadable window); one-line message."""
 
 
-def run_checks(
+def check_window(
     *,
     end: datetime | None = None,
     hours: float | None = None,
     settings: Settings | None = None,
     html: str | Path | None = None,
-) -> CheckResult:
+) -> WindowResult:
     """Check the window of `hours` (default DRIFT_WINDOW_HOURS) ending at `end` (default now)."""
     # Imported here: the registry pulls in MLflow, which the rest of monitoring does not need.
     from training.registry import CHAMPION, Registry, RegistryError
@@ -153,7 +155,7 @@ def run_checks(
     )
     if html is not None and drift is not None:
         write_html(drift, html)
-    return CheckResult(
+    return WindowResult(
         (start, end), champion.version, len(frame), quality, drift, realized, estimated, saved
     )
 
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             if seconds <= 0:
                 raise ValueError(f"--start {args.start} is not before the window's end")
             hours = seconds / 3600
-        result = run_checks(end=end, hours=hours, html=args.html)
+        result = check_window(end=end, hours=hours, html=args.html)
     except (CheckError, SchemaError, DataError, ValueError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

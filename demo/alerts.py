@@ -134,7 +134,7 @@ class AlertRules:
                 if f"ml:threshold:{threshold}" not in rule["expr"]:
                     raise AlertRulesError(
                         f"{path}: {name} ({severity}) no longer compares with "
-                        f"ml:threshold:{threshold}; update monitoring/demo_alerts.py"
+                        f"ml:threshold:{threshold}; update demo/alerts.py"
                     )
         if "label_coverage_min" not in thresholds:
             raise AlertRulesError(f"{path} has no threshold ml:threshold:label_coverage_min")

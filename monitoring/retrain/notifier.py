@@ -5,7 +5,7 @@ memory in the monitoring database, where every delivery becomes an `alert_log` r
 window is read back, so DAG tasks in separate processes share it. What the DAG tasks call:
 
     from alerting.notify import candidate_rejected
-    from monitoring.notifications import notify
+    from monitoring.retrain.notifier import notify
     notify(candidate_rejected("fraud-detector", "7", gates=report.to_dict()["gates"]))
 
 and `on_task_failure` as a task's `on_failure_callback`.

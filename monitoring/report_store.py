@@ -1,6 +1,6 @@
 """Monitoring results in the database: the one place that writes report rows and reads them back.
 
-`save_reports` is the function the scheduled checks call (`monitoring.run_checks`, and through it
+`save_reports` is the function the scheduled checks call (`monitoring.window_checks`, and through it
 the Airflow drift DAG): the drift, quality and performance results of one window and one model
 version, written in one transaction, so that a window never has half of its results.
 `latest_reports` is what the Prometheus exporter reads at scrape time.
