@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     NOTIFY_TIMEOUT_SECONDS: float = Field(default=5.0, gt=0)
     NOTIFY_MAX_SECONDS: float = Field(default=30.0, gt=0)
 
+    # Logs of every process (API, logger, exporter, DAG tasks, commands): plain text for a
+    # terminal, JSON lines for a container's log collector.
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
     @property
     def is_development(self) -> bool:
         return self.ENVIRONMENT == "development"
