@@ -13,7 +13,6 @@ Grafana would, over real report rows.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import re
@@ -40,12 +39,9 @@ LIVE_SUBSTITUTIONS = {"$environment": ".+", "$model": ".*", "$__rate_interval": 
 
 
 def build_module():
-    spec = importlib.util.spec_from_file_location(
-        "build_dashboards", GRAFANA / "build_dashboards.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from grafana import build_dashboards
+
+    return build_dashboards
 
 
 def dashboards() -> dict[str, dict[str, Any]]:
@@ -109,7 +105,7 @@ def test_the_committed_json_is_what_the_builder_writes():
     assert set(built) == {path.name for path in DASHBOARDS.glob("*.json")}
     for name, board in built.items():
         assert (DASHBOARDS / name).read_text() == build_module().render(board), (
-            f"{name} is out of date: run python grafana/build_dashboards.py"
+            f"{name} is out of date: run python -m grafana.build_dashboards"
         )
 
 

@@ -1,0 +1,614 @@
+"""The on-call dashboard `ml-overview`, in four rows: service health; model performance,
+realized against estimated, with label coverage; drift and data quality; retraining and the
+registry, with the report and audit tables from Postgres.
+
+Slightly over 600 lines on purpose: one file per dashboard, so whoever changes the on-call view
+reads all of it in the order Grafana draws it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grafana.panels import (
+    BLUE,
+    ENV,
+    GREEN,
+    ORANGE,
+    PREDICT,
+    QUALITY,
+    RED,
+    SEL,
+    THRESHOLDS,
+    _default_options,
+    _quantile,
+    _rate,
+    alert_steps,
+    default,
+    mapping,
+    panel,
+    prom,
+    row,
+    stat,
+    steps,
+    table,
+    threshold_line,
+    timeseries,
+)
+
+
+def service_health() -> list[dict[str, Any]]:
+    errors_5xx = _rate("http_requests_total", "environment", f'{PREDICT}, status=~"5..", {ENV}')
+    requests = _rate("http_requests_total", "environment", f"{PREDICT}, {ENV}")
+    up_down = mapping((0, "down", RED), (1, "up", GREEN))
+    return [
+        row("Service health"),
+        stat(
+            "API replicas up",
+            "none",
+            prom('sum(up{job="api"}) or vector(0)', "replicas"),
+            description="API targets answering Prometheus' scrapes (MLApiUnavailable at 0).",
+            thresholds=steps(RED, (1, GREEN)),
+            decimals=0,
+        ),
+        stat(
+            "Model loaded in every replica",
+            "none",
+            prom(f"min by (environment) (ml_model_loaded{{{ENV}}})", "{{environment}}"),
+            description="1 when every live worker has a model (MLNoProductionModel below 1).",
+            mappings=mapping((0, "no model", RED), (1, "loaded", GREEN)),
+            thresholds=steps(RED, (1, GREEN)),
+        ),
+        stat(
+            "Scrape targets",
+            "none",
+            prom("up", "{{job}} {{instance}}"),
+            description="Every target Prometheus scrapes (MLTargetDown while one is 0).",
+            mappings=up_down,
+            thresholds=steps(RED, (1, GREEN)),
+        ),
+        stat(
+            "Exporter sources",
+            "none",
+            prom(f"ml_exporter_source_up{{{SEL}}}", "{{source}}"),
+            description=(
+                "Whether the exporter could read the database and the registry "
+                "(MLExporterSourceDown at 0: drift, quality and performance values are frozen)."
+            ),
+            mappings=up_down,
+            thresholds=steps(RED, (1, GREEN)),
+        ),
+        timeseries(
+            "Requests by route and status",
+            "reqps",
+            prom(
+                _rate("http_requests_total", "environment, handler, status"),
+                "{{handler}} {{status}}",
+            ),
+            description="HTTP requests per second, every route, by status code.",
+        ),
+        timeseries(
+            "Server error ratio (/predict, /feedback)",
+            "percentunit",
+            prom(f"({errors_5xx} or {requests} * 0) / {requests}", "{{environment}}"),
+            threshold_line("api_error_ratio", "alert threshold"),
+            description=(
+                "Share of prediction and feedback requests answered 5xx "
+                "(MLApiErrorRateHigh over the threshold for 5 minutes)."
+            ),
+            thresholds=alert_steps("api_error_ratio", low_is_bad=False),
+        ),
+        timeseries(
+            "/predict latency (HTTP)",
+            "s",
+            prom(
+                _quantile(
+                    0.99, "http_request_duration_seconds_bucket", f'handler=~"/predict.*", {ENV}'
+                ),
+                "p99 {{environment}}",
+            ),
+            prom(
+                _quantile(
+                    0.5, "http_request_duration_seconds_bucket", f'handler=~"/predict.*", {ENV}'
+                ),
+                "p50 {{environment}}",
+            ),
+            threshold_line("latency_p99_seconds", "alert threshold (p99)"),
+            description=(
+                "Request duration of /predict routes as the middleware measures it "
+                "(MLApiLatencyHigh: p99 over the threshold for 5 minutes)."
+            ),
+            thresholds=alert_steps("latency_p99_seconds", low_is_bad=False),
+        ),
+        timeseries(
+            "Scoring latency (per row, in the worker)",
+            "s",
+            prom(
+                _quantile(0.99, "ml_prediction_latency_seconds_bucket", ENV), "p99 {{environment}}"
+            ),
+            prom(
+                _quantile(0.5, "ml_prediction_latency_seconds_bucket", ENV), "p50 {{environment}}"
+            ),
+            description="Validate, score and enqueue one prediction, without the HTTP layer.",
+        ),
+        timeseries(
+            "Predictions by class",
+            "ops",
+            prom(_rate("ml_predictions_total", "environment, prediction"), "class {{prediction}}"),
+            description="Predictions served per second, by predicted class (MLNoPredictions at 0).",
+        ),
+        timeseries(
+            "Refused or failed predictions by cause",
+            "ops",
+            prom(
+                f"{_rate('ml_prediction_errors_total', 'environment, error_type')} or vector(0)",
+                "{{error_type}}",
+            ),
+            description="422, 413, 503 and scoring failures per second (0 when there were none).",
+        ),
+        timeseries(
+            "Mean confidence",
+            "percentunit",
+            prom(f"ml:prediction_confidence:mean_rate10m{{{ENV}}}", "{{environment}}"),
+            threshold_line("mean_confidence_min", "alert threshold"),
+            description=(
+                "Mean probability of the predicted class over 10 minutes "
+                "(MLPredictionConfidenceLow under the threshold for 15 minutes)."
+            ),
+            thresholds=alert_steps("mean_confidence_min", low_is_bad=True),
+        ),
+        timeseries(
+            "Prediction log rows",
+            "cps",
+            *(
+                prom(_rate(f"ml_prediction_log_{what}_total", "environment"), what)
+                for what in ("written", "spooled", "replayed", "dropped", "quarantined")
+            ),
+            description=(
+                "Rows per second written to the database, spooled to disk while it is down "
+                "(MLPredictionLogSpooling), replayed, dropped (MLPredictionLogDropping) and "
+                "quarantined."
+            ),
+        ),
+        timeseries(
+            "Prediction log queue",
+            "short",
+            prom(
+                f"sum by (environment) (ml_prediction_log_queue_depth{{{ENV}}})", "{{environment}}"
+            ),
+            description="Rows waiting in the workers' memory for the writer thread.",
+            width=6,
+        ),
+        timeseries(
+            "Exporter read time",
+            "s",
+            prom(f"ml_exporter_read_seconds{{{SEL}}}", "{{environment}}"),
+            description="How long the exporter's last read of the database and registry took.",
+            width=6,
+        ),
+    ]
+
+
+def model_performance() -> list[dict[str, Any]]:
+    realized_accuracy = f'ml_realized_performance{{metric="accuracy", {SEL}}}'
+    estimated_accuracy = f'ml_estimated_performance{{metric="accuracy", {SEL}}}'
+    accuracy_steps = steps(
+        RED,
+        (THRESHOLDS["ml:threshold:realized_accuracy_critical"], ORANGE),
+        (THRESHOLDS["ml:threshold:realized_accuracy_warning"], GREEN),
+    )
+    estimated_steps = steps(
+        RED,
+        (THRESHOLDS["ml:threshold:estimated_accuracy_critical"], ORANGE),
+        (THRESHOLDS["ml:threshold:estimated_accuracy_warning"], GREEN),
+    )
+    return [
+        row("Model performance: realized vs estimated"),
+        stat(
+            "Realized accuracy",
+            "percentunit",
+            prom(realized_accuracy, "{{model_name}}"),
+            description=(
+                "Accuracy over the labelled predictions of the latest window; trusted from the "
+                "label coverage floor on (MLRealizedAccuracyLow)."
+            ),
+            thresholds=accuracy_steps,
+        ),
+        stat(
+            "Estimated accuracy (CBPE)",
+            "percentunit",
+            prom(estimated_accuracy, "{{model_name}}"),
+            description=(
+                "Accuracy estimated from calibrated scores before labels arrive; blind to "
+                "concept drift (MLEstimatedAccuracyLow)."
+            ),
+            thresholds=estimated_steps,
+        ),
+        stat(
+            "Label coverage",
+            "percentunit",
+            prom(f"ml_label_coverage_ratio{{{SEL}}}", "{{model_name}}"),
+            description="Share of the window's predictions with a label (MLLabelCoverageLow).",
+            thresholds=alert_steps("label_coverage_min", low_is_bad=True, color=ORANGE),
+        ),
+        stat(
+            "Orphaned labels",
+            "short",
+            prom(f"ml_labels_orphaned{{{SEL}}}", "{{model_name}}"),
+            description=(
+                "Labels still without a logged prediction LABEL_MATCH_MINUTES after they arrived: "
+                "a wrong request id, or a prediction that was never logged."
+            ),
+            thresholds=steps(GREEN, (1, ORANGE)),
+            decimals=0,
+        ),
+        timeseries(
+            "Accuracy: realized vs estimated",
+            "percentunit",
+            prom(realized_accuracy, "realized {{model_name}}"),
+            prom(estimated_accuracy, "estimated {{model_name}}"),
+            threshold_line("realized_accuracy_warning", "warning floor"),
+            threshold_line("realized_accuracy_critical", "critical floor"),
+            description=(
+                "The two should agree under covariate shift; realized falling away from the "
+                "estimate is concept drift, which only labels reveal."
+            ),
+            thresholds=accuracy_steps,
+        ),
+        timeseries(
+            "Estimate error (estimated - realized)",
+            "percentunit",
+            prom(
+                f"ml_estimated_performance{{{SEL}}} - on (environment, model_name, metric) "
+                f"ml_realized_performance{{{SEL}}}",
+                "{{metric}}",
+            ),
+            description="How far CBPE is off on the rows whose labels arrived, per metric.",
+        ),
+        timeseries(
+            "Realized metrics",
+            "percentunit",
+            prom(f"ml_realized_performance{{{SEL}}}", "{{metric}}"),
+            description="Accuracy, precision, recall, F1 and ROC AUC over labelled predictions.",
+            thresholds=accuracy_steps,
+        ),
+        timeseries(
+            "Estimated metrics (CBPE)",
+            "percentunit",
+            prom(f"ml_estimated_performance{{{SEL}}}", "{{metric}}"),
+            threshold_line("estimated_accuracy_warning", "accuracy warning floor"),
+            threshold_line("estimated_accuracy_critical", "accuracy critical floor"),
+            description="The same metrics estimated from the scores alone.",
+            thresholds=estimated_steps,
+        ),
+        timeseries(
+            "Label coverage",
+            "percentunit",
+            prom(f"ml_label_coverage_ratio{{{SEL}}}", "{{model_name}}"),
+            threshold_line("label_coverage_min", "realized alerts trusted from"),
+            description="Below the line, realized accuracy alerts wait (MLLabelCoverageLow).",
+            thresholds=alert_steps("label_coverage_min", low_is_bad=True, color=ORANGE),
+            width=8,
+        ),
+        timeseries(
+            "Window rows",
+            "short",
+            prom(f"ml_performance_window_rows{{{SEL}}}", "{{rows}}"),
+            description="Predictions in the latest performance window, and how many are labelled.",
+            width=8,
+        ),
+        timeseries(
+            "Labels received",
+            "cps",
+            prom(
+                f"{_rate('ml_feedback_total', 'environment, label')} or vector(0)",
+                "label {{label}}",
+            ),
+            description="Ground truth arriving through /feedback, per second, by label.",
+            width=8,
+        ),
+        table(
+            "Performance reports",
+            """
+            SELECT window_end AS time, model_name, model_version, predictions, labelled,
+                   (report->'realized'->'overall'->>'accuracy')::float AS realized_accuracy,
+                   (report->'estimated'->'overall'->>'accuracy')::float AS estimated_accuracy,
+                   (report->'realized'->'overall'->>'label_coverage')::float AS label_coverage
+            FROM performance_reports
+            WHERE $__timeFilter(window_end)
+            ORDER BY window_end DESC
+            LIMIT 50
+            """,
+            description="One row per monitoring window (performance_reports).",
+            width=24,
+        ),
+    ]
+
+
+def drift_and_quality() -> list[dict[str, Any]]:
+    psi = steps(GREEN, (default("PSI_WARNING"), ORANGE), (default("PSI_CRITICAL"), RED))
+    wasserstein = steps(
+        GREEN, (default("WASSERSTEIN_WARNING"), ORANGE), (default("WASSERSTEIN_CRITICAL"), RED)
+    )
+    severity = mapping((0, "none", GREEN), (1, "warning", ORANGE), (2, "critical", RED))
+    level = mapping((0, "ok", GREEN), (1, "soft", ORANGE), (2, "hard", RED))
+    return [
+        row("Drift and data quality"),
+        stat(
+            "Drifted features",
+            "short",
+            prom(f'ml_drift_features{{severity=~"warning|critical", {SEL}}}', "{{severity}}"),
+            description="Features at each severity in the latest drift report (MLFeatureDrift).",
+            thresholds=steps(GREEN, (1, RED)),
+            decimals=0,
+        ),
+        stat(
+            "Drifted share",
+            "percentunit",
+            prom(f"ml_drift_drifted_share{{{SEL}}}", "{{model_name}}"),
+            description="Share of features drifted; dataset drift from DRIFT_SHARE_THRESHOLD.",
+            thresholds=steps(GREEN, (default("DRIFT_SHARE_THRESHOLD"), RED)),
+        ),
+        stat(
+            "Prediction drift",
+            "none",
+            prom(f"ml_prediction_drift_detected{{{SEL}}}", "{{model_name}}"),
+            description="Whether the predicted class or the score drifted (MLPredictionDrift).",
+            mappings=mapping((0, "no drift", GREEN), (1, "drifted", ORANGE)),
+            thresholds=steps(GREEN, (1, ORANGE)),
+        ),
+        stat(
+            "Quality failures",
+            "short",
+            prom(f"ml_quality_hard_failures{{{SEL}}}", "hard"),
+            prom(f"ml_quality_soft_warnings{{{SEL}}}", "soft"),
+            description="Quality checks failed hard (MLDataQualityHardFailure) or soft.",
+            thresholds=steps(GREEN, (1, RED)),
+            decimals=0,
+        ),
+        timeseries(
+            "PSI per feature",
+            "none",
+            prom(f"ml_drift_psi{{{SEL}}}", "{{feature}}"),
+            description="Population stability index against the champion's reference profile.",
+            thresholds=psi,
+            line_thresholds=True,
+        ),
+        timeseries(
+            "Wasserstein distance per feature",
+            "none",
+            prom(f"ml_drift_wasserstein{{{SEL}}}", "{{feature}}"),
+            description="Numerical features, in reference standard deviations.",
+            thresholds=wasserstein,
+            line_thresholds=True,
+        ),
+        stat(
+            "Drift severity per feature",
+            "none",
+            prom(f"ml_drift_severity{{{SEL}}}", "{{feature}}"),
+            description="Latest drift report: none, warning (drifted), critical.",
+            mappings=severity,
+            thresholds=steps(GREEN, (1, ORANGE), (2, RED)),
+            width=12,
+        ),
+        timeseries(
+            "Prediction drift PSI",
+            "none",
+            prom(f"ml_prediction_drift_psi{{{SEL}}}", "{{output}}"),
+            description="PSI of the predicted class and of the score.",
+            thresholds=psi,
+            line_thresholds=True,
+        ),
+        timeseries(
+            "Missing share per feature",
+            "percentunit",
+            prom(f"ml_quality_missing_ratio{{{SEL}}}", "{{feature}}"),
+            threshold_line("feature_missing_ratio", "alert threshold"),
+            description="Quality window rows without the feature (MLFeatureMissingRateHigh).",
+            thresholds=alert_steps("feature_missing_ratio", low_is_bad=False, color=ORANGE),
+        ),
+        timeseries(
+            "Outside the training range per feature",
+            "percentunit",
+            prom(f"ml_quality_outside_training_range_ratio{{{SEL}}}", "{{feature}}"),
+            description="Values beyond the training range, where the schema sets no bound.",
+            thresholds=steps(
+                GREEN, (QUALITY.training_range_soft, ORANGE), (QUALITY.training_range_hard, RED)
+            ),
+            line_thresholds=True,
+        ),
+        stat(
+            "Quality checks",
+            "none",
+            prom(f"ml_quality_check_status{{{SEL}}}", "{{check}}"),
+            description="Each check of the latest quality report: ok, soft or hard.",
+            mappings=level,
+            thresholds=steps(GREEN, (1, ORANGE), (2, RED)),
+            width=12,
+        ),
+        timeseries(
+            "Report ages",
+            "s",
+            prom(f"ml_drift_report_age_seconds{{{SEL}}}", "drift"),
+            prom(f"ml_quality_report_age_seconds{{{SEL}}}", "quality"),
+            prom(f"ml_performance_report_age_seconds{{{SEL}}}", "performance"),
+            threshold_line("drift_report_max_age_seconds", "drift alert threshold"),
+            threshold_line("quality_report_max_age_seconds", "quality alert threshold"),
+            description=(
+                "Seconds since the end of the latest report's window "
+                "(MLDriftReportStale, MLQualityReportStale)."
+            ),
+            thresholds=alert_steps("drift_report_max_age_seconds", low_is_bad=False),
+        ),
+        timeseries(
+            "Live feature medians (API)",
+            "short",
+            prom(
+                "histogram_quantile(0.5, sum by (environment, feature, le) "
+                f"(rate(ml_feature_value_bucket{{{ENV}}}[$__rate_interval])))",
+                "{{feature}}",
+            ),
+            description="Medians of the numerical inputs as received, between drift reports.",
+        ),
+        timeseries(
+            "Mean positive-class score (API)",
+            "percentunit",
+            prom(
+                f"{_rate('ml_prediction_score_sum', 'environment')} / "
+                f"{_rate('ml_prediction_score_count', 'environment')}",
+                "{{environment}}",
+            ),
+            description="The live score the drift report's prediction drift summarises.",
+        ),
+        table(
+            "Drift reports",
+            """
+            SELECT window_end AS time, model_name, model_version, rows_current, drifted_share,
+                   dataset_drift, prediction_drift, report->>'summary' AS summary
+            FROM drift_reports
+            WHERE $__timeFilter(window_end)
+            ORDER BY window_end DESC
+            LIMIT 50
+            """,
+            description="One row per drift-check window (drift_reports).",
+        ),
+        table(
+            "Quality reports",
+            """
+            SELECT window_end AS time, model_name, model_version, rows, hard_failures,
+                   soft_warnings, passed, report->>'summary' AS summary
+            FROM quality_reports
+            WHERE $__timeFilter(window_end)
+            ORDER BY window_end DESC
+            LIMIT 50
+            """,
+            description="One row per quality-check window (quality_reports).",
+        ),
+    ]
+
+
+def retraining_and_registry() -> list[dict[str, Any]]:
+    return [
+        row("Retraining and registry"),
+        stat(
+            "Champion version",
+            "none",
+            prom(f"ml_champion_version{{{SEL}}}", "{{model_name}}"),
+            description="The registry's @champion (absent when there is none).",
+            thresholds=steps(BLUE),
+            decimals=0,
+        ),
+        stat(
+            "Version each API worker serves",
+            "none",
+            prom(
+                "max by (environment, instance, model_version, scorer) "
+                f"(ml_model_info{{{SEL}}}) == 1",
+                "{{instance}}: v{{model_version}} ({{scorer}})",
+            ),
+            description="Should match the champion within MODEL_POLL_SECONDS of a promotion.",
+            thresholds=steps(BLUE),
+            options=_default_options("stat") | {"textMode": "name"},
+        ),
+        stat(
+            "Newest training run",
+            "none",
+            prom(f"ml_training_last_run_status{{{SEL}}} == 1", "{{status}}"),
+            description="Outcome of the newest closed run (MLRetrainFailed, MLRetrainRejected).",
+            thresholds=steps(BLUE),
+            options=_default_options("stat") | {"textMode": "name"},
+        ),
+        stat(
+            "Training runs running",
+            "short",
+            prom(f"ml_training_runs_running{{{SEL}}}", "{{model_name}}"),
+            description="A run older than RETRAIN_TIMEOUT_HOURS no longer blocks the policy.",
+            thresholds=steps(GREEN, (2, ORANGE)),
+            decimals=0,
+        ),
+        timeseries(
+            "Champion age",
+            "s",
+            prom(f"ml_champion_age_seconds{{{SEL}}}", "{{model_name}}"),
+            threshold_line("champion_max_age_seconds", "alert threshold"),
+            description="Seconds since the champion version was registered (MLChampionStale).",
+            thresholds=alert_steps("champion_max_age_seconds", low_is_bad=False, color=ORANGE),
+            width=8,
+        ),
+        timeseries(
+            "Since the newest training run finished",
+            "s",
+            prom(f"time() - ml_training_last_run_timestamp_seconds{{{SEL}}}", "{{model_name}}"),
+            description="Seconds since the newest closed training run finished.",
+            width=8,
+        ),
+        panel(
+            "bargauge",
+            "Training runs by outcome",
+            "short",
+            [prom(f"ml_training_runs_total{{{SEL}}}", "{{status}}", instant=True)],
+            description="Closed training runs: promoted, challenger, rejected, failed.",
+            thresholds=steps(BLUE),
+            width=8,
+        ),
+        timeseries(
+            "Model (re)loads in the API",
+            "short",
+            prom(
+                "sum by (environment, result) "
+                f"(increase(ml_model_reloads_total{{{ENV}}}[$__rate_interval]))",
+                "{{result}}",
+            ),
+            description="Hot reloads of @champion by result: changed, unchanged, failed.",
+            width=24,
+            height=6,
+        ),
+        table(
+            "Retrain decisions",
+            """
+            SELECT window_end AS time, model_name, model_version, retrain, reason,
+                   triggers::text AS triggers, blocked_by, training_run_id
+            FROM retrain_decisions
+            WHERE $__timeFilter(window_end)
+            ORDER BY window_end DESC
+            LIMIT 50
+            """,
+            description="The policy's answer for every drift-check window, and what held it back.",
+        ),
+        table(
+            "Training runs",
+            """
+            SELECT requested_at AS time, finished_at, model_name, trigger, status, version,
+                   reason, external_id
+            FROM training_runs
+            WHERE $__timeFilter(requested_at)
+            ORDER BY requested_at DESC
+            LIMIT 50
+            """,
+            description="Every training run: trigger, reason, status, the version it registered.",
+        ),
+        table(
+            "Promotions, rejections and rollbacks",
+            """
+            SELECT created_at AS time, model_name, version, action, previous_champion, actor,
+                   reason
+            FROM promotion_audit
+            WHERE $__timeFilter(created_at)
+            ORDER BY created_at DESC
+            LIMIT 50
+            """,
+            description="The registry's audit trail (promotion_audit).",
+        ),
+        table(
+            "Notifications",
+            """
+            SELECT created_at AS time, alertname, severity, status, destination, outcome,
+                   attempts, error
+            FROM alert_log
+            WHERE $__timeFilter(created_at)
+            ORDER BY created_at DESC
+            LIMIT 50
+            """,
+            description="Every notification of the retrain loop and the DAGs, per destination.",
+        ),
+    ]
