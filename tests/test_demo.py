@@ -16,7 +16,8 @@ import sys
 import pytest
 
 from data.settings import PROJECT_ROOT
-from demo.run import BASELINE, CONCEPT, SHIFT, SHIFT_FEATURE, Scenario, _quantile
+from demo.api_process import histogram_quantile
+from demo.world import BASELINE, CONCEPT, SHIFT, SHIFT_FEATURE, Scenario
 from tools.testkit.api_server import free_port
 from tools.testkit.http_sink import running_sink
 
@@ -123,10 +124,10 @@ def test_the_same_seed_tells_the_same_story(demo, tmp_path):
 
 def test_the_same_seed_gives_the_same_traffic():
     from data.schema import load_schema
-    from demo.run import _simulated_start
+    from demo.world import simulated_start
 
     schema = load_schema(PROJECT_ROOT / "schemas" / "fraud.yaml")
-    start = _simulated_start(5)
+    start = simulated_start(5)
     one, two = Scenario(days=(1, 1, 3), seed=7), Scenario(days=(1, 1, 3), seed=7)
     for window in (0, 5, 12):
         assert one.traffic(window, start, schema).equals(two.traffic(window, start, schema))
@@ -137,9 +138,9 @@ def test_the_same_seed_gives_the_same_traffic():
 def test_quantiles_follow_prometheus_histogram_quantile():
     # 100 observations: 50 under 1 ms, 40 in (1, 2] ms, 10 in (2, 5] ms.
     histogram = {"buckets": {0.001: 50, 0.002: 90, 0.005: 100, float("inf"): 100}, "count": 100}
-    assert _quantile(histogram, 0.5) == pytest.approx(0.001)
-    assert _quantile(histogram, 0.99) == pytest.approx(0.002 + 0.003 * 9 / 10)
-    assert _quantile({"buckets": {}, "count": 0}, 0.5) is None
+    assert histogram_quantile(histogram, 0.5) == pytest.approx(0.001)
+    assert histogram_quantile(histogram, 0.99) == pytest.approx(0.002 + 0.003 * 9 / 10)
+    assert histogram_quantile({"buckets": {}, "count": 0}, 0.5) is None
 
 
 def test_the_demos_own_report_renders_in_chromium(demo, tmp_path):
