@@ -21,18 +21,20 @@ from aiosmtpd.smtp import AuthResult
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from alerting.events import (
+    Event,
+    candidate_promoted,
+    candidate_rejected,
+    retrain_started,
+    task_failed,
+)
 from alerting.notify import (
     EmailConfig,
-    Event,
     Notifier,
     NotifierConfig,
     PagerDutyConfig,
     SlackConfig,
     WebhookConfig,
-    candidate_promoted,
-    candidate_rejected,
-    retrain_started,
-    task_failed,
 )
 from data.db import alert_log, get_engine
 from data.settings import PROJECT_ROOT, Settings, get_settings
@@ -375,7 +377,7 @@ def test_every_delivery_is_a_row_in_alert_log(sink, database_url, monkeypatch):
 def test_dedup_lives_in_the_database_across_processes(sink, database_url, monkeypatch, tmp_path):
     configure_env(monkeypatch, sink, database_url)
     script = (
-        "from alerting.notify import candidate_rejected\n"
+        "from alerting.events import candidate_rejected\n"
         "from monitoring.retrain.notifier import notify\n"
         f"event = candidate_rejected('fraud-detector', 7, gates={GATES!r})\n"
         "print([d.outcome for d in notify(event)])"

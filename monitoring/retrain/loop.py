@@ -20,12 +20,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from alerting.notify import (
-    Event,
-    candidate_promoted,
-    candidate_rejected,
-    retrain_started,
-)
+from alerting.events import Event, candidate_promoted, candidate_rejected, retrain_started
 from data.db import as_utc, get_engine
 from data.settings import Settings
 from monitoring.retrain.notifier import notify, on_task_failure

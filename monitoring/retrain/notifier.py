@@ -4,7 +4,7 @@
 memory in the monitoring database, where every delivery becomes an `alert_log` row and the dedup
 window is read back, so DAG tasks in separate processes share it. What the DAG tasks call:
 
-    from alerting.notify import candidate_rejected
+    from alerting.events import candidate_rejected
     from monitoring.retrain.notifier import notify
     notify(candidate_rejected("fraud-detector", "7", gates=report.to_dict()["gates"]))
 
@@ -19,16 +19,15 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
+from alerting.events import Event, task_failed
 from alerting.notify import (
     Delivery,
     EmailConfig,
-    Event,
     Notifier,
     NotifierConfig,
     PagerDutyConfig,
     SlackConfig,
     WebhookConfig,
-    task_failed,
 )
 from data.db import alert_log, get_engine, init_db
 from data.settings import Settings, get_settings
