@@ -6,9 +6,13 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv system-tools test lint format demo bench train airflow stack lock clean
+.PHONY: help venv system-tools test check lint format demo bench train airflow stack lock clean
+.DEFAULT_GOAL := help
 
-venv: $(STAMP)
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)$$/  \1\t\2/' | expand -t 16
+
+venv: $(STAMP) ## build the virtual environment .venv from requirements.txt and constraints.txt
 
 $(STAMP): requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,11 +20,11 @@ $(STAMP): requirements.txt constraints.txt
 	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
 	touch $(STAMP)
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: $(STAMP)
+format: $(STAMP) ## fix what ruff can and format the code
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
@@ -30,14 +34,14 @@ format: $(STAMP)
 # see tests/test_compose_stack.py). Installed only when missing; needs root and the apt mirror,
 # as CI has.
 SYSTEM_PACKAGES := chromium prometheus prometheus-alertmanager docker-compose
-system-tools:
+system-tools: ## install the Debian packages the tests drive (Chromium, Prometheus, Alertmanager, docker-compose)
 	command -v chromium >/dev/null && command -v promtool >/dev/null && \
 	  command -v amtool >/dev/null && command -v docker-compose >/dev/null || \
 	  (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  $(SYSTEM_PACKAGES))
 
-test: lint system-tools
+test: lint system-tools ## lint, then the whole suite against the real components
 	$(PY) -m pytest
 
 # The whole story on one machine, on embedded defaults (SQLite, a local MLflow store, all under
@@ -47,11 +51,11 @@ test: lint system-tools
 # timeline as it goes and a summary at the end, and writes var/demo/report.html. About 100 s
 # on two idle cores (up to 5 minutes on a busy machine). DEMO_PORT must be free.
 DEMO_PORT ?= 8000
-demo: $(STAMP)
+demo: $(STAMP) ## four simulated weeks: drift caught, a gated retrain, the recovery (var/demo/report.html)
 	$(PY) -m demo.run --port $(DEMO_PORT) --out var/demo
 
 # Hot-path benchmarks (figures and machine in BENCHMARKS.md). Needs wrk and Postgres on 5432.
-bench: $(STAMP)
+bench: $(STAMP) ## the hot-path benchmarks (figures in BENCHMARKS.md)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m benchmarks.bench_api
 	$(PY) -m benchmarks.bench_journal
@@ -60,7 +64,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.bench_quality
 	$(PY) -m benchmarks.bench_retention
 
-train: $(STAMP)
+train: $(STAMP) ## train a model and register it in MLflow (gated)
 	$(PY) -m training.train
 
 # Airflow 3 on this machine, against the project's DAGs (airflow/dags/) and the stack's settings
@@ -69,7 +73,7 @@ train: $(STAMP)
 # is the one place that puts the project on Airflow's path (PYTHONPATH); the DAG files import
 # the project's packages inside their tasks. The admin password is printed at start.
 AIRFLOW_PORT ?= 8080
-airflow: $(STAMP)
+airflow: $(STAMP) ## Airflow 3 standalone on this machine with the project's DAGs
 	mkdir -p var/airflow
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)" AIRFLOW_HOME="$(CURDIR)/var/airflow" \
 	  AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/airflow/dags" AIRFLOW__CORE__LOAD_EXAMPLES=False \
@@ -88,13 +92,13 @@ MLFLOW_PORT ?= 5000
 PROMETHEUS_PORT ?= 9090
 ALERTMANAGER_PORT ?= 9093
 STACK_AIRFLOW ?= yes
-stack: $(STAMP)
+stack: $(STAMP) ## the services of docker-compose.yml as local processes (Ctrl-C stops them)
 	$(PY) -m tools.stack --mlflow-port $(MLFLOW_PORT) --prometheus-port $(PROMETHEUS_PORT) \
 	  --alertmanager-port $(ALERTMANAGER_PORT) --airflow-port $(AIRFLOW_PORT) \
 	  $(if $(filter no,$(STACK_AIRFLOW)),--no-airflow) $(STACK_ARGS)
 
 # Re-resolve requirements.txt from scratch and pin everything it pulls in.
-lock:
+lock: ## re-resolve requirements.txt and pin everything in constraints.txt
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet --upgrade pip
@@ -103,5 +107,5 @@ lock:
 	  .lock-venv/bin/pip freeze --exclude-editable ) > constraints.txt
 	rm -rf .lock-venv
 
-clean:
+clean: ## remove var/ (local databases, models, reports) and caches
 	rm -rf var/ .pytest_cache

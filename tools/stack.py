@@ -18,8 +18,10 @@ MLflow databases are created or migrated, a first model is trained and promoted 
 registry has no @champion (as `make demo` does), Airflow's metadata is migrated, the API, the
 exporter and Airflow's api-server wait for MLflow's /health, and Airflow's other components for
 its api-server. The URLs are printed at start, and each service's health URL once it answers.
-Ctrl-C (or SIGTERM) stops every process, each with SIGTERM to its process group, and waits for
-them (SIGKILL after KILL_WAIT_SECONDS).
+Ctrl-C (or SIGTERM) stops every process, each with SIGTERM to its process group, clients before
+the servers they wait for (`stop_waves`: Airflow's scheduler, triggerer and dag-processor, then
+its api-server, the API and the exporter, then MLflow, Prometheus and Alertmanager), and waits
+for them (SIGKILL after KILL_WAIT_SECONDS).
 
     python -m tools.stack --wait-for URL            # exit 0 once URL answers 2xx
     python -m tools.stack --watch NAME=URL ...      # print each as it answers, then wait
@@ -59,6 +61,8 @@ PAGERDUTY_NOT_SET = "pagerduty-routing-key-not-set"
 # honcho sends SIGTERM, then SIGKILL this many seconds after the first process stopped. Its own
 # 5 s is shorter than the API's drain (api/serve.py gives in-flight requests up to 20 s).
 KILL_WAIT_SECONDS = 30
+# How long one wave of the ordered stop may take before the next wave is told to stop anyway.
+WAVE_SECONDS = 20
 WAIT_SECONDS = 300  # a first start migrates MLflow's database and loads the model on 2 cores
 
 
@@ -203,6 +207,66 @@ def airflow_env(settings: Settings, var: Path, ports: Ports) -> dict[str, str]:
         # another port.
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{ports.url(ports.airflow)}/execution/",
     }
+
+
+def stop_waves(items: list[Service]) -> list[list[str]]:
+    """The order to stop the stack in: what waits for another service before that service.
+
+    A service that waits for another (`wait_for`) is its client: Airflow's scheduler reports
+    its tasks to the api-server, which waits for MLflow. Stopped all at once, a client can be
+    left waiting on a server that is already gone (the scheduler waited on its LocalExecutor
+    until SIGKILL). So each wave holds the services at one depth of that chain, deepest first.
+    """
+    # Airflow's components all name the api-server's address; the server is listed first.
+    by_address: dict[str, Service] = {}
+    for service in items:
+        by_address.setdefault(urlparse(service.url).netloc, service)
+
+    def depth(service: Service) -> int:
+        server = by_address.get(urlparse(service.wait_for).netloc) if service.wait_for else None
+        return 0 if server is None or server is service else 1 + depth(server)
+
+    depths = {service.name: depth(service) for service in items}
+    return [
+        [name for name, d in depths.items() if d == level]
+        for level in sorted(set(depths.values()), reverse=True)
+    ]
+
+
+def ordered_manager(waves: list[list[str]], printer):
+    """honcho's manager, stopping its processes wave by wave (`stop_waves`) instead of all at
+    once; anything not in a wave (the ready watcher) goes with the first."""
+    from honcho import manager as honcho
+
+    class OrderedManager(honcho.Manager):
+        def _killall(self, force: bool = False) -> None:
+            if force:
+                return super()._killall(force=True)
+            named = {name for wave in waves for name in wave}
+            first = [*waves[0], *(name for name in self._processes if name not in named)]
+            for wave in [first, *waves[1:]]:
+                running = [name for name in wave if "returncode" not in self._processes[name]]
+                for name in running:
+                    pid = self._processes[name]["pid"]
+                    self._system_print(f"sending SIGTERM to {name} (pid {pid})\n")
+                    self._procmgr.terminate(pid)
+                deadline = time.monotonic() + WAVE_SECONDS
+                while time.monotonic() < deadline and any(
+                    _group_alive(self._processes[name]["pid"]) for name in running
+                ):
+                    time.sleep(0.1)
+
+    return OrderedManager(printer)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def services(settings: Settings, var: Path, ports: Ports, airflow: bool) -> list[Service]:
@@ -458,7 +522,7 @@ def run(args: argparse.Namespace) -> int:
         migrate_airflow(airflow_env(settings, var, ports), stack / "airflow-init.log")
 
     honcho.KILL_WAIT = KILL_WAIT_SECONDS
-    manager = honcho.Manager(Printer(sys.stdout, colour=sys.stdout.isatty()))
+    manager = ordered_manager(stop_waves(items), Printer(sys.stdout, colour=sys.stdout.isatty()))
     # Only the API's workers share a metrics folder, which api.serve wipes at start; any other
     # process that inherited PROMETHEUS_MULTIPROC_DIR (MLflow's server imports prometheus_client)
     # would write its metrics there and fail once the folder is wiped.
