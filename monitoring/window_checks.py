@@ -92,14 +92,13 @@ def check_window(
     *,
     end: datetime | None = None,
     hours: float | None = None,
-    settings: Settings | None = None,
+    settings: Settings,
     html: str | Path | None = None,
 ) -> WindowResult:
     """Check the window of `hours` (default DRIFT_WINDOW_HOURS) ending at `end` (default now)."""
     # Imported here: the registry pulls in MLflow, which the rest of monitoring does not need.
     from training.registry import CHAMPION, Registry, RegistryError
 
-    settings = settings or get_settings()
     end = as_utc(end) if end else datetime.now(UTC)
     start = end - timedelta(hours=hours or settings.DRIFT_WINDOW_HOURS)
     schema = load_schema(settings.path(settings.FEATURE_SCHEMA))
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             if seconds <= 0:
                 raise ValueError(f"--start {args.start} is not before the window's end")
             hours = seconds / 3600
-        result = check_window(end=end, hours=hours, html=args.html)
+        result = check_window(end=end, hours=hours, settings=get_settings(), html=args.html)
     except (CheckError, SchemaError, DataError, ValueError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -348,8 +348,14 @@ def test_every_delivery_is_a_row_in_alert_log(sink, database_url, monkeypatch):
     configure_env(monkeypatch, sink, database_url)
     sink.answers[PAGERDUTY_PATH] = [(503, {}, "busy")]
 
-    notify(task_failed("retrain_trigger", "train", run_id="manual__1", error="OOM"))
-    notify(Event("retrain_skipped", "info", "Retraining skipped", "cooldown active"))
+    notify(
+        task_failed("retrain_trigger", "train", run_id="manual__1", error="OOM"),
+        settings=get_settings(),
+    )
+    notify(
+        Event("retrain_skipped", "info", "Retraining skipped", "cooldown active"),
+        settings=get_settings(),
+    )
 
     logged = rows(database_url)
     assert [(r["destination"], r["outcome"], r["delivered"], r["attempts"]) for r in logged] == [
@@ -378,9 +384,10 @@ def test_dedup_lives_in_the_database_across_processes(sink, database_url, monkey
     configure_env(monkeypatch, sink, database_url)
     script = (
         "from alerting.events import candidate_rejected\n"
+        "from data.settings import get_settings\n"
         "from monitoring.retrain.notifier import notify\n"
         f"event = candidate_rejected('fraud-detector', 7, gates={GATES!r})\n"
-        "print([d.outcome for d in notify(event)])"
+        "print([d.outcome for d in notify(event, settings=get_settings())])"
     )
     sent = subprocess.run(
         [sys.executable, "-c", script],
@@ -394,10 +401,14 @@ def test_dedup_lives_in_the_database_across_processes(sink, database_url, monkey
     assert sent.stdout.strip() == "['sent', 'skipped']"
     assert len(sink.at(SLACK_PATH)) == 1
 
-    again = notify(candidate_rejected("fraud-detector", 7, gates=GATES))  # this process
+    again = notify(
+        candidate_rejected("fraud-detector", 7, gates=GATES), settings=get_settings()
+    )  # this process
     assert outcomes(again) == {"slack": "deduplicated", "webhook": "skipped"}
     assert len(sink.at(SLACK_PATH)) == 1
-    other = notify(candidate_rejected("fraud-detector", 8, gates=GATES))  # another key
+    other = notify(
+        candidate_rejected("fraud-detector", 8, gates=GATES), settings=get_settings()
+    )  # another key
     assert outcomes(other)["slack"] == "sent"
 
     later = datetime.now(UTC) + timedelta(minutes=31)
@@ -415,14 +426,20 @@ def test_a_failed_delivery_does_not_count_for_dedup(sink, monkeypatch, isolated_
     url = f"sqlite:///{isolated_settings / 'alerts.db'}"
     configure_env(monkeypatch, sink, url)
     sink.answers[SLACK_PATH] = [(404, {}, "no_service")]
-    assert outcomes(notify(retrain_started("m", reason="drift")))["slack"] == "failed"
-    assert outcomes(notify(retrain_started("m", reason="drift")))["slack"] == "sent"
+    assert (
+        outcomes(notify(retrain_started("m", reason="drift"), settings=get_settings()))["slack"]
+        == "failed"
+    )
+    assert (
+        outcomes(notify(retrain_started("m", reason="drift"), settings=get_settings()))["slack"]
+        == "sent"
+    )
 
 
 def test_a_database_that_is_down_does_not_stop_the_page(sink, monkeypatch, caplog):
     configure_env(monkeypatch, sink, f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x")
     with caplog.at_level(logging.WARNING, logger="alerting.notify"):
-        deliveries = notify(task_failed("d", "t"))
+        deliveries = notify(task_failed("d", "t"), settings=get_settings())
     assert outcomes(deliveries)["pagerduty"] == "sent"
     assert "dedup check failed" in caplog.text and "could not record" in caplog.text
 
@@ -440,7 +457,7 @@ def test_no_secret_reaches_the_log_or_alert_log(sink, monkeypatch, caplog, isola
 
     # INFO, the level Airflow's task logs run at (urllib3's DEBUG lines name every request path).
     with caplog.at_level(logging.INFO):
-        deliveries = notify(task_failed("d", "t", error="boom"))
+        deliveries = notify(task_failed("d", "t", error="boom"), settings=get_settings())
 
     assert {d.outcome for d in deliveries if d.destination != "email"} == {"failed"}
     assert ROUTING_KEY in json.dumps(sink.at(PAGERDUTY_PATH)[0].body)  # it was sent, and so

@@ -143,7 +143,9 @@ def test_each_trigger_is_named_with_its_numbers():
 
 
 def test_a_healthy_window_records_no_retrain(engine):
-    decision = decide_and_record(save(engine, 0, drift=NO_DRIFT, quality={"failures": []}))
+    decision = decide_and_record(
+        save(engine, 0, drift=NO_DRIFT, quality={"failures": []}), settings=get_settings()
+    )
     assert decision.retrain is False and decision.triggers == [] and decision.blocked_by is None
     assert decision.reason.startswith("no retrain")
     assert count(engine, retrain_decisions) == 1 and count(engine, training_runs) == 0
@@ -151,9 +153,12 @@ def test_a_healthy_window_records_no_retrain(engine):
 
 def test_drift_with_labels_retrains_and_opens_a_run_for_the_drift_episode(engine):
     log_labelled(engine, 0, 50)  # before the drift: not learnt from
-    decide_and_record(save(engine, 0, drift=NO_DRIFT))
+    decide_and_record(save(engine, 0, drift=NO_DRIFT), settings=get_settings())
     log_labelled(engine, 1, 30)
-    decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT, perf=performance(0.95, 0.5, 0.97)))
+    decide_and_record(
+        save(engine, 1, drift=CRITICAL_DRIFT, perf=performance(0.95, 0.5, 0.97)),
+        settings=get_settings(),
+    )
     decision = decisions(MODEL)[0]
     assert decision.retrain is True and decision.triggers == ["critical_drift"]
     assert decision.reason.startswith("retrain: critical drift in amount")
@@ -168,17 +173,17 @@ def test_the_episode_spans_consecutive_triggered_windows(engine, monkeypatch):
     get_settings.cache_clear()
     for k in (0, 1, 2):
         log_labelled(engine, k, 40)
-    decide_and_record(save(engine, 0, drift=NO_DRIFT))
-    first = decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT))
+    decide_and_record(save(engine, 0, drift=NO_DRIFT), settings=get_settings())
+    first = decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT), settings=get_settings())
     assert first.blocked_by == "not_enough_labels" and first.numbers["new_labelled_rows"] == 40
     assert "40 new labelled rows" in first.reason
     # As Airflow hands them to a task: pendulum times (whose arithmetic drops datetime.UTC).
     airflow_window = tuple(pendulum.instance(t) for t in save(engine, 2, drift=CRITICAL_DRIFT))
-    second = decide_and_record(airflow_window)
+    second = decide_and_record(airflow_window, settings=get_settings())
     assert second.blocked_by == "not_enough_labels"  # 80 < 100, windows 1 and 2 together
     assert second.numbers["new_labelled_rows"] == 80
     log_labelled(engine, 3, 40)
-    third = decide_and_record(save(engine, 3, drift=CRITICAL_DRIFT))
+    third = decide_and_record(save(engine, 3, drift=CRITICAL_DRIFT), settings=get_settings())
     assert third.retrain is True and third.numbers["new_labelled_rows"] == 120
     assert training_run(third.training_run_id)["data_start"] == window(1)[0]
 
@@ -186,8 +191,10 @@ def test_the_episode_spans_consecutive_triggered_windows(engine, monkeypatch):
 def test_deciding_a_window_again_returns_the_same_decision_and_starts_nothing(engine):
     log_labelled(engine, 0, 20)
     bounds = save(engine, 0, drift=CRITICAL_DRIFT)
-    first = decide_and_record(bounds)
-    again = decide_and_record((pendulum.instance(bounds[0]), pendulum.instance(bounds[1])))
+    first = decide_and_record(bounds, settings=get_settings())
+    again = decide_and_record(
+        (pendulum.instance(bounds[0]), pendulum.instance(bounds[1])), settings=get_settings()
+    )
     assert again == first and first.retrain is True
     assert count(engine, retrain_decisions) == 1 and count(engine, training_runs) == 1
 
@@ -199,12 +206,15 @@ def test_no_retrain_while_one_runs_unless_it_is_dead(engine, monkeypatch):
     running = open_training_run(model_name=MODEL, requested_at=window(1)[0] + timedelta(hours=1),
                                 trigger="manual",
                                 reason="by hand", engine=engine)  # fmt: skip
-    decision = decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT))
+    decision = decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT), settings=get_settings())
     assert decision.blocked_by == "training_running" and decision.retrain is False
     assert f"training run {running} is still running" in decision.reason
     # A run "running" for longer than RETRAIN_TIMEOUT_HOURS (6) died: it blocks nothing.
     log_labelled(engine, 3, 20)
-    assert decide_and_record(save(engine, 3, drift=CRITICAL_DRIFT)).retrain is True
+    assert (
+        decide_and_record(save(engine, 3, drift=CRITICAL_DRIFT), settings=get_settings()).retrain
+        is True
+    )
 
 
 def test_the_cooldown_counts_from_the_last_run_but_not_a_failed_one(engine):
@@ -212,14 +222,17 @@ def test_the_cooldown_counts_from_the_last_run_but_not_a_failed_one(engine):
     done = open_training_run(model_name=MODEL, requested_at=window(0)[1], trigger="policy",
                              reason="earlier drift", engine=engine)  # fmt: skip
     finish_training_run(done, "promoted", finished_at=window(0)[1], engine=engine)
-    decision = decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT))
+    decision = decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT), settings=get_settings())
     assert decision.blocked_by == "cooldown"
     assert decision.numbers["hours_since_last_training"] == 6
     assert "RETRAIN_COOLDOWN_HOURS=12" in decision.reason
 
     # Twelve hours after it, the cooldown is over.
     log_labelled(engine, 2, 20)
-    assert decide_and_record(save(engine, 2, drift=CRITICAL_DRIFT)).retrain is True
+    assert (
+        decide_and_record(save(engine, 2, drift=CRITICAL_DRIFT), settings=get_settings()).retrain
+        is True
+    )
 
 
 def test_a_failed_run_does_not_hold_the_next_one_back(engine):
@@ -227,7 +240,10 @@ def test_a_failed_run_does_not_hold_the_next_one_back(engine):
     failed = open_training_run(model_name=MODEL, requested_at=window(0)[1], trigger="policy",
                                reason="earlier drift", engine=engine)  # fmt: skip
     finish_training_run(failed, "failed", finished_at=window(0)[1], engine=engine)
-    assert decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT)).retrain is True
+    assert (
+        decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT), settings=get_settings()).retrain
+        is True
+    )
 
 
 def test_the_daily_cap_counts_the_policys_runs_of_the_last_24_hours(engine, monkeypatch):
@@ -237,20 +253,23 @@ def test_the_daily_cap_counts_the_policys_runs_of_the_last_24_hours(engine, monk
     outcomes = []
     for k in range(4):
         log_labelled(engine, k, 20)
-        decision = decide_and_record(save(engine, k, drift=CRITICAL_DRIFT))
+        decision = decide_and_record(save(engine, k, drift=CRITICAL_DRIFT), settings=get_settings())
         if decision.training_run_id:
             finish_training_run(decision.training_run_id, "promoted",
                                 finished_at=window(k)[1], engine=engine)  # fmt: skip
         outcomes.append(decision.blocked_by)
     assert outcomes == [None, None, "daily_cap", "daily_cap"]
     # A day after the first run it has left the last 24 hours: room for one again.
-    assert decide_and_record(save(engine, 4, drift=CRITICAL_DRIFT)).retrain is True
+    assert (
+        decide_and_record(save(engine, 4, drift=CRITICAL_DRIFT), settings=get_settings()).retrain
+        is True
+    )
 
 
 def test_unlabelled_predictions_do_not_count_as_something_to_learn_from(engine):
     log_labelled(engine, 0, 500, labelled=False, tag="u")
     log_labelled(engine, 0, 5)
-    decision = decide_and_record(save(engine, 0, drift=CRITICAL_DRIFT))
+    decision = decide_and_record(save(engine, 0, drift=CRITICAL_DRIFT), settings=get_settings())
     assert decision.blocked_by == "not_enough_labels" and decision.numbers["new_labelled_rows"] == 5
 
 
@@ -260,8 +279,8 @@ def test_the_command_line_shows_each_decision_and_why(engine, capsys):
     assert main([]) == 0
     assert "no retrain decisions" in capsys.readouterr().out
     log_labelled(engine, 1, 20)
-    decide_and_record(save(engine, 0, drift=NO_DRIFT))
-    decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT))
+    decide_and_record(save(engine, 0, drift=NO_DRIFT), settings=get_settings())
+    decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT), settings=get_settings())
     assert main(["--limit", "5"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("2026-03-02 06:00..12:00 UTC  v?  RETRAIN -> training run ")
@@ -279,13 +298,23 @@ def test_when_accuracy_fell_the_episode_starts_where_it_fell(engine, monkeypatch
     get_settings.cache_clear()
     for k, n in ((1, 20), (2, 20), (3, 30), (4, 30)):
         log_labelled(engine, k, n)
-    decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT, perf=performance(0.95, 0.5, 0.95)))
-    decide_and_record(save(engine, 2, drift=CRITICAL_DRIFT, perf=performance(0.95, 0.5, 0.95)))
-    fell = decide_and_record(save(engine, 3, drift=CRITICAL_DRIFT, perf=performance(0.8, 0.5, 0.9)))
+    decide_and_record(
+        save(engine, 1, drift=CRITICAL_DRIFT, perf=performance(0.95, 0.5, 0.95)),
+        settings=get_settings(),
+    )
+    decide_and_record(
+        save(engine, 2, drift=CRITICAL_DRIFT, perf=performance(0.95, 0.5, 0.95)),
+        settings=get_settings(),
+    )
+    fell = decide_and_record(
+        save(engine, 3, drift=CRITICAL_DRIFT, perf=performance(0.8, 0.5, 0.9)),
+        settings=get_settings(),
+    )
     # 30 rows since it fell < 50 (the whole drift episode would have had 70)
     assert fell.blocked_by == "not_enough_labels", fell.reason
     decision = decide_and_record(
-        save(engine, 4, drift=CRITICAL_DRIFT, perf=performance(0.8, 0.5, 0.9))
+        save(engine, 4, drift=CRITICAL_DRIFT, perf=performance(0.8, 0.5, 0.9)),
+        settings=get_settings(),
     )
     assert decision.retrain is True and "accuracy_below_floor" in decision.triggers
     assert decision.numbers["new_labelled_rows"] == 60

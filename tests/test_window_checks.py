@@ -75,7 +75,7 @@ def test_a_pass_over_drifted_traffic_finds_the_drift_and_saves_it(
     assert api.post("/feedback/batch", json={"labels": labels}).json()["accepted"] == LABELLED
 
     end = datetime.now(UTC) + timedelta(seconds=1)
-    result = check_window(end=end, hours=1, html=tmp_path / "drift.html")
+    result = check_window(end=end, hours=1, html=tmp_path / "drift.html", settings=get_settings())
 
     assert result.rows == ROWS and result.model_version == training.version
     assert [f.name for f in result.drift.drifted_features] == ["amount"]
@@ -114,7 +114,7 @@ def test_a_pass_over_drifted_traffic_finds_the_drift_and_saves_it(
 
 def test_an_empty_window_is_a_quality_failure_not_a_crash(api, database_url):
     end = datetime.now(UTC) - timedelta(days=30)
-    result = check_window(end=end, hours=6)
+    result = check_window(end=end, hours=6, settings=get_settings())
     assert result.rows == 0 and result.drift is None and result.realized is None
     assert result.quality.check("volume_freshness").level == "hard"
     assert result.saved.drift_id is None and result.saved.quality_id is not None
@@ -216,7 +216,7 @@ def test_the_threshold_trained_with_a_version_is_the_one_served_and_monitored(
         assert client.post("/feedback/batch", json={"labels": labels}).json()["accepted"] == 3_000
 
     end = datetime.now(UTC) + timedelta(seconds=1)
-    result = check_window(end=end, hours=1)
+    result = check_window(end=end, hours=1, settings=get_settings())
     assert result.realized.threshold == result.estimated.threshold == 0.3
     hits = [p == y for p, y in zip(predicted, truth, strict=True)]
     assert result.realized.overall["accuracy"] == pytest.approx(sum(hits) / len(hits))
@@ -258,7 +258,7 @@ def test_a_version_stored_before_thresholds_and_calibrations_gets_half_and_raw_s
 
         end = datetime.now(UTC) + timedelta(seconds=1)
         with caplog.at_level(logging.WARNING, logger="monitoring.window_checks"):
-            result = check_window(end=end, hours=1)
+            result = check_window(end=end, hours=1, settings=get_settings())
     finally:
         rollback(registry, version, actor="test", reason="back to the calibrated version")
     assert f"model version {older} has no stored calibration" in caplog.text

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from data.schema import FeatureSchema
-from data.settings import Settings, get_settings
+from data.settings import Settings
 from training.evaluate import evaluate_scores
 from training.registry import CHALLENGER, CHAMPION, Registry, move_champion
 from training.scoring import VERIFY_ROWS, make_scorer, request_records, time_one_row
@@ -79,10 +79,9 @@ def run_gates(
     schema: FeatureSchema,
     *,
     validation_passed: bool,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> GateReport:
     """Evaluate the three gates for `version` on `holdout` and tag the version with the results."""
-    settings = settings or get_settings()
     version = str(version)
     candidate = registry.load_model(version)
     features = holdout[schema.feature_names]

@@ -128,19 +128,14 @@ def notifier_config(settings: Settings) -> NotifierConfig:
     )
 
 
-def notifier_from_settings(
-    settings: Settings | None = None, engine: Engine | None = None
-) -> Notifier:
+def notifier_from_settings(settings: Settings, engine: Engine | None = None) -> Notifier:
     """A notifier for this process: destinations from the settings, memory in `alert_log`."""
-    settings = settings or get_settings()
     return Notifier(
         notifier_config(settings), AlertLog(engine or get_engine(settings.database_url))
     )
 
 
-def notify(
-    event: Event, *, settings: Settings | None = None, engine: Engine | None = None
-) -> list[Delivery]:
+def notify(event: Event, *, settings: Settings, engine: Engine | None = None) -> list[Delivery]:
     """Send `event` to the destinations its severity routes it to; record each in `alert_log`.
 
     Never raises for a destination or the database failing (the deliveries say what happened).
@@ -165,7 +160,7 @@ def on_task_failure(context: Mapping[str, Any]) -> list[Delivery]:
         try_number=getattr(ti, "try_number", None),
         log_url=_log_url(ti),
     )
-    return notify(event)
+    return notify(event, settings=get_settings())
 
 
 def _log_url(ti: object) -> str | None:

@@ -187,14 +187,13 @@ def decide_and_record(
     window: tuple[datetime, datetime],
     *,
     model_version: str | None = None,
-    settings: Settings | None = None,
+    settings: Settings,
     engine: Engine | None = None,
 ) -> Decision:
     """Decide for the window [start, end) whose reports `check_window` saved; record it once.
 
     A window decided before returns its stored decision unchanged.
     """
-    settings = settings or get_settings()
     engine = engine or get_engine(settings.database_url)
     init_db(engine)
     start, end = (as_utc(moment) for moment in window)
