@@ -52,6 +52,7 @@ COMPOSE_OWNED = {
     "EXPORTER_PORT",
     "PROMETHEUS_MULTIPROC_DIR",
     "API_ADMIN_TOKEN",
+    "LOG_FORMAT",
 }
 # api.serve sets it for its workers; nothing else reads it.
 NOT_PASSED = {"PROMETHEUS_MULTIPROC_DIR"}
