@@ -4,7 +4,8 @@ Every package (data, training, monitoring, api, the DAGs) calls `get_settings()`
 touches `os.environ`. The settings are grouped by concern into sections (`StoreSettings`,
 `DriftSettings`, ...), which `Settings` combines: one flat namespace, so each variable keeps its
 name and `settings.X` works whatever section X is in. Every field carries its meaning as its
-description, and `.env.example` lists every variable with a comment. Defaults are the embedded
+description; `python -m data.settings --reference > docs/configuration.md` writes the reference
+page from them, and `.env.example` lists every variable with a comment. Defaults are the embedded
 ones (`make demo`: SQLite and a local MLflow store under `var/`); compose overrides them with
 Postgres and the MLflow server. Outside `ENVIRONMENT=development` placeholder secrets are refused
 at start, so a copied `.env.example` cannot reach production unnoticed.
@@ -12,12 +13,14 @@ at start, so a copied `.env.example` cannot reach production unnoticed.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
+import textwrap
 from collections.abc import Callable
 from functools import lru_cache, wraps
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -27,6 +30,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -678,3 +682,131 @@ def configure_cli_logging() -> None:
     would bury the one line a command-line user needs."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+# --- The configuration reference (`python -m data.settings --reference`) ----------------------
+
+REFERENCE_COMMAND = "python -m data.settings --reference > docs/configuration.md"
+
+# Shown in the reference's default column instead of "unset": the production check requires it.
+REQUIRED_OUTSIDE_DEVELOPMENT = frozenset({"API_ADMIN_TOKEN"})
+
+REFERENCE_INTRO = f"""\
+# Configuration reference
+
+<!-- Generated from data/settings.py by `{REFERENCE_COMMAND}`;
+     edit the field descriptions there, not this page (tests/test_docs.py compares them). -->
+
+Every setting is an environment variable. `data/settings.py` is the one place that reads them:
+one pydantic-settings class, `Settings`, read once per process through `get_settings()`, whose
+fields are grouped below by concern. Every command, the API, the exporter and the DAG tasks read
+the same settings.
+
+- **Where they come from**: the environment first, then a `.env` file in the working directory
+  (copy [`.env.example`](../.env.example), which lists every variable with a comment). Names are
+  case-sensitive. An empty variable (`SMTP_PASSWORD=`) counts as unset: the default applies.
+- **Paths**: relative paths (`FEATURE_SCHEMA`, `DATA_DIR`, ...) and relative SQLite paths in
+  `DATABASE_URL` and `MLFLOW_TRACKING_URI` are resolved against the repository root, so every
+  process finds the same file whatever its working directory.
+- **Invalid values** stop every command at once, with status 2 and one line naming each
+  variable:
+
+  ```
+  $ API_PORT=70000 python -m api.serve
+  error: invalid configuration: API_PORT: Input should be less than 65536 (got '70000')
+  ```
+
+  Besides each variable's own range, the settings refuse: `PSI_WARNING` not below
+  `PSI_CRITICAL`, `WASSERSTEIN_WARNING` not below `WASSERSTEIN_CRITICAL`, half an email setup
+  (some but not all of `SMTP_HOST`, `ALERT_EMAIL_FROM`, `ALERT_EMAIL_TO`), `SMTP_PASSWORD`
+  without `SMTP_USER`, and an `MLFLOW_TRACKING_URI` that is a directory (`file:` or a plain
+  path).
+- **Outside `ENVIRONMENT=development`** they also refuse: an unset `API_ADMIN_TOKEN`; a
+  placeholder value (`changeme`, `change-me`, `changethis`, `secret`, `password` or `xxx`, in
+  any case) in `API_ADMIN_TOKEN`, `SLACK_WEBHOOK_URL`, `PAGERDUTY_ROUTING_KEY`,
+  `ALERT_WEBHOOK_URL` or `SMTP_PASSWORD`; and a placeholder as the password in `DATABASE_URL`.
+  Nothing else is checked for placeholders: the passwords that only `docker-compose.yml` reads
+  (Postgres, MLflow's and Airflow's databases, Airflow's keys, Grafana) are yours to replace
+  (see [deployment](deployment.md#docker-compose-up)).
+- **Secrets** (`SecretStr`) print as `**********`; the tables below never show a value
+  for them.
+
+The variables below the `# ==== docker compose only ====` line of `.env.example` (published
+ports, image tags, the databases' passwords, Airflow's and Grafana's logins) are read by
+`docker-compose.yml` alone and are not settings; they are described in that file.
+"""
+
+
+def _format_default(name: str, field: FieldInfo) -> str:
+    if SecretStr in get_args(field.annotation) or field.annotation is SecretStr:
+        return (
+            "unset (required outside development)"
+            if name in REQUIRED_OUTSIDE_DEVELOPMENT
+            else "unset"
+        )
+    value: Any = field.default
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if value == "":
+        return "empty"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    return f"`{value}`"
+
+
+_BOUNDS = (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
+
+
+def _allowed(field: FieldInfo) -> str:
+    """The values a field accepts beyond its type, as the reference says them."""
+    choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+    if choices:
+        return "One of " + ", ".join(f"`{choice}`" for choice in choices) + "."
+    bounds = [
+        f"{sign} {getattr(meta, key):g}"
+        for meta in field.metadata
+        for key, sign in _BOUNDS
+        if getattr(meta, key, None) is not None
+    ]
+    return ("Allowed: " + ", ".join(bounds) + ".") if bounds else ""
+
+
+def reference() -> str:
+    """docs/configuration.md: the introduction, then one table per section (variable, default,
+    meaning) from the fields' defaults, constraints and descriptions; never a value from the
+    environment."""
+    parts = [REFERENCE_INTRO]
+    for title, section in SECTIONS:
+        doc = textwrap.fill(
+            f"{' '.join((section.__doc__ or '').split())} (`{section.__name__}`)", 100
+        )
+        parts.append(f"\n## {title}\n\n{doc}\n\n")
+        parts.append("| variable | default | meaning |\n|---|---|---|\n")
+        for name, field in section.model_fields.items():
+            meaning = " ".join(f"{field.description} {_allowed(field)}".split())
+            meaning = meaning.replace("|", "\\|")
+            parts.append(f"| `{name}` | {_format_default(name, field)} | {meaning} |\n")
+    return "".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m data.settings",
+        description="The stack's settings. --reference prints the configuration reference "
+        f"(Markdown): `{REFERENCE_COMMAND}`.",
+    )
+    parser.add_argument(
+        "--reference", action="store_true", help="print docs/configuration.md to stdout"
+    )
+    args = parser.parse_args(argv)
+    if not args.reference:
+        parser.print_help(sys.stderr)
+        return 2
+    sys.stdout.write(reference())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
