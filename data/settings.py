@@ -253,7 +253,10 @@ class RetrainSettings(BaseModel):
     the guards that hold one back, and what a retrain learns from."""
 
     RETRAIN_COOLDOWN_HOURS: int = Field(
-        default=12, ge=0, description="Minimum hours between two automatic retrains."
+        default=12,
+        ge=0,
+        description="An automatic retrain waits at least this many hours after the last "
+        "training run that did not fail, whatever started it.",
     )
     RETRAIN_MAX_PER_DAY: int = Field(
         default=2, ge=1, description="At most this many automatic retrains in 24 hours."
@@ -267,13 +270,15 @@ class RetrainSettings(BaseModel):
     RETRAIN_MIN_LABELLED_ROWS: int = Field(
         default=1_000,
         ge=1,
-        description="No retrain without this many labelled predictions in the last "
-        "`RETRAIN_DATA_DAYS` days (what a retrain learns from).",
+        description="No retrain without this many new labelled predictions to learn from: "
+        "labelled since the last retrain's data ended, within the drift episode (at most "
+        "`RETRAIN_DATA_DAYS` back).",
     )
     RETRAIN_DATA_DAYS: float = Field(
         default=7.0,
         gt=0,
-        description="How many days back a retrain looks for labelled predictions.",
+        description="How many days back a retrain looks, at most, for the labelled "
+        "predictions of the drift episode it learns from.",
     )
     RETRAIN_ACCURACY_FLOOR: float = Field(
         default=0.90,
