@@ -511,10 +511,8 @@ class LogSettings(BaseModel):
 
     LOG_FORMAT: Literal["text", "json"] = Field(
         default="text",
-        description="`text` (a terminal) or `json` (one JSON object per line, for a container's "
-        "log collector; compose and the Kubernetes manifests set `json`). Every line names the "
-        "request, model version or window it concerns, so one request can be followed across "
-        "the API, the logger and the checks.",
+        description="`text` (for a terminal) or `json` (one JSON object per line, for a "
+        "container's log collector).",
     )
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="The lowest level of the lines logged."
