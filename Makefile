@@ -44,6 +44,10 @@ system-tools: ## install the Debian packages the tests drive (Chromium, Promethe
 test: lint system-tools ## lint, then the whole suite against the real components
 	$(PY) -m pytest
 
+# Unit tests only: what starts nothing real (tests/conftest.py marks the rest `integration`).
+check: lint ## the quick tier while you work: lint and the unit tests (under two minutes)
+	$(PY) -m pytest -m "not integration" -n 2 -q
+
 # The whole story on one machine, on embedded defaults (SQLite, a local MLflow store, all under
 # var/demo): four simulated weeks of traffic through the real API; drift from week 2 (a
 # covariate shift, then a change in the fraud pattern), the drift check and the retrain policy

@@ -3,6 +3,11 @@
 Every test runs with its own `var/`-like folder (SQLite databases, MLflow store) under pytest's
 tmp_path, so tests never touch a developer's `var/`. Postgres tests create a fresh database on
 127.0.0.1:5432 and drop it afterwards.
+
+Tiers: a test that starts something real (a Postgres database, a trained model, a server
+process, Airflow, Prometheus, Docker) is marked `integration`, here, from the fixtures it uses
+and the module it is in; the rest are unit tests, which `make check` runs alone (`-m "not
+integration"`) in under two minutes. `make test` runs both.
 """
 
 from __future__ import annotations
@@ -16,6 +21,37 @@ from data.db import dispose_engines
 from data.schema import FeatureSchema, load_schema
 from data.settings import Settings, get_settings
 from tools.testkit.databases import FRAUD_SCHEMA_PATH, fresh_postgres_database, store_settings
+
+# Fixtures that start something real: a Postgres database, a trained model (MLflow), a server
+# process, Airflow, Docker. `database_url` counts only in its Postgres run.
+INTEGRATION_FIXTURES = {
+    "postgres_url", "private_postgres", "default_training", "client", "gate_store", "stack",
+    "celery_stack", "demo", "api", "airflow", "server_env", "penguins",
+}  # fmt: skip
+# Modules whose tests start real processes, binaries or stores in their bodies.
+INTEGRATION_MODULES = {
+    "test_airflow_dags", "test_alert_rules", "test_alertmanager", "test_api_server",
+    "test_bench_drift_postgres", "test_compose", "test_compose_celery", "test_compose_stack",
+    "test_dashboards", "test_demo", "test_demo_report", "test_exporter", "test_html_report",
+    "test_kubernetes", "test_kubernetes_airflow", "test_logger", "test_monitoring_live",
+    "test_own_model", "test_registry", "test_replay", "test_retrain_loop", "test_retrain_steps",
+    "test_scorer_gate", "test_stack", "test_train", "test_window_checks",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        callspec = getattr(item, "callspec", None)
+        postgres = callspec is not None and callspec.params.get("database_url") == "postgres"
+        if (
+            postgres
+            or INTEGRATION_FIXTURES & set(item.fixturenames)
+            or module in INTEGRATION_MODULES
+            or item.get_closest_marker("slow")
+            or item.get_closest_marker("postgres")
+        ):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(autouse=True)

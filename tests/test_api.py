@@ -252,6 +252,7 @@ def test_logs_window_at_the_edge_of_time_is_a_422_not_a_500(client, window):
     assert answer.status_code == 422 and "range" in answer.json()["detail"]
 
 
+@pytest.mark.slow
 def test_not_ready_until_a_champion_exists(monkeypatch, tmp_path, fraud_schema):
     empty = store_settings(tmp_path / "empty")
     (tmp_path / "empty").mkdir()
@@ -266,6 +267,7 @@ def test_not_ready_until_a_champion_exists(monkeypatch, tmp_path, fraud_schema):
         assert api.get("/model").status_code == 503
 
 
+@pytest.mark.slow
 def test_hot_reload_swaps_without_failing_a_request(monkeypatch, tmp_path, fraud_schema):
     store = store_settings(tmp_path / "store")
     (tmp_path / "store").mkdir()

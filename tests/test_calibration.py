@@ -44,6 +44,7 @@ def chunks() -> dict:
     }
 
 
+@pytest.mark.slow
 def test_calibrated_scores_put_the_estimate_level_with_the_truth(chunks):
     """Per chunk, measured: raw scores 5.3 to 8.2 accuracy points off (3.5 AUC points on
     average); calibrated, 0.5 on average and at most 1.0 (AUC 0.25). Over six data seeds the

@@ -418,6 +418,7 @@ def test_thresholds_come_from_settings(monkeypatch):
         DriftThresholds(wasserstein_noise_multiple=-1)
 
 
+@pytest.mark.slow
 def test_few_false_alarms_with_30_undrifted_features_at_n_500_lessons_7():
     """Without correction and effect size, something was flagged in 81% of such runs."""
     schema = make_schema(numerical=25, categorical=5)
@@ -439,6 +440,7 @@ def test_few_false_alarms_with_30_undrifted_features_at_n_500_lessons_7():
     assert dataset_flagged / runs <= 0.05 + 0.03
 
 
+@pytest.mark.slow
 def test_the_wasserstein_floor_rises_with_sampling_noise_at_n_500():
     """At 500 against 500 rows, chance alone puts two samples about 0.06 std apart, so a
     fixed floor of 0.1 std would turn most chance discoveries into alarms (4.3% of these runs
@@ -470,6 +472,7 @@ def test_the_wasserstein_floor_rises_with_sampling_noise_at_n_500():
     assert flagged["fixed floor"] >= 2 * flagged["psi alone"] + 3
 
 
+@pytest.mark.slow
 def test_few_false_alarms_with_a_million_rows():
     """Undrifted million-row windows against a stored 100k-row profile: almost never flagged."""
     schema = make_schema(numerical=4, categorical=1)
@@ -720,6 +723,7 @@ def test_a_wider_spread_is_drift_at_5000_rows_issue_9(unbounded_fraud):
         assert [f.name for f in report.drifted_features] == ["customer_age"]
 
 
+@pytest.mark.slow
 def test_undrifted_fraud_windows_stay_quiet_at_every_size(unbounded_fraud):
     """The guarantee the new effect size must keep: no drift, no alarm (0 of 2,000 windows of
     500 rows, 1,000 of 5,000 and 100 of 100,000 in benchmarks/drift_power.py)."""

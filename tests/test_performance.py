@@ -303,6 +303,7 @@ def compare(name: str, frame: pd.DataFrame, schema) -> tuple[dict, dict]:
     return estimated, realized
 
 
+@pytest.mark.slow
 def test_estimate_tracks_covariate_shift_within_two_points(calibrated_model, fraud_schema):
     fresh = generate_transactions(20_000, seed=2)
     clean = scored(calibrated_model, fresh, fraud_schema)
@@ -319,6 +320,7 @@ def test_estimate_tracks_covariate_shift_within_two_points(calibrated_model, fra
     assert abs(estimate["roc_auc"] - realized["roc_auc"]) <= 0.03
 
 
+@pytest.mark.slow
 def test_estimate_cannot_see_concept_drift(calibrated_model, fraud_schema):
     fresh = generate_transactions(20_000, seed=2)
     clean = scored(calibrated_model, fresh, fraud_schema)

@@ -159,6 +159,7 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.slow
 def test_every_command_stops_on_a_file_store_with_one_line_and_no_traceback(tmp_path):
     """Found by hand: with MLFLOW_TRACKING_URI a directory, `api.serve` ended with MLflow's
     traceback from a worker's lifespan; a command must say which setting to fix instead."""
