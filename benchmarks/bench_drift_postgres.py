@@ -41,6 +41,9 @@ before COPY, through a server-side cursor (psycopg2 tuples, `DataFrame.from_reco
 
 Postgres: BENCH_POSTGRES_ADMIN_URL (default postgresql+psycopg2://postgres@127.0.0.1:5432/postgres),
 a role that may create databases.
+
+One file of about 650 lines on purpose: the load, the timed child process and the breakdown are
+one measurement, read and rerun together when BENCHMARKS.md's figures are questioned.
 """
 
 from __future__ import annotations
