@@ -379,7 +379,7 @@ def check_ports(ports: Ports, airflow: bool) -> None:
         raise StackError(f"two services were given the same port: {vars(ports)}")
 
 
-def prepare_stores() -> None:
+def prepare_first_start() -> None:
     """In a child process (MLflow stays out of the long-lived launcher): reach the monitoring
     database, create its tables, migrate MLflow's, and train and promote a first model when the
     registry has no @champion yet, as `make demo` does. Exits 2 with the reason on failure."""
@@ -517,7 +517,7 @@ def run(args: argparse.Namespace) -> int:
     stack = var / "stack"
     write_yaml(stack / "prometheus.yml", prometheus_config(ports))
     write_yaml(stack / "alertmanager.yml", alertmanager_config(settings, stack / "secrets"))
-    run_step(prepare_stores)
+    run_step(prepare_first_start)
     if args.airflow:
         migrate_airflow(airflow_env(settings, var, ports), stack / "airflow-init.log")
 

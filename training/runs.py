@@ -65,7 +65,7 @@ def finish_training_run(
                 status=status,
                 finished_at=as_utc(finished_at),
                 version=version,
-                details=json_ready(details) if details is not None else None,
+                details=times_as_text(details) if details is not None else None,
             )
         )
 
@@ -136,12 +136,12 @@ def runs_summary(model_name: str, engine: Engine | None = None) -> RunsSummary:
     )
 
 
-def json_ready(value: Any) -> Any:
+def times_as_text(value: Any) -> Any:
     """Datetimes as ISO text, tuples as lists: what a JSON column takes."""
     if isinstance(value, dict):
-        return {key: json_ready(item) for key, item in value.items()}
+        return {key: times_as_text(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [json_ready(item) for item in value]
+        return [times_as_text(item) for item in value]
     if isinstance(value, datetime):
         return as_utc(value).isoformat()
     return value

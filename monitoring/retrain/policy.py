@@ -70,7 +70,7 @@ from data.db import (
     training_runs,
 )
 from data.settings import Settings, configure_cli_logging, exit_on_config_error, get_settings
-from training.runs import FAILED, RUNNING, json_ready, start_training_run, with_utc_times
+from training.runs import FAILED, RUNNING, start_training_run, times_as_text, with_utc_times
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ def _record(conn: Connection, decision: Decision, settings: Settings) -> Decisio
         "reason": decision.reason,
         "triggers": decision.triggers,
         "blocked_by": decision.blocked_by,
-        "numbers": json_ready(decision.numbers),
+        "numbers": times_as_text(decision.numbers),
         "training_run_id": run_id,
     }
     row_id = conn.execute(insert(retrain_decisions).values(**values)).inserted_primary_key[0]
@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {database_error_message(exc)}", file=sys.stderr)
         return 2
     if args.json:
-        rows = [json_ready({**d.__dict__, "window": list(d.window)}) for d in found]
+        rows = [times_as_text({**d.__dict__, "window": list(d.window)}) for d in found]
         print(json.dumps(rows, indent=2))
         return 0
     if not found:
