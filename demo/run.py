@@ -368,7 +368,7 @@ class Demo:
         self.final_accuracy(start)
         timeline = self.timeline(first, time.perf_counter() - began)
         if self.caught is not None:
-            from monitoring.html_report import write_html
+            from monitoring.html.drift_page import write_html
 
             index, report = self.caught
             path = write_html(report, self.out / "drift-report.html")

@@ -97,7 +97,6 @@ from monitoring.drift_results import (
     PredictionDrift,
 )
 from monitoring.drift_stats import psi
-from monitoring.html_report import write_html
 
 __all__ = [
     "CORRECTIONS",
@@ -193,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False))
             written.append(path)
         if args.html_out:
+            # The page imports matplotlib: only a run that writes one pays for it.
+            from monitoring.html.drift_page import write_html
+
             written.append(write_html(report, args.html_out))
     except (SchemaError, DataError, OSError, ValueError) as exc:
         # SchemaError, DataError and DriftError are ValueErrors with one-line messages.

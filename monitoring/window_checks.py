@@ -36,7 +36,6 @@ from data.prediction_log import read_predictions
 from data.schema import SchemaError, load_schema
 from data.settings import Settings, exit_on_config_error, get_settings
 from monitoring.drift_report import DriftReport, compute_drift_report
-from monitoring.html_report import write_html
 from monitoring.performance import (
     Calibrator,
     PerformanceReport,
@@ -153,6 +152,8 @@ def check_window(
         engine=get_engine(settings.database_url),
     )
     if html is not None and drift is not None:
+        from monitoring.html.drift_page import write_html  # matplotlib only when a page is asked
+
         write_html(drift, html)
     return WindowResult(
         (start, end), champion.version, len(frame), quality, drift, realized, estimated, saved

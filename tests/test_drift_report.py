@@ -38,7 +38,7 @@ from monitoring.drift_report import (
     profile_from_frame,
     psi,
 )
-from monitoring.html_report import render_html
+from monitoring.html.drift_page import render_html
 
 FEATURE_KEYS = {
     "type",

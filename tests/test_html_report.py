@@ -12,9 +12,9 @@ import pytest
 
 from data.prediction_log import PREDICTION_COLUMN, SCORE_COLUMN
 from data.schema import Feature, FeatureSchema
-from demo.report import CHROMIUM_FLAGS, chromium_binary
 from monitoring.drift_report import SEVERITIES, DriftReport, compute_drift_report
-from monitoring.html_report import render_html, write_html
+from monitoring.html.drift_page import render_html, write_html
+from monitoring.html.screenshot import CHROMIUM_FLAGS, chromium_binary
 
 SCRIPT = "<script>alert(1)</script>"
 
