@@ -17,15 +17,8 @@ import pytest
 from PIL import Image
 
 from data.settings import Settings
-from demo.report import (
-    CHROMIUM_FLAGS,
-    TOP_PSI_FEATURES,
-    TimelineError,
-    chromium_binary,
-    render_demo_html,
-    render_demo_report,
-    screenshot,
-)
+from demo.report import TOP_PSI_FEATURES, TimelineError, render_demo_html, render_demo_report
+from monitoring.html.screenshot import CHROMIUM_FLAGS, chromium_binary, screenshot
 from training.gates import GateReport, GateResult
 
 ROOT = Path(__file__).resolve().parent.parent
