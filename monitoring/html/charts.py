@@ -131,11 +131,14 @@ class _Canvas:
         artist.set_gid(gid)
         self.marks[gid] = mark
 
-    def svg(self, element_id: str, title: str, css: str) -> str:
+    def svg(self, element_id: str, title: str, css: str, *, tight: bool = False) -> str:
+        """The figure as an inline `<svg>`; `tight` crops it to what is drawn (a chart whose
+        x axis need not line up with others)."""
         for artist in self.figure.findobj():
             artist.set_clip_on(False)
         buffer = io.StringIO()
-        self.figure.savefig(buffer, format="svg", metadata=_NO_METADATA)
+        crop = {"bbox_inches": "tight", "pad_inches": 4 / 72} if tight else {}
+        self.figure.savefig(buffer, format="svg", metadata=_NO_METADATA, **crop)
         root = {"class": css, "id": element_id, "role": "img", "aria-label": _clean(title)}
         return _inline(buffer.getvalue(), self.marks, root)
 
@@ -272,7 +275,8 @@ def bar_chart(
             ha="right",
             rotation_mode="anchor",
         )
-        return canvas.svg(element_id, title, "chart")
+        # Cropped: the room kept under the axis for long slanted labels is empty for short ones.
+        return canvas.svg(element_id, title, "chart", tight=True)
 
 
 # ----------------------------------------------------------------------------- timelines
