@@ -134,3 +134,14 @@ def test_screenshot_command_writes_a_png(tmp_path, extra):
     )
     assert f"screenshot: {out.resolve()}" in result.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_timeline_chart_ends_at_the_tick_nearest_above_its_highest_value():
+    timeline = make_timeline(weeks=2)
+    timeline["windows"][30]["psi"]["amount"] = 1.0  # the peak, drawn up to 1.08
+    page = render_demo_html(timeline)
+    psi = page[page.index('id="chart-psi"') :]
+    labels = _svg_texts(psi[: psi.index("</svg>")])
+    assert {"0", "0.5", "1"} <= set(labels)
+    # matplotlib's locator runs a step past the data: an axis to 1.5, a third of it empty.
+    assert "1.5" not in labels

@@ -391,10 +391,15 @@ def line_chart(
             low = 0.0 if floor_zero else low
             pad = (high - low) * 0.08 or abs(high) * 0.1 or 1.0
             low, high = (low if floor_zero else low - pad), high + pad
+        # Round ticks from the one at or below the lowest value to the one nearest above the
+        # highest: the locator's own list runs a step past both ends, which on a PSI peak of
+        # 1.0 took the axis to 1.5, a third of the chart empty.
         steps = MaxNLocator(nbins=4, steps=[1, 2, 5, 10]).tick_values(low, high)
-        low, high = min(low, steps[0]), max(high, steps[-1])
+        step = steps[1] - steps[0]
+        marks = [t for t in steps if low - step * 0.999 < t < high + step / 2]
+        low, high = min(low, marks[0]), max(high, marks[-1])
         ax.set_ylim(low, high)
-        ax.set_yticks([t for t in steps if low <= t <= high])
+        ax.set_yticks(marks)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: ticks(value)))
         ax.grid(axis="y", color=_GRID)
         for t in thresholds:
