@@ -5,6 +5,7 @@
   (realized and estimated);
 - one pass over a window, saved: `window_checks` (what the six-hourly DAG runs) and
   `report_store` (the report tables);
-- publishing: `prometheus_exporter` (the `ml_*` metrics) and `html_report` (a page for people);
+- publishing: `prometheus_exporter` (the `ml_*` metrics) and `html/` (pages for people: the HTML
+  kit every page is built with, and `html.drift_page`, the drift report's page);
 - `retrain/`: the retrain loop that acts on what the checks found.
 """
