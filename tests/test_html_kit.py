@@ -13,7 +13,6 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
-import pytest
 
 from data.schema import Feature, FeatureSchema
 from demo.report import render_demo_html
@@ -117,23 +116,6 @@ def test_the_drift_check_loads_no_page_and_the_page_no_drift_check():
         "assert 'monitoring.drift_report' not in sys.modules, 'circle'\n"
     )
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, timeout=120)
-
-
-@pytest.mark.parametrize("extra", [[], ["--width", "900"]])
-def test_screenshot_command_writes_a_png(tmp_path, extra):
-    page = tmp_path / "page.html"
-    page.write_text(_category_report(["a", "b"]))
-    out = tmp_path / "page.png"
-    result = subprocess.run(
-        [sys.executable, "-m", "monitoring.html.screenshot", str(page), str(out), *extra],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-    )
-    assert f"screenshot: {out.resolve()}" in result.stdout
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_timeline_chart_ends_at_the_tick_nearest_above_its_highest_value():

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from data.prediction_log import PREDICTION_COLUMN, SCORE_COLUMN
 from data.schema import Feature, FeatureSchema
@@ -194,3 +197,19 @@ def test_chromium_renders_the_severity_table_in_order(report, tmp_path):
         check=True,
     )
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_screenshot_command_takes_the_page_at_the_width_asked(report, tmp_path):
+    page = write_html(report, tmp_path / "report.html")
+    out = tmp_path / "report.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "monitoring.html.screenshot", str(page), str(out), "--width", "900"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    assert f"screenshot: {out.resolve()}" in result.stdout
+    with Image.open(out) as image:
+        assert image.width == 900
