@@ -27,6 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +44,7 @@ from api.spool import (
     read_batches,
 )
 from data.db import get_engine, prediction_logs
+from data.logs import log_context
 from data.prediction_log import (
     COPY_CHUNK,
     COPY_INTO_LOGS,
@@ -237,7 +239,8 @@ class PredictionLogger:
         # Whatever the writer could not take in time goes to disk, not to the void.
         leftovers = self._queue.take()
         if leftovers:
-            self._spool(leftovers)
+            with _about(leftovers):
+                self._spool(leftovers)
             self._queue.done(len(leftovers))
         with self._spool_lock:
             self._spool_file.rotate()
@@ -266,7 +269,8 @@ class PredictionLogger:
             try:
                 if self._spool_waiting:
                     if batch:
-                        self._spool(batch)
+                        with _about(batch):
+                            self._spool(batch)
                     self._replay_if_due()
                 elif batch:
                     self._write_or_spool(batch)
@@ -301,15 +305,17 @@ class PredictionLogger:
         return self._queue.take(self.batch_size)
 
     def _write_or_spool(self, batch: list[PredictionRecord]) -> None:
-        try:
-            self.write(batch)
-        except Exception as exc:  # any database failure: keep the rows on disk
-            self._database_down(exc)
-            self._spool(batch)
-        else:
-            self.written += len(batch)
-            if self.metrics:
-                self.metrics.log_written.inc(len(batch))
+        with _about(batch):
+            try:
+                self.write(batch)
+            except Exception as exc:  # any database failure: keep the rows on disk
+                self._database_down(exc)
+                self._spool(batch)
+            else:
+                self.written += len(batch)
+                if self.metrics:
+                    self.metrics.log_written.inc(len(batch))
+                log.debug("wrote %d rows", len(batch))
 
     def write(self, batch: list[PredictionRecord]) -> None:
         """Insert `batch` in one transaction, ignoring request ids already logged."""
@@ -390,6 +396,7 @@ class PredictionLogger:
         self.spooled += len(records)
         if self.metrics:
             self.metrics.log_spooled.inc(len(records))
+        log.debug("spooled %d rows", len(records))
 
     def _replay_if_due(self, force: bool = False) -> None:
         if not force and time.monotonic() < self._next_retry:
@@ -408,14 +415,16 @@ class PredictionLogger:
                 if batch is None:
                     path.unlink()
                     break
-                try:
-                    self.write(batch)
-                except Exception as exc:  # still down: try again later, from this file
-                    self._database_down(exc)
-                    return
-                self.replayed += len(batch)
-                if self.metrics:
-                    self.metrics.log_replayed.inc(len(batch))
+                with _about(batch):
+                    try:
+                        self.write(batch)
+                    except Exception as exc:  # still down: try again later, from this file
+                        self._database_down(exc)
+                        return
+                    self.replayed += len(batch)
+                    if self.metrics:
+                        self.metrics.log_replayed.inc(len(batch))
+                    log.debug("replayed %d rows from %s", len(batch), path.name)
         with self._spool_lock:  # rows spooled during the replay are still waiting
             self._spool_waiting = self.has_spooled_rows()
 
@@ -457,6 +466,16 @@ class PredictionLogger:
             "database_ok": self.database_ok,
             "spool_files": len(own_spool_files(self.spool_dir)),
         }
+
+
+def _about(batch: list[PredictionRecord]) -> AbstractContextManager[None]:
+    """A batch's first and last request ids and its size, on the lines logged while it is
+    written, spooled or replayed (never every id: a batch holds up to `batch_size` rows)."""
+    return log_context(
+        request_id=batch[0].request_id,
+        last_request_id=batch[-1].request_id,
+        request_count=len(batch),
+    )
 
 
 class DisabledLogger:

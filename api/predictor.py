@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from data.logs import log_context
 from data.profile import DEFAULT_THRESHOLD
 from data.schema import FeatureSchema
 from data.settings import Settings
@@ -103,6 +104,7 @@ class Predictor:
     def load_champion(self) -> LoadedModel | None:
         """Load `@champion` if it is not what is served already; return the model served."""
         with self._reload_lock:
+            version = None  # the one this is about, once known
             try:
                 champion = self.registry.alias(CHAMPION)
                 if champion is None:
@@ -113,21 +115,25 @@ class Predictor:
                     )
                 if self.current is not None and self.current.version == champion.version:
                     return self.current
-                loaded = self._load(champion)
+                version = champion.version
+                with log_context(model_version=version):
+                    loaded = self._load(champion)
             except Exception as exc:  # keep serving the model we have; report why
                 self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                log.error("could not load the champion: %s", self.last_error)
+                with log_context(model_version=version):
+                    log.error("could not load the champion: %s", self.last_error)
                 raise
             previous = self.current
             self.current = loaded  # the atomic swap
             self.last_error = None
-            log.info(
-                "serving %s v%s (%s scorer)%s",
-                loaded.name,
-                loaded.version,
-                loaded.scorer.kind,
-                f", was v{previous.version}" if previous else "",
-            )
+            with log_context(model_version=version):
+                log.info(
+                    "serving %s v%s (%s scorer)%s",
+                    loaded.name,
+                    loaded.version,
+                    loaded.scorer.kind,
+                    f", was v{previous.version}" if previous else "",
+                )
             if self.on_load:
                 self.on_load(loaded)
             return loaded

@@ -40,6 +40,7 @@ from prometheus_client import multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.importer import import_from_string
 
+from data.logs import configure_logging, request_lines
 from data.settings import exit_on_config_error, get_settings
 
 GRACEFUL_SHUTDOWN_SECONDS = 20
@@ -92,13 +93,15 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
-def uvicorn_options(log_level: str) -> dict[str, Any]:
+def uvicorn_options(access_log: bool) -> dict[str, Any]:
     return {
         "app": "api.main:app",
         "loop": "uvloop",
         "http": "httptools",
-        "log_level": log_level,
-        "access_log": False,
+        # uvicorn's loggers write through the worker's own setup (data.logs): uvicorn's
+        # dictConfig would give them handlers and a format of their own.
+        "log_config": None,
+        "access_log": access_log,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
     }
 
@@ -160,10 +163,17 @@ class _WorkerServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
 
-def run_worker(host: str, port: int, log_level: str, started: EventType) -> None:
+def run_worker(host: str, port: int, started: EventType) -> None:
     """One worker process: its own socket, one uvicorn server (which handles SIGTERM itself)."""
-    options = uvicorn_options(log_level)
-    app = ClosingWhenDraining(import_from_string(options.pop("app")))
+    settings = get_settings()
+    configure_logging(settings, process="api-worker")  # a spawned process starts unconfigured
+    options = uvicorn_options(access_log=request_lines(settings))
+    try:
+        app = ClosingWhenDraining(import_from_string(options.pop("app")))
+    except Exception:
+        # Logged rather than left to multiprocessing, which prints the traceback as it is.
+        log.exception("the app cannot start")
+        sys.exit(1)
     config = uvicorn.Config(app, host=host, port=port, **options)
     _WorkerServer(config, started, app).run(sockets=[worker_socket(host, port)])
 
@@ -171,8 +181,8 @@ def run_worker(host: str, port: int, log_level: str, started: EventType) -> None
 class Supervisor:
     """Keeps `workers` worker processes running until SIGTERM or SIGINT, then stops them."""
 
-    def __init__(self, host: str, port: int, workers: int, log_level: str) -> None:
-        self.args = (host, port, log_level)
+    def __init__(self, host: str, port: int, workers: int) -> None:
+        self.args = (host, port)
         self.workers = workers
         # Set by the signal handler. A plain flag, not a threading.Event: the handler runs in
         # the main thread between two bytecodes, and Event.set() takes the lock that
@@ -252,6 +262,7 @@ def prepare_stores() -> None:
     from training.registry import Registry
 
     settings = get_settings()
+    configure_logging(settings, process="api")
     try:
         init_db(get_engine(settings.database_url))
     except SQLAlchemyError as exc:
@@ -269,11 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=settings.API_WORKERS)
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=settings.API_PORT)
-    parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1 (got {args.workers})")
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+    configure_logging(settings, process="api")
 
     metrics_dir = settings.PROMETHEUS_MULTIPROC_DIR or str(settings.path("var/prometheus"))
     prepare_multiprocess_dir(metrics_dir)
@@ -290,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     preparer = multiprocessing.get_context("spawn").Process(target=prepare_stores, name="stores")
     preparer.start()
     preparer.join()
-    return Supervisor(args.host, args.port, args.workers, args.log_level).run()
+    return Supervisor(args.host, args.port, args.workers).run()
 
 
 if __name__ == "__main__":

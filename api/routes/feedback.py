@@ -14,9 +14,11 @@ not stored.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, status
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
@@ -26,22 +28,31 @@ from api.instrumentation import ApiMetrics
 from api.payloads import BatchFeedback, ErrorResponse, Feedback, FeedbackResponse
 from api.routes import JSONBodyRoute
 from data.db import get_engine, labels, prediction_logs
+from data.logs import bind
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/feedback", tags=["feedback"], route_class=JSONBodyRoute)
 
 ERRORS = {503: {"model": ErrorResponse, "description": "database unavailable; retry"}}
 
 
+# The handlers bind the request ids in the request's own task, where uvicorn's lines about it
+# are written too, then store in the thread pool as a plain `def` handler would.
+
+
 @router.post("", response_model=FeedbackResponse, responses=ERRORS)
-def feedback(body: Feedback, metrics: MetricsDep) -> FeedbackResponse:
+async def feedback(body: Feedback, metrics: MetricsDep) -> FeedbackResponse:
     """Record the true label of one earlier prediction."""
-    return _store([body], metrics)
+    bind(request_id=body.request_id)
+    return await run_in_threadpool(_store, [body], metrics)
 
 
 @router.post("/batch", response_model=FeedbackResponse, responses=ERRORS)
-def feedback_batch(body: BatchFeedback, metrics: MetricsDep) -> FeedbackResponse:
+async def feedback_batch(body: BatchFeedback, metrics: MetricsDep) -> FeedbackResponse:
     """Record many labels at once; all are stored or none."""
-    return _store(body.labels, metrics)
+    bind(request_id=body.labels[0].request_id, request_count=len(body.labels))
+    return await run_in_threadpool(_store, body.labels, metrics)
 
 
 def _store(items: list[Feedback], metrics: ApiMetrics) -> FeedbackResponse:
@@ -82,4 +93,5 @@ def _store(items: list[Feedback], metrics: ApiMetrics) -> FeedbackResponse:
     for item in latest.values():
         metrics.feedback(item.label)
     awaiting = [request_id for request_id in latest if request_id not in logged]
+    log.debug("stored %d labels, %d awaiting their prediction", len(rows), len(awaiting))
     return FeedbackResponse(accepted=len(rows), awaiting_prediction=awaiting)

@@ -6,6 +6,7 @@ hop to a worker thread that a plain `def` handler would cost on every request.
 # No `from __future__ import annotations` here: FastAPI must see the generated body models
 # of `build_router` as real types, not as strings naming local variables.
 
+import logging
 import time
 import uuid
 from datetime import UTC, datetime
@@ -21,7 +22,10 @@ from api.logger import PredictionLogger, PredictionRecord
 from api.payloads import BatchPredictResponse, ErrorResponse, PredictResponse, build_models
 from api.predictor import LoadedModel, Predictor
 from api.routes import JSONBodyRoute
+from data.logs import bind
 from data.schema import FeatureSchema
+
+log = logging.getLogger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "batch or body too large"},
@@ -48,10 +52,12 @@ def build_router(schema: FeatureSchema) -> APIRouter:
         """Score one transaction. The prediction is logged after the response is decided,
         without waiting for the database."""
         started = time.perf_counter()
+        request_id = body.get("request_id") or uuid.uuid4().hex
+        # For the rest of this request's task: this handler's lines and uvicorn's about it.
+        bind(request_id=request_id)
         model = _served(predictor, metrics)
         features = _plain(body["features"], booleans)
         score = model.scorer.score_one(features)
-        request_id = body.get("request_id") or uuid.uuid4().hex
         return _answer(request_id, features, score, model, started, metrics, logger)
 
     @router.post("/batch", response_model=BatchPredictResponse, responses=ERRORS)
@@ -81,6 +87,8 @@ def build_router(schema: FeatureSchema) -> APIRouter:
         now = datetime.now(UTC)
         ids = [instance.get("request_id") or uuid.uuid4().hex for instance in body.instances]
         version, scores_list = model.version, scores.tolist()
+        bind(request_id=ids[0], request_count=len(ids), model_version=version)
+        log.debug("scored %d rows, %d of class 1", len(ids), int(predicted.sum()))
         logger.submit_many(
             [
                 PredictionRecord(rid, now, model.name, version, row, label, score, latency * 1e3)
@@ -141,6 +149,8 @@ def _answer(
     predicted = 1 if score >= model.threshold else 0
     confidence = score if predicted else 1.0 - score
     latency = time.perf_counter() - started
+    bind(model_version=model.version)
+    log.debug("class %d, score %.4f", predicted, score)
     metrics.prediction(model.version, predicted, confidence, score, features, latency)
     logger.submit(
         PredictionRecord(

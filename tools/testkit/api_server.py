@@ -49,7 +49,7 @@ class ServerProcess:
         environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "api.serve", "--workers", str(workers), "--port", str(self.port),
-             "--host", "127.0.0.1", "--log-level", "info"],
+             "--host", "127.0.0.1"],
             cwd=folder,
             env=environment,
             stdout=self.log_path.open("w"),
