@@ -46,12 +46,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from data.db import get_engine
+from data.logs import configure_logging, log_context
 from data.settings import Settings, exit_on_config_error, get_settings
 from monitoring.performance import METRICS
 from monitoring.report_store import LatestReports, latest_reports, orphaned_labels
 from training.runs import OUTCOMES, RunsSummary, runs_summary
 
-log = logging.getLogger(__name__)
+# Named, not __name__: run as `python -m monitoring.prometheus_exporter` that would be "__main__".
+log = logging.getLogger("monitoring.prometheus_exporter")
 
 SEVERITY_CODE = {"none": 0, "warning": 1, "critical": 2}
 LEVEL_CODE = {"ok": 0, "soft": 1, "hard": 2}
@@ -135,6 +137,7 @@ class MonitoringCollector(Collector):
                 snapshot.sources_up["registry"] = False
         snapshot.read_at = self._clock()
         snapshot.read_seconds = time.perf_counter() - started
+        _say_what_changed(previous, snapshot)
         return snapshot
 
     def _champion(self) -> tuple[str | None, datetime | None]:
@@ -387,6 +390,19 @@ class MonitoringCollector(Collector):
         yield self._age("ml_performance_report_age_seconds", "performance report", row, now)
 
 
+def _say_what_changed(previous: Snapshot, now: Snapshot) -> None:
+    """A line when a new window's reports or a new champion reach the metrics: where a window
+    or a version can be followed from the monitoring pass (or the promotion) to Prometheus."""
+    newest, before = now.reports.quality, previous.reports.quality
+    if newest is not None and (before is None or newest["id"] != before["id"]):
+        window = (newest["window_start"], newest["window_end"])
+        with log_context(window=window, model_version=newest["model_version"]):
+            log.info("exporting the reports of a new window")
+    if now.champion_version is not None and now.champion_version != previous.champion_version:
+        with log_context(model_version=now.champion_version):
+            log.info("exporting @champion v%s", now.champion_version)
+
+
 def build_registry(collector: MonitoringCollector) -> CollectorRegistry:
     """A registry holding only the monitoring collector (no process metrics of the exporter)."""
     registry = CollectorRegistry(auto_describe=True)
@@ -405,8 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--once", action="store_true", help="print one scrape and exit")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # --once prints a scrape for a person: a command's quiet, not a server's log.
+    configure_logging(settings, process="exporter", command=args.once)
 
     collector = MonitoringCollector(settings)
     registry = build_registry(collector)

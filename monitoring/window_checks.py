@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from data.db import as_utc, database_error_message, get_engine, init_db
 from data.ingest import DataError
+from data.logs import configure_logging, log_context
 from data.prediction_log import read_predictions
 from data.schema import SchemaError, load_schema
 from data.settings import Settings, exit_on_config_error, get_settings
@@ -45,7 +46,8 @@ from monitoring.performance import (
 from monitoring.quality_report import QualityReport, compute_quality_report
 from monitoring.report_store import SavedReports, save_reports
 
-log = logging.getLogger(__name__)
+# Named, not __name__: run as `python -m monitoring.window_checks` that would be "__main__".
+log = logging.getLogger("monitoring.window_checks")
 
 
 @dataclass
@@ -95,11 +97,26 @@ def check_window(
     html: str | Path | None = None,
 ) -> WindowResult:
     """Check the window of `hours` (default DRIFT_WINDOW_HOURS) ending at `end` (default now)."""
+    end = as_utc(end) if end else datetime.now(UTC)
+    start = end - timedelta(hours=hours or settings.DRIFT_WINDOW_HOURS)
+    with log_context(window=(start, end)):
+        result = _check(start, end, settings, html)
+        with log_context(model_version=result.model_version):
+            log.info(
+                "checked %d predictions: drift %s; quality %s",
+                result.rows,
+                result.drift.summary if result.drift else "not computed (no rows)",
+                "passed" if result.quality.passed else "failed",
+            )
+        return result
+
+
+def _check(
+    start: datetime, end: datetime, settings: Settings, html: str | Path | None
+) -> WindowResult:
     # Imported here: the registry pulls in MLflow, which the rest of monitoring does not need.
     from training.registry import CHAMPION, Registry, RegistryError
 
-    end = as_utc(end) if end else datetime.now(UTC)
-    start = end - timedelta(hours=hours or settings.DRIFT_WINDOW_HOURS)
     schema = load_schema(settings.path(settings.FEATURE_SCHEMA))
     # The pass reads the log and writes its reports there: an unreachable database is the
     # first thing to say, before the registry is asked anything.
@@ -173,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", help="start of the window, ISO time (instead of --hours)")
     parser.add_argument("--html", help="also write the drift report as an HTML page here")
     args = parser.parse_args(argv)
-    from data.settings import configure_cli_logging
-
-    configure_cli_logging()
+    configure_logging(get_settings(), process="window-checks", command=True)
     if args.start and args.hours:
         parser.error("give --start or --hours, not both")
     try:

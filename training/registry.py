@@ -27,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy import Engine, insert, select
 
 from data.db import get_engine, init_db, promotion_audit
+from data.logs import log_context
 from data.profile import DEFAULT_THRESHOLD, ReferenceProfile
 from data.settings import Settings, get_settings
 
@@ -273,7 +274,9 @@ def move_champion(registry: Registry, version: str, action: str, actor: str, rea
         registry.delete_alias(CHALLENGER)
     gates = gates_from_tags(registry.version(version))
     registry.audit(version, action, actor, reason, previous, gates)
-    log.info("model %s: @champion %s -> v%s (%s)", registry.model_name, previous, version, action)
+    with log_context(model_version=version):
+        log.info("model %s: @champion %s -> v%s (%s)", registry.model_name, previous, version,
+                 action)  # fmt: skip
 
 
 def gates_from_tags(mv: VersionInfo) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from alerting.events import Event, candidate_promoted, candidate_rejected, retrain_started
 from data.db import as_utc, get_engine
+from data.logs import log_context
 from data.settings import Settings
 from monitoring.retrain.notifier import notify, on_task_failure
 from monitoring.retrain.policy import decide_and_record
@@ -39,10 +40,12 @@ def check_and_decide(start: datetime, end: datetime, settings: Settings) -> dict
     start, end = as_utc(start), as_utc(end)
     hours = (end - start).total_seconds() / 3600
     result = check_window(end=end, hours=hours, settings=settings)
-    decision = decide_and_record(
-        (start, end), model_version=result.model_version, settings=settings
-    )
-    log.info("%s\n%s", result.summary(), decision.reason)
+    with log_context(window=(start, end), model_version=result.model_version):
+        decision = decide_and_record(
+            (start, end), model_version=result.model_version, settings=settings
+        )
+        with log_context(training_run_id=decision.training_run_id):
+            log.info("%s\n%s", result.summary(), decision.reason)
     outcome: dict[str, Any] = {
         "window": [start.isoformat(), end.isoformat()],
         "rows": result.rows,
@@ -108,20 +111,23 @@ def begin(
     elif not claim_training_run(int(run_id), dag_run_id, engine):
         raise ValueError(f"conf: training run {run_id} does not exist")
     folder = settings.path(settings.DATA_DIR) / "training-runs" / _safe(dag_run_id)
-    notify(
-        retrain_started(
-            settings.MODEL_NAME,
-            reason=reason,
-            run_id=dag_run_id,
-            details={
-                "trigger": trigger,
-                "training_run_id": int(run_id),
-                "data_start": data_start.isoformat(),
-                "data_end": data_end.isoformat(),
-            },
-        ),
-        settings=settings,
-    )
+    with log_context(training_run_id=int(run_id), dag_run_id=dag_run_id):
+        log.info("training run %s begins: %s (%s), data %s..%s", run_id, reason, trigger,
+                 data_start.isoformat(), data_end.isoformat())  # fmt: skip
+        notify(
+            retrain_started(
+                settings.MODEL_NAME,
+                reason=reason,
+                run_id=dag_run_id,
+                details={
+                    "trigger": trigger,
+                    "training_run_id": int(run_id),
+                    "data_start": data_start.isoformat(),
+                    "data_end": data_end.isoformat(),
+                },
+            ),
+            settings=settings,
+        )
     plan = TrainingPlan(
         folder=str(folder),
         schema=settings.FEATURE_SCHEMA,
@@ -140,10 +146,20 @@ def conclude(
 ) -> str:
     """The training DAG's last task: act on the gates (`training.gates.decide`: promote when
     AUTO_PROMOTE, else make challenger, or reject), close the run, tell the people."""
+    version = str(version)
+    with log_context(training_run_id=run["training_run_id"], model_version=version):
+        action = _act_on_gates(run, version, gate_report, settings)
+        log.info("training run %s concluded: version %s %s", run["training_run_id"], version,
+                 action)  # fmt: skip
+    return action
+
+
+def _act_on_gates(
+    run: dict[str, Any], version: str, gate_report: dict[str, Any], settings: Settings
+) -> str:
     from training.gates import GateReport, decide
     from training.registry import Registry
 
-    version = str(version)
     registry = Registry.from_settings(settings)
     previous = registry.champion_version()
     report = GateReport.from_dict(gate_report)
