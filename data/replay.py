@@ -22,6 +22,7 @@ import pandas as pd
 import requests
 
 from data.ingest import DataError, coerce_frame, load_frame
+from data.logs import configure_logging
 from data.schema import FeatureSchema, SchemaError, load_schema
 from data.settings import exit_on_config_error, get_settings
 
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "--wait", type=float, default=0, help="seconds to wait for the API's /ready first"
     )
     args = parser.parse_args(argv)
+    configure_logging(settings, process="replay", command=True)
     try:
         if args.wait:
             wait_until_ready(args.url, args.wait)

@@ -14,7 +14,6 @@ at start, so a copied `.env.example` cannot reach production unnoticed.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import textwrap
 from collections.abc import Callable
@@ -184,13 +183,6 @@ def exit_on_config_error(main: Callable[..., int]) -> Callable[..., int]:
             return 2
 
     return checked
-
-
-def configure_cli_logging() -> None:
-    """Warnings and errors only: MLflow's INFO lines (store migrations, "registered model")
-    would bury the one line a command-line user needs."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 # --- The configuration reference (`python -m data.settings --reference`) ----------------------

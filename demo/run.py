@@ -52,6 +52,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from data.db import get_engine
+from data.logs import configure_logging
 from data.schema import FeatureSchema, load_schema
 from data.settings import Settings, get_settings
 from data.synthetic import generate_transactions, write_frame
@@ -453,8 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError
     except ValueError:
         parser.error(f"--days wants three positive whole numbers like 7,7,14, got {args.days!r}")
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    configure_logging(get_settings(), process="demo", command=True)
     console = Console()
     out = Path(args.out).resolve()
     demo = Demo(Scenario(days=days, rows_per_window=args.rows_per_window, seed=args.seed),

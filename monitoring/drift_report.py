@@ -79,9 +79,10 @@ import pandas as pd
 import pyarrow.parquet
 
 from data.ingest import DataError, load_frame
+from data.logs import configure_logging
 from data.profile import ReferenceProfile
 from data.schema import FeatureSchema, SchemaError, load_schema
-from data.settings import exit_on_config_error
+from data.settings import exit_on_config_error, get_settings
 from monitoring.drift_accumulator import DriftAccumulator, compute_drift_report, profile_from_frame
 from monitoring.drift_results import (
     CORRECTIONS,
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--html", dest="html_out", help="write the report as an HTML page here")
     try:
         args = parser.parse_args(argv)
+        configure_logging(get_settings(), process="drift-report", command=True)
         schema = load_schema(args.schema)
         reference = _load_reference(args.reference, schema)
         current = load_window(args.current, schema)

@@ -386,11 +386,11 @@ def prepare_first_start() -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from data.db import get_engine, init_db
-    from data.settings import configure_cli_logging
+    from data.logs import configure_logging
     from training.registry import Registry
 
-    configure_cli_logging()
     settings = get_settings()
+    configure_logging(settings, process="stack", command=True)
     try:
         init_db(get_engine(settings.database_url))
     except SQLAlchemyError as exc:

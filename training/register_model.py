@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from data.db import database_error_message
-from data.settings import configure_cli_logging, exit_on_config_error
+from data.logs import configure_logging
+from data.settings import exit_on_config_error, get_settings
 from training.registry import (
     CHALLENGER,
     CHAMPION,
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p_history.add_argument("--json", action="store_true", help="print JSON")
     p_history.add_argument("--limit", type=int, default=50)
     args = parser.parse_args(argv)
-    configure_cli_logging()
+    configure_logging(get_settings(), process="register-model", command=True)
     try:
         registry = Registry.from_settings()
         actor = getattr(args, "actor", None) or getpass.getuser()

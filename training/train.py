@@ -28,9 +28,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from data.db import database_error_message
 from data.ingest import DataError
+from data.logs import configure_logging
 from data.profile import DEFAULT_THRESHOLD
 from data.schema import SchemaError
-from data.settings import Settings, configure_cli_logging, exit_on_config_error, get_settings
+from data.settings import Settings, exit_on_config_error, get_settings
 from data.validate import ValidationError
 from training.gates import GateReport, decide
 from training.pipeline import (
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.recent_days is not None and args.recent_days <= 0:
         parser.error(f"--recent-days must be positive (got {args.recent_days:g})")
-    configure_cli_logging()
+    configure_logging(get_settings(), process="train", command=True)
     recent = None
     if args.recent_days is not None:
         now = datetime.now(UTC)

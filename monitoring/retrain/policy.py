@@ -69,7 +69,8 @@ from data.db import (
     retrain_decisions,
     training_runs,
 )
-from data.settings import Settings, configure_cli_logging, exit_on_config_error, get_settings
+from data.logs import configure_logging
+from data.settings import Settings, exit_on_config_error, get_settings
 from training.runs import FAILED, RUNNING, start_training_run, times_as_text, with_utc_times
 
 log = logging.getLogger(__name__)
@@ -429,8 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=20, help="how many windows (default 20)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    configure_cli_logging()
     settings = get_settings()
+    configure_logging(settings, process="retrain-policy", command=True)
     try:
         found = decisions(settings.MODEL_NAME, args.limit, get_engine(settings.database_url))
     except SQLAlchemyError as exc:
