@@ -11,6 +11,12 @@ from airflow.sdk import dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 
+def _join_task_log(context) -> None:
+    from data.logs import on_airflow_task_start
+
+    on_airflow_task_start(context)
+
+
 def _notify_failure(context) -> None:
     from monitoring.retrain.notifier import on_task_failure
 
@@ -26,6 +32,8 @@ def _notify_failure(context) -> None:
     tags=["maintenance"],
     # Retries come from Airflow's own [core] default_task_retries (`make airflow` sets 1).
     default_args={
+        # The project's log lines go to Airflow's task log, with the DAG run's id on each.
+        "on_execute_callback": _join_task_log,
         "on_failure_callback": _notify_failure,
     },
 )

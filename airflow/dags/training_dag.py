@@ -12,6 +12,12 @@ from airflow.sdk import chain, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 
+def _join_task_log(context) -> None:
+    from data.logs import on_airflow_task_start
+
+    on_airflow_task_start(context)
+
+
 def _on_failure(context) -> None:
     from monitoring.retrain.loop import on_training_failure
 
@@ -27,6 +33,8 @@ def _on_failure(context) -> None:
     tags=["training", "retraining"],
     # Retries come from Airflow's own [core] default_task_retries (`make airflow` sets 1).
     default_args={
+        # The project's log lines go to Airflow's task log, with the DAG run's id on each.
+        "on_execute_callback": _join_task_log,
         "on_failure_callback": _on_failure,
     },
 )
