@@ -41,7 +41,8 @@ APP_SERVICES = [
     "airflow-worker",  # the celery profile's: DAG tasks run there
 ]
 # Settings compose sets itself instead of taking them from .env: the stores (the postgres
-# service, the MLflow server), paths and ports inside the containers. Documented in .env.example.
+# service, the MLflow server), paths and ports inside the containers, JSON logs. Documented in
+# .env.example.
 COMPOSE_OWNED = {
     "DATABASE_URL",
     "MLFLOW_TRACKING_URI",
@@ -198,6 +199,7 @@ def test_every_setting_reaches_every_service_that_runs_project_code(monkeypatch)
         assert settings.MLFLOW_TRACKING_URI == "http://mlflow:5000", name
         assert settings.DATABASE_URL.startswith("postgresql+psycopg2://"), name
         assert "@postgres:5432/" in settings.DATABASE_URL, name
+        assert settings.LOG_FORMAT == "json", name  # for the log collector, whatever .env says
 
 
 def test_env_example_lists_every_variable_compose_reads():

@@ -203,6 +203,7 @@ def test_the_settings_are_real_and_secrets_only_referenced():
     assert not set(env) & secret_fields, set(env) & secret_fields
     assert {s["envName"] for s in v["secret"]} == {"DATABASE_URL"}
     assert env["MLFLOW_TRACKING_URI"].startswith("http://")
+    assert env["LOG_FORMAT"] == "json"
     # Nothing in the file looks like a credential.
     assert not re.search(r"postgres(ql)?(\+\w+)?://\w+:[^@.\s]+@", VALUES_FILE.read_text())
 
