@@ -12,11 +12,17 @@ integration"`) in under two minutes. `make test` runs both.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from data import logs
 from data.db import dispose_engines
 from data.schema import FeatureSchema, load_schema
 from data.settings import Settings, get_settings
@@ -72,6 +78,31 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     yield var
     get_settings.cache_clear()
     dispose_engines()
+
+
+@pytest.fixture(autouse=True)
+def isolated_logging() -> Iterator[None]:
+    """A command's `main` run in-process configures the whole process's logging (data.logs):
+    undone after each test, so the next one starts from pytest's own."""
+    names = ["", *logs.PROJECT_LOGGERS, *logs.MLFLOW_LOGGERS, "uvicorn.access"]
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = (logger.level, list(logger.handlers), logger.propagate)
+    hooks = (sys.excepthook, threading.excepthook, warnings.showwarning)
+    mlflow_configures = os.environ.get("MLFLOW_CONFIGURE_LOGGING")
+    yield
+    for name, (level, handlers, propagate) in saved.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+    logging.captureWarnings(False)
+    sys.excepthook, threading.excepthook, warnings.showwarning = hooks
+    if mlflow_configures is None:
+        os.environ.pop("MLFLOW_CONFIGURE_LOGGING", None)
+    else:
+        os.environ["MLFLOW_CONFIGURE_LOGGING"] = mlflow_configures
 
 
 @pytest.fixture

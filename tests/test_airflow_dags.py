@@ -123,6 +123,10 @@ def test_a_failed_training_task_pages_and_closes_its_run(airflow, postgres_url, 
                                  {"reason": "test of a failure"}, **env)  # fmt: skip
         assert result["state"] == "failed"
         assert result["tasks"]["begin"] == "success" and result["tasks"]["ingest"] == "failed"
+        # The project's lines are in Airflow's task log, with the runs they concern.
+        (begins,) = [line for line in result["log"].splitlines() if "training run 1 begins" in line]
+        assert "[monitoring.retrain.loop]" in begins and "training_run_id=1" in begins
+        assert f"dag_run_id={result['run_id']}" in begins
         (page,) = [request.body for request in sink.at(PAGERDUTY)]
         assert page["routing_key"] == env["PAGERDUTY_ROUTING_KEY"]
         assert page["event_action"] == "trigger" and page["payload"]["severity"] == "critical"
@@ -134,7 +138,7 @@ def test_a_failed_training_task_pages_and_closes_its_run(airflow, postgres_url, 
     engine = create_engine(postgres_url)
     with engine.connect() as conn:
         (run,) = conn.execute(select(training_runs)).all()
-        assert run.status == "failed" and run.trigger == "manual"
+        assert run.id == 1 and run.status == "failed" and run.trigger == "manual"
         assert "missing.parquet" in run.details["error"]
         assert conn.execute(select(func.count()).select_from(training_runs)).scalar_one() == 1
     engine.dispose()
