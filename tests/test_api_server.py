@@ -225,7 +225,7 @@ def test_a_stop_signal_landing_inside_the_supervisors_wait_cannot_deadlock_it():
     script = (
         "import os, signal, threading\n"
         "from api.serve import Supervisor\n"
-        "sup = Supervisor('127.0.0.1', 0, 1, 'warning')\n"
+        "sup = Supervisor('127.0.0.1', 0, 1)\n"
         "sup.install_signal_handlers()\n"
         "locks = []\n"
         "for value in vars(sup).values():\n"
