@@ -292,7 +292,10 @@ def test_the_exporter_process_serves_real_values_to_a_scrape(
         assert psi["amount"] == pytest.approx(reports["drift"].features["amount"].psi)
         (champion,) = families["ml_champion_version"].samples
         assert champion.value == int(training.version)
-        registered = MlflowClient(store.MLFLOW_TRACKING_URI).get_model_version(
+        # The registry named too: a test that trained in-process before this one left its own
+        # store as MLflow's global registry URI, whose version 1 is another, newer model.
+        uri = store.MLFLOW_TRACKING_URI
+        registered = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(
             store.MODEL_NAME, training.version
         )
         (age,) = families["ml_champion_age_seconds"].samples
