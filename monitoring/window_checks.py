@@ -103,10 +103,10 @@ def check_window(
         result = _check(start, end, settings, html)
         with log_context(model_version=result.model_version):
             log.info(
-                "checked %d predictions: drift %s; quality %s",
+                "checked %d predictions; quality %s; drift: %s",
                 result.rows,
-                result.drift.summary if result.drift else "not computed (no rows)",
                 "passed" if result.quality.passed else "failed",
+                result.drift.summary if result.drift else "not computed (no rows)",
             )
         return result
 
