@@ -482,7 +482,12 @@ class LogSettings(BaseModel):
         "container's log collector).",
     )
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="The lowest level of the lines logged."
+        default="INFO",
+        description=(
+            "The lowest level of the project's own lines (other libraries log warnings only); "
+            "a line per request only at DEBUG; a command in a terminal shows warnings only "
+            "unless DEBUG."
+        ),
     )
 
 
