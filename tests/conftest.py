@@ -46,10 +46,9 @@ INTEGRATION_MODULES = {
 
 
 # The longest modules first (measured with --durations, most of it starting real stacks): with
-# `make test`'s workers they start at once and the short ones fill in around them, instead of a
-# compose stack starting last and running alone. `make test` distributes by `xdist_group`: the
-# tests that share a module- or class-scoped fixture (a compose stack, a demo run, a trained
-# store) stay on one worker, so it starts once; every other test goes wherever a worker is free.
+# `make test`'s workers (`-n 3 --dist loadfile`, a module stays on one worker for its fixtures),
+# they start at once and the short ones fill in around them, instead of a compose stack starting
+# last and running alone.
 LONGEST_FIRST = (
     "test_compose_stack", "test_compose_celery", "test_api_server", "test_demo",
     "test_retrain_loop", "test_stack", "test_monitoring_live", "test_registry", "test_own_model",
@@ -66,12 +65,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank.get(_module(item), len(rank)))
     for item in items:
         module = _module(item)
-        shared = any(
-            definitions[-1].scope in ("module", "class")
-            for definitions in item._fixtureinfo.name2fixturedefs.values()
-        )
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(module))
         callspec = getattr(item, "callspec", None)
         postgres = callspec is not None and callspec.params.get("database_url") == "postgres"
         if (
