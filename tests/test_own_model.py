@@ -1,4 +1,4 @@
-"""Bring your own model: README's "Your own model" path, followed to the letter on a second schema.
+"""Bring your own model: docs/own-model.md's path, followed to the letter on a second schema.
 
 `schemas/penguins.yaml` and the Palmer penguins CSV (from the `palmerpenguins` package, real data
 the project did not generate: word labels, categoricals, an integer column, missing values, no id
