@@ -27,6 +27,7 @@ from data.db import dispose_engines
 from data.schema import FeatureSchema, load_schema
 from data.settings import Settings, get_settings
 from tools.testkit.databases import FRAUD_SCHEMA_PATH, fresh_postgres_database, store_settings
+from tools.testkit.traffic import TOKEN
 
 # Fixtures that start something real: a Postgres database, a trained model (MLflow), a server
 # process, Airflow, Docker. `database_url` counts only in its Postgres run.
@@ -37,6 +38,7 @@ INTEGRATION_FIXTURES = {
 # Modules whose tests start real processes, binaries or stores in their bodies.
 INTEGRATION_MODULES = {
     "test_airflow_dags", "test_alert_rules", "test_alertmanager", "test_api_server",
+    "test_api_server_durability",
     "test_bench_drift_postgres", "test_compose", "test_compose_celery", "test_compose_stack",
     "test_dashboards", "test_demo", "test_demo_report", "test_exporter", "test_html_report",
     "test_kubernetes", "test_kubernetes_airflow", "test_logger", "test_monitoring_live",
@@ -50,9 +52,10 @@ INTEGRATION_MODULES = {
 # they start at once and the short ones fill in around them, instead of a compose stack starting
 # last and running alone.
 LONGEST_FIRST = (
-    "test_compose_stack", "test_compose_celery", "test_api_server", "test_demo",
-    "test_retrain_loop", "test_stack", "test_monitoring_live", "test_registry", "test_own_model",
-    "test_performance", "test_airflow_dags", "test_api", "test_train", "test_retrain_steps",
+    "test_compose_stack", "test_compose_celery", "test_api_server", "test_api_server_durability",
+    "test_demo", "test_retrain_loop", "test_stack", "test_monitoring_live", "test_registry",
+    "test_own_model", "test_performance", "test_airflow_dags", "test_api", "test_train",
+    "test_retrain_steps",
 )  # fmt: skip
 
 
@@ -175,3 +178,14 @@ def private_postgres():
     server.start()
     yield server
     server.destroy()
+
+
+@pytest.fixture
+def server_env(default_training, tmp_path) -> dict[str, str]:
+    store, _ = default_training
+    return {
+        "MLFLOW_TRACKING_URI": store.MLFLOW_TRACKING_URI,
+        "API_ADMIN_TOKEN": TOKEN,
+        "MODEL_POLL_SECONDS": "0",
+        "PREDICTION_SPOOL_DIR": str(tmp_path / "spool"),
+    }

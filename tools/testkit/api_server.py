@@ -10,10 +10,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
+from data.db import get_engine, prediction_logs
 from data.settings import PROJECT_ROOT
 
 
@@ -133,3 +137,26 @@ class Load:
                 i += 1
                 if self.pause:
                     time.sleep(self.pause)
+
+
+def logged_ids(url: str) -> Counter:
+    with get_engine(url).connect() as conn:
+        return Counter(conn.execute(select(prediction_logs.c.request_id)).scalars())
+
+
+def wait_until_logged(url: str, expected: set[str], timeout: float = 60) -> Counter:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = logged_ids(url)
+        if expected <= set(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def metric_total(text: str, name: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
