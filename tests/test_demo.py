@@ -24,15 +24,25 @@ from tools.testkit.http_sink import running_sink
 pytestmark = pytest.mark.slow
 
 
-def run_demo(out, cwd=PROJECT_ROOT):
-    command = [sys.executable, "-m", "demo.run", "--days", "1,1,3", "--rows-per-window",
-               "500", "--seed", "42", "--port", str(free_port()), "--out", str(out)]  # fmt: skip
-    done = subprocess.run(
-        command, cwd=cwd, capture_output=True, text=True, timeout=600,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "120", "PYTHONPATH": str(PROJECT_ROOT)},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return out, done.stdout, json.loads((out / "timeline.json").read_text())
+class DemoRun:
+    """`python -m demo.run` over five days, started in the background: `result()` waits for it."""
+
+    def __init__(self, out, cwd=PROJECT_ROOT):
+        command = [sys.executable, "-m", "demo.run", "--days", "1,1,3", "--rows-per-window", "500",
+                   "--seed", "42", "--port", str(free_port()), "--out", str(out)]  # fmt: skip
+        self.out = out
+        self.process = subprocess.Popen(
+            command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={"PATH": "/usr/bin:/bin", "COLUMNS": "120", "PYTHONPATH": str(PROJECT_ROOT)},
+        )  # fmt: skip
+
+    def result(self):
+        try:
+            stdout, stderr = self.process.communicate(timeout=600)
+        finally:
+            self.process.kill()
+        assert self.process.returncode == 0, stdout[-3000:] + stderr[-3000:]
+        return self.out, stdout, json.loads((self.out / "timeline.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +52,28 @@ def sink():
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, sink):
+def runs(tmp_path_factory, sink):
     # Run from a folder whose .env names a Slack webhook and another database, as a user's
-    # might: the demo must use neither (it pages nobody and keeps to its own stores).
+    # might: the demo must use neither (it pages nobody and keeps to its own stores). A second
+    # run of the same seed, from the project root, starts beside it for the determinism test:
+    # the demo mostly waits on its API process, so two at once take little longer than one.
     home = tmp_path_factory.mktemp("home")
     (home / ".env").write_text(
         f"SLACK_WEBHOOK_URL={sink.url}/slack\nDATABASE_URL=postgresql://nobody@127.0.0.1:1/none\n"
     )
-    return run_demo(tmp_path_factory.mktemp("demo"), cwd=home)
+    first = DemoRun(tmp_path_factory.mktemp("demo"), cwd=home)
+    again = DemoRun(tmp_path_factory.mktemp("again"))
+    try:
+        yield first, again
+    finally:
+        for run in (first, again):
+            run.process.kill()
+            run.process.communicate()
+
+
+@pytest.fixture(scope="module")
+def demo(runs):
+    return runs[0].result()
 
 
 def test_the_drift_is_caught_the_day_it_is_injected(demo):
@@ -101,10 +125,10 @@ def test_every_window_shows_what_the_exporter_and_the_api_showed(demo):
     assert "What happened" in output and "Retrains" in output
 
 
-def test_the_same_seed_tells_the_same_story(demo, tmp_path):
+def test_the_same_seed_tells_the_same_story(demo, runs):
     """Run it again: every window's figures, alerts, decisions and the summary are the same."""
     _, _, first = demo
-    _, _, again = run_demo(tmp_path / "again")
+    _, _, again = runs[1].result()
     timing = {"seconds", "latency_p50_ms", "latency_p99_ms"}  # wall-clock, not the story
     for one, two in zip(first["windows"], again["windows"], strict=True):
         assert {k: v for k, v in one.items() if k not in timing} == {
