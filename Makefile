@@ -42,11 +42,9 @@ system-tools: ## install the Debian packages the tests drive (Chromium, Promethe
 	  $(SYSTEM_PACKAGES))
 
 # Three workers on two cores: most of the suite waits on servers, Airflow and Docker builds.
-# --no-loadscope-reorder keeps tests/conftest.py's longest-first order: by default xdist starts
-# the modules with the most tests first, which left the two compose stacks (few, long tests) last.
 TEST_WORKERS ?= 3
 test: lint system-tools ## lint, then the whole suite against the real components
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 # Unit tests only: what starts nothing real (tests/conftest.py marks the rest `integration`).
 check: lint ## the quick tier while you work: lint and the unit tests (under two minutes)

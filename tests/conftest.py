@@ -48,9 +48,9 @@ INTEGRATION_MODULES = {
 
 
 # The longest modules first (measured with --durations, most of it starting real stacks): with
-# `make test`'s workers (`-n 3 --dist loadfile --no-loadscope-reorder`: a module stays on one
-# worker for its fixtures, and modules are handed out in this order), they start at once and the
-# short ones fill in around them, instead of a compose stack starting last and running alone.
+# `make test`'s workers (`-n 3 --dist loadfile`, a module stays on one worker for its fixtures),
+# they start at once and the short ones fill in around them, instead of a compose stack starting
+# last and running alone.
 LONGEST_FIRST = (
     "test_compose_stack", "test_compose_celery", "test_api_server", "test_api_server_durability",
     "test_demo", "test_retrain_loop", "test_stack", "test_monitoring_live", "test_registry",
