@@ -60,8 +60,11 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
         )  # fmt: skip
 
-    def wait_ready(self, timeout: float = 90) -> None:
-        """Until every worker listens (each has its own socket) and one answers /ready."""
+    def wait_ready(self, timeout: float = 240) -> None:
+        """Until every worker listens (each has its own socket) and one answers /ready.
+
+        Generous: on two cores saturated by `make test`, two workers took over 90 s to import
+        and load their model (a test failed on it); a server that never starts still fails."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
