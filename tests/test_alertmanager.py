@@ -64,7 +64,12 @@ def test_no_secret_is_in_the_file_and_groups_and_inhibition_are_as_documented():
         for page in receiver.get("pagerduty_configs", []):
             assert "routing_key_file" in page and "routing_key" not in page
     assert config["route"]["group_by"] == ["alertname", "environment"]
-    (inhibit,) = config["inhibit_rules"]
+    inhibit, *outages = config["inhibit_rules"]
+    # A bigger outage mutes what it explains: no exporter, no API.
+    assert [rule["source_matchers"] for rule in outages] == [
+        ['alertname="MLExporterDown"'], ['alertname="MLApiUnavailable"'],
+        ['alertname="MLApiUnavailable"'],
+    ]  # fmt: skip
     assert inhibit["source_matchers"] == ['severity="critical"']
     assert inhibit["target_matchers"] == ['severity="warning"']
     assert {"alertname", "environment"} <= set(inhibit["equal"])

@@ -83,3 +83,43 @@ def test_the_service_monitor_scrapes_every_api_pod_behind_the_service():
     port_names = {p["name"] for p in service["spec"]["ports"]}
     for endpoint in monitor["spec"]["endpoints"]:
         assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
+
+
+def operator_job(monitor: dict, service: dict) -> str:
+    """The `job` label the Prometheus Operator gives a ServiceMonitor's series: the value of the
+    Service label its `jobLabel` names, else the Service's name."""
+    label = monitor["spec"].get("jobLabel")
+    return service["metadata"]["labels"][label] if label else service["metadata"]["name"]
+
+
+def test_the_api_series_carry_the_job_the_alert_rules_select(tmp_path):
+    """One job label on every deployment path: the ServiceMonitor's series (as the Operator
+    labels them), compose's and `make stack`'s scrape jobs; and with healthy replicas labelled
+    so, MLApiUnavailable stays silent (promtool over the real rules)."""
+    from tests.test_alert_rules import CONFIGS, RULES, load, promtool
+
+    (monitor,) = by_kind("ServiceMonitor")
+    (service,) = by_kind("Service")
+    jobs = {"kubernetes": operator_job(monitor, service)}
+    for config in CONFIGS:
+        (api,) = [j for j in load(config)["scrape_configs"] if "api" in j["job_name"]]
+        jobs[config.name] = api["job_name"]
+    assert set(jobs.values()) == {"api"}, jobs
+    tests = tmp_path / "job_test.yml"
+    tests.write_text(yaml.safe_dump({
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": f'up{{job="{job}", instance="pod-{i}:8000"}}', "values": "1x30"}
+                for i, job in enumerate(jobs.values())
+            ],
+            "alert_rule_test": [
+                {"eval_time": "20m", "alertname": "MLApiUnavailable", "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "MLTargetDown", "exp_alerts": []},
+            ],
+        }],
+    }))  # fmt: skip
+    done = promtool("test", "rules", str(tests))
+    assert done.returncode == 0, done.stdout + done.stderr

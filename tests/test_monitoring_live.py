@@ -321,6 +321,13 @@ def stack(default_training, tmp_path_factory) -> Iterator[Stack]:
 
         # Traffic with its labels, a closed training run, one monitoring pass.
         sent = send_traffic(settings, api.url, generate_transactions(3000, seed=31), labels=True)
+        # Replay posts to /predict/batch; the single-row latency rule reads /predict alone.
+        from data.schema import load_schema
+        from tools.testkit.traffic import request_rows
+
+        for i, row in enumerate(request_rows(load_schema(FRAUD_SCHEMA_PATH), 5)):
+            body = {"request_id": f"single-{i}", "features": row}
+            assert httpx.post(f"{api.url}/predict", json=body, timeout=30).status_code == 200
         from data.db import get_engine
 
         engine = get_engine(database_url)
