@@ -171,6 +171,22 @@ def service_health() -> list[dict[str, Any]]:
             ),
         ),
         timeseries(
+            "Prediction log rows lost",
+            "percentunit",
+            prom(
+                f"{_rate('ml_prediction_log_dropped_total', 'environment')} / "
+                f"{_rate('ml_predictions_total', 'environment')}",
+                "{{environment}}",
+            ),
+            threshold_line("prediction_log_drop_ratio", "alert threshold (pages)"),
+            description=(
+                "Share of the predictions served whose log row was lost (MLPredictionLogDropping "
+                "pages above the threshold for 5 minutes; any loss is a warning)."
+            ),
+            thresholds=alert_steps("prediction_log_drop_ratio", low_is_bad=False),
+            width=6,
+        ),
+        timeseries(
             "Prediction log queue",
             "short",
             prom(
