@@ -39,6 +39,7 @@ from grafana.panels import (
 
 def service_health() -> list[dict[str, Any]]:
     errors_5xx = _rate("http_requests_total", "environment", f'{PREDICT}, status=~"5..", {ENV}')
+    errors_4xx = _rate("http_requests_total", "environment", f'{PREDICT}, status=~"4..", {ENV}')
     requests = _rate("http_requests_total", "environment", f"{PREDICT}, {ENV}")
     up_down = mapping((0, "down", RED), (1, "up", GREEN))
     return [
@@ -99,23 +100,35 @@ def service_health() -> list[dict[str, Any]]:
             thresholds=alert_steps("api_error_ratio", low_is_bad=False),
         ),
         timeseries(
+            "Client error ratio (/predict, /feedback)",
+            "percentunit",
+            prom(f"({errors_4xx} or {requests} * 0) / {requests}", "{{environment}}"),
+            threshold_line("api_client_error_ratio", "alert threshold"),
+            description=(
+                "Share of prediction and feedback requests refused 4xx, mostly 422: a client "
+                "whose payloads no longer match the schema (MLApiClientErrorsHigh over the "
+                "threshold for 15 minutes)."
+            ),
+            thresholds=alert_steps("api_client_error_ratio", low_is_bad=False),
+        ),
+        timeseries(
             "/predict latency (HTTP)",
             "s",
             prom(
                 _quantile(
-                    0.99, "http_request_duration_seconds_bucket", f'handler=~"/predict.*", {ENV}'
+                    0.99, "http_request_duration_seconds_bucket", f'handler="/predict", {ENV}'
                 ),
                 "p99 {{environment}}",
             ),
             prom(
                 _quantile(
-                    0.5, "http_request_duration_seconds_bucket", f'handler=~"/predict.*", {ENV}'
+                    0.5, "http_request_duration_seconds_bucket", f'handler="/predict", {ENV}'
                 ),
                 "p50 {{environment}}",
             ),
             threshold_line("latency_p99_seconds", "alert threshold (p99)"),
             description=(
-                "Request duration of /predict routes as the middleware measures it "
+                "Request duration of single-row /predict as the middleware measures it "
                 "(MLApiLatencyHigh: p99 over the threshold for 5 minutes)."
             ),
             thresholds=alert_steps("latency_p99_seconds", low_is_bad=False),

@@ -190,6 +190,13 @@ class MonitoringCollector(Collector):
             "ml_champion_version",
             "The registry's @champion version of the model (absent when there is none)",
         )
+        # The version as a label, to compare with the API's ml_model_info{model_version}: a
+        # replica still serving an old version (MLReplicaServesOldVersion).
+        champion_info = self._gauge(
+            "ml_champion_info",
+            "The registry's @champion version as a label (value 1; absent when there is none)",
+            ["model_version"],
+        )
         champion_age = self._gauge(
             "ml_champion_age_seconds",
             "Seconds since the @champion version was registered (absent when there is none)",
@@ -204,10 +211,12 @@ class MonitoringCollector(Collector):
             self._add(duration, snapshot.read_seconds)
             if snapshot.champion_version is not None and snapshot.champion_version.isdigit():
                 self._add(champion, int(snapshot.champion_version))
+            if snapshot.champion_version is not None:
+                self._add(champion_info, 1, snapshot.champion_version)
             if snapshot.champion_version is not None and snapshot.champion_created_at:
                 self._add(champion_age, (now - snapshot.champion_created_at).total_seconds())
             self._add(orphaned, snapshot.orphaned_labels)
-        yield from (up, duration, champion, champion_age, orphaned)
+        yield from (up, duration, champion, champion_info, champion_age, orphaned)
 
     def _training_families(self, runs: RunsSummary | None) -> Iterator[Any]:
         total = CounterMetricFamily(
