@@ -42,6 +42,7 @@ INTEGRATION_MODULES = {
     "test_bench_drift_postgres", "test_compose", "test_compose_celery", "test_compose_stack",
     "test_dashboards", "test_demo", "test_demo_report", "test_exporter", "test_html_report",
     "test_kubernetes", "test_kubernetes_airflow", "test_logger", "test_monitoring_live",
+    "test_oncall_scenarios",
     "test_own_model", "test_registry", "test_replay", "test_retrain_loop", "test_retrain_steps",
     "test_scorer_gate", "test_stack", "test_train", "test_window_checks",
 }  # fmt: skip

@@ -1,0 +1,343 @@
+# Series selectors are PromQL with every label a scrape gives them: long lines, read as data.
+# ruff: noqa: E501
+"""On call, scenario by scenario: what fires, at which severity, by when, and nothing else.
+
+Each scenario is a healthy stack (the series the API, the exporter, Prometheus and Alertmanager
+export, with the labels a scrape gives them) with one thing gone wrong. The test turns the table
+into a promtool unit-test file over the real rules (prometheus/alerts.yml) and asks, at each
+checkpoint, for the exact set of firing alerts (`ALERTS{alertstate="firing"}` by name and
+severity): an alert that should fire and does not, fires at another severity, or an extra alert
+that fires, all fail. MLWatchdog fires in every scenario (the dead-man's switch's heartbeat).
+
+Alertmanager's part (routing by severity, a bigger outage muting what it explains) is
+tests/test_alertmanager.py's; here an alert "pages" when it fires `critical`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+import yaml
+
+from tests.test_alert_rules import RULES, alert_keys, promtool
+
+MINUTES = 240  # every scenario lasts four hours at one-minute steps
+N = MINUTES
+API = 'environment="production", instance="api-1:8000", job="api"'
+EXP = 'environment="production", model_name="fraud-detector", instance="exporter:9100", job="exporter"'
+PREDICT = f'{API}, handler="/predict", method="POST"'
+HEARTBEAT = {"MLWatchdog": "info"}
+
+
+def healthy() -> dict[str, str]:
+    """A healthy stack: 100 requests a minute, 1% 5xx, fast, reports fresh, accuracy 0.95."""
+    return {
+        'up{instance="api-1:8000", job="api"}': f"1x{N}",
+        'up{instance="exporter:9100", job="exporter"}': f"1x{N}",
+        f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99x{N}",
+        f'http_requests_total{{{PREDICT}, status="503"}}': f"0+1x{N}",
+        f'http_request_duration_seconds_bucket{{{PREDICT}, le="0.01"}}': f"0+95x{N}",
+        f'http_request_duration_seconds_bucket{{{PREDICT}, le="2.0"}}': f"0+100x{N}",
+        f'http_request_duration_seconds_bucket{{{PREDICT}, le="2.5"}}': f"0+100x{N}",
+        f'http_request_duration_seconds_bucket{{{PREDICT}, le="+Inf"}}': f"0+100x{N}",
+        f"ml_prediction_confidence_sum{{{API}}}": f"0+90x{N}",
+        f"ml_prediction_confidence_count{{{API}}}": f"0+100x{N}",
+        f"ml_model_loaded{{{API}}}": f"1x{N}",
+        f'ml_model_info{{{API}, model_name="fraud-detector", model_version="3", scorer="compiled"}}': f"1x{N}",
+        f'ml_predictions_total{{{API}, model_version="3", prediction="1"}}': f"0+2x{N}",
+        f'ml_predictions_total{{{API}, model_version="3", prediction="0"}}': f"0+98x{N}",
+        f"ml_prediction_log_spooled_total{{{API}}}": f"0x{N}",
+        f"ml_prediction_log_dropped_total{{{API}}}": f"0x{N}",
+        f'ml_drift_features{{{EXP}, severity="critical"}}': f"0x{N}",
+        f'ml_drift_features{{{EXP}, severity="warning"}}': f"0x{N}",
+        f"ml_prediction_drift_detected{{{EXP}}}": f"0x{N}",
+        f"ml_drift_report_age_seconds{{{EXP}}}": f"3600x{N}",
+        f"ml_quality_hard_failures{{{EXP}}}": f"0x{N}",
+        f'ml_quality_missing_ratio{{{EXP}, feature="amount"}}': f"0.01x{N}",
+        f"ml_quality_report_age_seconds{{{EXP}}}": f"3600x{N}",
+        f'ml_realized_performance{{{EXP}, metric="accuracy"}}': f"0.95x{N}",
+        f'ml_estimated_performance{{{EXP}, metric="accuracy"}}': f"0.95x{N}",
+        f"ml_label_coverage_ratio{{{EXP}}}": f"0.8x{N}",
+        f"ml_training_last_run_timestamp_seconds{{{EXP}}}": f"0x{N}",
+        f'ml_training_last_run_status{{{EXP}, status="promoted"}}': f"1x{N}",
+        f'ml_training_last_run_status{{{EXP}, status="failed"}}': f"0x{N}",
+        f'ml_training_last_run_status{{{EXP}, status="rejected"}}': f"0x{N}",
+        f"ml_champion_age_seconds{{{EXP}}}": f"604800+60x{N}",
+        f'ml_champion_info{{{EXP}, model_version="3"}}': f"1x{N}",
+        f'ml_exporter_source_up{{{EXP}, source="database"}}': f"1x{N}",
+        f'ml_exporter_source_up{{{EXP}, source="registry"}}': f"1x{N}",
+        'prometheus_rule_evaluation_failures_total{instance="localhost:9090", job="prometheus", rule_group="ml-api"}': f"0x{N}",
+        'prometheus_notifications_dropped_total{instance="localhost:9090", job="prometheus"}': f"0x{N}",
+        'alertmanager_notifications_failed_total{instance="alertmanager:9093", job="alertmanager", integration="slack"}': f"0x{N}",
+    }
+
+
+@dataclass
+class Scenario:
+    name: str
+    changed: dict[str, str]  # series -> values, replacing or adding to healthy()
+    # minute -> {alert: severity}: exactly what fires then. "critical,warning": both levels of
+    # one alert fire (Alertmanager inhibits the warning while the critical fires).
+    expect: dict[int, dict[str, str]]
+    removed: tuple[str, ...] = ()  # series the failure takes away (a dead service's own)
+    series: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        base = {k: v for k, v in healthy().items() if k not in self.removed}
+        self.series = base | self.changed
+
+
+def fires(**alerts: str) -> dict[str, str]:
+    return HEARTBEAT | alerts
+
+
+API_OWN = tuple(k for k in healthy() if 'instance="api-1:8000"' in k and not k.startswith("up"))
+EXPORTER_OWN = tuple(k for k in healthy() if 'instance="exporter:9100"' in k and "up{" not in k)
+
+SCENARIOS = [
+    Scenario("a healthy day", {}, {60: fires(), 239: fires()}),
+    Scenario(
+        "the API is down (every replica)",
+        {'up{instance="api-1:8000", job="api"}': f"1x9 0x{N - 10}"},
+        {
+            11: fires(),
+            12: fires(MLApiUnavailable="critical"),
+            20: fires(MLApiUnavailable="critical", MLTargetDown="warning"),
+        },
+        removed=API_OWN,
+    ),
+    Scenario(
+        "the API answers 10% 5xx at full traffic",
+        {
+            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+11x{N}",
+            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+89x{N}",
+        },
+        {5: fires(), 6: fires(MLApiErrorRateHigh="critical")},
+    ),
+    Scenario(
+        "a few 5xx at two requests a minute, at night",
+        {
+            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+1.6x{N}",
+            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+0.4x{N}",
+            f'ml_predictions_total{{{API}, model_version="3", prediction="0"}}': f"0+2x{N}",
+            f'ml_predictions_total{{{API}, model_version="3", prediction="1"}}': f"0x{N}",
+        },
+        {30: fires(), 120: fires()},
+    ),
+    Scenario(
+        "no traffic at night (a warning, never a page)",
+        {
+            f'ml_predictions_total{{{API}, model_version="3", prediction="1"}}': f"0+2x60 120x{N - 61}",
+            f'ml_predictions_total{{{API}, model_version="3", prediction="0"}}': f"0+98x60 5880x{N - 61}",
+            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99x60 5940x{N - 61}",
+            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+1x60 60x{N - 61}",
+        },
+        {60: fires(), 90: fires(MLNoPredictions="warning")},
+    ),
+    Scenario(
+        "a client whose payloads broke: 30% answered 422",
+        {f'http_requests_total{{{PREDICT}, status="422"}}': f"0+30x{N}"},
+        {15: fires(), 16: fires(MLApiClientErrorsHigh="warning")},
+    ),
+    Scenario(
+        "a slow model: 3% of /predict between 2 and 2.5 s",
+        {f'http_request_duration_seconds_bucket{{{PREDICT}, le="2.0"}}': f"0+97x{N}"},
+        {5: fires(), 6: fires(MLApiLatencyHigh="warning")},
+    ),
+    Scenario(
+        "slow batch calls beside a fast /predict",
+        {
+            f'http_request_duration_seconds_bucket{{{API}, handler="/predict/batch", method="POST", le="2.0"}}': f"0x{N}",
+            f'http_request_duration_seconds_bucket{{{API}, handler="/predict/batch", method="POST", le="+Inf"}}': f"0+20x{N}",
+        },
+        {30: fires()},
+    ),
+    Scenario(
+        "a replica still serves the old version after a promotion",
+        {
+            f'ml_champion_info{{{EXP}, model_version="3"}}': "1x29 stale",
+            f'ml_champion_info{{{EXP}, model_version="4"}}': f"_x30 1x{N - 30}",
+        },
+        {44: fires(), 45: fires(MLReplicaServesOldVersion="warning")},
+    ),
+    Scenario(
+        "a replica has no model",
+        {f"ml_model_loaded{{{API}}}": f"1x9 0x{N - 10}"},
+        {11: fires(), 12: fires(MLNoProductionModel="critical")},
+    ),
+    Scenario(
+        "the exporter is down",
+        {'up{instance="exporter:9100", job="exporter"}': f"1x9 0x{N - 10}"},
+        {14: fires(), 15: fires(MLExporterDown="critical", MLTargetDown="warning")},
+        removed=EXPORTER_OWN,
+    ),
+    Scenario(
+        "the exporter dies during critical drift: no RESOLVED, and it pages",
+        {
+            f'ml_drift_features{{{EXP}, severity="critical"}}': "2x29 stale",
+            'up{instance="exporter:9100", job="exporter"}': f"1x29 0x{N - 30}",
+        },
+        {
+            10: fires(MLFeatureDrift="critical"),
+            60: fires(MLFeatureDrift="critical", MLExporterDown="critical", MLTargetDown="warning"),
+        },
+        removed=EXPORTER_OWN,
+    ),
+    Scenario(
+        "Postgres is down: the log spools, the exporter cannot read",
+        {
+            f"ml_prediction_log_spooled_total{{{API}}}": f"0x9 0+100x{N - 10}",
+            f'ml_exporter_source_up{{{EXP}, source="database"}}': f"1x9 0x{N - 10}",
+        },
+        {10: fires(), 20: fires(MLPredictionLogSpooling="warning", MLExporterSourceDown="warning")},
+    ),
+    Scenario(
+        "Postgres down and the spool's disk full: rows are lost",
+        {
+            f"ml_prediction_log_spooled_total{{{API}}}": f"0x9 0+50x{N - 10}",
+            f"ml_prediction_log_dropped_total{{{API}}}": f"0x9 0+50x{N - 10}",
+        },
+        {
+            10: fires(),
+            19: fires(MLPredictionLogSpooling="warning", MLPredictionLogDropping="critical"),
+            30: fires(
+                MLPredictionLogSpooling="warning", MLPredictionLogDropping="critical,warning"
+            ),
+        },
+    ),
+    Scenario(
+        "one log row lost: a ticket, not a page",
+        {f"ml_prediction_log_dropped_total{{{API}}}": f"0x9 1x{N - 10}"},
+        {15: fires(), 21: fires(MLPredictionLogDropping="warning"), 40: fires()},
+    ),
+    Scenario(
+        "the Alertmanager's Slack receiver fails",
+        {
+            'alertmanager_notifications_failed_total{instance="alertmanager:9093", job="alertmanager", integration="slack"}': f"0+1x{N}"
+        },
+        {5: fires(), 6: fires(MLAlertNotificationsFailing="critical")},
+    ),
+    Scenario(
+        "a rule group fails to evaluate",
+        {
+            'prometheus_rule_evaluation_failures_total{instance="localhost:9090", job="prometheus", rule_group="ml-api"}': f"0+1x{N}"
+        },
+        {5: fires(), 6: fires(MLRuleEvaluationFailing="critical")},
+    ),
+    Scenario(
+        "Airflow is down: no drift or quality report for 12 hours",
+        {
+            f"ml_drift_report_age_seconds{{{EXP}}}": f"42600+60x{N}",
+            f"ml_quality_report_age_seconds{{{EXP}}}": f"42600+60x{N}",
+        },
+        {20: fires(), 21: fires(MLDriftReportStale="warning", MLQualityReportStale="warning")},
+    ),
+    Scenario(
+        "a deploy: the replica restarts, its counters start again",
+        {
+            'up{instance="api-1:8000", job="api"}': f"1x99 0 1x{N - 101}",
+            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99x99 0+99x{N - 100}",
+            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+1x99 0+1x{N - 100}",
+            f'ml_predictions_total{{{API}, model_version="3", prediction="0"}}': f"0+98x99 0+98x{N - 100}",
+            f'ml_predictions_total{{{API}, model_version="3", prediction="1"}}': f"0+2x99 0+2x{N - 100}",
+        },
+        {101: fires(), 110: fires(), 200: fires()},
+    ),
+    Scenario(
+        "a covariate shift: features drift at warning level",
+        {f'ml_drift_features{{{EXP}, severity="warning"}}': f"0x9 3x{N - 10}"},
+        {24: fires(), 25: fires(MLFeatureDrift="warning")},
+    ),
+    Scenario(
+        "concept drift with labels: realized accuracy 0.80",
+        {f'ml_realized_performance{{{EXP}, metric="accuracy"}}': f"0.95x9 0.80x{N - 10}"},
+        {
+            14: fires(),
+            15: fires(MLRealizedAccuracyLow="critical"),
+            30: fires(MLRealizedAccuracyLow="critical,warning"),
+        },
+    ),
+    Scenario(
+        "no labels arrive and the model is right half the time",
+        {
+            f"ml_label_coverage_ratio{{{EXP}}}": f"0x{N}",
+            f'ml_realized_performance{{{EXP}, metric="accuracy"}}': f"0.5x{N}",
+        },
+        {29: fires(), 30: fires(MLLabelCoverageLow="warning")},
+    ),
+    Scenario(
+        "a retrain's candidate is rejected: told once, then resolved",
+        {
+            f"ml_training_last_run_timestamp_seconds{{{EXP}}}": f"600x{N}",
+            f'ml_training_last_run_status{{{EXP}, status="promoted"}}': f"1x9 0x{N - 10}",
+            f'ml_training_last_run_status{{{EXP}, status="rejected"}}': f"0x9 1x{N - 10}",
+        },
+        {10: fires(), 11: fires(MLRetrainRejected="warning"), 190: fires()},
+    ),
+    Scenario(
+        "live data breaks a hard quality check",
+        {f"ml_quality_hard_failures{{{EXP}}}": f"0x9 1x{N - 10}"},
+        {14: fires(), 15: fires(MLDataQualityHardFailure="critical")},
+    ),
+]
+
+
+def promtool_tests(scenario: Scenario) -> dict:
+    checks = []
+    for minute, firing in sorted(scenario.expect.items()):
+        checks.append(
+            {
+                "expr": 'count by (alertname, severity) (ALERTS{alertstate="firing"})',
+                "eval_time": f"{minute}m",
+                "exp_samples": [
+                    {"labels": f'{{alertname="{name}", severity="{severity}"}}', "value": 1}
+                    for name, severities in sorted(firing.items())
+                    for severity in sorted(severities.split(","))
+                ],
+            }
+        )
+    return {
+        "name": scenario.name,
+        "interval": "1m",
+        "input_series": [{"series": s, "values": v} for s, v in scenario.series.items()],
+        "promql_expr_test": checks,
+    }
+
+
+def test_the_table_has_the_scenarios_on_call_asked_for():
+    assert len(SCENARIOS) >= 20
+    assert len({s.name for s in SCENARIOS}) == len(SCENARIOS)
+    named = {name for s in SCENARIOS for firing in s.expect.values() for name in firing}
+    assert named <= {name for name, _ in alert_keys()}, "a scenario names an alert no rule has"
+    pages = {
+        n for s in SCENARIOS for f in s.expect.values() for n, sev in f.items() if "critical" in sev
+    }
+    assert {"MLApiUnavailable", "MLExporterDown", "MLPredictionLogDropping"} <= pages
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_exactly_the_expected_alerts_fire(scenario, tmp_path):
+    tests = tmp_path / "scenario_test.yml"
+    tests.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(RULES)],
+                "evaluation_interval": "1m",
+                "group_eval_order": [
+                    "ml-thresholds",
+                    "ml-api",
+                    "ml-exporter-last-known",
+                    "ml-drift",
+                    "ml-quality",
+                    "ml-performance",
+                    "ml-retrain",
+                    "ml-monitoring",
+                ],
+                "tests": [promtool_tests(scenario)],
+            },
+            sort_keys=False,
+        )
+    )
+    done = promtool("test", "rules", str(tests))
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
