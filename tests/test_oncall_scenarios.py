@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from tests.test_alert_rules import RULES, alert_keys, promtool
+from tests.test_alert_rules import RULE_TESTS, RULES, alert_keys, load, promtool
 
 MINUTES = 240  # every scenario lasts four hours at one-minute steps
 N = MINUTES
@@ -324,16 +324,7 @@ def test_exactly_the_expected_alerts_fire(scenario, tmp_path):
             {
                 "rule_files": [str(RULES)],
                 "evaluation_interval": "1m",
-                "group_eval_order": [
-                    "ml-thresholds",
-                    "ml-api",
-                    "ml-exporter-last-known",
-                    "ml-drift",
-                    "ml-quality",
-                    "ml-performance",
-                    "ml-retrain",
-                    "ml-monitoring",
-                ],
+                "group_eval_order": load(RULE_TESTS)["group_eval_order"],
                 "tests": [promtool_tests(scenario)],
             },
             sort_keys=False,
