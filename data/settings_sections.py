@@ -307,7 +307,7 @@ class RetentionSettings(BaseModel):
 
 class ExporterSettings(BaseModel):
     """The monitoring jobs beside drift: the traffic the quality check expects, and the
-    Prometheus exporter that serves the saved reports."""
+    Prometheus exporter that serves the saved reports and probes Airflow's health."""
 
     EXPECTED_ROWS_PER_HOUR: float = Field(
         default=0.0,
@@ -326,6 +326,15 @@ class ExporterSettings(BaseModel):
         ge=0,
         description="How many seconds one database read serves scrapes before the exporter "
         "reads again.",
+    )
+    # Airflow runs the six-hourly checks and the retrains: the exporter says whether it is alive.
+    AIRFLOW_HEALTH_URL: str | None = Field(
+        default=None,
+        description="Airflow's health endpoint (Airflow 3: `http://<api-server>:8080/api/v2/"
+        "monitor/health`), which the exporter asks at each read for "
+        "`ml_airflow_component_healthy{component}` and the `airflow` source of "
+        "`ml_exporter_source_up` (alert `MLAirflowUnhealthy`); unset = not probed. Compose and "
+        "`make stack` set it.",
     )
 
 

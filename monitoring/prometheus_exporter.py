@@ -24,6 +24,15 @@ others, and `ml_champion_age_seconds` counts from when the champion version was 
 predictions, so a dashboard can show what precision and recall do not: the false-positive rate
 fp / (fp + tn), the share of legitimate cases the model flags.
 
+Airflow runs the six-hourly checks and the retrains; when it stops, the reports only go stale
+12 hours later. With AIRFLOW_HEALTH_URL set (Airflow 3's `/api/v2/monitor/health`), each read
+asks it too, with a short timeout (AIRFLOW_HEALTH_TIMEOUT_SECONDS) so a hung Airflow never holds
+a scrape: `ml_airflow_component_healthy{component}` is 1 for each of `metadatabase`,
+`scheduler`, `triggerer` and `dag_processor` that reports "healthy" and 0 otherwise (a component
+that never ran reports no status: 0 too), and `ml_exporter_source_up{source="airflow"}` is 0
+when the endpoint does not answer as Airflow's does (the components' series are then absent:
+nothing is known about them).
+
     python -m monitoring.prometheus_exporter            # serve on :9100
     python -m monitoring.prometheus_exporter --once     # print one scrape and exit
 """
@@ -41,6 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -59,6 +69,11 @@ SEVERITY_CODE = {"none": 0, "warning": 1, "critical": 2}
 LEVEL_CODE = {"ok": 0, "soft": 1, "hard": 2}
 BASE_LABELS = ("environment", "model_name")
 CONFUSION_CELLS = ("tp", "fp", "fn", "tn")
+# The components Airflow 3's health endpoint reports, each with a "status".
+AIRFLOW_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+# Per network step (connect, each read): well inside Prometheus' 10 s scrape timeout, beside the
+# database and registry reads of the same scrape.
+AIRFLOW_HEALTH_TIMEOUT_SECONDS = 3.0
 
 
 @dataclass
@@ -70,6 +85,7 @@ class Snapshot:
     champion_created_at: datetime | None = None
     runs: RunsSummary | None = None
     orphaned_labels: int | None = None
+    airflow: dict[str, bool] = field(default_factory=dict)  # component -> healthy
     sources_up: dict[str, bool] = field(default_factory=dict)
     read_at: float = 0.0
     read_seconds: float = 0.0
@@ -135,6 +151,14 @@ class MonitoringCollector(Collector):
             except Exception as exc:
                 log.warning("cannot read the model registry: %s", " ".join(str(exc).split())[:300])
                 snapshot.sources_up["registry"] = False
+        if self.settings.AIRFLOW_HEALTH_URL:
+            try:
+                snapshot.airflow = airflow_health(self.settings.AIRFLOW_HEALTH_URL)
+                snapshot.sources_up["airflow"] = True
+            except Exception as exc:  # refused, timed out, not Airflow's answer
+                log.warning("cannot read Airflow's health: %s", " ".join(str(exc).split())[:300])
+                snapshot.airflow = {}
+                snapshot.sources_up["airflow"] = False
         snapshot.read_at = self._clock()
         snapshot.read_seconds = time.perf_counter() - started
         _say_what_changed(previous, snapshot)
@@ -205,6 +229,12 @@ class MonitoringCollector(Collector):
             "ml_labels_orphaned",
             "Labels still without a logged prediction LABEL_MATCH_MINUTES after they arrived",
         )
+        airflow = self._gauge(
+            "ml_airflow_component_healthy",
+            "1 when Airflow's health endpoint reports the component healthy, 0 when not "
+            "(absent when Airflow is not probed or does not answer)",
+            ["component"],
+        )
         if snapshot is not None:
             for source, ok in snapshot.sources_up.items():
                 self._add(up, ok, source)
@@ -216,7 +246,9 @@ class MonitoringCollector(Collector):
             if snapshot.champion_version is not None and snapshot.champion_created_at:
                 self._add(champion_age, (now - snapshot.champion_created_at).total_seconds())
             self._add(orphaned, snapshot.orphaned_labels)
-        yield from (up, duration, champion, champion_info, champion_age, orphaned)
+            for component, healthy in snapshot.airflow.items():
+                self._add(airflow, healthy, component)
+        yield from (up, duration, champion, champion_info, champion_age, orphaned, airflow)
 
     def _training_families(self, runs: RunsSummary | None) -> Iterator[Any]:
         total = CounterMetricFamily(
@@ -397,6 +429,20 @@ class MonitoringCollector(Collector):
             self._add(counts, row["labelled"], "labelled")
         yield from (realized, estimated, confusion, coverage, counts)
         yield self._age("ml_performance_report_age_seconds", "performance report", row, now)
+
+
+def airflow_health(url: str) -> dict[str, bool]:
+    """{component: healthy} from Airflow's health endpoint; raises when it does not answer, or
+    answers something that is not Airflow's health (a proxy's error page, another service)."""
+    answer = httpx.get(url, timeout=AIRFLOW_HEALTH_TIMEOUT_SECONDS, follow_redirects=False)
+    answer.raise_for_status()
+    body = answer.json()
+    if not isinstance(body, dict):
+        raise ValueError(f"{url} answered {type(body).__name__}, not Airflow's health object")
+    reported = {name: body[name] for name in AIRFLOW_COMPONENTS if isinstance(body.get(name), dict)}
+    if not reported:
+        raise ValueError(f"{url} answered without any of {', '.join(AIRFLOW_COMPONENTS)}")
+    return {name: part.get("status") == "healthy" for name, part in reported.items()}
 
 
 def _say_what_changed(previous: Snapshot, now: Snapshot) -> None:

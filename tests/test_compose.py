@@ -352,3 +352,18 @@ def test_dockerignore_keeps_local_state_and_secrets_out():
     ignored = (PROJECT_ROOT / ".dockerignore").read_text().split()
     for entry in (".git", ".venv", "var", ".env"):
         assert entry in ignored, entry
+
+
+def test_the_exporter_probes_airflows_health_on_the_api_server():
+    """MLAirflowUnhealthy reads the exporter's probe: the api-server's health endpoint on a
+    port it listens on; and the exporter does not wait for Airflow (it must outlive it)."""
+    from urllib.parse import urlparse
+
+    services = resolved()["services"]
+    exporter = services["exporter"]
+    url = urlparse(exporter["environment"]["AIRFLOW_HEALTH_URL"])
+    assert (url.hostname, url.path) == ("airflow-apiserver", "/api/v2/monitor/health")
+    assert url.port in _listening_ports(services["airflow-apiserver"])
+    assert not [name for name in exporter.get("depends_on", {}) if name.startswith("airflow")]
+    # Elsewhere the setting stays unset (x-settings' empty default): nothing else probes it.
+    assert not services["api"]["environment"].get("AIRFLOW_HEALTH_URL")

@@ -313,3 +313,152 @@ def test_the_exporter_process_serves_real_values_to_a_scrape(
         'ml_drift_severity{environment="development",feature="amount",model_name="fraud-detector"}'
     )
     assert f"{line} 2.0" in once.stdout.splitlines()
+
+
+# --- Airflow's health, probed by the exporter --------------------------------------------------
+
+
+def airflow_answer(**statuses: str | None) -> dict:
+    """A body as Airflow 3's /api/v2/monitor/health gives it; every component healthy unless
+    given (None: a component that never ran, as Airflow reports it)."""
+    body: dict = {"metadatabase": {"status": statuses.get("metadatabase", "healthy")}}
+    for name in ("scheduler", "triggerer", "dag_processor"):
+        body[name] = {
+            "status": statuses.get(name, "healthy"),
+            f"latest_{name}_heartbeat": "2026-03-01T06:00:00.123456+00:00",
+        }
+    return body
+
+
+@pytest.fixture
+def airflow_server():
+    """A loopback server answering GET /api/v2/monitor/health as Airflow does; `answer` is
+    (status, body or text, seconds to wait before answering)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(answer=(200, airflow_answer(), 0.0), requests=0, url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.requests += 1
+            status, body, delay = state.answer
+            time.sleep(delay)
+            text = body if isinstance(body, str) else json.dumps(body)
+            self.send_response(status if self.path == "/api/v2/monitor/health" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(text.encode())))
+            self.end_headers()
+            self.wfile.write(text.encode())
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/api/v2/monitor/health"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def airflow_collector(monkeypatch, tmp_path, url: str | None, cache: int = 0):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'monitoring.db'}")
+    monkeypatch.setenv("EXPORTER_CACHE_SECONDS", str(cache))
+    if url is None:
+        monkeypatch.delenv("AIRFLOW_HEALTH_URL", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW_HEALTH_URL", url)
+    get_settings.cache_clear()
+    return MonitoringCollector(read_registry=False)
+
+
+def airflow_series(samples) -> dict[str, float]:
+    return {
+        dict(labels)["component"]: v
+        for (name, labels), v in samples.items()
+        if name == "ml_airflow_component_healthy"
+    }
+
+
+def test_a_healthy_airflow_is_every_component_at_1(monkeypatch, tmp_path, airflow_server):
+    samples = scrape(airflow_collector(monkeypatch, tmp_path, airflow_server.url))
+    assert value(samples, "ml_exporter_source_up", source="airflow") == 1
+    assert airflow_series(samples) == {
+        "metadatabase": 1, "scheduler": 1, "triggerer": 1, "dag_processor": 1,
+    }  # fmt: skip
+
+
+def test_an_unhealthy_component_is_0_and_airflow_still_answers(
+    monkeypatch, tmp_path, airflow_server
+):
+    """A scheduler whose heartbeat stopped, and a triggerer that never ran (no status at all):
+    both 0; Airflow itself answered (source up)."""
+    airflow_server.answer = (200, airflow_answer(scheduler="unhealthy", triggerer=None), 0.0)
+    samples = scrape(airflow_collector(monkeypatch, tmp_path, airflow_server.url))
+    assert value(samples, "ml_exporter_source_up", source="airflow") == 1
+    assert airflow_series(samples) == {
+        "metadatabase": 1, "scheduler": 0, "triggerer": 0, "dag_processor": 1,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (503, airflow_answer(), 0.0),  # the api-server's proxy in front of a dead worker
+        (200, "<html>not airflow</html>", 0.0),  # another service on that port
+        (200, {"status": "ok"}, 0.0),  # JSON, but none of Airflow's components
+    ],
+    ids=["5xx", "not-json", "not-airflow"],
+)
+def test_an_answer_that_is_not_airflows_health_is_airflow_down(
+    monkeypatch, tmp_path, airflow_server, answer
+):
+    airflow_server.answer = answer
+    samples = scrape(airflow_collector(monkeypatch, tmp_path, airflow_server.url))
+    assert value(samples, "ml_exporter_source_up", source="airflow") == 0
+    assert airflow_series(samples) == {}
+
+
+def test_an_unreachable_airflow_is_a_metric_and_the_components_are_unknown(
+    monkeypatch, tmp_path, airflow_server
+):
+    collector = airflow_collector(monkeypatch, tmp_path, airflow_server.url)
+    assert airflow_series(scrape(collector)) != {}
+    collector.settings = collector.settings.model_copy(
+        update={"AIRFLOW_HEALTH_URL": f"http://127.0.0.1:{_free_port()}/api/v2/monitor/health"}
+    )
+    samples = scrape(collector)
+    assert value(samples, "ml_exporter_source_up", source="airflow") == 0
+    assert value(samples, "ml_exporter_source_up", source="database") == 1  # the rest is read
+    assert airflow_series(samples) == {}  # not the last values: nothing is known now
+
+
+def test_a_hung_airflow_does_not_hold_the_scrape(monkeypatch, tmp_path, airflow_server):
+    """An api-server that accepts and never answers: the scrape waits the probe's timeout, not
+    Prometheus' (10 s), and says Airflow is down."""
+    import monitoring.prometheus_exporter as exporter
+
+    monkeypatch.setattr(exporter, "AIRFLOW_HEALTH_TIMEOUT_SECONDS", 0.5)
+    airflow_server.answer = (200, airflow_answer(), 5.0)
+    collector = airflow_collector(monkeypatch, tmp_path, airflow_server.url)
+    started = time.monotonic()
+    samples = scrape(collector)
+    assert time.monotonic() - started < 3
+    assert value(samples, "ml_exporter_source_up", source="airflow") == 0
+
+
+def test_airflow_is_asked_once_per_cached_read_and_not_at_all_unset(
+    monkeypatch, tmp_path, airflow_server
+):
+    collector = airflow_collector(monkeypatch, tmp_path, airflow_server.url, cache=30)
+    for _ in range(3):
+        scrape(collector)
+    assert airflow_server.requests == 1
+    samples = scrape(airflow_collector(monkeypatch, tmp_path, None))
+    assert ("ml_exporter_source_up", frozenset({("source", "airflow")})) not in samples
+    assert airflow_series(samples) == {} and airflow_server.requests == 1

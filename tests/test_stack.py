@@ -354,3 +354,19 @@ def test_clients_stop_before_the_servers_they_wait_for(tmp_path):
         ["api", "exporter", "airflow-api-server"],
         ["mlflow", "prometheus", "alertmanager"],
     ]
+
+
+def test_the_exporter_probes_the_stacks_own_airflow(tmp_path):
+    """MLAirflowUnhealthy reads the exporter's probe of Airflow's health: pointed at this
+    stack's api-server port, and not set when the stack runs without Airflow."""
+    from tools.stack import Ports, services
+
+    settings = Settings(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ports = Ports(8000, 9100, 5000, 9090, 9093, 8181)
+    (exporter,) = [s for s in services(settings, tmp_path, ports, True) if s.name == "exporter"]
+    assert exporter.env["AIRFLOW_HEALTH_URL"] == "http://127.0.0.1:8181/api/v2/monitor/health"
+    (airflow,) = [s for s in services(settings, tmp_path, ports, True)
+                  if s.name == "airflow-api-server"]  # fmt: skip
+    assert airflow.health == exporter.env["AIRFLOW_HEALTH_URL"]
+    (alone,) = [s for s in services(settings, tmp_path, ports, False) if s.name == "exporter"]
+    assert "AIRFLOW_HEALTH_URL" not in alone.env

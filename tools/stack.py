@@ -302,13 +302,15 @@ def services(settings: Settings, var: Path, ports: Ports, airflow: bool) -> list
                  os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")},
         ))  # fmt: skip
     api_url, exporter_url = ports.url(ports.api), ports.url(ports.exporter)
+    # The exporter asks this stack's Airflow for its health (MLAirflowUnhealthy), as in compose.
+    airflow_health = {"AIRFLOW_HEALTH_URL": f"{ports.url(ports.airflow)}/api/v2/monitor/health"}
     result += [
         Service("api", [python, "-m", "api.serve", f"--host={HOST}", f"--port={ports.api}"],
                 health=f"{api_url}/ready", url=api_url, env=common, wait_for=mlflow_health),
         Service("exporter", [python, "-m", "monitoring.prometheus_exporter", f"--host={HOST}",
                              f"--port={ports.exporter}"],
-                health=f"{exporter_url}/metrics", url=f"{exporter_url}/metrics", env=common,
-                wait_for=mlflow_health),
+                health=f"{exporter_url}/metrics", url=f"{exporter_url}/metrics",
+                env=common | (airflow_health if airflow else {}), wait_for=mlflow_health),
     ]  # fmt: skip
     prometheus_url = ports.url(ports.prometheus)
     alertmanager_url = ports.url(ports.alertmanager)
