@@ -5,7 +5,8 @@ workers, `api.serve` sets PROMETHEUS_MULTIPROC_DIR (wiped at start) before any w
 this module, so every worker writes its values to files there and `/metrics` merges them with a
 `MultiProcessCollector` on a fresh registry per scrape. Gauges declare how workers combine:
 `ml_model_loaded` takes the minimum over live workers (one worker without a model is a
-problem), the logger's queue depth the sum.
+problem), the logger's queue depth the sum, and the prediction log's disk figures the most
+recent measure (the workers share the folder; the one answering a scrape measures it first).
 
 Every metric carries `environment` (ENVIRONMENT). No request id or raw feature value is ever a
 label: per-feature values go into histograms, whose label is only the feature's name.
@@ -13,9 +14,11 @@ label: per-feature values go into histograms, whose label is only the feature's 
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +34,10 @@ from prometheus_client import (
 )
 from prometheus_fastapi_instrumentator.metrics import Info
 
+from api.spool import disk_usage
 from data.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 _CLIENT_VERSION = metadata.version("prometheus-client")
 
@@ -90,7 +96,7 @@ MODEL_INFO = Gauge(
     "ml_model_info",
     "The model version a worker serves (value 1)",
     ["environment", "model_name", "model_version", "scorer"],
-    multiprocess_mode="livemax",
+    multiprocess_mode="livemostrecent",
 )
 MODEL_RELOADS = Counter(
     "ml_model_reloads_total", "Model (re)loads by result", ["environment", "result"]
@@ -140,6 +146,29 @@ LOG_QUARANTINED = Counter(
     "Unreadable prediction log spool lines moved to a .quarantine file beside the spool",
     ["environment"],
 )
+# PREDICTION_SPOOL_DIR, measured before each scrape by the worker answering it. The folder is
+# shared, so the newest measure is the truth: `livemostrecent`, not `max` (a worker that measured
+# a full spool an hour ago would keep showing it) nor `sum` (each worker sees the same files).
+LOG_DISK_BYTES = Gauge(
+    "ml_prediction_log_disk_bytes",
+    "Bytes of prediction log files in PREDICTION_SPOOL_DIR by kind: spool (rows waiting for the "
+    "database), journal (answered, not yet written), quarantine (unreadable lines kept)",
+    ["environment", "kind"],
+    multiprocess_mode="livemostrecent",
+)
+LOG_FILESYSTEM_FREE = Gauge(
+    "ml_prediction_log_filesystem_free_bytes",
+    "Bytes free for the API on the filesystem of PREDICTION_SPOOL_DIR, which the spool fills "
+    "while the database is down",
+    ["environment"],
+    multiprocess_mode="livemostrecent",
+)
+LOG_FILESYSTEM_SIZE = Gauge(
+    "ml_prediction_log_filesystem_size_bytes",
+    "Size in bytes of the filesystem of PREDICTION_SPOOL_DIR",
+    ["environment"],
+    multiprocess_mode="livemostrecent",
+)
 
 
 class ApiMetrics:
@@ -165,6 +194,8 @@ class ApiMetrics:
         self.errors = {kind: PREDICTION_ERRORS.labels(environment, kind) for kind in ERROR_TYPES}
         self._model_info: tuple[str, ...] | None = None
         self._buffer: deque[tuple] = deque()  # appends and poplefts are thread-safe
+        self._spool_dir: Path | None = None
+        self._spool_unreadable = False
         for histogram in (self.latency, self.confidence, self.score, *self.features.values()):
             check_histogram_internals(histogram)
         self.model_loaded.set(0)
@@ -226,6 +257,29 @@ class ApiMetrics:
         for name, histogram in self.features.items():
             values = [row.get(name) for row in features]
             _observe_many(histogram, np.array(values, dtype=np.float64))  # None -> NaN
+
+    def watch_spool(self, folder: Path) -> None:
+        """Measure the prediction log's folder at every scrape from now on (`measure_spool`)."""
+        self._spool_dir = folder
+
+    def measure_spool(self) -> None:
+        """The bytes of the prediction log's files and the room left on their filesystem, into
+        the gauges; `/metrics` calls this before each scrape (a directory listing and a statvfs:
+        the journal's segments and the spool files are a few files, not thousands)."""
+        if self._spool_dir is None or not self.enabled:
+            return
+        try:
+            usage = disk_usage(self._spool_dir)
+        except OSError as exc:  # the gauges keep their last values; said once per streak
+            if not self._spool_unreadable:
+                log.error("cannot measure the prediction log folder %s: %s", self._spool_dir, exc)
+            self._spool_unreadable = True
+            return
+        self._spool_unreadable = False
+        for kind, size in usage.files.items():
+            LOG_DISK_BYTES.labels(self.environment, kind).set(size)
+        LOG_FILESYSTEM_FREE.labels(self.environment).set(usage.free)
+        LOG_FILESYSTEM_SIZE.labels(self.environment).set(usage.size)
 
     def error(self, error_type: str, count: int = 1) -> None:
         counter = self.errors.get(error_type) or PREDICTION_ERRORS.labels(

@@ -53,6 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             journal=settings.PREDICTION_JOURNAL,
             on_tick=api_metrics.flush,
         )
+        api_metrics.watch_spool(spool)  # the disk the spool fills (MLSpoolDiskFilling)
     else:
         logger = DisabledLogger()
     app.state.logger = logger.start()

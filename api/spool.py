@@ -18,6 +18,9 @@ a newline was torn by a process that died while writing it, and was never acknow
 - A line that cannot be read (a disk error, a hand edit, a bug) must neither stop the replay of
   the rows behind it nor be thrown away: it is moved to `<name>.quarantine` beside the file,
   counted, and logged once with the file and line number.
+
+`disk_usage` measures the folder for the metrics: the bytes of each kind of file and the room
+left on the filesystem under it, which the spool fills while the database is down.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from data.prediction_log import PredictionRecord, UnreadableLine, decode, encode
@@ -37,6 +41,31 @@ log = logging.getLogger(__name__)
 SPOOL_SUFFIX = ".jsonl"
 JOURNAL_SUFFIX = ".journal"
 QUARANTINE_SUFFIX = ".quarantine"
+# The files of the folder by kind, as the metrics name them (`.tmp` files are a quarantine's
+# rewrite in progress: a copy of a spool file, not more rows).
+FILE_KINDS = {SPOOL_SUFFIX: "spool", JOURNAL_SUFFIX: "journal", QUARANTINE_SUFFIX: "quarantine"}
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    """The prediction log's files in the folder and the filesystem they are on, in bytes."""
+
+    files: dict[str, int]  # kind (FILE_KINDS' values) -> bytes
+    free: int  # available to an unprivileged process (statvfs f_bavail), as `df` shows
+    size: int
+
+
+def disk_usage(folder: Path) -> DiskUsage:
+    """Raises OSError when the folder cannot be read (gone, not a folder)."""
+    files = dict.fromkeys(FILE_KINDS.values(), 0)
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            kind = FILE_KINDS.get(os.path.splitext(entry.name)[1])
+            if kind is not None:
+                with contextlib.suppress(FileNotFoundError):  # replayed or claimed meanwhile
+                    files[kind] += entry.stat(follow_symlinks=False).st_size
+    stats = os.statvfs(folder)
+    return DiskUsage(files, stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize)
 
 
 def file_name(suffix: str) -> str:

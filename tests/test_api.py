@@ -375,6 +375,27 @@ def test_metrics_count_predictions_without_request_ids(client, fraud_schema):
     assert summary["model"]["loaded_in_all_workers"] is True
 
 
+def test_each_scrape_measures_the_spool_folder_and_its_disk(client, tmp_path):
+    """What MLSpoolDiskFilling reads: PREDICTION_SPOOL_DIR as it is at the scrape."""
+    left = tmp_path / "spool" / "00000000000000000001-999999999.jsonl"  # a gone worker's spool
+    left.write_bytes(b"x" * 1234)
+
+    def disk() -> dict[str, float]:
+        return {
+            sample.labels.get("kind", sample.name): sample.value
+            for family in text_string_to_metric_families(client.get("/metrics").text)
+            for sample in family.samples
+            if sample.name.startswith(("ml_prediction_log_disk", "ml_prediction_log_filesystem"))
+        }
+
+    measured = disk()
+    assert measured["spool"] == 1234
+    free = measured["ml_prediction_log_filesystem_free_bytes"]
+    assert 0 < free <= measured["ml_prediction_log_filesystem_size_bytes"]
+    left.unlink()
+    assert disk()["spool"] == 0
+
+
 def _histograms(client) -> Counter:
     text = client.get("/metrics").text
     counts: Counter = Counter()

@@ -15,6 +15,7 @@ def prometheus_metrics(request: Request) -> Response:
     # This worker's buffered predictions now; the other workers' writer threads flush theirs
     # every 0.1 s.
     request.app.state.metrics.flush()
+    request.app.state.metrics.measure_spool()  # the spool's folder as it is now
     body, content_type = metrics.latest()
     return Response(body, media_type=content_type)
 
