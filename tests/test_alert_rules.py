@@ -28,11 +28,15 @@ WATCHERS_OWN = {
     "prometheus_rule_evaluation_failures_total", "prometheus_notifications_dropped_total",
     "alertmanager_notifications_failed_total",
 }  # fmt: skip
+# What the Postgres alerts read from postgres-exporter (compose's `postgres-exporter` service,
+# scraped as job `postgres`; its default collectors): whether it reached Postgres, the backends
+# per database (pg_stat_database, readable without pg_monitor), and max_connections.
+POSTGRES_EXPORTER_OWN = {"pg_up", "pg_stat_database_numbackends", "pg_settings_max_connections"}
 # Fires always, by design: the dead-man's switch's heartbeat.
 ALWAYS_FIRING = {"MLWatchdog"}
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
                 "unless", "offset", "bool", "inf", "nan"}  # fmt: skip
-COMPOSE_ONLY_JOBS = {"node", "cadvisor"}
+COMPOSE_ONLY_JOBS = {"node", "cadvisor", "postgres"}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
@@ -202,7 +206,7 @@ def test_no_alert_is_expected_to_fire_before_its_for():
 
 
 def test_every_rule_names_only_metrics_a_service_exports():
-    known = exported_names() | PROMETHEUS_OWN | WATCHERS_OWN
+    known = exported_names() | PROMETHEUS_OWN | WATCHERS_OWN | POSTGRES_EXPORTER_OWN
     recorded = {rule["record"] for rule in rules() if "record" in rule}
     unknown = {
         rule.get("alert") or rule["record"]: sorted(metric_names(rule["expr"]) - known - recorded)
@@ -266,7 +270,8 @@ def test_the_loopback_config_has_the_compose_jobs_on_127_0_0_1():
     jobs = {job["job_name"]: job for job in compose["scrape_configs"]}
     local = {job["job_name"]: job for job in loopback["scrape_configs"]}
     assert set(jobs) - COMPOSE_ONLY_JOBS == set(local)
-    assert {"api", "exporter", "prometheus", "alertmanager", "node", "cadvisor"} == set(jobs)
+    assert {"api", "exporter", "prometheus", "alertmanager", "node", "cadvisor",
+            "postgres"} == set(jobs)  # fmt: skip
     assert jobs["api"]["dns_sd_configs"] == [
         {"names": ["api"], "type": "A", "port": 8000, "refresh_interval": "15s"}
     ]

@@ -111,6 +111,7 @@ def test_compose_config_accepts_the_file_with_env_example():
         "postgres", "api", "exporter", "mlflow", "airflow-init", "airflow-apiserver",
         "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "prometheus",
         "alertmanager", "grafana", "node-exporter", "cadvisor", "redis", "airflow-worker",
+        "postgres-exporter",
     }  # fmt: skip
     assert set(services) == expected
 
@@ -367,3 +368,27 @@ def test_the_exporter_probes_airflows_health_on_the_api_server():
     assert not [name for name in exporter.get("depends_on", {}) if name.startswith("airflow")]
     # Elsewhere the setting stays unset (x-settings' empty default): nothing else probes it.
     assert not services["api"]["environment"].get("AIRFLOW_HEALTH_URL")
+
+
+def test_postgres_is_watched_from_outside_with_the_read_only_role():
+    """MLPostgresDown reads postgres-exporter's pg_up: logged in as Grafana's read-only role on
+    the monitoring database (it exists in every deployment of this file: 10-databases.sh
+    creates it at Postgres' first start), not as an owner or the superuser; and started without
+    waiting for Postgres, so that it can say Postgres is down."""
+    services = resolved()["services"]
+    exporter, postgres = services["postgres-exporter"], services["postgres"]["environment"]
+    env = exporter["environment"]
+    assert env["DATA_SOURCE_USER"] == postgres["GRAFANA_DB_USER"]
+    assert env["DATA_SOURCE_PASS"] == postgres["GRAFANA_DB_PASSWORD"]
+    database = postgres["MONITORING_DB_NAME"]
+    assert env["DATA_SOURCE_URI"] == f"postgres:5432/{database}?sslmode=disable"
+    owners = {postgres[k] for k in ("POSTGRES_USER", "MONITORING_DB_USER", "MLFLOW_DB_USER",
+                                    "AIRFLOW_DB_USER")}  # fmt: skip
+    assert env["DATA_SOURCE_USER"] not in owners
+    assert "depends_on" not in exporter
+    assert exporter["image"].startswith("prometheuscommunity/postgres-exporter:v")
+    script = (PROJECT_ROOT / "dockerfiles" / "postgres" / "10-databases.sh").read_text()
+    reader = script.split("creating the read-only role $GRAFANA_DB_USER", 1)[1]
+    grants = re.findall(r"^GRANT (.*) TO", reader, flags=re.M)
+    assert grants == ["CONNECT ON DATABASE :\"d\"", "USAGE ON SCHEMA public",
+                      "SELECT ON ALL TABLES IN SCHEMA public"]  # fmt: skip

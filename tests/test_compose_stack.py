@@ -35,7 +35,8 @@ pytestmark = pytest.mark.slow
 
 # Images the stack pulls (the app images are built from dockerfiles/ on python:3.11-slim).
 BASE_IMAGES = ["python:3.11-slim", "postgres:16", "prom/prometheus:v2.53.4",
-               "prom/alertmanager:v0.27.0"]  # fmt: skip
+               "prom/alertmanager:v0.27.0",
+               "prometheuscommunity/postgres-exporter:v0.15.0"]  # fmt: skip
 # Optional services: started only when their image is on this machine.
 OPTIONAL = {
     "grafana": ("grafana/grafana:11.6.0", None),
@@ -45,6 +46,7 @@ OPTIONAL = {
 CORE_SERVICES = [
     "postgres", "mlflow", "api", "exporter", "prometheus", "alertmanager", "airflow-init",
     "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+    "postgres-exporter",
 ]  # fmt: skip
 HEALTHY_TIMEOUT = 900  # seconds; the Airflow services start slowly on 2 shared cores
 REQUEST = {
@@ -312,7 +314,11 @@ def test_every_prometheus_target_is_up(stack):
 
     targets = _wait(all_up, 120, "every Prometheus target up")
     assert {t["labels"]["job"] for t in targets} >= {"api", "exporter", "prometheus",
-                                                     "alertmanager"}  # fmt: skip
+                                                     "alertmanager", "postgres"}  # fmt: skip
+    # postgres-exporter reached Postgres with the read-only role (MLPostgresDown reads pg_up).
+    prometheus = stack.url("prometheus", 9090)
+    answer = json.loads(_get(f"{prometheus}/api/v1/query?query=pg_up"))["data"]["result"]
+    assert [sample["value"][1] for sample in answer] == ["1"], answer
 
 
 def test_scale_api_to_two_replicas_and_prometheus_scrapes_both(stack):
