@@ -28,6 +28,7 @@ from monitoring.performance import estimated_performance_by_window, realized_per
 from monitoring.prometheus_exporter import MonitoringCollector, build_registry
 from monitoring.quality_report import compute_quality_report
 from monitoring.report_store import save_reports
+from tools.testkit.airflow_health import airflow_answer, running_airflow_health
 from training.runs import finish_training_run, open_training_run
 
 WINDOW_END = datetime(2026, 3, 1, 6, tzinfo=UTC)
@@ -318,52 +319,10 @@ def test_the_exporter_process_serves_real_values_to_a_scrape(
 # --- Airflow's health, probed by the exporter --------------------------------------------------
 
 
-def airflow_answer(**statuses: str | None) -> dict:
-    """A body as Airflow 3's /api/v2/monitor/health gives it; every component healthy unless
-    given (None: a component that never ran, as Airflow reports it)."""
-    body: dict = {"metadatabase": {"status": statuses.get("metadatabase", "healthy")}}
-    for name in ("scheduler", "triggerer", "dag_processor"):
-        body[name] = {
-            "status": statuses.get(name, "healthy"),
-            f"latest_{name}_heartbeat": "2026-03-01T06:00:00.123456+00:00",
-        }
-    return body
-
-
 @pytest.fixture
 def airflow_server():
-    """A loopback server answering GET /api/v2/monitor/health as Airflow does; `answer` is
-    (status, body or text, seconds to wait before answering)."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from types import SimpleNamespace
-
-    state = SimpleNamespace(answer=(200, airflow_answer(), 0.0), requests=0, url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state.requests += 1
-            status, body, delay = state.answer
-            time.sleep(delay)
-            text = body if isinstance(body, str) else json.dumps(body)
-            self.send_response(status if self.path == "/api/v2/monitor/health" else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(text.encode())))
-            self.end_headers()
-            self.wfile.write(text.encode())
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/api/v2/monitor/health"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with running_airflow_health() as server:
+        yield server
 
 
 def airflow_collector(monkeypatch, tmp_path, url: str | None, cache: int = 0):
