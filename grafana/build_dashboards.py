@@ -35,6 +35,7 @@ from typing import Any
 
 from grafana.business import business
 from grafana.overview import (
+    dependencies,
     drift_and_quality,
     model_performance,
     retraining_and_registry,
@@ -49,7 +50,13 @@ def build() -> dict[str, dict[str, Any]]:
         "ml-overview",
         "ML model monitoring: overview",
         "Service health, model performance, drift and quality, retraining and the registry.",
-        [*service_health(), *model_performance(), *drift_and_quality(), *retraining_and_registry()],
+        [
+            *service_health(),
+            *dependencies(),
+            *model_performance(),
+            *drift_and_quality(),
+            *retraining_and_registry(),
+        ],
     )
     business_view = dashboard(
         "ml-business",

@@ -1,6 +1,7 @@
-"""The on-call dashboard `ml-overview`, in four rows: service health; model performance,
-realized against estimated, with label coverage; drift and data quality; retraining and the
-registry, with the report and audit tables from Postgres.
+"""The on-call dashboard `ml-overview`, in four rows: service health (with what the stack stands
+on: Postgres, Airflow, the spool's disk); model performance, realized against estimated, with
+label coverage; drift and data quality; retraining and the registry, with the report and audit
+tables from Postgres.
 
 Slightly over 600 lines on purpose: one file per dashboard, so whoever changes the on-call view
 reads all of it in the order Grafana draws it.
@@ -74,7 +75,8 @@ def service_health() -> list[dict[str, Any]]:
             prom(f"ml_exporter_source_up{{{SEL}}}", "{{source}}"),
             description=(
                 "Whether the exporter could read the database and the registry "
-                "(MLExporterSourceDown at 0: drift, quality and performance values are frozen)."
+                "(MLExporterSourceDown at 0: drift, quality and performance values are frozen; "
+                "MLRegistryUnreachable), and reach Airflow's health endpoint (MLAirflowUnhealthy)."
             ),
             mappings=up_down,
             thresholds=steps(RED, (1, GREEN)),
@@ -639,5 +641,96 @@ def retraining_and_registry() -> list[dict[str, Any]]:
             LIMIT 50
             """,
             description="Every notification of the retrain loop and the DAGs, per destination.",
+        ),
+    ]
+
+
+def dependencies() -> list[dict[str, Any]]:
+    """The end of the service-health row: Postgres, Airflow and the disk the prediction log
+    spools to (alert group ml-dependencies)."""
+    free_ratio = (
+        f"ml_prediction_log_filesystem_free_bytes{{{ENV}}} "
+        f"/ ml_prediction_log_filesystem_size_bytes{{{ENV}}}"
+    )
+    free = f"ml_prediction_log_filesystem_free_bytes{{{ENV}}}"
+    filling, low = (
+        THRESHOLDS[f"ml:threshold:spool_disk_free_ratio_{level}"] for level in ("filling", "low")
+    )
+    return [
+        stat(
+            "Postgres",
+            "none",
+            prom('pg_up{job="postgres"}', "{{instance}}"),
+            description=(
+                "Whether postgres-exporter reaches Postgres (MLPostgresDown at 0 for 2 minutes: "
+                "the log spools, feedback, monitoring, the registry and Airflow stop). Compose "
+                "only: no data under `make stack`."
+            ),
+            mappings=mapping((0, "down", RED), (1, "up", GREEN)),
+            thresholds=steps(RED, (1, GREEN)),
+            width=6,
+        ),
+        stat(
+            "Airflow components",
+            "none",
+            prom(f"ml_airflow_component_healthy{{{SEL}}}", "{{component}}"),
+            description=(
+                "Airflow's health endpoint, asked by the exporter (MLAirflowUnhealthy: one at 0, "
+                "or no answer, for 10 minutes; the scheduled checks and retrains stop)."
+            ),
+            mappings=mapping((0, "unhealthy", RED), (1, "healthy", GREEN)),
+            thresholds=steps(RED, (1, GREEN)),
+            width=8,
+        ),
+        timeseries(
+            "Postgres connections in use",
+            "percentunit",
+            prom(
+                "sum by (environment, instance, job) (pg_stat_database_numbackends) "
+                "/ max by (environment, instance, job) (pg_settings_max_connections)",
+                "{{instance}}",
+            ),
+            threshold_line("postgres_connections_ratio", "alert threshold"),
+            description=(
+                "Backends of every database over max_connections (MLPostgresConnectionsHigh "
+                "over the threshold for 10 minutes; past 100% connections are refused)."
+            ),
+            thresholds=alert_steps("postgres_connections_ratio", low_is_bad=False),
+            width=8,
+        ),
+        timeseries(
+            "Spool disk free",
+            "percentunit",
+            prom(free_ratio, "{{instance}}"),
+            threshold_line("spool_disk_free_ratio_filling", "pages below, when filling"),
+            threshold_line("spool_disk_free_ratio_low", "warning below"),
+            description=(
+                "Free share of the filesystem under PREDICTION_SPOOL_DIR, which the API fills "
+                "while the database is down (MLSpoolDiskFilling)."
+            ),
+            thresholds=steps(RED, (low, ORANGE), (filling, GREEN)),
+            width=8,
+        ),
+        timeseries(
+            "Spool disk full in (at the last hour's rate)",
+            "s",
+            prom(f"{free} / -deriv({free}[1h]) > 0", "{{instance}}"),
+            threshold_line("spool_disk_full_horizon_seconds", "pages below (under 20% free)"),
+            description=(
+                "When the free space would reach 0 at the last hour's rate; no data while it is "
+                "not falling (MLSpoolDiskFilling pages inside the horizon)."
+            ),
+            thresholds=alert_steps("spool_disk_full_horizon_seconds", low_is_bad=True),
+            width=12,
+        ),
+        timeseries(
+            "Prediction log files on disk",
+            "bytes",
+            prom(f"max by (environment, kind) (ml_prediction_log_disk_bytes{{{ENV}}})", "{{kind}}"),
+            description=(
+                "Spool (rows waiting for the database), journal (answered, not yet written) and "
+                "quarantine (unreadable lines kept) in PREDICTION_SPOOL_DIR."
+            ),
+            width=12,
         ),
     ]

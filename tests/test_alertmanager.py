@@ -65,10 +65,11 @@ def test_no_secret_is_in_the_file_and_groups_and_inhibition_are_as_documented():
             assert "routing_key_file" in page and "routing_key" not in page
     assert config["route"]["group_by"] == ["alertname", "environment"]
     inhibit, *outages = config["inhibit_rules"]
-    # A bigger outage mutes what it explains: no exporter, no API.
+    # A bigger outage mutes what it explains: no exporter, no API, no Postgres.
     assert [rule["source_matchers"] for rule in outages] == [
         ['alertname="MLExporterDown"'], ['alertname="MLApiUnavailable"'],
-        ['alertname="MLApiUnavailable"'],
+        ['alertname="MLApiUnavailable"'], ['alertname="MLPostgresDown"'],
+        ['alertname="MLPostgresDown"'],
     ]  # fmt: skip
     assert inhibit["source_matchers"] == ['severity="critical"']
     assert inhibit["target_matchers"] == ['severity="warning"']
@@ -120,5 +121,43 @@ def test_a_critical_alert_inhibits_the_warning_of_the_same_name(tmp_path):
             assert len(slack) == 2, slack
             assert any("MLOtherWarning" in text for text in slack)
             assert not any("MLAccuracyLow" in text and "warning, test" in text for text in slack)
+        finally:
+            manager.stop()
+
+
+def target_down(job: str) -> dict:
+    down = alert("MLTargetDown", "warning")
+    down["labels"]["job"] = job
+    down["annotations"]["description"] = f"the {job} target is down"
+    return down
+
+
+def test_a_postgres_outage_pages_once_and_mutes_what_it_explains(tmp_path):
+    """Everything a Postgres outage fires (tests/test_oncall_scenarios.py): only MLPostgresDown
+    pages and reaches Slack; the spooling, the exporter's failed reads, the registry, Airflow
+    and postgres-exporter's target are the same news. What it costs still gets through: the
+    spool's disk filling; and another job's target down is other news."""
+    explained = [
+        alert("MLPredictionLogSpooling", "warning"), alert("MLExporterSourceDown", "warning"),
+        alert("MLRegistryUnreachable", "warning"), alert("MLAirflowUnhealthy", "warning"),
+        target_down("postgres"),
+    ]  # fmt: skip
+    with running_sink() as sink:
+        manager = RunningAlertmanager(loopback_copy(tmp_path, sink.url), tmp_path)
+        try:
+            manager.fire(alert("MLPostgresDown", "critical"))
+            assert wait_for(lambda: sink.at(PAGERDUTY)), manager.log.read_text()[-2000:]
+            manager.fire(alert("MLPostgresDown", "critical"), *explained,
+                         alert("MLSpoolDiskFilling", "critical"), target_down("api"))  # fmt: skip
+            assert wait_for(lambda: len(sink.at(PAGERDUTY)) >= 2 and len(sink.at(SLACK)) >= 3)
+            time.sleep(3)
+            slack = " ".join(json.dumps(request.body) for request in sink.at(SLACK))
+            pages = " ".join(json.dumps(request.body) for request in sink.at(PAGERDUTY))
+            assert "MLPostgresDown" in pages and "MLSpoolDiskFilling" in pages
+            assert "the api target is down" in slack
+            assert "the postgres target is down" not in slack
+            for muted in ("MLPredictionLogSpooling", "MLExporterSourceDown",
+                          "MLRegistryUnreachable", "MLAirflowUnhealthy"):  # fmt: skip
+                assert muted not in slack, muted
         finally:
             manager.stop()

@@ -26,7 +26,13 @@ from sqlalchemy import create_engine, insert, text
 
 from data.db import init_db, labels, metadata, prediction_logs
 from data.settings import PROJECT_ROOT
-from tests.test_alert_rules import exported_names, metric_names, promtool, rules
+from tests.test_alert_rules import (
+    POSTGRES_EXPORTER_OWN,
+    exported_names,
+    metric_names,
+    promtool,
+    rules,
+)
 
 GRAFANA = PROJECT_ROOT / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
@@ -197,7 +203,7 @@ def test_promql_parses(tmp_path: Path):
 
 def test_every_query_names_only_series_a_service_exports_or_a_rule_records():
     recorded = {rule["record"] for rule in rules() if "record" in rule}
-    known = exported_names() | recorded | {"up"}
+    known = exported_names() | recorded | {"up"} | POSTGRES_EXPORTER_OWN
     unknown = {
         f"{uid}: {title}": sorted(metric_names(live_promql(expr)) - known)
         for uid, title, expr in queries("promql")

@@ -27,6 +27,8 @@ N = MINUTES
 API = 'environment="production", instance="api-1:8000", job="api"'
 EXP = 'environment="production", model_name="fraud-detector", instance="exporter:9100", job="exporter"'
 PREDICT = f'{API}, handler="/predict", method="POST"'
+PG = 'instance="postgres-exporter:9187", job="postgres"'
+AIRFLOW_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 HEARTBEAT = {"MLWatchdog": "info"}
 
 
@@ -70,6 +72,19 @@ def healthy() -> dict[str, str]:
         'prometheus_rule_evaluation_failures_total{instance="localhost:9090", job="prometheus", rule_group="ml-api"}': f"0x{N}",
         'prometheus_notifications_dropped_total{instance="localhost:9090", job="prometheus"}': f"0x{N}",
         'alertmanager_notifications_failed_total{instance="alertmanager:9093", job="alertmanager", integration="slack"}': f"0x{N}",
+        # What the stack stands on: Postgres (postgres-exporter), Airflow (the exporter's
+        # probe), the spool's disk (60 GB free of 100).
+        f"up{{{PG}}}": f"1x{N}",
+        f"pg_up{{{PG}}}": f"1x{N}",
+        f'pg_stat_database_numbackends{{{PG}, datid="16385", datname="monitoring"}}': f"12x{N}",
+        f'pg_settings_max_connections{{{PG}, server="postgres:5432"}}': f"100x{N}",
+        f'ml_exporter_source_up{{{EXP}, source="airflow"}}': f"1x{N}",
+        **{
+            f'ml_airflow_component_healthy{{{EXP}, component="{c}"}}': f"1x{N}"
+            for c in AIRFLOW_COMPONENTS
+        },
+        f"ml_prediction_log_filesystem_free_bytes{{{API}}}": f"60e9x{N}",
+        f"ml_prediction_log_filesystem_size_bytes{{{API}}}": f"100e9x{N}",
     }
 
 
@@ -94,6 +109,38 @@ def fires(**alerts: str) -> dict[str, str]:
 
 API_OWN = tuple(k for k in healthy() if 'instance="api-1:8000"' in k and not k.startswith("up"))
 EXPORTER_OWN = tuple(k for k in healthy() if 'instance="exporter:9100"' in k and "up{" not in k)
+POSTGRES_EXPORTER_OWN = tuple(k for k in healthy() if k.startswith("pg_"))
+
+
+def postgres_down(at: int) -> dict[str, str]:
+    """Postgres stops at minute `at` (compose: one server for everything). postgres-exporter
+    says pg_up 0 and reads nothing else; the API spools its log; the exporter reads neither the
+    monitoring database nor MLflow's registry (its store); Airflow's health endpoint reports
+    every component unhealthy (its metadata database is gone)."""
+    down = f"1x{at - 1} 0x{N - at}"
+    return {
+        f"pg_up{{{PG}}}": down,
+        f'pg_stat_database_numbackends{{{PG}, datid="16385", datname="monitoring"}}': f"12x{at - 1} stale",
+        f'pg_settings_max_connections{{{PG}, server="postgres:5432"}}': f"100x{at - 1} stale",
+        f"ml_prediction_log_spooled_total{{{API}}}": f"0x{at - 1} 0+100x{N - at}",
+        f'ml_exporter_source_up{{{EXP}, source="database"}}': down,
+        f'ml_exporter_source_up{{{EXP}, source="registry"}}': down,
+        **{
+            f'ml_airflow_component_healthy{{{EXP}, component="{c}"}}': down
+            for c in AIRFLOW_COMPONENTS
+        },
+    }
+
+
+# Everything a Postgres outage fires, once each alert's `for:` has passed (Alertmanager then
+# mutes all but MLPostgresDown: tests/test_alertmanager.py).
+POSTGRES_OUTAGE = {
+    "MLPostgresDown": "critical",
+    "MLPredictionLogSpooling": "warning",
+    "MLExporterSourceDown": "warning",
+    "MLRegistryUnreachable": "warning",
+    "MLAirflowUnhealthy": "warning",
+}
 
 SCENARIOS = [
     Scenario("a healthy day", {}, {60: fires(), 239: fires()}),
@@ -185,26 +232,72 @@ SCENARIOS = [
         removed=EXPORTER_OWN,
     ),
     Scenario(
-        "Postgres is down: the log spools, the exporter cannot read",
+        "Postgres is down: it pages; the log spools, the registry and Airflow stop with it",
+        postgres_down(at=10),
         {
-            f"ml_prediction_log_spooled_total{{{API}}}": f"0x9 0+100x{N - 10}",
-            f'ml_exporter_source_up{{{EXP}, source="database"}}': f"1x9 0x{N - 10}",
+            11: fires(),
+            12: fires(MLPostgresDown="critical"),
+            19: fires(
+                MLPostgresDown="critical",
+                MLPredictionLogSpooling="warning",
+                MLExporterSourceDown="warning",
+            ),
+            20: fires(**POSTGRES_OUTAGE),
         },
-        {10: fires(), 20: fires(MLPredictionLogSpooling="warning", MLExporterSourceDown="warning")},
     ),
     Scenario(
         "Postgres down and the spool's disk full: rows are lost",
-        {
+        postgres_down(at=10)
+        | {
             f"ml_prediction_log_spooled_total{{{API}}}": f"0x9 0+50x{N - 10}",
             f"ml_prediction_log_dropped_total{{{API}}}": f"0x9 0+50x{N - 10}",
+            f"ml_prediction_log_filesystem_free_bytes{{{API}}}": f"60e9x9 0x{N - 10}",
         },
         {
             10: fires(),
-            19: fires(MLPredictionLogSpooling="warning", MLPredictionLogDropping="critical"),
+            19: fires(
+                MLPostgresDown="critical",
+                MLPredictionLogSpooling="warning",
+                MLExporterSourceDown="warning",
+                MLPredictionLogDropping="critical",
+            ),
             30: fires(
-                MLPredictionLogSpooling="warning", MLPredictionLogDropping="critical,warning"
+                **POSTGRES_OUTAGE,
+                MLPredictionLogDropping="critical,warning",
+                MLSpoolDiskFilling="critical,warning",
             ),
         },
+    ),
+    Scenario(
+        "the spool's disk filling during a Postgres outage: it pages hours before rows are lost",
+        postgres_down(at=10)
+        | {  # 30 GB free of 100; from minute 11 the spool takes 0.2 GB a minute (12 GB an hour)
+            f"ml_prediction_log_filesystem_free_bytes{{{API}}}": f"30e9x10 29.8e9-0.2e9x148 0x{N - 159}",
+        },
+        {
+            55: fires(**POSTGRES_OUTAGE),  # 21% free: the outage, not yet the disk
+            65: fires(**POSTGRES_OUTAGE),  # under 20% since 61, full within 4 h: pending
+            # 17% free, full in about 1 h 25 at the last hour's rate:
+            75: fires(**POSTGRES_OUTAGE, MLSpoolDiskFilling="critical"),
+            120: fires(**POSTGRES_OUTAGE, MLSpoolDiskFilling="critical"),
+            130: fires(**POSTGRES_OUTAGE, MLSpoolDiskFilling="critical,warning"),  # under 10%
+        },
+    ),
+    Scenario(
+        "MLflow is down: the API keeps serving its model, retrains and promotions would fail",
+        {f'ml_exporter_source_up{{{EXP}, source="registry"}}': f"1x9 0x{N - 10}"},
+        {19: fires(), 20: fires(MLRegistryUnreachable="warning")},
+    ),
+    Scenario(
+        "postgres-exporter dies, Postgres is fine: a target down, nobody paged",
+        {f"up{{{PG}}}": f"1x9 0x{N - 10}"},
+        {14: fires(), 15: fires(MLTargetDown="warning"), 120: fires(MLTargetDown="warning")},
+        removed=POSTGRES_EXPORTER_OWN,
+    ),
+    Scenario(
+        "Airflow's scheduler stops, its api-server still answers",
+        {f'ml_airflow_component_healthy{{{EXP}, component="scheduler"}}': f"1x9 0x{N - 10}"},
+        {19: fires(), 20: fires(MLAirflowUnhealthy="warning")},
     ),
     Scenario(
         "one log row lost: a ticket, not a page",
@@ -230,8 +323,19 @@ SCENARIOS = [
         {
             f"ml_drift_report_age_seconds{{{EXP}}}": f"42600+60x{N}",
             f"ml_quality_report_age_seconds{{{EXP}}}": f"42600+60x{N}",
+            f'ml_exporter_source_up{{{EXP}, source="airflow"}}': f"0x{N}",
         },
-        {20: fires(), 21: fires(MLDriftReportStale="warning", MLQualityReportStale="warning")},
+        {
+            9: fires(),
+            10: fires(MLAirflowUnhealthy="warning"),
+            21: fires(
+                MLAirflowUnhealthy="warning",
+                MLDriftReportStale="warning",
+                MLQualityReportStale="warning",
+            ),
+        },
+        # Its api-server does not answer: the exporter knows nothing of its components.
+        removed=tuple(k for k in healthy() if k.startswith("ml_airflow_component_healthy")),
     ),
     Scenario(
         "a deploy: the replica restarts, its counters start again",
@@ -314,6 +418,10 @@ def test_the_table_has_the_scenarios_on_call_asked_for():
         n for s in SCENARIOS for f in s.expect.values() for n, sev in f.items() if "critical" in sev
     }
     assert {"MLApiUnavailable", "MLExporterDown", "MLPredictionLogDropping"} <= pages
+    # Nothing goes blind silently: what the stack stands on pages or tells Slack.
+    assert {"MLPostgresDown", "MLSpoolDiskFilling"} <= pages
+    tickets = {n for s in SCENARIOS for f in s.expect.values() for n in f}
+    assert {"MLRegistryUnreachable", "MLAirflowUnhealthy"} <= tickets
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
