@@ -410,6 +410,19 @@ class AlertSettings(BaseModel):
         description="Generic webhook that receives each critical and warning notification as "
         "JSON (unset = none).",
     )
+    # A heartbeat URL lets anyone ping the check (or silence it by pinging): a secret too.
+    DEADMANSSWITCH_URL: SecretStr | None = Field(
+        default=None,
+        description="Dead-man's switch: a heartbeat service (Healthchecks.io, Opsgenie's "
+        "heartbeats, ...) that Alertmanager sends the always-firing `MLWatchdog` to every "
+        "minute, and that pages when it stops arriving (unset = MLWatchdog goes nowhere).",
+    )
+    RUNBOOK_BASE_URL: str = Field(
+        default="",
+        description="Where your team reads this repository's files, e.g. "
+        "`https://github.com/acme/ml-monitoring/blob/main/`: prefixed to each alert's "
+        "`docs/runbooks.md#...` link in Slack and PagerDuty (empty = the link stays relative).",
+    )
 
 
 class EmailSettings(BaseModel):

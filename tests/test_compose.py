@@ -317,14 +317,28 @@ def test_every_prometheus_target_is_a_service_listening_on_that_port():
     assert "/etc/prometheus" in {target for _, target in volumes(services["prometheus"])}
 
 
-def test_alertmanager_gets_its_secret_files_and_templates():
+def test_alertmanager_is_rendered_by_the_entrypoint_into_a_tmpfs():
+    """alerting/entrypoint.sh (the renderer `make stack` and the tests run too) reads the
+    project's alerting/ and writes the config and secrets into a memory-only tmpfs."""
     service = resolved()["services"]["alertmanager"]
-    config = (PROJECT_ROOT / "alerting" / "alertmanager.yml").read_text()
-    script = " ".join(service["command"])
-    for path in re.findall(r"_file: (/etc/alertmanager/secrets/\w+)", config):
-        assert path in script, path
-    targets = {target for _, target in volumes(service)}
-    assert {"/etc/alertmanager/alertmanager.yml", "/etc/alertmanager/templates"} <= targets
+    assert service["entrypoint"] == ["/bin/sh", "/etc/alertmanager/source/entrypoint.sh"]
+    sources = {Path(source).name: target for source, target in volumes(service)}
+    assert sources["alerting"] == "/etc/alertmanager/source"
+    run_dir = service["environment"]["ALERTMANAGER_RUN_DIR"]
+    assert any(mount.startswith(f"{run_dir}:") for mount in service["tmpfs"])
+    script = (PROJECT_ROOT / "alerting" / "entrypoint.sh").read_text()
+    read = set(re.findall(r"\$\{([A-Z_]+):-", script))
+    assert read - {"ALERTING_SOURCE_DIR", "ALERTMANAGER_BINARY"} <= set(service["environment"])
+    assert any(arg.startswith("--web.external-url=") for arg in service["command"])
+
+
+def test_prometheus_labels_every_alert_with_the_environment():
+    service = resolved()["services"]["prometheus"]
+    assert "--enable-feature=expand-external-labels" in service["command"]
+    assert service["environment"]["ENVIRONMENT"] == "development"
+    config = yaml.safe_load((PROJECT_ROOT / "prometheus" / "prometheus.yml").read_text())
+    assert config["global"]["external_labels"] == {"environment": "${ENVIRONMENT}"}
+    assert any(arg.startswith("--web.external-url=") for arg in service["command"])
 
 
 def test_postgres_creates_the_stores_and_runs_init_db_sql():

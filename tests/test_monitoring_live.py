@@ -47,6 +47,7 @@ from tests.test_alert_rules import PROMETHEUS_OWN, metric_names
 from tools.testkit.alertmanager_run import (
     PAGERDUTY,
     ROUTING_KEY,
+    RUNBOOK_BASE_URL,
     SLACK,
     RunningAlertmanager,
     loopback_copy,
@@ -121,8 +122,9 @@ class RunningPrometheus:
         self.log_path = folder / "prometheus.log"
         self.process = subprocess.Popen(
             [binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={folder / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
+             f"--web.listen-address=127.0.0.1:{port}", "--enable-feature=expand-external-labels"],
             stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
+            env=os.environ | {"ENVIRONMENT": ENVIRONMENT},  # the external label's value
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -557,6 +559,22 @@ def test_no_query_names_a_series_outside_what_the_services_export(stack):
 # --- alerts end to end -----------------------------------------------------------------------
 
 
+def test_an_alert_on_a_series_without_environment_reaches_alertmanager_with_it(stack):
+    """MLWatchdog (`vector(1)`) and the alerts on `up` have no `environment` of their own: the
+    external label adds it, so Alertmanager groups and routes them like every other alert."""
+
+    def watchdogs() -> list[dict]:
+        answer = httpx.get(f"{stack.alertmanager.url}/api/v2/alerts", timeout=5).json()
+        return [a for a in answer if a["labels"]["alertname"] == "MLWatchdog"]
+
+    # Prometheus sends its first alerts about a minute after it starts (measured 60 s).
+    (alert,) = wait_until(watchdogs, 180, "MLWatchdog in Alertmanager", stack.logs)
+    assert alert["labels"]["environment"] == ENVIRONMENT
+    (series,) = wait_until(lambda: firing(stack.fast, "MLWatchdog"), WAIT_SECONDS,
+                           "MLWatchdog in Prometheus", stack.logs)  # fmt: skip
+    assert "environment" not in series["metric"]  # the label is the external one
+
+
 def firing(prometheus: RunningPrometheus, alertname: str) -> list[dict]:
     return prometheus.series(f'ALERTS{{alertname="{alertname}", alertstate="firing"}}')
 
@@ -603,7 +621,7 @@ def test_drift_written_by_the_monitoring_pass_reaches_slack_as_a_warning(stack):
     assert "Input features drifted from the training reference." in text
     assert (f"Features of fraud-detector in {ENVIRONMENT} with severity warning in the latest "
             f"drift report: {counts['warning']}.") in text  # fmt: skip
-    assert "Runbook: docs/runbooks.md#mlfeaturedrift" in text
+    assert f"Runbook: {RUNBOOK_BASE_URL}docs/runbooks.md#mlfeaturedrift" in text
     time.sleep(3)  # a warning never pages, even a little later
     assert messages(stack.sink, PAGERDUTY, "MLFeatureDrift") == []
 
@@ -662,7 +680,8 @@ def test_a_replica_without_a_champion_pages_through_slack_and_pagerduty(stack):
     assert payload["severity"] == "critical"
     assert payload["summary"] == f"[FIRING:1] MLNoProductionModel (critical, {ENVIRONMENT})"
     details = payload["custom_details"]
-    assert details["runbook_url"] == "docs/runbooks.md#mlnoproductionmodel"
+    runbook = f"{RUNBOOK_BASE_URL}docs/runbooks.md#mlnoproductionmodel"
+    assert details["runbook_url"] == runbook
     assert details["summary"] == "An API replica serves no model."
     instance = replica.url.removeprefix("http://")
     description = (f"{instance} in {ENVIRONMENT} has no model loaded (ml_model_loaded 0): "
@@ -670,7 +689,7 @@ def test_a_replica_without_a_champion_pages_through_slack_and_pagerduty(stack):
     assert description in details["description"]
     (text,) = slack_texts(slack[:1])
     assert text.startswith(f"[FIRING:1] MLNoProductionModel (critical, {ENVIRONMENT})"), text
-    assert description in text and "Runbook: docs/runbooks.md#mlnoproductionmodel" in text
+    assert description in text and f"Runbook: {runbook}" in text
 
 
 def _answers(url: str) -> bool:

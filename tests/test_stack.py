@@ -245,12 +245,15 @@ def test_prometheus_scrapes_every_target_and_knows_alertmanager(stack):
 def test_alertmanager_runs_the_project_routes_with_local_secret_files(stack):
     status = get(f"{stack.url('alertmanager')}/api/v2/status").json()
     config = status["config"]["original"]
-    secrets = stack.var / "stack" / "secrets"
+    secrets = stack.var / "stack" / "alertmanager"  # rendered by alerting/entrypoint.sh
     assert f"api_url_file: {secrets / 'slack_webhook_url'}" in config
     assert f"routing_key_file: {secrets / 'pagerduty_routing_key'}" in config
     # Nothing set: the placeholders compose writes, nothing that leaves the machine.
     assert (secrets / "slack_webhook_url").read_text().startswith("http://127.0.0.1:9/")
     assert (secrets / "slack_webhook_url").stat().st_mode & 0o077 == 0
+    assert status["config"]["original"].count('receiver: "null"') >= 1  # no dead-man's URL
+    prometheus = get(f"{stack.url('prometheus')}/api/v1/status/config").json()["data"]["yaml"]
+    assert "environment: development" in prometheus  # ${ENVIRONMENT}, expanded
 
 
 def test_airflow_is_healthy_and_has_parsed_the_project_dags(stack):
