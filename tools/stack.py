@@ -8,10 +8,11 @@ API_PORT), the exporter (`python -m monitoring.prometheus_exporter` on EXPORTER_
 tracking server (`mlflow server --serve-artifacts` on the MLFLOW_TRACKING_URI database, artifacts
 under var/mlartifacts), Prometheus (prometheus/alerts.yml and prometheus.loopback.yml with these
 ports), Alertmanager (alerting/alertmanager.yml, its secret files written from SLACK_WEBHOOK_URL
-and PAGERDUTY_ROUTING_KEY) and Airflow's api-server, scheduler, dag-processor and triggerer
-(airflow/dags, metadata under var/airflow). The settings are the stack's own (`.env`, the
-environment): DATABASE_URL picks the monitoring database, the machine's Postgres or the embedded
-SQLite. Every service listens on 127.0.0.1.
+and PAGERDUTY_ROUTING_KEY; the project's processes get it as ALERTMANAGER_URL, so the DAG tasks'
+notifications go through it, as in compose) and Airflow's api-server, scheduler, dag-processor
+and triggerer (airflow/dags, metadata under var/airflow). The settings are the stack's own
+(`.env`, the environment): DATABASE_URL picks the monitoring database, the machine's Postgres or
+the embedded SQLite. Every service listens on 127.0.0.1.
 
 Before they start, as compose's one-shot steps and health conditions do: the monitoring and
 MLflow databases are created or migrated, a first model is trained and promoted when the
@@ -273,8 +274,11 @@ def services(settings: Settings, var: Path, ports: Ports, airflow: bool) -> list
     """The stack's processes, with compose's commands, on loopback."""
     python = sys.executable
     stack = var / "stack"
+    alertmanager_url = ports.url(ports.alertmanager)
+    # One paging path: the DAG tasks notify through this Alertmanager, not straight to Slack.
     common = {"PYTHONPATH": str(PROJECT_ROOT), "API_PORT": str(ports.api),
-              "EXPORTER_PORT": str(ports.exporter)}  # fmt: skip
+              "EXPORTER_PORT": str(ports.exporter),
+              "ALERTMANAGER_URL": alertmanager_url}  # fmt: skip
     mlflow_health = None
     result = []
     if own_mlflow_server(settings):
@@ -311,7 +315,6 @@ def services(settings: Settings, var: Path, ports: Ports, airflow: bool) -> list
                 wait_for=mlflow_health),
     ]  # fmt: skip
     prometheus_url = ports.url(ports.prometheus)
-    alertmanager_url = ports.url(ports.alertmanager)
     result += [
         Service("prometheus",
                 [binary("prometheus"), f"--config.file={stack / 'prometheus.yml'}",
