@@ -1,4 +1,5 @@
-"""Alertmanager's routing (alerting/alertmanager.yml) checked by amtool and by the real binary.
+"""Alertmanager's routing (alerting/alertmanager.yml) checked by amtool and by the real binary,
+and the notifier's events (alerting/notify.py) arriving there as alerts: one paging path.
 
 The live tests start Debian's Alertmanager on a loopback port with a copy of the project's file
 (tools/testkit/alertmanager_run.py) whose secrets point at a local HTTP sink.
@@ -10,10 +11,19 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 import yaml
+from sqlalchemy import select
 
+from alerting.events import candidate_rejected, task_failed, training_failed
+from alerting.notify import AlertmanagerConfig, Notifier, NotifierConfig, SlackConfig
+from data.db import alert_log, get_engine
+from monitoring.retrain.notifier import AlertLog
+from tests.test_alert_rules import RULE_TESTS, load
 from tools.testkit.alertmanager_run import (
     CONFIG,
     DEADMANSSWITCH,
@@ -26,7 +36,7 @@ from tools.testkit.alertmanager_run import (
     render,
     wait_for,
 )
-from tools.testkit.http_sink import running_sink
+from tools.testkit.http_sink import Sink, running_sink
 
 
 def amtool(*args: str) -> subprocess.CompletedProcess:
@@ -212,3 +222,192 @@ def test_slack_and_pagerduty_get_the_runbook_as_an_absolute_link(tmp_path):
             assert page.body["links"] == [{"href": link, "text": "Runbook"}]
         finally:
             manager.stop()
+
+
+# --- The notifier's events, through the real Alertmanager --------------------------------------
+
+DIRECT_SLACK = "/direct/slack"  # the notifier's own Slack destination: never used with Alertmanager
+
+
+@pytest.fixture
+def manager(tmp_path) -> Iterator[tuple[RunningAlertmanager, Sink]]:
+    with running_sink() as sink:
+        running = RunningAlertmanager(loopback_copy(tmp_path, sink.url), tmp_path)
+        try:
+            yield running, sink
+        finally:
+            running.stop()
+
+
+def notifier_for(running: RunningAlertmanager, sink: Sink, **overrides) -> Notifier:
+    values = {
+        "alertmanager": AlertmanagerConfig(running.url),
+        "slack": SlackConfig(sink.url + DIRECT_SLACK),
+        "environment": "test",
+        "backoff_seconds": 0.05,
+        "timeout_seconds": 2.0,
+        "max_seconds": 10.0,
+    }
+    return Notifier(NotifierConfig(**(values | overrides)))
+
+
+def alerts_in(running: RunningAlertmanager) -> list[dict]:
+    answer = httpx.get(f"{running.url}/api/v2/alerts", timeout=5)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def failed_check(run_id: str = "scheduled__1", dag_id: str = "drift_check_dag"):
+    return task_failed(
+        dag_id, "check", model_name="fraud-detector", run_id=run_id,
+        error="KeyError: 'amount'", try_number=2, log_url="http://airflow:8080/log?try=2",
+    )  # fmt: skip
+
+
+def test_an_event_is_an_alert_in_alertmanager_and_reaches_slack_only_through_it(manager):
+    running, sink = manager
+    deliveries = notifier_for(running, sink).notify(failed_check())
+    assert [(d.destination, d.outcome) for d in deliveries] == [("alertmanager", "sent")]
+
+    (alert,) = alerts_in(running)
+    assert alert["labels"] == {
+        "alertname": "MLAirflowTaskFailed", "severity": "warning", "environment": "test",
+        "model_name": "fraud-detector", "dag_id": "drift_check_dag", "task_id": "check",
+        "run_id": "scheduled__1",
+    }  # fmt: skip
+    assert alert["annotations"] == {
+        "summary": "Airflow task failed",
+        "description": "drift_check_dag.check failed: KeyError: 'amount'",
+        "runbook_url": "docs/runbooks.md#mlairflowtaskfailed",
+        "details": "try_number: 2\nlog_url: http://airflow:8080/log?try=2",
+    }
+    assert alert["generatorURL"] == "http://airflow:8080/log?try=2"
+    # An event has no end: its alert resolves by itself an hour later.
+    assert when(alert["endsAt"]) - when(alert["startsAt"]) == timedelta(minutes=60)
+    assert abs(when(alert["startsAt"]) - datetime.now(UTC)) < timedelta(minutes=1)
+    assert alert["status"]["state"] == "active"
+    assert [receiver["name"] for receiver in alert["receivers"]] == ["slack"]  # a warning
+
+    assert wait_for(lambda: sink.at(SLACK)), running.log.read_text()[-2000:]
+    time.sleep(2)
+    (message,) = sink.at(SLACK)
+    text = json.dumps(message.body)
+    assert "MLAirflowTaskFailed (warning, test)" in text and "KeyError" in text
+    assert "log_url: http://airflow:8080/log?try=2" in text  # the template shows the details
+    assert sink.at(DIRECT_SLACK) == [] and sink.at(PAGERDUTY) == []
+
+
+def test_a_silence_keeps_the_events_alert_suppressed(manager):
+    running, sink = manager
+    now = datetime.now(UTC)
+    silence = {
+        "matchers": [
+            {"name": "alertname", "value": "MLAirflowTaskFailed", "isRegex": False},
+            {"name": "dag_id", "value": "drift_check_dag", "isRegex": False},
+        ],
+        "startsAt": now.isoformat(), "endsAt": (now + timedelta(hours=2)).isoformat(),
+        "createdBy": "jane", "comment": "INC-42: the drift check is being fixed",
+    }  # fmt: skip
+    answer = httpx.post(f"{running.url}/api/v2/silences", json=silence, timeout=5)
+    assert answer.status_code == 200, answer.text
+    silence_id = answer.json()["silenceID"]
+    notifier = notifier_for(running, sink)
+
+    assert notifier.notify(failed_check())[0].outcome == "sent"
+    notifier.notify(failed_check(dag_id="maintenance_dag"))  # not silenced
+
+    by_dag = {alert["labels"]["dag_id"]: alert for alert in alerts_in(running)}
+    assert by_dag["drift_check_dag"]["status"]["state"] == "suppressed"
+    assert by_dag["drift_check_dag"]["status"]["silencedBy"] == [silence_id]
+    assert by_dag["maintenance_dag"]["status"]["state"] == "active"
+    assert wait_for(lambda: sink.at(SLACK)), running.log.read_text()[-2000:]
+    time.sleep(3)
+    texts = [json.dumps(message.body) for message in sink.at(SLACK)]
+    assert len(texts) == 1 and "maintenance_dag" in texts[0]
+    assert not any("drift_check_dag" in text for text in texts)
+    assert sink.at(DIRECT_SLACK) == []
+
+
+def test_the_same_event_sent_twice_is_one_alert_told_once(manager):
+    running, sink = manager
+    notifier = notifier_for(running, sink)
+    first = notifier.notify(failed_check())
+    assert wait_for(lambda: sink.at(SLACK)), running.log.read_text()[-2000:]
+    again = notifier.notify(failed_check())
+    time.sleep(3)  # a few of the test copy's one-second group intervals
+    assert [d.outcome for d in first + again] == ["sent", "sent"]  # Alertmanager dedups
+    assert len(alerts_in(running)) == 1
+    assert len(sink.at(SLACK)) == 1
+
+
+def rule_labels(name: str) -> dict[str, str]:
+    """The labels promtool checks the rule `name` fires with (prometheus/tests/alerts_test.yml):
+    exactly those of the alert Prometheus sends, plus its name."""
+    (group,) = [group for group in load(RULE_TESTS)["tests"] if group["name"] == name]
+    (labels,) = [alert["exp_labels"] for case in group["alert_rule_test"]
+                 for alert in case.get("exp_alerts") or []]  # fmt: skip
+    return {"alertname": name, **labels}
+
+
+def as_prometheus_sends(name: str) -> dict:
+    """The rule's alert as Prometheus posts it to Alertmanager (no external labels are set in
+    prometheus/prometheus.yml or prometheus.loopback.yml)."""
+    now = datetime.now(UTC)
+    return {
+        "labels": rule_labels(name),
+        "annotations": {"summary": f"{name} (the rule)", "description": "from the exporter",
+                        "runbook_url": f"docs/runbooks.md#{name.lower()}"},
+        "startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=4)).isoformat(),
+        "generatorURL": "http://prometheus:9090/graph",
+    }  # fmt: skip
+
+
+def test_an_event_and_the_rule_for_it_are_one_alert_told_once(manager):
+    """Each event once: a rejected candidate and a failed training run reach Alertmanager twice,
+    from the notifier at once and from the rule a minute later (or the other way round), and
+    are one alert, one Slack message each."""
+    running, sink = manager
+    notifier = notifier_for(running, sink, environment="production")  # the rule tests' label
+    rejected = candidate_rejected("fraud-detector", 7, gates={
+        "performance_floor": {"passed": False, "reason": "roc_auc 0.87 < 0.9"}})  # fmt: skip
+    failed = training_failed("fraud-detector", "training_dag", "fit", run_id="manual__1")
+    assert notifier.notify(rejected)[0].outcome == "sent"
+    running.fire(as_prometheus_sends("MLRetrainFailed"))
+    assert wait_for(lambda: len(sink.at(SLACK)) == 2), running.log.read_text()[-2000:]
+    running.fire(as_prometheus_sends("MLRetrainRejected"))
+    assert notifier.notify(failed)[0].outcome == "sent"
+    time.sleep(3)
+
+    alerts = alerts_in(running)
+    assert sorted(alert["labels"]["alertname"] for alert in alerts) == [
+        "MLRetrainFailed", "MLRetrainRejected"]  # fmt: skip
+    for alert in alerts:
+        assert alert["labels"] == rule_labels(alert["labels"]["alertname"])
+    texts = [json.dumps(message.body) for message in sink.at(SLACK)]
+    assert len(texts) == 2, texts
+    assert sum("MLRetrainRejected" in text for text in texts) == 1
+
+
+def test_alertmanager_down_the_delivery_fails_after_retries_and_is_recorded(manager, tmp_path):
+    running, sink = manager
+    url = f"sqlite:///{tmp_path / 'alerts.db'}"
+    running.stop()  # down (the fixture's second stop finds it gone)
+    config = NotifierConfig(
+        alertmanager=AlertmanagerConfig(running.url), slack=SlackConfig(sink.url + DIRECT_SLACK),
+        retries=2, backoff_seconds=0.2, timeout_seconds=1.0, max_seconds=5.0,
+    )  # fmt: skip
+    started = time.monotonic()
+    (delivery,) = Notifier(config, AlertLog(get_engine(url))).notify(failed_check())
+    assert time.monotonic() - started < config.max_seconds + config.timeout_seconds
+    assert (delivery.destination, delivery.outcome, delivery.attempts) == (
+        "alertmanager", "failed", 3)  # fmt: skip
+    assert "ConnectionError" in delivery.error
+    assert sink.received == []  # no fallback around Alertmanager's silences
+    with get_engine(url).connect() as conn:
+        (row,) = conn.execute(select(alert_log)).all()
+    assert (row.destination, row.outcome, row.delivered, row.attempts) == (
+        "alertmanager", "failed", False, 3)  # fmt: skip

@@ -41,10 +41,11 @@ APP_SERVICES = [
     "airflow-worker",  # the celery profile's: DAG tasks run there
 ]
 # Settings compose sets itself instead of taking them from .env: the stores (the postgres
-# service, the MLflow server), paths and ports inside the containers, JSON logs. Documented in
-# .env.example.
+# service, the MLflow server), the alertmanager service, paths and ports inside the containers,
+# JSON logs. Documented in .env.example.
 COMPOSE_OWNED = {
     "DATABASE_URL",
+    "ALERTMANAGER_URL",
     "MLFLOW_TRACKING_URI",
     "MLFLOW_ARTIFACT_ROOT",
     "DATA_DIR",
@@ -315,6 +316,20 @@ def test_every_prometheus_target_is_a_service_listening_on_that_port():
         assert port in _listening_ports(services[service]), (job, host, port)
     # the rules and the config travel together into the container
     assert "/etc/prometheus" in {target for _, target in volumes(services["prometheus"])}
+
+
+def test_notifications_go_to_the_alertmanager_service_only():
+    """One paging path: whatever runs the DAG tasks (and their failure callbacks) notifies
+    through the alertmanager service, on the port it listens on, whatever `.env` says."""
+    services = resolved()["services"]
+    listening = _listening_ports(services["alertmanager"])
+    for name in APP_SERVICES:
+        url = services[name]["environment"]["ALERTMANAGER_URL"]
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        assert (host, int(port) in listening) == ("alertmanager", True), (name, url)
+    # and not from x-settings, which `<<: [*settings, *stores]` would let win over x-stores
+    settings_block = COMPOSE_FILE.read_text().split("x-settings: &settings\n", 1)[1]
+    assert "ALERTMANAGER_URL:" not in settings_block.split("\n\n", 1)[0]
 
 
 def test_alertmanager_is_rendered_by_the_entrypoint_into_a_tmpfs():

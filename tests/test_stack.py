@@ -357,3 +357,20 @@ def test_clients_stop_before_the_servers_they_wait_for(tmp_path):
         ["api", "exporter", "airflow-api-server"],
         ["mlflow", "prometheus", "alertmanager"],
     ]
+
+
+def test_the_project_processes_notify_through_the_stacks_alertmanager(tmp_path, monkeypatch):
+    """One paging path, as in compose: the DAG tasks (Airflow's processes run them and their
+    failure callbacks) get ALERTMANAGER_URL of the Alertmanager the stack starts, whatever the
+    environment said."""
+    from tools.stack import Ports, services
+
+    monkeypatch.setenv("ALERTMANAGER_URL", "http://elsewhere:9093")
+    settings = Settings(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    items = {s.name: s for s in services(settings, tmp_path, Ports(8000, 9100, 5000, 9090, 9193,
+                                                                    8080), True)}  # fmt: skip
+    assert "--web.listen-address=127.0.0.1:9193" in items["alertmanager"].command
+    project = [name for name in items if name.startswith("airflow-") or name in ("api", "exporter")]
+    assert len(project) == 6
+    for name in project:
+        assert items[name].env["ALERTMANAGER_URL"] == "http://127.0.0.1:9193", name

@@ -9,10 +9,11 @@ tracking server (`mlflow server --serve-artifacts` on the MLFLOW_TRACKING_URI da
 under var/mlartifacts), Prometheus (prometheus/alerts.yml and prometheus.loopback.yml with these
 ports, `environment` from ENVIRONMENT on every alert), Alertmanager (alerting/entrypoint.sh, as
 compose: alerting/ rendered with SLACK_WEBHOOK_URL, PAGERDUTY_ROUTING_KEY, DEADMANSSWITCH_URL and
-RUNBOOK_BASE_URL) and Airflow's api-server, scheduler, dag-processor and triggerer (airflow/dags,
-metadata under var/airflow). The settings are the stack's own (`.env`, the environment):
-DATABASE_URL picks the monitoring database, the machine's Postgres or the embedded
-SQLite. Every service listens on 127.0.0.1.
+RUNBOOK_BASE_URL; the project's processes get it as ALERTMANAGER_URL, so the DAG tasks'
+notifications go through it, as in compose) and Airflow's api-server, scheduler, dag-processor
+and triggerer (airflow/dags, metadata under var/airflow). The settings are the stack's own
+(`.env`, the environment): DATABASE_URL picks the monitoring database, the machine's Postgres or
+the embedded SQLite. Every service listens on 127.0.0.1.
 
 Before they start, as compose's one-shot steps and health conditions do: the monitoring and
 MLflow databases are created or migrated, a first model is trained and promoted when the
@@ -260,8 +261,11 @@ def services(settings: Settings, var: Path, ports: Ports, airflow: bool) -> list
     """The stack's processes, with compose's commands, on loopback."""
     python = sys.executable
     stack = var / "stack"
+    alertmanager_url = ports.url(ports.alertmanager)
+    # One paging path: the DAG tasks notify through this Alertmanager, not straight to Slack.
     common = {"PYTHONPATH": str(PROJECT_ROOT), "API_PORT": str(ports.api),
-              "EXPORTER_PORT": str(ports.exporter)}  # fmt: skip
+              "EXPORTER_PORT": str(ports.exporter),
+              "ALERTMANAGER_URL": alertmanager_url}  # fmt: skip
     mlflow_health = None
     result = []
     if own_mlflow_server(settings):
@@ -298,7 +302,6 @@ def services(settings: Settings, var: Path, ports: Ports, airflow: bool) -> list
                 wait_for=mlflow_health),
     ]  # fmt: skip
     prometheus_url = ports.url(ports.prometheus)
-    alertmanager_url = ports.url(ports.alertmanager)
     result += [
         Service("prometheus",
                 [binary("prometheus"), f"--config.file={stack / 'prometheus.yml'}",
