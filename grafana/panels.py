@@ -238,31 +238,39 @@ def _quantile(q: float, metric: str, matchers: str) -> str:
 # --- dashboards ----------------------------------------------------------------------------
 
 
-def variables() -> list[dict[str, Any]]:
-    def query(name: str, label: str, definition: str) -> dict[str, Any]:
-        return {
-            "type": "query",
-            "name": name,
-            "label": label,
-            "datasource": PROMETHEUS,
-            "definition": definition,
-            "query": {"query": definition, "refId": f"{name}-variable"},
-            "refresh": 2,
-            "includeAll": True,
-            "multi": True,
-            "allValue": ".*",
-            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-            "sort": 1,
-        }
+def query_variable(name: str, label: str, definition: str) -> dict[str, Any]:
+    """A multi-value variable over a label's values (`label_values(series, label)`)."""
+    return {
+        "type": "query",
+        "name": name,
+        "label": label,
+        "datasource": PROMETHEUS,
+        "definition": definition,
+        "query": {"query": definition, "refId": f"{name}-variable"},
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "sort": 1,
+    }
 
+
+def datasource_variable() -> dict[str, Any]:
+    """The Prometheus datasource every PromQL target names as `${datasource}`."""
+    return {
+        "type": "datasource",
+        "name": "datasource",
+        "label": "Prometheus",
+        "query": "prometheus",
+        "current": {"selected": True, "text": "Prometheus", "value": "prometheus"},
+    }
+
+
+def variables() -> list[dict[str, Any]]:
+    query = query_variable
     return [
-        {
-            "type": "datasource",
-            "name": "datasource",
-            "label": "Prometheus",
-            "query": "prometheus",
-            "current": {"selected": True, "text": "Prometheus", "value": "prometheus"},
-        },
+        datasource_variable(),
         query("environment", "Environment", "label_values(ml_model_loaded, environment)"),
         query(
             "model",
@@ -303,7 +311,7 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any
         "schemaVersion": 39,
         "version": 1,
         "time": extra.get("time", {"from": "now-24h", "to": "now"}),
-        "templating": {"list": variables()},
+        "templating": {"list": extra.get("variables") or variables()},
         "annotations": {"list": []},
         "links": [
             {
