@@ -1,7 +1,7 @@
 """The dashboards' building blocks: targets (PromQL, SQL, alert-threshold lines), panels with
 units and thresholds, the template variables, the grid layout and the dashboard frame.
 
-`grafana.overview` and `grafana.business` compose the two dashboards from these;
+`grafana.overview`, `grafana.business` and `grafana.host` compose the dashboards from these;
 `grafana.build_dashboards` writes them. Thresholds come from prometheus/alerts.yml (its
 `ml:threshold:*` series), the settings' defaults and the quality check's, never a copy.
 """
