@@ -43,7 +43,7 @@ import pytest
 import yaml
 
 from data.settings import PROJECT_ROOT, Settings
-from tests.test_alert_rules import PROMETHEUS_OWN, metric_names
+from tests.test_alert_rules import PROMETHEUS_OWN, compose_only_names, metric_names
 from tools.testkit.alertmanager_run import (
     PAGERDUTY,
     ROUTING_KEY,
@@ -64,7 +64,8 @@ DASHBOARDS = PROJECT_ROOT / "grafana" / "dashboards"
 TOKEN = "live-test-admin-token"
 ENVIRONMENT = "development"
 # Grafana's template variables, as the dashboards use them, replaced for a plain query.
-DASHBOARD_VARIABLES = {"$environment": ".+", "$model": ".+", "$__rate_interval": "1m"}
+DASHBOARD_VARIABLES = {"$environment": ".+", "$model": ".+", "$__rate_interval": "1m",
+                       "$node": ".+", "$container": ".+"}  # fmt: skip
 WAIT_SECONDS = 60
 
 
@@ -380,10 +381,20 @@ def rules() -> list[dict]:
     ]
 
 
+def on_this_stack(expr: str) -> bool:
+    """Whether a query reads only what this stack runs: node-exporter and cAdvisor are
+    compose-only (the ml-host rules and dashboard read them; promtool's rule tests and
+    tests/test_dashboards.py check those statically)."""
+    return not metric_names(expr) & compose_only_names()
+
+
 def rule_queries() -> list[tuple[str, str]]:
-    """(name, expression) of every alert (name and severity) and every recording rule."""
+    """(name, expression) of every alert (name and severity) and every recording rule, but
+    those on node-exporter and cAdvisor."""
     named = []
     for rule in rules():
+        if not on_this_stack(rule["expr"]):
+            continue
         if "alert" in rule:
             named.append((f"alert {rule['alert']} ({rule['labels']['severity']})", rule["expr"]))
         else:
@@ -399,7 +410,8 @@ def walk_panels(panels: list[dict]) -> Iterator[dict]:
 
 def dashboard_queries(folder: Path = DASHBOARDS) -> list[tuple[str, str]]:
     """(where, query) of every Prometheus target of every dashboard JSON in `folder`, with the
-    template variables replaced (`$environment`, `$model` by `.+`, `$__rate_interval` by 1m)."""
+    template variables replaced (`$environment`, `$model` by `.+`, `$__rate_interval` by 1m),
+    but those on node-exporter and cAdvisor."""
     queries = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         dashboard = json.loads(path.read_text())
@@ -411,6 +423,8 @@ def dashboard_queries(folder: Path = DASHBOARDS) -> list[tuple[str, str]]:
                     continue
                 for variable, value in DASHBOARD_VARIABLES.items():
                     expr = expr.replace(variable, value)
+                if not on_this_stack(expr):
+                    continue
                 where = f"{path.name}: panel {panel.get('title')!r} [{target.get('refId', '?')}]"
                 queries.append((where, expr))
     return queries
@@ -499,6 +513,23 @@ def test_the_dashboard_walker_reads_nested_panels_and_replaces_variables(tmp_pat
     ]
     assert dashboard_queries(tmp_path / "missing") == []
     assert selector_labels('a{x="1", y=~".*", z!="2"} + b{w=~"a|b"}') == {("a", "x"), ("b", "w")}
+
+
+def test_queries_on_node_exporter_and_cadvisor_are_left_to_the_static_checks(tmp_path):
+    """This stack runs neither (compose does): the host rules and panels are not evaluated
+    here, their thresholds and everything else are."""
+    dashboard = {"panels": [{"title": "a", "targets": [
+        {"refId": "A", "expr": 'node_load1{instance=~"$node"}'},
+        {"refId": "B", "expr": "ml:threshold:host_cpu_busy_ratio"}]}]}  # fmt: skip
+    (tmp_path / "host.json").write_text(json.dumps(dashboard))
+    assert dashboard_queries(tmp_path) == [
+        ("host.json: panel 'a' [B]", "ml:threshold:host_cpu_busy_ratio")
+    ]
+    names = {name for name, _ in rule_queries()}
+    assert "alert MLHostDiskFillingUp (critical)" not in names
+    assert "alert MLOomKill (warning)" not in names
+    assert "record ml:threshold:host_disk_full_within_seconds" in names
+    assert "alert MLTargetDown (warning)" in names
 
 
 def test_every_target_is_scraped_and_every_rule_is_loaded_and_healthy(stack):

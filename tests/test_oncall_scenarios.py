@@ -70,6 +70,52 @@ def healthy() -> dict[str, str]:
         'prometheus_rule_evaluation_failures_total{instance="localhost:9090", job="prometheus", rule_group="ml-api"}': f"0x{N}",
         'prometheus_notifications_dropped_total{instance="localhost:9090", job="prometheus"}': f"0x{N}",
         'alertmanager_notifications_failed_total{instance="alertmanager:9093", job="alertmanager", integration="slack"}': f"0x{N}",
+    } | healthy_host()
+
+
+NODE = 'instance="node-exporter:9100", job="node"'
+CADVISOR = 'instance="cadvisor:8080", job="cadvisor"'
+API_CONTAINER = (
+    f'{CADVISOR}, id="/system.slice/docker-a1.scope", image="mlmon-api:latest", name="mlmon-api-1"'
+)
+DB_CONTAINER = (
+    f'{CADVISOR}, id="/system.slice/docker-b2.scope", image="postgres:16", name="mlmon-postgres-1"'
+)
+ROOT = f'{NODE}, device="/dev/sda1", fstype="ext4", mountpoint="/"'
+
+
+def healthy_host() -> dict[str, str]:
+    """The host under it (node-exporter, cAdvisor): two cores 30% busy, 60% of the memory
+    available, / at 40% free and losing 1 MB a minute, a full tmpfs (memory, not disk), three
+    OOM kills from before, the API's container and Postgres' (at half of its 2 GB limit)
+    started once, and cAdvisor's own nameless root cgroup."""
+    cpu = {"user": 15, "system": 3, "iowait": 0.6, "idle": 41.4}  # seconds a minute
+    return {
+        'up{instance="node-exporter:9100", job="node"}': f"1x{N}",
+        'up{instance="cadvisor:8080", job="cadvisor"}': f"1x{N}",
+        **{
+            f'node_cpu_seconds_total{{{NODE}, cpu="{core}", mode="{mode}"}}': f"0+{step}x{N}"
+            for core in (0, 1)
+            for mode, step in cpu.items()
+        },
+        f"node_load1{{{NODE}}}": f"0.7x{N}",
+        f"node_memory_MemTotal_bytes{{{NODE}}}": f"16000000000x{N}",
+        f"node_memory_MemAvailable_bytes{{{NODE}}}": f"9600000000x{N}",
+        f"node_filesystem_avail_bytes{{{ROOT}}}": f"40000000000-1000000x{N}",
+        f"node_filesystem_size_bytes{{{ROOT}}}": f"100000000000x{N}",
+        f'node_filesystem_avail_bytes{{{NODE}, device="tmpfs", fstype="tmpfs", mountpoint="/run/user/1000"}}': f"0x{N}",
+        f'node_filesystem_size_bytes{{{NODE}, device="tmpfs", fstype="tmpfs", mountpoint="/run/user/1000"}}': f"100000000x{N}",
+        f"node_vmstat_oom_kill{{{NODE}}}": f"3x{N}",
+        f"container_start_time_seconds{{{API_CONTAINER}}}": f"1700000000x{N}",
+        f"container_oom_events_total{{{API_CONTAINER}}}": f"0x{N}",
+        f"container_memory_working_set_bytes{{{API_CONTAINER}}}": f"300000000x{N}",
+        f"container_spec_memory_limit_bytes{{{API_CONTAINER}}}": f"0x{N}",
+        f"container_start_time_seconds{{{DB_CONTAINER}}}": f"1700000000x{N}",
+        f"container_oom_events_total{{{DB_CONTAINER}}}": f"0x{N}",
+        f"container_memory_working_set_bytes{{{DB_CONTAINER}}}": f"1000000000x{N}",
+        f"container_spec_memory_limit_bytes{{{DB_CONTAINER}}}": f"2000000000x{N}",
+        f'container_start_time_seconds{{{CADVISOR}, id="/"}}': f"1700000000x{N}",
+        f'container_memory_working_set_bytes{{{CADVISOR}, id="/"}}': f"6400000000x{N}",
     }
 
 
@@ -281,6 +327,116 @@ SCENARIOS = [
         {14: fires(), 15: fires(MLDataQualityHardFailure="critical")},
     ),
 ]
+
+
+# --- the host and its containers (node-exporter, cAdvisor) ----------------------------------
+
+NODE_OWN = tuple(k for k in healthy_host() if 'job="node"' in k and not k.startswith("up"))
+HOST_ALERTS = {
+    "MLHostCpuSaturated", "MLHostMemoryLow", "MLHostDiskFillingUp", "MLHostDiskSpaceLow",
+    "MLOomKill", "MLContainerRestarting", "MLContainerMemoryNearLimit",
+}  # fmt: skip
+
+
+def busy_from(minute: int, cpu: dict[str, float]) -> dict[str, str]:
+    """Both cores' counters: healthy_host()'s seconds a minute until `minute`, `cpu`'s after."""
+    before = {"user": 15, "system": 3, "iowait": 0.6, "idle": 41.4}
+    return {
+        f'node_cpu_seconds_total{{{NODE}, cpu="{core}", mode="{mode}"}}': (
+            f"0+{before[mode]}x{minute - 1} "
+            f"{before[mode] * (minute - 1) + step:g}+{step}x{N - minute}"
+        )
+        for core in (0, 1)
+        for mode, step in cpu.items()
+    }
+
+
+SCENARIOS += [
+    Scenario(
+        "a batch job saturates the host's CPU: a ticket, not a page",
+        busy_from(30, {"user": 55, "system": 3.2, "iowait": 0.6, "idle": 1.2}),
+        {
+            45: fires(),
+            55: fires(MLHostCpuSaturated="warning"),
+            200: fires(MLHostCpuSaturated="warning"),
+        },
+    ),
+    Scenario(
+        "the host runs out of memory: Slack at 8% available, a page at 3%",
+        {
+            f"node_memory_MemAvailable_bytes{{{NODE}}}": f"9600000000x29 1280000000x59 480000000x{N - 90}"
+        },
+        {
+            39: fires(),
+            40: fires(MLHostMemoryLow="warning"),
+            94: fires(MLHostMemoryLow="warning"),
+            95: fires(MLHostMemoryLow="critical,warning"),
+        },
+    ),
+    Scenario(
+        "the host's disk filling: a runaway log fills / in 200 minutes",
+        {f"node_filesystem_avail_bytes{{{ROOT}}}": f"30000000000-150000000x200 0x{N - 201}"},
+        {
+            30: fires(),
+            31: fires(MLHostDiskFillingUp="critical"),
+            148: fires(MLHostDiskFillingUp="critical"),
+            149: fires(MLHostDiskFillingUp="critical", MLHostDiskSpaceLow="warning"),
+        },
+    ),
+    Scenario(
+        "a container OOM-killed and restarting",
+        {
+            # Docker restarts the API's container at 60m, 62m and 64m: its start time stays its
+            # creation time, each run is a new series (container_label_restartcount), and each
+            # kill is counted on the run it ended (and by the host's kernel).
+            f"container_start_time_seconds{{{API_CONTAINER}}}": "1700000000x59 stale",
+            f'container_start_time_seconds{{{API_CONTAINER}, container_label_restartcount="1"}}': "_x60 1700000000x1 stale",
+            f'container_start_time_seconds{{{API_CONTAINER}, container_label_restartcount="2"}}': "_x62 1700000000x1 stale",
+            f'container_start_time_seconds{{{API_CONTAINER}, container_label_restartcount="3"}}': f"_x64 1700000000x{N - 65}",
+            f"container_oom_events_total{{{API_CONTAINER}}}": "0x58 1 stale",
+            f'container_oom_events_total{{{API_CONTAINER}, container_label_restartcount="1"}}': "_x60 0 1 stale",
+            f'container_oom_events_total{{{API_CONTAINER}, container_label_restartcount="2"}}': "_x62 0 1 stale",
+            f'container_oom_events_total{{{API_CONTAINER}, container_label_restartcount="3"}}': f"_x64 0x{N - 65}",
+            f"node_vmstat_oom_kill{{{NODE}}}": f"3x58 4x1 5x1 6x{N - 64}",
+        },
+        {
+            58: fires(),
+            59: fires(MLOomKill="warning"),
+            63: fires(MLOomKill="warning"),
+            64: fires(MLOomKill="warning", MLContainerRestarting="warning"),
+            90: fires(),
+        },
+    ),
+    Scenario(
+        "Postgres' container near its memory limit",
+        {
+            f"container_memory_working_set_bytes{{{DB_CONTAINER}}}": f"1000000000x29 1900000000x{N - 30}"
+        },
+        {44: fires(), 45: fires(MLContainerMemoryNearLimit="warning")},
+    ),
+    Scenario(
+        "node-exporter is down: its target-down warning, nothing else",
+        {'up{instance="node-exporter:9100", job="node"}': f"1x9 0x{N - 10}"},
+        {14: fires(), 15: fires(MLTargetDown="warning"), 200: fires(MLTargetDown="warning")},
+        removed=NODE_OWN,
+    ),
+]
+
+
+def test_the_table_has_the_host_on_a_healthy_day_and_each_host_alert():
+    """Every scenario runs on a healthy host too (node-exporter and cAdvisor series), so none of
+    the host alerts may fire where a scenario does not name it; each host alert has its
+    scenario, and of the host only memory running out and a filesystem filling up page."""
+    series = healthy()
+    assert {'up{instance="node-exporter:9100", job="node"}',
+            'up{instance="cadvisor:8080", job="cadvisor"}'} <= set(series)  # fmt: skip
+    assert any(k.startswith("node_cpu") for k in series)
+    assert any(k.startswith("container_start_time") for k in series)
+    assert HOST_ALERTS - {name for name, _ in alert_keys()} == set()
+    expected = [firing for s in SCENARIOS for firing in s.expect.values()]
+    assert HOST_ALERTS - {name for firing in expected for name in firing} == set()
+    pages = {n for firing in expected for n, sev in firing.items() if "critical" in sev}
+    assert pages & HOST_ALERTS == {"MLHostDiskFillingUp", "MLHostMemoryLow"}
 
 
 def promtool_tests(scenario: Scenario) -> dict:

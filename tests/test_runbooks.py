@@ -65,12 +65,19 @@ def test_every_section_has_the_four_parts_in_order_and_a_way_to_confirm():
 
 def test_runbook_queries_name_series_the_alert_rules_know():
     """PromQL blocks use exported or recorded series only (the rule tests' own check)."""
-    from tests.test_alert_rules import PROMETHEUS_OWN, WATCHERS_OWN, exported_names, rules
+    from tests.test_alert_rules import (
+        PROMETHEUS_OWN,
+        WATCHERS_OWN,
+        compose_only_names,
+        exported_names,
+        rules,
+    )
 
     known = (
         exported_names()
         | PROMETHEUS_OWN
         | WATCHERS_OWN
+        | compose_only_names()  # node-exporter's and cAdvisor's, for the host alerts
         | {r["record"] for r in rules() if "record" in r}
     )
     text = RUNBOOKS.read_text()
