@@ -126,12 +126,12 @@ def test_no_secret_is_in_the_file_and_groups_and_inhibition_are_as_documented():
     inhibit, *outages = config["inhibit_rules"]
     # A bigger outage mutes what it explains: no exporter, no API.
     assert [rule["source_matchers"] for rule in outages] == [
-        ['alertname="MLExporterDown"'], ['alertname="MLApiUnavailable"'],
-        ['alertname="MLApiUnavailable"'],
+        ['alertname="MLExporterDown"'], ['alertname="MLExporterDown"'],
+        ['alertname="MLApiUnavailable"'], ['alertname="MLApiUnavailable"'],
     ]  # fmt: skip
     assert inhibit["source_matchers"] == ['severity="critical"']
     assert inhibit["target_matchers"] == ['severity="warning"']
-    assert {"alertname", "environment"} <= set(inhibit["equal"])
+    assert {"alertname", "environment", "instance"} <= set(inhibit["equal"])
 
 
 def alert(name: str, severity: str, runbook: str | None = None) -> dict:
@@ -411,3 +411,31 @@ def test_alertmanager_down_the_delivery_fails_after_retries_and_is_recorded(mana
         (row,) = conn.execute(select(alert_log)).all()
     assert (row.destination, row.outcome, row.delivered, row.attempts) == (
         "alertmanager", "failed", False, 3)  # fmt: skip
+
+
+def test_an_outage_mutes_only_what_it_explains(tmp_path):
+    """A critical on one host does not mute the same alert's warning on another host, and a
+    dead exporter mutes its own target-down, not node-exporter's."""
+
+    def on(instance: str, job: str, base: dict) -> dict:
+        return base | {"labels": base["labels"] | {"instance": instance, "job": job}}
+
+    with running_sink() as sink:
+        manager = RunningAlertmanager(loopback_copy(tmp_path, sink.url), tmp_path)
+        try:
+            manager.fire(
+                on("host-a:9100", "node", alert("MLHostMemoryLow", "critical")),
+                on("host-b:9100", "node", alert("MLHostMemoryLow", "warning")),
+                on("exporter:9100", "exporter", alert("MLExporterDown", "critical")),
+                on("exporter:9100", "exporter", alert("MLTargetDown", "warning")),
+                on("node-exporter:9100", "node", alert("MLTargetDown", "warning")),
+            )
+            assert wait_for(lambda: len(sink.at(PAGERDUTY)) >= 2 and len(sink.at(SLACK)) >= 4)
+            time.sleep(3)
+            slack = [json.dumps(request.body) for request in sink.at(SLACK)]
+            assert any("MLHostMemoryLow" in t and "warning, test" in t for t in slack), slack
+            target_down = [t for t in slack if "MLTargetDown" in t]
+            assert len(target_down) == 1 and "node-exporter:9100" in target_down[0], target_down
+            assert "exporter:9100 of job exporter" not in target_down[0]
+        finally:
+            manager.stop()
