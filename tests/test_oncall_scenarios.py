@@ -226,7 +226,9 @@ SCENARIOS = [
         },
         {
             10: fires(MLFeatureDrift="critical"),
-            60: fires(MLFeatureDrift="critical", MLExporterDown="critical", MLTargetDown="warning"),
+            60: fires(
+                MLFeatureDrift="critical,warning", MLExporterDown="critical", MLTargetDown="warning"
+            ),
         },
         removed=EXPORTER_OWN,
     ),
