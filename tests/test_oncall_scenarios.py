@@ -120,11 +120,11 @@ SCENARIOS = [
         },
         {
             5: fires(),
-            6: fires(MLApiErrorRateHigh="critical"),
-            9: fires(MLApiErrorRateHigh="critical"),
-            10: fires(MLApiErrorRateHigh="critical", MLPredictAvailabilityBudgetBurn="critical"),
+            6: fires(MLApiErrorRateHigh="warning"),
+            9: fires(MLApiErrorRateHigh="warning"),
+            10: fires(MLApiErrorRateHigh="warning", MLPredictAvailabilityBudgetBurn="critical"),
             239: fires(
-                MLApiErrorRateHigh="critical", MLPredictAvailabilityBudgetBurn="critical,warning"
+                MLApiErrorRateHigh="warning", MLPredictAvailabilityBudgetBurn="critical,warning"
             ),
         },
     ),
