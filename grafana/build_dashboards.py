@@ -3,9 +3,10 @@
 Three dashboards, fixed uids, provisioned from /var/lib/grafana/dashboards
 (grafana/provisioning/dashboards/dashboards.yml):
 
-- `ml-overview`, for whoever is on call, in four rows: service health; model performance,
-  realized against estimated, with label coverage; drift and data quality; retraining and the
-  registry, with the report and audit tables from Postgres.
+- `ml-overview`, for whoever is on call, in five rows: service health; the error budgets of
+  single-row /predict's SLOs; model performance, realized against estimated, with label
+  coverage; drift and data quality; retraining and the registry, with the report and audit
+  tables from Postgres.
 - `ml-business`, for the people who own the model's outcome: the positive (flagged) rate, the
   false-positive rate and the amount at risk.
 - `ml-host`, the machine under the stack and its containers by the USE method (utilisation,
@@ -40,6 +41,7 @@ from grafana.business import business
 from grafana.host import host, host_variables
 from grafana.overview import (
     drift_and_quality,
+    error_budgets,
     model_performance,
     retraining_and_registry,
     service_health,
@@ -52,8 +54,15 @@ def build() -> dict[str, dict[str, Any]]:
     overview = dashboard(
         "ml-overview",
         "ML model monitoring: overview",
-        "Service health, model performance, drift and quality, retraining and the registry.",
-        [*service_health(), *model_performance(), *drift_and_quality(), *retraining_and_registry()],
+        "Service health, error budgets, model performance, drift and quality, retraining and the "
+        "registry.",
+        [
+            *service_health(),
+            *error_budgets(),
+            *model_performance(),
+            *drift_and_quality(),
+            *retraining_and_registry(),
+        ],
     )
     business_view = dashboard(
         "ml-business",

@@ -273,6 +273,88 @@ def test_the_latency_threshold_is_a_bucket_boundary_below_the_top():
     assert threshold("latency_p99_seconds") < max(HTTP_BUCKETS)
 
 
+def test_the_latency_slo_threshold_is_a_bucket_boundary_below_the_top():
+    """The latency SLO's "good" is an answer within the `le` bucket its rules read: one bound on
+    every window, a boundary of HTTP_BUCKETS (an `le` the API does not write selects nothing,
+    and the SLO would measure nothing) spelt as prometheus_client writes it ("0.1")."""
+    from prometheus_client.utils import floatToGoString
+
+    from api.instrumentation import HTTP_BUCKETS
+
+    bounds = {
+        bound
+        for rule in rules()
+        if rule.get("record", "").startswith("ml:slo_latency:error_ratio")
+        for bound in re.findall(r'le="([^"]+)"', rule["expr"])
+    }
+    assert "+Inf" in bounds
+    (bound,) = bounds - {"+Inf"}
+    assert float(bound) in HTTP_BUCKETS and float(bound) < max(HTTP_BUCKETS)
+    assert bound == floatToGoString(float(bound)) == "0.1"
+
+
+SLO_WINDOWS = {"5m", "30m", "1h", "2h", "6h", "1d", "3d"}
+# The workbook's multiwindow, multi-burn-rate table: (long window, short window, burn rate).
+BURN_TABLE = {
+    "critical": {("1h", "5m", 14.4), ("6h", "30m", 6.0)},
+    "warning": {("1d", "2h", 3.0), ("3d", "6h", 1.0)},
+}
+BURN_ALERTS = {
+    "MLPredictAvailabilityBudgetBurn": "availability",
+    "MLPredictLatencyBudgetBurn": "latency",
+}
+
+
+def test_the_slos_read_single_row_predict_on_every_window():
+    """Both SLOs are about single-row /predict: every series the ml-slo group reads from the API
+    is selected by `handler="/predict"` (not a regex that takes /predict/batch in), and each
+    SLO's error ratio and the request rate are recorded on the seven windows the alerts use."""
+    (group,) = [g for g in load(RULES)["groups"] if g["name"] == "ml-slo"]
+    records = {rule["record"]: rule["expr"] for rule in group["rules"] if "record" in rule}
+    for name, expr in records.items():
+        for selector in re.findall(r"\bhttp_\w+\{([^}]*)\}", expr):
+            assert 'handler="/predict"' in selector, f"{name}: {selector}"
+    for family in ("slo_availability:error_ratio", "slo_latency:error_ratio", "slo_requests:"):
+        windows = {n.rsplit("rate", 1)[1] for n in records if n.startswith(f"ml:{family}")}
+        assert windows == SLO_WINDOWS, family
+    assert threshold("slo_availability_target") == 0.999
+    assert threshold("slo_latency_target") == 0.99
+
+
+def test_the_burn_alerts_follow_the_multiwindow_multi_burn_rate_table():
+    """Each SLO has one alert name at two severities; each severity is two branches of the table,
+    a long and a short window (1/12 of it) over the same burn rate, and the minimum traffic over
+    the long window."""
+    branch = re.compile(
+        r"ml:slo_(\w+):error_ratio_rate(\w+) / on\(\) group_left\(\) ml:slo_\1:error_budget_ratio"
+        r" > ([\d.]+)\s+and on \(environment\)\s+"
+        r"ml:slo_\1:error_ratio_rate(\w+) / on\(\) group_left\(\) ml:slo_\1:error_budget_ratio"
+        r" > ([\d.]+)\s+and on \(environment\)\s+"
+        r"ml:slo_requests:rate(\w+) >= on\(\) group_left\(\) "
+        r"ml:threshold:api_min_requests_per_second"
+    )
+    minutes = {"5m": 5, "30m": 30, "1h": 60, "2h": 120, "6h": 360, "1d": 1440, "3d": 4320}
+    found = {}
+    for rule in alerts():
+        slo = BURN_ALERTS.get(rule["alert"])
+        if slo is None:
+            continue
+        severity = rule["labels"]["severity"]
+        parts = rule["expr"].split("or on (environment)")
+        matches = [branch.search(part) for part in parts]
+        assert len(parts) == 2 and all(matches), f"{rule['alert']} {severity}: {rule['expr']}"
+        table = set()
+        for match in matches:
+            name, long, rate, short, short_rate, guard = match.groups()
+            assert name == slo and rate == short_rate and guard == long
+            assert minutes[long] == 12 * minutes[short]
+            table.add((long, short, float(rate)))
+        found[(rule["alert"], severity)] = table
+    assert found == {
+        (name, severity): table for name in BURN_ALERTS for severity, table in BURN_TABLE.items()
+    }
+
+
 def test_the_latency_alert_reads_single_row_predict_only():
     (p99,) = [
         r["expr"] for r in rules() if r.get("record") == "ml:http_request_duration:p99_rate5m"

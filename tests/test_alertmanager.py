@@ -123,12 +123,20 @@ def test_no_secret_is_in_the_file_and_groups_and_inhibition_are_as_documented():
         for page in receiver.get("pagerduty_configs", []):
             assert "routing_key_file" in page and "routing_key" not in page
     assert config["route"]["group_by"] == ["alertname", "environment"]
-    inhibit, *outages = config["inhibit_rules"]
+    inhibit, *outages, availability, latency = config["inhibit_rules"]
     # A bigger outage mutes what it explains: no exporter, no API.
     assert [rule["source_matchers"] for rule in outages] == [
         ['alertname="MLExporterDown"'], ['alertname="MLExporterDown"'],
         ['alertname="MLApiUnavailable"'], ['alertname="MLApiUnavailable"'],
     ]  # fmt: skip
+    # An SLO page mutes the API's fast alert on the same symptom, in its own environment only.
+    for slo, source, target in [
+        (availability, "MLPredictAvailabilityBudgetBurn", "MLApiErrorRateHigh"),
+        (latency, "MLPredictLatencyBudgetBurn", "MLApiLatencyHigh"),
+    ]:
+        assert slo["source_matchers"] == [f'alertname="{source}"', 'severity="critical"']
+        assert slo["target_matchers"] == [f'alertname="{target}"']
+        assert slo["equal"] == ["environment"]
     assert inhibit["source_matchers"] == ['severity="critical"']
     assert inhibit["target_matchers"] == ['severity="warning"']
     assert {"alertname", "environment", "instance"} <= set(inhibit["equal"])
@@ -437,5 +445,28 @@ def test_an_outage_mutes_only_what_it_explains(tmp_path):
             target_down = [t for t in slack if "MLTargetDown" in t]
             assert len(target_down) == 1 and "node-exporter:9100" in target_down[0], target_down
             assert "exporter:9100 of job exporter" not in target_down[0]
+        finally:
+            manager.stop()
+
+
+def test_an_slo_page_holds_back_the_api_error_warning_of_its_environment(tmp_path):
+    """The availability SLO's page and MLApiErrorRateHigh (a warning) are the same server errors:
+    while the page fires, the warning of its environment is held back; another environment's
+    still reaches Slack."""
+    elsewhere = alert("MLApiErrorRateHigh", "warning")
+    elsewhere["labels"]["environment"] = "staging"
+    with running_sink() as sink:
+        manager = RunningAlertmanager(loopback_copy(tmp_path, sink.url), tmp_path)
+        try:
+            manager.fire(alert("MLPredictAvailabilityBudgetBurn", "critical"),
+                         alert("MLApiErrorRateHigh", "warning"), elsewhere)  # fmt: skip
+            assert wait_for(lambda: sink.at(PAGERDUTY) and len(sink.at(SLACK)) >= 2)
+            time.sleep(3)
+            slack = [json.dumps(request.body) for request in sink.at(SLACK)]
+            assert len(slack) == 2, slack
+            assert any("MLPredictAvailabilityBudgetBurn" in text for text in slack)
+            assert any("MLApiErrorRateHigh (warning, staging)" in text for text in slack)
+            (page,) = sink.at(PAGERDUTY)
+            assert "MLPredictAvailabilityBudgetBurn" in page.body["payload"]["summary"]
         finally:
             manager.stop()

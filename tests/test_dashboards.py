@@ -41,7 +41,7 @@ DASHBOARDS = GRAFANA / "dashboards"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "datasources.yml"
 PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
 UIDS = {"ml-overview", "ml-business", "ml-host"}
-OVERVIEW_ROWS = ("service health", "performance", "drift", "retrain")
+OVERVIEW_ROWS = ("service health", "error budget", "performance", "drift", "retrain")
 PROMETHEUS_TYPE, POSTGRES_TYPE = "prometheus", "grafana-postgresql-datasource"
 LIVE_SUBSTITUTIONS = {"$environment": ".+", "$model": ".*", "$__rate_interval": "1m",
                       "$node": ".+", "$container": ".+"}  # fmt: skip
@@ -137,18 +137,18 @@ def test_dashboards_have_fixed_uids_and_unique_panel_ids():
             assert pos["x"] + pos["w"] <= 24 and pos["w"] > 0 and pos["h"] > 0, panel["title"]
 
 
-def test_the_overview_has_four_rows_with_the_named_concerns_and_at_least_20_panels():
+def test_the_overview_has_five_rows_with_the_named_concerns_and_at_least_20_panels():
     board = dashboards()["ml-overview"]
     assert len(panels(board)) >= 20
     rows = [panel for panel in board["panels"] if panel["type"] == "row"]
-    assert len(rows) == 4 and board["panels"][0]["type"] == "row"
+    assert len(rows) == len(OVERVIEW_ROWS) and board["panels"][0]["type"] == "row"
     for row, concern in zip(rows, OVERVIEW_ROWS, strict=True):
         assert concern in row["title"].lower()
     # Each row has panels under it, and the performance row shows realized, estimated, coverage.
     starts = [board["panels"].index(row) for row in rows] + [len(board["panels"])]
     sections = [board["panels"][a + 1 : b] for a, b in itertools.pairwise(starts)]
     assert all(len(section) >= 5 for section in sections)
-    performance = " ".join(t["expr"] for p in sections[1] for t in p["targets"] if "expr" in t)
+    performance = " ".join(t["expr"] for p in sections[2] for t in p["targets"] if "expr" in t)
     assert {"ml_realized_performance", "ml_estimated_performance", "ml_label_coverage_ratio"} <= (
         metric_names(live_promql(performance))
     )

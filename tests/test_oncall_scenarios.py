@@ -31,13 +31,15 @@ HEARTBEAT = {"MLWatchdog": "info"}
 
 
 def healthy() -> dict[str, str]:
-    """A healthy stack: 100 requests a minute, 1% 5xx, fast, reports fresh, accuracy 0.95."""
+    """A healthy stack: 100 requests a minute, 0.05% 5xx and 0.2% slower than 0.1 s (half and a
+    fifth of what the /predict SLOs allow), reports fresh, accuracy 0.95."""
     return {
         'up{instance="api-1:8000", job="api"}': f"1x{N}",
         'up{instance="exporter:9100", job="exporter"}': f"1x{N}",
-        f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99x{N}",
-        f'http_requests_total{{{PREDICT}, status="503"}}': f"0+1x{N}",
+        f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99.95x{N}",
+        f'http_requests_total{{{PREDICT}, status="503"}}': f"0+0.05x{N}",
         f'http_request_duration_seconds_bucket{{{PREDICT}, le="0.01"}}': f"0+95x{N}",
+        f'http_request_duration_seconds_bucket{{{PREDICT}, le="0.1"}}': f"0+99.8x{N}",
         f'http_request_duration_seconds_bucket{{{PREDICT}, le="2.0"}}': f"0+100x{N}",
         f'http_request_duration_seconds_bucket{{{PREDICT}, le="2.5"}}': f"0+100x{N}",
         f'http_request_duration_seconds_bucket{{{PREDICT}, le="+Inf"}}': f"0+100x{N}",
@@ -153,13 +155,36 @@ SCENARIOS = [
         },
         removed=API_OWN,
     ),
+    # The SLO burn alerts guard on the traffic of their long window, and a scenario's counters
+    # start at 0m: the hour holds 0.2 requests a second at 8m (a page 2 minutes later), the day
+    # at 173m (a ticket 15 minutes later). With that history behind it, a real one is quicker.
     Scenario(
         "the API answers 10% 5xx at full traffic",
         {
             f'http_requests_total{{{PREDICT}, status="503"}}': f"0+11x{N}",
             f'http_requests_total{{{PREDICT}, status="200"}}': f"0+89x{N}",
         },
-        {5: fires(), 6: fires(MLApiErrorRateHigh="critical")},
+        {
+            5: fires(),
+            6: fires(MLApiErrorRateHigh="warning"),
+            9: fires(MLApiErrorRateHigh="warning"),
+            10: fires(MLApiErrorRateHigh="warning", MLPredictAvailabilityBudgetBurn="critical"),
+            239: fires(
+                MLApiErrorRateHigh="warning", MLPredictAvailabilityBudgetBurn="critical,warning"
+            ),
+        },
+    ),
+    Scenario(
+        "the API answers 2% 5xx: under the error alert, over the budget",
+        {
+            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+2x{N}",
+            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+98x{N}",
+        },
+        {
+            9: fires(),
+            10: fires(MLPredictAvailabilityBudgetBurn="critical"),
+            239: fires(MLPredictAvailabilityBudgetBurn="critical,warning"),
+        },
     ),
     Scenario(
         "a few 5xx at two requests a minute, at night",
@@ -176,8 +201,8 @@ SCENARIOS = [
         {
             f'ml_predictions_total{{{API}, model_version="3", prediction="1"}}': f"0+2x60 120x{N - 61}",
             f'ml_predictions_total{{{API}, model_version="3", prediction="0"}}': f"0+98x60 5880x{N - 61}",
-            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99x60 5940x{N - 61}",
-            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+1x60 60x{N - 61}",
+            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99.95x60 5997x{N - 61}",
+            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+0.05x60 3x{N - 61}",
         },
         {60: fires(), 90: fires(MLNoPredictions="warning")},
     ),
@@ -188,8 +213,26 @@ SCENARIOS = [
     ),
     Scenario(
         "a slow model: 3% of /predict between 2 and 2.5 s",
-        {f'http_request_duration_seconds_bucket{{{PREDICT}, le="2.0"}}': f"0+97x{N}"},
-        {5: fires(), 6: fires(MLApiLatencyHigh="warning")},
+        {
+            f'http_request_duration_seconds_bucket{{{PREDICT}, le="0.1"}}': f"0+96.8x{N}",
+            f'http_request_duration_seconds_bucket{{{PREDICT}, le="2.0"}}': f"0+97x{N}",
+        },
+        {
+            5: fires(),
+            6: fires(MLApiLatencyHigh="warning"),
+            187: fires(MLApiLatencyHigh="warning"),
+            188: fires(MLApiLatencyHigh="warning", MLPredictLatencyBudgetBurn="warning"),
+        },
+    ),
+    Scenario(
+        "a slow dependency: 5% of /predict over 100 ms, a ticket and never a page",
+        {f'http_request_duration_seconds_bucket{{{PREDICT}, le="0.1"}}': f"0+95x{N}"},
+        {
+            120: fires(),
+            187: fires(),
+            188: fires(MLPredictLatencyBudgetBurn="warning"),
+            239: fires(MLPredictLatencyBudgetBurn="warning"),
+        },
     ),
     Scenario(
         "slow batch calls beside a fast /predict",
@@ -285,8 +328,8 @@ SCENARIOS = [
         "a deploy: the replica restarts, its counters start again",
         {
             'up{instance="api-1:8000", job="api"}': f"1x99 0 1x{N - 101}",
-            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99x99 0+99x{N - 100}",
-            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+1x99 0+1x{N - 100}",
+            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99.95x99 0+99.95x{N - 100}",
+            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+0.05x99 0+0.05x{N - 100}",
             f'ml_predictions_total{{{API}, model_version="3", prediction="0"}}': f"0+98x99 0+98x{N - 100}",
             f'ml_predictions_total{{{API}, model_version="3", prediction="1"}}': f"0+2x99 0+2x{N - 100}",
         },
@@ -471,7 +514,14 @@ def test_the_table_has_the_scenarios_on_call_asked_for():
     pages = {
         n for s in SCENARIOS for f in s.expect.values() for n, sev in f.items() if "critical" in sev
     }
-    assert {"MLApiUnavailable", "MLExporterDown", "MLPredictionLogDropping"} <= pages
+    assert {
+        "MLApiUnavailable", "MLExporterDown", "MLPredictionLogDropping",
+        "MLPredictAvailabilityBudgetBurn",
+    } <= pages  # fmt: skip
+    tickets = {
+        n for s in SCENARIOS for f in s.expect.values() for n, sev in f.items() if sev == "warning"
+    }
+    assert "MLPredictLatencyBudgetBurn" in tickets
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
