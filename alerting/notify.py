@@ -1,14 +1,25 @@
-"""Sending one event to the people on call: Slack, PagerDuty Events API v2, email and a webhook.
+"""Sending one event to the people on call: through Alertmanager, or straight to Slack, PagerDuty
+Events API v2, email and a webhook.
 
 `Notifier(config, log).notify(event)` routes the event (an `alerting.events.Event`) by severity,
 sends it to each configured destination with retries, and returns one `Delivery` per destination; it
 never raises for a destination that fails, so the Airflow task that calls it keeps its own outcome.
 
-Routing (`ROUTES`): `critical` pages: Slack, PagerDuty, email and the webhook. `warning` goes to
-Slack and the webhook, not to PagerDuty (it does not wake anyone) nor to email (an inbox is read
-for incidents, not for every retrain). `info` is sent nowhere and only recorded. A destination
-the event is routed to but that has no configuration is a `skipped` delivery, never a silent
-success.
+Alertmanager: with `config.alertmanager` set, every event that would page or post goes there and
+nowhere else, as one alert (`alertmanager_alert`: Alertmanager's API v2, `POST /api/v2/alerts`),
+so the one paging path applies its routes, silences, inhibitions, grouping and dedup to it as to
+the Prometheus rules' alerts. The alert's labels are `alertname` (the event's, a stable name per
+kind), `severity`, `environment` and the event's labels (or those of `event.alert_labels`); its
+annotations `summary`, `description`, `runbook_url` (`docs/runbooks.md#<alertname lower>`, as the
+rules') and `details` (everything else). An event happens once, so its alert ends
+`resolve_minutes` after it starts and resolves by itself; the same event sent again has the same
+labels, so Alertmanager keeps one alert (and the notifier does not dedup it: Alertmanager does).
+
+Routing without Alertmanager (`ROUTES`): `critical` pages: Slack, PagerDuty, email and the
+webhook. `warning` goes to Slack and the webhook, not to PagerDuty (it does not wake anyone) nor
+to email (an inbox is read for incidents, not for every retrain). `info` is sent nowhere and only
+recorded (with Alertmanager too). A destination the event is routed to but that has no
+configuration is a `skipped` delivery, never a silent success.
 
 Retries: a connection error, a timeout, HTTP 429 or 5xx (SMTP: a 4xx reply or a dropped
 connection) is tried again after `backoff_seconds * 2**n`, or after the server's `Retry-After`
@@ -18,14 +29,16 @@ dead endpoint neither starves the others nor holds a task past the deadline (plu
 request timeout, which bounds each socket wait rather than the whole request).
 
 Dedup: an event whose `dedup_key` was delivered to a destination within `dedup_minutes` is not
-sent there again. The memory is the `DeliveryLog` given to the notifier; DAG tasks run in separate
-processes, so the stack gives a database-backed one (`monitoring.retrain.notifier`), and a log that
-fails is logged and treated as "not sent before": a duplicate page beats a missed one. Two
-processes sending the same key in the same instant may both send.
+sent there again (Alertmanager excepted: it dedups by labels itself). The memory is the
+`DeliveryLog` given to the notifier; DAG tasks run in separate processes, so the stack gives a
+database-backed one (`monitoring.retrain.notifier`), and a log that fails is logged and treated
+as "not sent before": a duplicate page beats a missed one. Two processes sending the same key in
+the same instant may both send.
 
-Secrets (the Slack URL, the routing key, the SMTP password, the webhook URL) come in through the
-config, are kept out of its repr, and are masked in every error text and log line. This module
-depends on nothing of the project's, only on the standard library and `requests`.
+Secrets (the Slack URL, the routing key, the SMTP password, the webhook URL, a password in the
+Alertmanager URL) come in through the config, are kept out of its repr, and are masked in every
+error text and log line. This module depends on nothing of the project's, only on the standard
+library and `requests`.
 """
 
 from __future__ import annotations
@@ -48,7 +61,7 @@ from alerting.events import Detail, Event
 
 logger = logging.getLogger(__name__)
 
-Destination = Literal["slack", "pagerduty", "email", "webhook"]
+Destination = Literal["slack", "pagerduty", "email", "webhook", "alertmanager"]
 Outcome = Literal["sent", "failed", "skipped", "deduplicated", "not_routed"]
 
 ROUTES: Mapping[str, tuple[Destination, ...]] = {
@@ -56,6 +69,8 @@ ROUTES: Mapping[str, tuple[Destination, ...]] = {
     "warning": ("slack", "webhook"),
     "info": (),
 }
+# With Alertmanager configured, what pages or posts goes there only; `info` stays unrouted.
+ALERTMANAGER_ROUTE: tuple[Destination, ...] = ("alertmanager",)
 # `info` is routed nowhere; its one alert_log row names this instead of a destination.
 LOG_ONLY = "log"
 
@@ -95,6 +110,19 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True)
+class AlertmanagerConfig:
+    url: str = field(repr=False)  # the base URL, http://alertmanager:9093 (it may hold a login)
+    # How long an event's alert lasts before it resolves by itself: above a rule's `for:` and
+    # scrape, so an event and the rule it shares an alert with (alerting.events) stay one.
+    resolve_minutes: float = 60.0
+    runbooks: str = "docs/runbooks.md"  # runbook_url = f"{runbooks}#{alertname lower}"
+
+    @property
+    def alerts_url(self) -> str:
+        return self.url.rstrip("/") + "/api/v2/alerts"
+
+
+@dataclass(frozen=True)
 class NotifierConfig:
     """Where events go and how hard to try; a destination left None is skipped."""
 
@@ -102,6 +130,7 @@ class NotifierConfig:
     pagerduty: PagerDutyConfig | None = None
     email: EmailConfig | None = None
     webhook: WebhookConfig | None = None
+    alertmanager: AlertmanagerConfig | None = None
     environment: str = "development"
     source: str = "ml-monitoring"
     dedup_minutes: float = 30.0
@@ -120,6 +149,8 @@ class NotifierConfig:
             self.email and self.email.password,
             self.webhook and self.webhook.url,
         ]
+        if self.alertmanager and urlsplit(self.alertmanager.url).password:
+            values.append(urlsplit(self.alertmanager.url).password)
         secrets = [value for value in values if value]
         for url in (self.slack and self.slack.webhook_url, self.webhook and self.webhook.url):
             if url and len(urlsplit(url).path) > 1:
@@ -210,7 +241,7 @@ class Notifier:
         """
         now = self.clock()
         deadline = time.monotonic() + self.config.max_seconds
-        routes = ROUTES[event.severity]
+        routes = self.routes(event)
         if not routes:
             deliveries = {LOG_ONLY: Delivery(LOG_ONLY, "not_routed")}
         else:
@@ -232,6 +263,13 @@ class Notifier:
         self._log_line(event, deliveries.values())
         return list(deliveries.values())
 
+    def routes(self, event: Event) -> tuple[Destination, ...]:
+        """Where `event` goes: Alertmanager alone when it is configured, else `ROUTES`."""
+        routes = ROUTES[event.severity]
+        if routes and self.config.alertmanager is not None:
+            return ALERTMANAGER_ROUTE
+        return routes
+
     def _plan(
         self, event: Event, routes: Sequence[Destination], now: datetime
     ) -> tuple[dict[str, Delivery], dict[str, Callable[[Event, float], None]]]:
@@ -251,7 +289,8 @@ class Notifier:
                     destination, "skipped", error=f"{destination} is not configured"
                 )
                 continue
-            if check:
+            # Alertmanager dedups itself: the same event is the same alert there.
+            if check and destination != "alertmanager":
                 try:
                     if self.log.sent_since(event.dedup_key, destination, since):
                         settled[destination] = Delivery(destination, "deduplicated")
@@ -307,6 +346,9 @@ class Notifier:
             return lambda event, timeout: self._post(url, self.webhook_payload(event), timeout)
         if destination == "email" and config.email:
             return self._send_email
+        if destination == "alertmanager" and config.alertmanager:
+            url = config.alertmanager.alerts_url
+            return lambda event, timeout: self._post(url, [self.alertmanager_alert(event)], timeout)
         return None
 
     # Payloads ------------------------------------------------------------------------------
@@ -375,6 +417,45 @@ class Notifier:
             "sent_at": self.clock().isoformat(),
         }
 
+    def alertmanager_alert(self, event: Event) -> dict[str, Any]:
+        """The event as one alert of Alertmanager's API v2 (`POST /api/v2/alerts` takes a list).
+
+        Labels identify it: `alertname`, `severity`, `environment` and the event's labels (those
+        of `event.alert_labels` when it names them). Every other label and detail goes into the
+        `details` annotation, one `name: value` a line; a `log_url` detail is the alert's
+        `generatorURL`. It starts now and ends `resolve_minutes` later.
+        """
+        config = self.config.alertmanager
+        assert config is not None
+        keep = event.labels.keys() if event.alert_labels is None else event.alert_labels
+        # An empty value is no label to Alertmanager (it refuses the alert).
+        labels = {key: value for key, value in event.labels.items() if key in keep and value}
+        labels |= {
+            "alertname": event.alertname,
+            "severity": event.severity,
+            "environment": self.config.environment,
+        }
+        rest = [(key, value) for key, value in event.labels.items() if key not in keep]
+        rest += list(event.details.items())
+        annotations = {
+            "summary": event.summary,
+            "description": event.description or event.summary,
+            "runbook_url": f"{config.runbooks}#{event.alertname.lower()}",
+        }
+        if rest:
+            annotations["details"] = "\n".join(f"{key}: {_show(value)}" for key, value in rest)
+        starts = self.clock().astimezone(UTC)
+        alert: dict[str, Any] = {
+            "labels": labels,
+            "annotations": annotations,
+            "startsAt": _rfc3339(starts),
+            "endsAt": _rfc3339(starts + timedelta(minutes=config.resolve_minutes)),
+        }
+        log_url = event.details.get("log_url")
+        if isinstance(log_url, str) and log_url.startswith(("http://", "https://")):
+            alert["generatorURL"] = log_url
+        return alert
+
     def email_message(self, event: Event) -> EmailMessage:
         assert self.config.email is not None
         message = EmailMessage()
@@ -392,7 +473,7 @@ class Notifier:
 
     # Transports ----------------------------------------------------------------------------
 
-    def _post(self, url: str, payload: dict[str, Any], timeout: float) -> None:
+    def _post(self, url: str, payload: dict[str, Any] | list[Any], timeout: float) -> None:
         try:
             response = requests.post(url, json=payload, timeout=timeout)
         except (requests.ConnectionError, requests.Timeout) as exc:
@@ -465,6 +546,11 @@ def _retry_after(value: str | None) -> float | None:
         return max((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds(), 0.0)
     except (TypeError, ValueError):
         return None
+
+
+def _rfc3339(moment: datetime) -> str:
+    """A UTC time as Alertmanager's API writes them: `2026-03-01T12:00:00.000Z`."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _show(value: Detail) -> str:

@@ -44,6 +44,7 @@ _CLIENT_VERSION = metadata.version("prometheus-client")
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 # A boundary at every latency threshold of prometheus/alerts.yml (2 s): with one there,
 # "more than 1% slower than the threshold" and "estimated p99 above it" are the same question.
+# And at the latency SLO's 0.1 s: its rules count the answers in the `le="0.1"` bucket as good.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5)
 CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)

@@ -167,7 +167,8 @@ alert_log = Table(
     Column("alertname", String(200), nullable=False),
     Column("severity", String(20), nullable=False),
     Column("status", String(20), nullable=False),  # firing | resolved
-    # slack | pagerduty | email | webhook, or log for an info event routed nowhere
+    # slack | pagerduty | email | webhook, alertmanager (then the only one), or log for an info
+    # event routed nowhere
     Column("destination", String(50), nullable=False),
     Column("delivered", Boolean, nullable=False),
     # sent | failed | skipped (not configured) | deduplicated | not_routed

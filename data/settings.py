@@ -220,8 +220,8 @@ the same settings.
   Besides each variable's own range, the settings refuse: `PSI_WARNING` not below
   `PSI_CRITICAL`, `WASSERSTEIN_WARNING` not below `WASSERSTEIN_CRITICAL`, half an email setup
   (some but not all of `SMTP_HOST`, `ALERT_EMAIL_FROM`, `ALERT_EMAIL_TO`), `SMTP_PASSWORD`
-  without `SMTP_USER`, and an `MLFLOW_TRACKING_URI` that is a directory (`file:` or a plain
-  path).
+  without `SMTP_USER`, an `MLFLOW_TRACKING_URI` that is a directory (`file:` or a plain path),
+  and an `ALERTMANAGER_URL` that is not an http(s) URL.
 - **Outside `ENVIRONMENT=development`** they also refuse: an unset `API_ADMIN_TOKEN`; a
   placeholder value (`changeme`, `change-me`, `changethis`, `secret`, `password` or `xxx`, in
   any case) in `API_ADMIN_TOKEN`, `SLACK_WEBHOOK_URL`, `PAGERDUTY_ROUTING_KEY`,

@@ -398,8 +398,25 @@ class ServingSettings(BaseModel):
 
 
 class AlertSettings(BaseModel):
-    """Where alerts and notifications go: Slack, PagerDuty and a generic webhook (email has its
-    own section)."""
+    """Where alerts and notifications go: through Alertmanager when `ALERTMANAGER_URL` is set
+    (every notification, like every Prometheus alert), else straight to Slack, PagerDuty, a
+    generic webhook and email (its own section)."""
+
+    ALERTMANAGER_URL: str | None = Field(
+        default=None,
+        description="Alertmanager's base URL (`http://alertmanager:9093`; compose and `make "
+        "stack` set it). Set, every notification that would page or post goes there as an "
+        "alert (API v2) and nowhere else: Alertmanager routes, silences, inhibits and dedups it "
+        "with the Prometheus alerts, through its own receivers. Unset (`make demo`), "
+        "notifications go straight to the Slack, PagerDuty, webhook and email settings.",
+    )
+    ALERTMANAGER_RESOLVE_MINUTES: float = Field(
+        default=60.0,
+        gt=0,
+        description="Minutes a notification's alert stays firing in Alertmanager before it "
+        "resolves by itself (an event has no end of its own); keep it above a few minutes, so "
+        "the alert of a failed or rejected training run and the Prometheus rule's stay one.",
+    )
 
     SLACK_WEBHOOK_URL: SecretStr | None = Field(
         default=None,
@@ -419,6 +436,26 @@ class AlertSettings(BaseModel):
         description="Generic webhook that receives each critical and warning notification as "
         "JSON (unset = none).",
     )
+    # A heartbeat URL lets anyone ping the check (or silence it by pinging): a secret too.
+    DEADMANSSWITCH_URL: SecretStr | None = Field(
+        default=None,
+        description="Dead-man's switch: a heartbeat service (Healthchecks.io, Opsgenie's "
+        "heartbeats, ...) that Alertmanager sends the always-firing `MLWatchdog` to every "
+        "minute, and that pages when it stops arriving (unset = MLWatchdog goes nowhere).",
+    )
+    RUNBOOK_BASE_URL: str = Field(
+        default="",
+        description="Where your team reads this repository's files, e.g. "
+        "`https://github.com/acme/ml-monitoring/blob/main/`: prefixed to each alert's "
+        "`docs/runbooks.md#...` link in Slack and PagerDuty (empty = the link stays relative).",
+    )
+
+    @field_validator("ALERTMANAGER_URL")
+    @classmethod
+    def _http_alertmanager(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL (http://alertmanager:9093)")
+        return value.rstrip("/") if value else value
 
 
 class EmailSettings(BaseModel):

@@ -45,6 +45,11 @@ class WindowFigures:
     latency_p99_seconds: float | None = None
     mean_confidence: float | None = None
 
+    @property
+    def drifted_features(self) -> int:
+        """Features at warning or worse: the warning of MLFeatureDrift holds when it escalates."""
+        return self.warning_features + self.critical_features
+
 
 @dataclass(frozen=True)
 class FiredAlert:
@@ -71,8 +76,8 @@ class FiredAlert:
 _CONDITIONS: dict[tuple[str, str], tuple[str | None, str]] = {
     # ml_drift_features{severity="critical"} > 0
     ("MLFeatureDrift", "critical"): (None, "critical_features"),
-    # ml_drift_features{severity="warning"} > 0
-    ("MLFeatureDrift", "warning"): (None, "warning_features"),
+    # sum without (severity) (ml_drift_features{severity=~"warning|critical"}) > 0
+    ("MLFeatureDrift", "warning"): (None, "drifted_features"),
     # ml_prediction_drift_detected == 1
     ("MLPredictionDrift", "warning"): (None, "prediction_drift"),
     # ml_quality_hard_failures > 0

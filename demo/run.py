@@ -110,6 +110,7 @@ class Demo:
             "PAGERDUTY_ROUTING_KEY": "",
             "SMTP_HOST": "",
             "ALERT_WEBHOOK_URL": "",
+            "ALERTMANAGER_URL": "",
         }
 
     def setup(self) -> None:

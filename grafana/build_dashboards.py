@@ -1,13 +1,17 @@
 """The Grafana dashboards as code: writes grafana/dashboards/*.json, which are committed.
 
-Two dashboards, fixed uids, provisioned from /var/lib/grafana/dashboards
+Three dashboards, fixed uids, provisioned from /var/lib/grafana/dashboards
 (grafana/provisioning/dashboards/dashboards.yml):
 
-- `ml-overview`, for whoever is on call, in four rows: service health; model performance,
-  realized against estimated, with label coverage; drift and data quality; retraining and the
-  registry, with the report and audit tables from Postgres.
+- `ml-overview`, for whoever is on call, in five rows: service health, with what the stack
+  stands on (Postgres, Airflow, the spool's disk); the error budgets of single-row /predict's
+  SLOs; model performance, realized against estimated, with label coverage; drift and data
+  quality; retraining and the registry, with the report and audit tables from Postgres.
 - `ml-business`, for the people who own the model's outcome: the positive (flagged) rate, the
   false-positive rate and the amount at risk.
+- `ml-host`, the machine under the stack and its containers by the USE method (utilisation,
+  saturation, errors of CPU, memory, disks, network; per container CPU, memory against the
+  limit, restarts, OOM kills), from node-exporter and cAdvisor.
 
 Every panel has a unit. Where prometheus/alerts.yml compares a series with a threshold, the
 panel draws that threshold's `ml:threshold:*` series as a line (so it moves when the rule file
@@ -15,11 +19,11 @@ is retuned) and carries the same value in its field thresholds (read from alerts
 runs); PSI, Wasserstein and quality-share lines come from the settings' and the quality
 check's defaults.
 
-The building blocks are `grafana.panels`; the panels of each dashboard, `grafana.overview` and
-`grafana.business`. What the queries may contain, so that tests can run each one for real: PromQL
-targets (`expr`) use the template variables only as regex matchers, `environment=~"$environment"`
-and
-`model_name=~"$model"`, and `$__rate_interval` only inside range selectors; SQL targets
+The building blocks are `grafana.panels`; the panels of each dashboard, `grafana.overview`,
+`grafana.business` and `grafana.host`. What the queries may contain, so that tests can run each
+one for real: PromQL targets (`expr`) use the template variables only as regex matchers,
+`environment=~"$environment"` and `model_name=~"$model"` (on `ml-host`, `instance=~"$node"` and
+`name=~"$container"`), and `$__rate_interval` only inside range selectors; SQL targets
 (`rawSql`) are plain SQL over the project's tables with `$__timeFilter(column)` at most.
 
     python -m grafana.build_dashboards           # write the JSON files
@@ -34,9 +38,11 @@ import sys
 from typing import Any
 
 from grafana.business import business
+from grafana.host import host, host_variables
 from grafana.overview import (
     dependencies,
     drift_and_quality,
+    error_budgets,
     model_performance,
     retraining_and_registry,
     service_health,
@@ -49,10 +55,12 @@ def build() -> dict[str, dict[str, Any]]:
     overview = dashboard(
         "ml-overview",
         "ML model monitoring: overview",
-        "Service health, model performance, drift and quality, retraining and the registry.",
+        "Service health, error budgets, model performance, drift and quality, retraining and the "
+        "registry.",
         [
             *service_health(),
             *dependencies(),
+            *error_budgets(),
             *model_performance(),
             *drift_and_quality(),
             *retraining_and_registry(),
@@ -64,7 +72,18 @@ def build() -> dict[str, dict[str, Any]]:
         "Positive rate, false-positive rate and amount at risk.",
         business(),
     )
-    return {"ml-overview.json": overview, "ml-business.json": business_view}
+    host_view = dashboard(
+        "ml-host",
+        "ML model monitoring: host and containers",
+        "The machine under the stack and its containers: CPU, memory, disks, network (USE).",
+        host(),
+        variables=host_variables(),
+    )
+    return {
+        "ml-overview.json": overview,
+        "ml-business.json": business_view,
+        "ml-host.json": host_view,
+    }
 
 
 def render(board: dict[str, Any]) -> str:

@@ -1,10 +1,10 @@
-"""The on-call dashboard `ml-overview`, in four rows: service health (with what the stack stands
-on: Postgres, Airflow, the spool's disk); model performance, realized against estimated, with
-label coverage; drift and data quality; retraining and the registry, with the report and audit
-tables from Postgres.
+"""The on-call dashboard `ml-overview`, in five rows: service health (with what the stack stands
+on: Postgres, Airflow, the spool's disk); the error budgets of single-row /predict's SLOs; model
+performance, realized against estimated, with label coverage; drift and data quality;
+retraining and the registry, with the report and audit tables from Postgres.
 
-Slightly over 600 lines on purpose: one file per dashboard, so whoever changes the on-call view
-reads all of it in the order Grafana draws it.
+Over 700 lines on purpose: one file per dashboard, so whoever changes the on-call view reads all
+of it in the order Grafana draws it.
 """
 
 from __future__ import annotations
@@ -218,6 +218,103 @@ def service_health() -> list[dict[str, Any]]:
             width=6,
         ),
     ]
+
+
+# The SLOs of prometheus/alerts.yml (group ml-slo): what each counts as bad on single-row
+# /predict, and the burn alert that pages or tickets on it.
+SLOS = {
+    "availability": ("answered 5xx", "MLPredictAvailabilityBudgetBurn"),
+    "latency": ("slower than 0.1 s", "MLPredictLatencyBudgetBurn"),
+}
+
+
+def _increase(metric: str, matchers: str, window: str) -> str:
+    return f"sum by (environment) (increase({metric}{{{matchers}}}[{window}]))"
+
+
+def _bad_ratio(slo: str, window: str) -> str:
+    """The share of single-row /predict requests the SLO counts as bad over `window`, as the
+    ml-slo group's `ml:slo_<slo>:error_ratio_rate*` (0, not absent, without a 5xx)."""
+    if slo == "availability":
+        bad = _increase("http_requests_total", f'handler="/predict", status=~"5..", {ENV}', window)
+        total = _increase("http_requests_total", f'handler="/predict", {ENV}', window)
+        return f"({bad} or 0 * {total}) / {total}"
+    bucket = "http_request_duration_seconds_bucket"
+    fast = _increase(bucket, f'handler="/predict", le="0.1", {ENV}', window)
+    total = _increase(bucket, f'handler="/predict", le="+Inf", {ENV}', window)
+    return f"1 - {fast} / {total}"
+
+
+BURN_WINDOWS = ("1h", "6h", "1d", "3d")  # the long windows of the burn alerts' branches
+
+
+def error_budgets() -> list[dict[str, Any]]:
+    """Per SLO: the 30-day budget left, the SLI against its target, the burn rates."""
+    targets, burns = [], []
+    for slo, (bad, alert) in SLOS.items():
+        budget = f"ml:slo_{slo}:error_budget_ratio"
+        target = THRESHOLDS[f"ml:threshold:slo_{slo}_target"]
+        targets += [
+            stat(
+                f"{slo.capitalize()} budget left (30 days)",
+                "percentunit",
+                prom(
+                    f"1 - ({_bad_ratio(slo, '30d')}) / on() group_left() {budget}",
+                    "{{environment}}",
+                ),
+                description=(
+                    f"Share of the 30-day error budget of /predict's {slo} SLO (at most "
+                    f"{1 - target:.1%} of requests {bad}) not yet spent; below 0 the SLO is "
+                    "missed. Over what Prometheus keeps: PROMETHEUS_RETENTION (15 days by "
+                    "default) shorter than 30 days is a shorter window."
+                ),
+                thresholds=steps(RED, (0, ORANGE), (0.25, GREEN)),
+                decimals=1,
+                width=4,
+            ),
+            timeseries(
+                f"{slo.capitalize()} SLI against the SLO",
+                "percentunit",
+                *(
+                    prom(
+                        f"1 - ml:slo_{slo}:error_ratio_rate{w}{{{ENV}}}",
+                        f"{words} {{{{environment}}}}",
+                    )
+                    for w, words in (("1h", "last hour"), ("1d", "last day"))
+                ),
+                threshold_line(f"slo_{slo}_target", "SLO target"),
+                description=(
+                    f"Share of single-row /predict requests not {bad}, over the last hour and "
+                    f"day, against the SLO's target over 30 days ({alert} when the budget burns "
+                    "too fast)."
+                ),
+                thresholds=alert_steps(f"slo_{slo}_target", low_is_bad=True),
+                decimals=2,
+                width=8,
+            ),
+        ]
+        burns.append(
+            timeseries(
+                f"{slo.capitalize()} budget burn rate",
+                "none",
+                *(
+                    prom(
+                        f"ml:slo_{slo}:error_ratio_rate{w}{{{ENV}}} / on() group_left() {budget}",
+                        f"{w} {{{{environment}}}}",
+                    )
+                    for w in BURN_WINDOWS
+                ),
+                description=(
+                    f"How many times faster than 30 days allow the {slo} budget burns, over the "
+                    f"long windows of {alert}: it pages above 14.4 (1 h) or 6 (6 h), tickets "
+                    "above 3 (1 day) or 1 (3 days), each while its short window agrees."
+                ),
+                thresholds=steps(GREEN, (1, "yellow"), (3, ORANGE), (6, RED), (14.4, "dark-red")),
+                line_thresholds=True,
+                decimals=1,
+            )
+        )
+    return [row("Error budgets: single-row /predict SLOs, 30 days"), *targets, *burns]
 
 
 def model_performance() -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """The dashboards' building blocks: targets (PromQL, SQL, alert-threshold lines), panels with
 units and thresholds, the template variables, the grid layout and the dashboard frame.
 
-`grafana.overview` and `grafana.business` compose the two dashboards from these;
+`grafana.overview`, `grafana.business` and `grafana.host` compose the dashboards from these;
 `grafana.build_dashboards` writes them. Thresholds come from prometheus/alerts.yml (its
 `ml:threshold:*` series), the settings' defaults and the quality check's, never a copy.
 """
@@ -238,31 +238,39 @@ def _quantile(q: float, metric: str, matchers: str) -> str:
 # --- dashboards ----------------------------------------------------------------------------
 
 
-def variables() -> list[dict[str, Any]]:
-    def query(name: str, label: str, definition: str) -> dict[str, Any]:
-        return {
-            "type": "query",
-            "name": name,
-            "label": label,
-            "datasource": PROMETHEUS,
-            "definition": definition,
-            "query": {"query": definition, "refId": f"{name}-variable"},
-            "refresh": 2,
-            "includeAll": True,
-            "multi": True,
-            "allValue": ".*",
-            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-            "sort": 1,
-        }
+def query_variable(name: str, label: str, definition: str) -> dict[str, Any]:
+    """A multi-value variable over a label's values (`label_values(series, label)`)."""
+    return {
+        "type": "query",
+        "name": name,
+        "label": label,
+        "datasource": PROMETHEUS,
+        "definition": definition,
+        "query": {"query": definition, "refId": f"{name}-variable"},
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "sort": 1,
+    }
 
+
+def datasource_variable() -> dict[str, Any]:
+    """The Prometheus datasource every PromQL target names as `${datasource}`."""
+    return {
+        "type": "datasource",
+        "name": "datasource",
+        "label": "Prometheus",
+        "query": "prometheus",
+        "current": {"selected": True, "text": "Prometheus", "value": "prometheus"},
+    }
+
+
+def variables() -> list[dict[str, Any]]:
+    query = query_variable
     return [
-        {
-            "type": "datasource",
-            "name": "datasource",
-            "label": "Prometheus",
-            "query": "prometheus",
-            "current": {"selected": True, "text": "Prometheus", "value": "prometheus"},
-        },
+        datasource_variable(),
         query("environment", "Environment", "label_values(ml_model_loaded, environment)"),
         query(
             "model",
@@ -303,7 +311,7 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any
         "schemaVersion": 39,
         "version": 1,
         "time": extra.get("time", {"from": "now-24h", "to": "now"}),
-        "templating": {"list": variables()},
+        "templating": {"list": extra.get("variables") or variables()},
         "annotations": {"list": []},
         "links": [
             {

@@ -5,19 +5,21 @@ run end to end in tests/test_retrain_loop.py)."""
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, func, insert, select
 
 from data.db import init_db, labels, prediction_logs, training_runs
 from data.settings import PROJECT_ROOT
 from tools.testkit.airflow_run import DAGS_FOLDER, AirflowHome
+from tools.testkit.alertmanager_run import SLACK as AM_SLACK
+from tools.testkit.alertmanager_run import RunningAlertmanager, loopback_copy, wait_for
 from tools.testkit.http_sink import running_sink
 
 PAGERDUTY, SLACK = "/pagerduty/v2/enqueue", "/slack/T0/B0/X"
@@ -107,34 +109,53 @@ def test_maintenance_deletes_only_rows_past_retention_with_their_labels(airflow,
 
 
 @pytest.mark.postgres
-def test_a_failed_training_task_pages_and_closes_its_run(airflow, postgres_url, tmp_path):
+def test_a_failed_training_task_is_an_alertmanager_alert_and_closes_its_run(
+    airflow, postgres_url, tmp_path
+):
+    """As compose runs it (ALERTMANAGER_URL set): the failure callback's notification is the
+    alert MLRetrainFailed in a real Alertmanager, a warning that reaches Slack through it, with
+    nothing sent around it (the notifier's own Slack and PagerDuty are set, and unused)."""
     with running_sink() as sink:
-        env = {
-            "DATABASE_URL": postgres_url,
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "DATA_DIR": str(tmp_path / "data"),
-            "SLACK_WEBHOOK_URL": sink.url + SLACK,
-            "PAGERDUTY_ROUTING_KEY": "routing-key-0123456789abcdef0123",
-            "PAGERDUTY_EVENTS_URL": sink.url + PAGERDUTY,
-            # No data to train on: ingest fails after begin opened the run.
-            "TRAINING_DATA": str(tmp_path / "missing.parquet"),
-        }
-        result = airflow.run_dag("training_dag", datetime(2026, 3, 1, tzinfo=UTC),
-                                 {"reason": "test of a failure"}, **env)  # fmt: skip
-        assert result["state"] == "failed"
-        assert result["tasks"]["begin"] == "success" and result["tasks"]["ingest"] == "failed"
-        # The project's lines are in Airflow's task log, with the runs they concern.
-        (begins,) = [line for line in result["log"].splitlines() if "training run 1 begins" in line]
-        assert "[monitoring.retrain.loop]" in begins and "training_run_id=1" in begins
-        assert f"dag_run_id={result['run_id']}" in begins
-        (page,) = [request.body for request in sink.at(PAGERDUTY)]
-        assert page["routing_key"] == env["PAGERDUTY_ROUTING_KEY"]
-        assert page["event_action"] == "trigger" and page["payload"]["severity"] == "critical"
-        assert "training_dag" in json.dumps(page) and "ingest" in json.dumps(page)
-        assert "missing.parquet" in json.dumps(page)
-        slack = [request.body for request in sink.at(SLACK)]
-        assert any("test of a failure" in json.dumps(body) for body in slack)  # retrain started
-        assert any("ingest" in json.dumps(body) for body in slack)  # the failure, on Slack too
+        manager = RunningAlertmanager(loopback_copy(tmp_path, sink.url), tmp_path)
+        try:
+            env = {
+                "DATABASE_URL": postgres_url,
+                "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "DATA_DIR": str(tmp_path / "data"),
+                "ALERTMANAGER_URL": manager.url,
+                "SLACK_WEBHOOK_URL": sink.url + SLACK,
+                "PAGERDUTY_ROUTING_KEY": "routing-key-0123456789abcdef0123",
+                "PAGERDUTY_EVENTS_URL": sink.url + PAGERDUTY,
+                # No data to train on: ingest fails after begin opened the run.
+                "TRAINING_DATA": str(tmp_path / "missing.parquet"),
+            }
+            result = airflow.run_dag("training_dag", datetime(2026, 3, 1, tzinfo=UTC),
+                                     {"reason": "test of a failure"}, **env)  # fmt: skip
+            assert result["state"] == "failed"
+            assert result["tasks"]["begin"] == "success" and result["tasks"]["ingest"] == "failed"
+            # The project's lines are in Airflow's task log, with the runs they concern.
+            (begins,) = [
+                line for line in result["log"].splitlines() if "training run 1 begins" in line
+            ]
+            assert "[monitoring.retrain.loop]" in begins and "training_run_id=1" in begins
+            assert f"dag_run_id={result['run_id']}" in begins
+            alerts = {
+                alert["labels"]["alertname"]: alert
+                for alert in httpx.get(f"{manager.url}/api/v2/alerts", timeout=5).json()
+            }
+            assert set(alerts) == {"MLRetrainStarted", "MLRetrainFailed"}
+            failed = alerts["MLRetrainFailed"]
+            assert failed["labels"] == {"alertname": "MLRetrainFailed", "severity": "warning",
+                                        "environment": "development",
+                                        "model_name": "fraud-detector"}  # fmt: skip
+            assert "training_dag.ingest failed" in failed["annotations"]["description"]
+            assert "missing.parquet" in failed["annotations"]["description"]
+            assert "test of a failure" in alerts["MLRetrainStarted"]["annotations"]["description"]
+            assert wait_for(lambda: len(sink.at(AM_SLACK)) == 2), manager.log.read_text()[-2000:]
+            # Nothing around it, and no page: PAGERDUTY is also the test Alertmanager's path.
+            assert sink.at(SLACK) == [] and sink.at(PAGERDUTY) == []
+        finally:
+            manager.stop()
     engine = create_engine(postgres_url)
     with engine.connect() as conn:
         (run,) = conn.execute(select(training_runs)).all()

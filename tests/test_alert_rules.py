@@ -37,6 +37,42 @@ ALWAYS_FIRING = {"MLWatchdog"}
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
                 "unless", "offset", "bool", "inf", "nan"}  # fmt: skip
 COMPOSE_ONLY_JOBS = {"node", "cadvisor", "postgres"}
+# What the host rules (group ml-host) and dashboard (ml-host) read from the compose-only jobs,
+# named as node-exporter 1.8 and cAdvisor 0.49 serve them (default collectors and flags; the
+# vmstat fields include oom_kill, pswp* and pgmajfault), and the Postgres alerts (group
+# ml-dependencies) and overview panels from postgres-exporter. None runs outside compose, so
+# these are listed here rather than read from a metric object; tests/test_dashboards.py checks that
+# each is read somewhere, and tests/test_monitoring_live.py leaves their queries out.
+COMPOSE_ONLY_OWN = {
+    "node": {
+        "node_cpu_seconds_total", "node_load1", "node_pressure_cpu_waiting_seconds_total",
+        "node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes",
+        "node_vmstat_pswpin", "node_vmstat_pswpout", "node_vmstat_pgmajfault",
+        "node_vmstat_oom_kill",
+        "node_filesystem_avail_bytes", "node_filesystem_size_bytes",
+        "node_filesystem_device_error", "node_filesystem_readonly",
+        "node_disk_io_time_seconds_total", "node_disk_io_time_weighted_seconds_total",
+        "node_network_receive_bytes_total", "node_network_transmit_bytes_total",
+        "node_network_receive_errs_total", "node_network_transmit_errs_total",
+        "node_network_receive_drop_total", "node_network_transmit_drop_total",
+        "node_uname_info",
+    },
+    "cadvisor": {
+        "container_cpu_usage_seconds_total", "container_cpu_cfs_periods_total",
+        "container_cpu_cfs_throttled_periods_total", "container_memory_working_set_bytes",
+        "container_spec_memory_limit_bytes", "container_oom_events_total",
+        "container_start_time_seconds", "container_network_receive_bytes_total",
+        "container_network_transmit_bytes_total",
+    },
+    "postgres": POSTGRES_EXPORTER_OWN,
+}  # fmt: skip
+assert set(COMPOSE_ONLY_OWN) == COMPOSE_ONLY_JOBS
+
+
+def compose_only_names() -> set[str]:
+    """The node-exporter, cAdvisor and postgres-exporter series the rules and the dashboards may
+    read."""
+    return set().union(*COMPOSE_ONLY_OWN.values())
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
@@ -177,8 +213,9 @@ def test_every_alert_is_tested_silent_one_step_before_it_fires_and_on_a_healthy_
                         assert set(alert["exp_annotations"]) == {"summary", "description",
                                                                  "runbook_url"}  # fmt: skip
                         boundary.add((name, alert["exp_labels"]["severity"]))
-        if group["name"] == "healthy":
-            healthy = {name for name, by_time in cases.items() if by_time == {1500: []}}
+        # "healthy", and a healthy part of the stack on its own ("healthy host").
+        if group["name"] == "healthy" or group["name"].startswith("healthy "):
+            healthy |= {name for name, by_time in cases.items() if by_time == {1500: []}}
             assert {n for n, by_time in cases.items() if by_time[1500]} == ALWAYS_FIRING
     tested = {
         case["alertname"] for group in tests["tests"] for case in group.get("alert_rule_test", [])
@@ -206,7 +243,7 @@ def test_no_alert_is_expected_to_fire_before_its_for():
 
 
 def test_every_rule_names_only_metrics_a_service_exports():
-    known = exported_names() | PROMETHEUS_OWN | WATCHERS_OWN | POSTGRES_EXPORTER_OWN
+    known = exported_names() | PROMETHEUS_OWN | WATCHERS_OWN | compose_only_names()
     recorded = {rule["record"] for rule in rules() if "record" in rule}
     unknown = {
         rule.get("alert") or rule["record"]: sorted(metric_names(rule["expr"]) - known - recorded)
@@ -241,6 +278,88 @@ def test_the_latency_threshold_is_a_bucket_boundary_below_the_top():
 
     assert threshold("latency_p99_seconds") in HTTP_BUCKETS
     assert threshold("latency_p99_seconds") < max(HTTP_BUCKETS)
+
+
+def test_the_latency_slo_threshold_is_a_bucket_boundary_below_the_top():
+    """The latency SLO's "good" is an answer within the `le` bucket its rules read: one bound on
+    every window, a boundary of HTTP_BUCKETS (an `le` the API does not write selects nothing,
+    and the SLO would measure nothing) spelt as prometheus_client writes it ("0.1")."""
+    from prometheus_client.utils import floatToGoString
+
+    from api.instrumentation import HTTP_BUCKETS
+
+    bounds = {
+        bound
+        for rule in rules()
+        if rule.get("record", "").startswith("ml:slo_latency:error_ratio")
+        for bound in re.findall(r'le="([^"]+)"', rule["expr"])
+    }
+    assert "+Inf" in bounds
+    (bound,) = bounds - {"+Inf"}
+    assert float(bound) in HTTP_BUCKETS and float(bound) < max(HTTP_BUCKETS)
+    assert bound == floatToGoString(float(bound)) == "0.1"
+
+
+SLO_WINDOWS = {"5m", "30m", "1h", "2h", "6h", "1d", "3d"}
+# The workbook's multiwindow, multi-burn-rate table: (long window, short window, burn rate).
+BURN_TABLE = {
+    "critical": {("1h", "5m", 14.4), ("6h", "30m", 6.0)},
+    "warning": {("1d", "2h", 3.0), ("3d", "6h", 1.0)},
+}
+BURN_ALERTS = {
+    "MLPredictAvailabilityBudgetBurn": "availability",
+    "MLPredictLatencyBudgetBurn": "latency",
+}
+
+
+def test_the_slos_read_single_row_predict_on_every_window():
+    """Both SLOs are about single-row /predict: every series the ml-slo group reads from the API
+    is selected by `handler="/predict"` (not a regex that takes /predict/batch in), and each
+    SLO's error ratio and the request rate are recorded on the seven windows the alerts use."""
+    (group,) = [g for g in load(RULES)["groups"] if g["name"] == "ml-slo"]
+    records = {rule["record"]: rule["expr"] for rule in group["rules"] if "record" in rule}
+    for name, expr in records.items():
+        for selector in re.findall(r"\bhttp_\w+\{([^}]*)\}", expr):
+            assert 'handler="/predict"' in selector, f"{name}: {selector}"
+    for family in ("slo_availability:error_ratio", "slo_latency:error_ratio", "slo_requests:"):
+        windows = {n.rsplit("rate", 1)[1] for n in records if n.startswith(f"ml:{family}")}
+        assert windows == SLO_WINDOWS, family
+    assert threshold("slo_availability_target") == 0.999
+    assert threshold("slo_latency_target") == 0.99
+
+
+def test_the_burn_alerts_follow_the_multiwindow_multi_burn_rate_table():
+    """Each SLO has one alert name at two severities; each severity is two branches of the table,
+    a long and a short window (1/12 of it) over the same burn rate, and the minimum traffic over
+    the long window."""
+    branch = re.compile(
+        r"ml:slo_(\w+):error_ratio_rate(\w+) / on\(\) group_left\(\) ml:slo_\1:error_budget_ratio"
+        r" > ([\d.]+)\s+and on \(environment\)\s+"
+        r"ml:slo_\1:error_ratio_rate(\w+) / on\(\) group_left\(\) ml:slo_\1:error_budget_ratio"
+        r" > ([\d.]+)\s+and on \(environment\)\s+"
+        r"ml:slo_requests:rate(\w+) >= on\(\) group_left\(\) "
+        r"ml:threshold:api_min_requests_per_second"
+    )
+    minutes = {"5m": 5, "30m": 30, "1h": 60, "2h": 120, "6h": 360, "1d": 1440, "3d": 4320}
+    found = {}
+    for rule in alerts():
+        slo = BURN_ALERTS.get(rule["alert"])
+        if slo is None:
+            continue
+        severity = rule["labels"]["severity"]
+        parts = rule["expr"].split("or on (environment)")
+        matches = [branch.search(part) for part in parts]
+        assert len(parts) == 2 and all(matches), f"{rule['alert']} {severity}: {rule['expr']}"
+        table = set()
+        for match in matches:
+            name, long, rate, short, short_rate, guard = match.groups()
+            assert name == slo and rate == short_rate and guard == long
+            assert minutes[long] == 12 * minutes[short]
+            table.add((long, short, float(rate)))
+        found[(rule["alert"], severity)] = table
+    assert found == {
+        (name, severity): table for name in BURN_ALERTS for severity, table in BURN_TABLE.items()
+    }
 
 
 def test_the_latency_alert_reads_single_row_predict_only():
@@ -284,3 +403,30 @@ def test_the_loopback_config_has_the_compose_jobs_on_127_0_0_1():
     # The job the API alerts select exists in both.
     (unavailable,) = [rule for rule in alerts() if rule["alert"] == "MLApiUnavailable"]
     assert 'job="api"' in unavailable["expr"] and "api" in local
+
+
+def test_the_host_alerts_read_real_filesystems_and_named_containers_and_page_sparingly():
+    """The ml-host group reads node-exporter and cAdvisor only; filesystems without tmpfs or
+    overlay, containers by name (cAdvisor's own cgroups, the root and the system slices, have
+    none). Of a host, only memory about to run out or a filesystem full within hours pages."""
+    (group,) = [group for group in load(RULES)["groups"] if group["name"] == "ml-host"]
+    host = [rule for rule in group["rules"] if "alert" in rule]
+    for rule in host:
+        expr, name = rule["expr"], rule["alert"]
+        thresholds = {n for n in metric_names(expr) if n.startswith("ml:threshold:")}
+        assert metric_names(expr) - thresholds <= compose_only_names(), name
+        selectors = re.findall(r"(?<![\w:])((?:node_filesystem|container)_\w+)(\{[^}]*\})?", expr)
+        for series, matchers in selectors:
+            if series.startswith("node_filesystem"):
+                assert 'fstype!~"tmpfs|ramfs|overlay"' in matchers, (name, series)
+            else:
+                assert 'name!=""' in matchers, (name, series)
+    assert {rule["alert"] for rule in host} == {
+        "MLHostCpuSaturated", "MLHostMemoryLow", "MLHostDiskFillingUp", "MLHostDiskSpaceLow",
+        "MLOomKill", "MLContainerRestarting", "MLContainerMemoryNearLimit",
+    }  # fmt: skip
+    pages = {rule["alert"] for rule in host if rule["labels"]["severity"] == "critical"}
+    assert pages == {"MLHostDiskFillingUp", "MLHostMemoryLow"}
+    # A node-exporter or cAdvisor that stops answering is MLTargetDown's (every job's `up`).
+    (target_down,) = [rule for rule in alerts() if rule["alert"] == "MLTargetDown"]
+    assert target_down["expr"].strip() == "up == 0"

@@ -41,10 +41,11 @@ APP_SERVICES = [
     "airflow-worker",  # the celery profile's: DAG tasks run there
 ]
 # Settings compose sets itself instead of taking them from .env: the stores (the postgres
-# service, the MLflow server), paths and ports inside the containers, JSON logs. Documented in
-# .env.example.
+# service, the MLflow server), the alertmanager service, paths and ports inside the containers,
+# JSON logs. Documented in .env.example.
 COMPOSE_OWNED = {
     "DATABASE_URL",
+    "ALERTMANAGER_URL",
     "MLFLOW_TRACKING_URI",
     "MLFLOW_ARTIFACT_ROOT",
     "DATA_DIR",
@@ -318,14 +319,42 @@ def test_every_prometheus_target_is_a_service_listening_on_that_port():
     assert "/etc/prometheus" in {target for _, target in volumes(services["prometheus"])}
 
 
-def test_alertmanager_gets_its_secret_files_and_templates():
+def test_notifications_go_to_the_alertmanager_service_only():
+    """One paging path: whatever runs the DAG tasks (and their failure callbacks) notifies
+    through the alertmanager service, on the port it listens on, whatever `.env` says."""
+    services = resolved()["services"]
+    listening = _listening_ports(services["alertmanager"])
+    for name in APP_SERVICES:
+        url = services[name]["environment"]["ALERTMANAGER_URL"]
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        assert (host, int(port) in listening) == ("alertmanager", True), (name, url)
+    # and not from x-settings, which `<<: [*settings, *stores]` would let win over x-stores
+    settings_block = COMPOSE_FILE.read_text().split("x-settings: &settings\n", 1)[1]
+    assert "ALERTMANAGER_URL:" not in settings_block.split("\n\n", 1)[0]
+
+
+def test_alertmanager_is_rendered_by_the_entrypoint_into_a_tmpfs():
+    """alerting/entrypoint.sh (the renderer `make stack` and the tests run too) reads the
+    project's alerting/ and writes the config and secrets into a memory-only tmpfs."""
     service = resolved()["services"]["alertmanager"]
-    config = (PROJECT_ROOT / "alerting" / "alertmanager.yml").read_text()
-    script = " ".join(service["command"])
-    for path in re.findall(r"_file: (/etc/alertmanager/secrets/\w+)", config):
-        assert path in script, path
-    targets = {target for _, target in volumes(service)}
-    assert {"/etc/alertmanager/alertmanager.yml", "/etc/alertmanager/templates"} <= targets
+    assert service["entrypoint"] == ["/bin/sh", "/etc/alertmanager/source/entrypoint.sh"]
+    sources = {Path(source).name: target for source, target in volumes(service)}
+    assert sources["alerting"] == "/etc/alertmanager/source"
+    run_dir = service["environment"]["ALERTMANAGER_RUN_DIR"]
+    assert any(mount.startswith(f"{run_dir}:") for mount in service["tmpfs"])
+    script = (PROJECT_ROOT / "alerting" / "entrypoint.sh").read_text()
+    read = set(re.findall(r"\$\{([A-Z_]+):-", script))
+    assert read - {"ALERTING_SOURCE_DIR", "ALERTMANAGER_BINARY"} <= set(service["environment"])
+    assert any(arg.startswith("--web.external-url=") for arg in service["command"])
+
+
+def test_prometheus_labels_every_alert_with_the_environment():
+    service = resolved()["services"]["prometheus"]
+    assert "--enable-feature=expand-external-labels" in service["command"]
+    assert service["environment"]["ENVIRONMENT"] == "development"
+    config = yaml.safe_load((PROJECT_ROOT / "prometheus" / "prometheus.yml").read_text())
+    assert config["global"]["external_labels"] == {"environment": "${ENVIRONMENT}"}
+    assert any(arg.startswith("--web.external-url=") for arg in service["command"])
 
 
 def test_postgres_creates_the_stores_and_runs_init_db_sql():

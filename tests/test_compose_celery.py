@@ -127,8 +127,7 @@ def celery_stack(tmp_path_factory) -> Iterator[Stack]:
     stack.base += ["--profile", "celery"]
     stack.services = list(SERVICES)
     try:
-        # The API image runs the MLflow server; one Airflow image serves every Airflow service.
-        stack.run("build", "mlflow", "airflow-apiserver", timeout=1800)
+        stack.build_images()
         started = time.monotonic()
         stack.run("up", "-d", "--scale", f"airflow-worker={WORKERS}", *SERVICES, timeout=900)
         wanted = {service: ["healthy"] for service in SERVICES}

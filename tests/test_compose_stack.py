@@ -13,6 +13,7 @@ not on the machine, and so are their Prometheus jobs.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import re
@@ -48,6 +49,10 @@ CORE_SERVICES = [
     "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
     "postgres-exporter",
 ]  # fmt: skip
+# One lock per machine and user, outside any test's tmp folder: pytest's workers share it.
+BUILD_LOCK = (
+    Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"mlmon-compose-build-{os.getuid()}.lock"
+)
 HEALTHY_TIMEOUT = 900  # seconds; the Airflow services start slowly on 2 shared cores
 REQUEST = {
     "amount": 950.0, "avg_amount_30d": 42.5, "hour_of_day": 3, "customer_age": None,
@@ -155,6 +160,17 @@ class Stack:
             raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout + result.stderr
 
+    def build_images(self) -> None:
+        """The two project images (the API's also runs MLflow; one Airflow image serves every
+        Airflow service), built by one test at a time: the compose and the celery modules run
+        on different pytest workers, and two concurrent builds of one Dockerfile both miss the
+        layer cache and install every package twice. Behind the lock, the second is all cache
+        hits."""
+        BUILD_LOCK.parent.mkdir(parents=True, exist_ok=True)
+        with BUILD_LOCK.open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            self.run("build", "api", "airflow-apiserver", timeout=1800)
+
     def url(self, service: str, port: int, index: int = 1) -> str:
         out = self.run("port", "--index", str(index), service, str(port)).strip()
         return "http://" + out.splitlines()[-1].strip()
@@ -228,7 +244,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     env_file = _env_file(tmp_path_factory.mktemp("compose") / "env")
     stack = Stack(f"mlmon-test-{uuid.uuid4().hex[:8]}", env_file)
     try:
-        stack.run("build", "api", "airflow-apiserver", timeout=1800)
+        stack.build_images()
         started = time.monotonic()
         stack.run("up", "-d", *stack.services, timeout=900)
 

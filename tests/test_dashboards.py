@@ -27,7 +27,9 @@ from sqlalchemy import create_engine, insert, text
 from data.db import init_db, labels, metadata, prediction_logs
 from data.settings import PROJECT_ROOT
 from tests.test_alert_rules import (
-    POSTGRES_EXPORTER_OWN,
+    COMPOSE_ONLY_OWN,
+    RULES,
+    compose_only_names,
     exported_names,
     metric_names,
     promtool,
@@ -38,10 +40,19 @@ GRAFANA = PROJECT_ROOT / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "datasources.yml"
 PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
-UIDS = {"ml-overview", "ml-business"}
-OVERVIEW_ROWS = ("service health", "performance", "drift", "retrain")
+UIDS = {"ml-overview", "ml-business", "ml-host"}
+OVERVIEW_ROWS = ("service health", "error budget", "performance", "drift", "retrain")
 PROMETHEUS_TYPE, POSTGRES_TYPE = "prometheus", "grafana-postgresql-datasource"
-LIVE_SUBSTITUTIONS = {"$environment": ".+", "$model": ".*", "$__rate_interval": "1m"}
+LIVE_SUBSTITUTIONS = {"$environment": ".+", "$model": ".*", "$__rate_interval": "1m",
+                      "$node": ".+", "$container": ".+"}  # fmt: skip
+# The variables of each dashboard: a host's series have no environment or model, but a host
+# (node-exporter's instance) and a container (cAdvisor's name).
+VARIABLES = {"ml-host": {"datasource", "node", "container"}}
+DEFAULT_VARIABLES = {"datasource", "environment", "model"}
+# How the variables may appear in PromQL: as these regex matchers only.
+VARIABLE_MATCHERS = (
+    r'environment=~"\$environment"|model_name=~"\$model"|instance=~"\$node"|name=~"\$container"'
+)
 
 
 def build_module():
@@ -126,18 +137,18 @@ def test_dashboards_have_fixed_uids_and_unique_panel_ids():
             assert pos["x"] + pos["w"] <= 24 and pos["w"] > 0 and pos["h"] > 0, panel["title"]
 
 
-def test_the_overview_has_four_rows_with_the_named_concerns_and_at_least_20_panels():
+def test_the_overview_has_five_rows_with_the_named_concerns_and_at_least_20_panels():
     board = dashboards()["ml-overview"]
     assert len(panels(board)) >= 20
     rows = [panel for panel in board["panels"] if panel["type"] == "row"]
-    assert len(rows) == 4 and board["panels"][0]["type"] == "row"
+    assert len(rows) == len(OVERVIEW_ROWS) and board["panels"][0]["type"] == "row"
     for row, concern in zip(rows, OVERVIEW_ROWS, strict=True):
         assert concern in row["title"].lower()
     # Each row has panels under it, and the performance row shows realized, estimated, coverage.
     starts = [board["panels"].index(row) for row in rows] + [len(board["panels"])]
     sections = [board["panels"][a + 1 : b] for a, b in itertools.pairwise(starts)]
     assert all(len(section) >= 5 for section in sections)
-    performance = " ".join(t["expr"] for p in sections[1] for t in p["targets"] if "expr" in t)
+    performance = " ".join(t["expr"] for p in sections[2] for t in p["targets"] if "expr" in t)
     assert {"ml_realized_performance", "ml_estimated_performance", "ml_label_coverage_ratio"} <= (
         metric_names(live_promql(performance))
     )
@@ -160,16 +171,17 @@ def test_every_panel_has_a_unit_a_datasource_and_queries():
 
 
 def test_every_dashboard_has_the_datasource_environment_and_model_variables():
-    for board in dashboards().values():
+    """(The host dashboard: the datasource, the host and the container.)"""
+    for uid, board in dashboards().items():
         variables = {var["name"]: var for var in board["templating"]["list"]}
-        assert set(variables) == {"datasource", "environment", "model"}
+        assert set(variables) == VARIABLES.get(uid, DEFAULT_VARIABLES)
         assert variables["datasource"]["type"] == "datasource"
         assert variables["datasource"]["query"] == PROMETHEUS_TYPE
-        for name in ("environment", "model"):
+        for name in set(variables) - {"datasource"}:
             assert variables[name]["datasource"]["uid"] == "${datasource}"
             # The variables' own queries read exported series too.
             (series,) = re.findall(r"label_values\((\w+)", variables[name]["definition"])
-            assert series in exported_names(), name
+            assert series in exported_names() | compose_only_names(), name
 
 
 # --- PromQL ----------------------------------------------------------------------------------
@@ -180,7 +192,7 @@ def test_promql_uses_the_variables_only_as_the_live_test_substitutes_them():
     assert len(found) >= 40
     for uid, title, expr in found:
         where = f"{uid}: {title}: {expr}"
-        rest = re.sub(r'environment=~"\$environment"|model_name=~"\$model"', "", expr)
+        rest = re.sub(VARIABLE_MATCHERS, "", expr)
         rest = re.sub(r"\[\$__rate_interval\]", "", rest)
         assert "$" not in rest, f"a variable outside the allowed matchers: {where}"
         # rate() and irate() always over $__rate_interval (increase over a fixed window is a
@@ -203,7 +215,7 @@ def test_promql_parses(tmp_path: Path):
 
 def test_every_query_names_only_series_a_service_exports_or_a_rule_records():
     recorded = {rule["record"] for rule in rules() if "record" in rule}
-    known = exported_names() | recorded | {"up"} | POSTGRES_EXPORTER_OWN
+    known = exported_names() | recorded | {"up"} | compose_only_names()
     unknown = {
         f"{uid}: {title}": sorted(metric_names(live_promql(expr)) - known)
         for uid, title, expr in queries("promql")
@@ -248,6 +260,43 @@ def test_the_business_view_has_positive_rate_false_positive_rate_and_amount_at_r
     assert any('cell="fp"' in expr and 'cell=~"fp|tn"' in expr for expr in fpr)
     amount = [t["rawSql"] for t in targets("amount at risk")]
     assert amount and all("features->>'amount'" in q and "predicted_class = 1" in q for q in amount)
+
+
+# --- the host view ---------------------------------------------------------------------------
+
+
+def test_the_host_view_has_use_rows_and_a_panel_for_each_host_alert():
+    """ml-host: a row per resource (CPU, memory, disks, network) and the containers; node
+    series filtered by the host variable, cAdvisor's by the container variable (and a name, so
+    cAdvisor's own cgroups stay out); each ml-host alert named by the panel that draws it; and
+    every node-exporter and cAdvisor name test_alert_rules allows is read by a rule or here."""
+    board = dashboards()["ml-host"]
+    rows = [panel["title"].lower() for panel in board["panels"] if panel["type"] == "row"]
+    for resource in ("cpu", "memory", "disks", "network", "containers"):
+        assert any(title.startswith(resource) for title in rows), resource
+    for resource in ("memory", "disks", "network"):
+        (title,) = [title for title in rows if title.startswith(resource)]
+        assert "utilisation" in title and "saturation" in title and "errors" in title, title
+    host_queries = [expr for uid, _, expr in queries("promql") if uid == "ml-host"]
+    for expr in host_queries:
+        for name, matchers in re.findall(r"(?<![\w:])((?:node|container)_\w+)\{([^}]*)\}", expr):
+            if name.startswith("node_"):
+                assert 'instance=~"$node"' in matchers, expr
+            else:
+                assert 'name!=""' in matchers and 'name=~"$container"' in matchers, expr
+    (group,) = [g for g in yaml.safe_load(RULES.read_text())["groups"] if g["name"] == "ml-host"]
+    host_alerts = {rule["alert"] for rule in group["rules"] if "alert" in rule}
+    described = " ".join(panel["description"] for panel in panels(board))
+    assert {name for name in host_alerts if name not in described} == set()
+    read = set().union(*(metric_names(live_promql(expr)) for _, _, expr in queries("promql")))
+    read |= set().union(*(metric_names(rule["expr"]) for rule in rules()))
+    read |= {
+        series
+        for variable in board["templating"]["list"]
+        for series in re.findall(r"label_values\((\w+)", variable.get("definition", ""))
+    }
+    assert compose_only_names() - read == set(), "listed in COMPOSE_ONLY_OWN, read nowhere"
+    assert set(COMPOSE_ONLY_OWN) == {"node", "cadvisor", "postgres"}
 
 
 # --- SQL on real Postgres --------------------------------------------------------------------

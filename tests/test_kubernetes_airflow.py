@@ -204,6 +204,8 @@ def test_the_settings_are_real_and_secrets_only_referenced():
     assert {s["envName"] for s in v["secret"]} == {"DATABASE_URL"}
     assert env["MLFLOW_TRACKING_URI"].startswith("http://")
     assert env["LOG_FORMAT"] == "json"
+    # One paging path: the tasks notify through the cluster's Alertmanager (its API port).
+    assert Settings(ALERTMANAGER_URL=env["ALERTMANAGER_URL"]).ALERTMANAGER_URL.endswith(":9093")
     # Nothing in the file looks like a credential.
     assert not re.search(r"postgres(ql)?(\+\w+)?://\w+:[^@.\s]+@", VALUES_FILE.read_text())
 

@@ -14,8 +14,9 @@ two Prometheus servers built from prometheus/prometheus.loopback.yml with the te
   condition, an `offset 1d` comparison); then the series it names are what must have data. Every
   series a query names must exist, and every label a selector matches on must exist on that
   series, whatever the query returns: that is the "names a metric no service exports" check.
-- "fast" reads a copy of alerts.yml whose `for:` are all 0s and sends to Alertmanager: the
-  end-to-end alert tests use it. The copy differs from the project's file only in `for:`.
+- "fast" reads a copy of alerts.yml whose `for:` are sixty times shorter (5m -> 5s, in the
+  project's order) and sends to Alertmanager: the end-to-end alert tests use it. The copy
+  differs from the project's file only in `for:`.
 
 Traffic: synthetic transactions replayed through the API with their labels, a closed training
 run, then one monitoring pass (`monitoring.window_checks`) so drift, quality and performance
@@ -43,11 +44,12 @@ import pytest
 import yaml
 
 from data.settings import PROJECT_ROOT, Settings
-from tests.test_alert_rules import POSTGRES_EXPORTER_OWN, PROMETHEUS_OWN, metric_names
+from tests.test_alert_rules import COMPOSE_ONLY_OWN, PROMETHEUS_OWN, metric_names
 from tools.testkit.airflow_health import running_airflow_health
 from tools.testkit.alertmanager_run import (
     PAGERDUTY,
     ROUTING_KEY,
+    RUNBOOK_BASE_URL,
     SLACK,
     RunningAlertmanager,
     loopback_copy,
@@ -64,10 +66,15 @@ DASHBOARDS = PROJECT_ROOT / "grafana" / "dashboards"
 TOKEN = "live-test-admin-token"
 ENVIRONMENT = "development"
 # Grafana's template variables, as the dashboards use them, replaced for a plain query.
-DASHBOARD_VARIABLES = {"$environment": ".+", "$model": ".+", "$__rate_interval": "1m"}
-# Compose's postgres-exporter (job `postgres`) has no loopback twin, as node-exporter and
-# cAdvisor: its series are checked live by tests/test_compose_stack.py, not here.
-COMPOSE_ONLY_SERIES = POSTGRES_EXPORTER_OWN
+DASHBOARD_VARIABLES = {"$environment": ".+", "$model": ".+", "$__rate_interval": "1m",
+                       "$node": ".+", "$container": ".+"}  # fmt: skip
+# Compose-only jobs have no loopback twin. node-exporter's and cAdvisor's series are all a query
+# on them reads: those queries are left out (promtool's rule tests and tests/test_dashboards.py
+# check them statically). postgres-exporter's (job `postgres`) sit beside this stack's own series
+# (MLPostgresDown also reads the exporter's): those queries still run, and its series may be
+# absent; tests/test_compose_stack.py checks them live.
+HOST_ONLY_SERIES = COMPOSE_ONLY_OWN["node"] | COMPOSE_ONLY_OWN["cadvisor"]
+COMPOSE_ONLY_SERIES = COMPOSE_ONLY_OWN["postgres"]
 WAIT_SECONDS = 60
 
 
@@ -125,8 +132,9 @@ class RunningPrometheus:
         self.log_path = folder / "prometheus.log"
         self.process = subprocess.Popen(
             [binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={folder / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
+             f"--web.listen-address=127.0.0.1:{port}", "--enable-feature=expand-external-labels"],
             stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
+            env=os.environ | {"ENVIRONMENT": ENVIRONMENT},  # the external label's value
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -209,16 +217,30 @@ def write_targets(path: Path, targets: list[str]) -> None:
     temporary.replace(path)  # atomic: Prometheus never reads half a file
 
 
+FAST = 60  # the fast copy's `for:` are this many times shorter than the project's
+
+
+def shortened(duration: str) -> str:
+    """A Prometheus duration (`5m`, `1h`, `30s`, `0m`) FAST times shorter, in whole seconds."""
+    seconds = sum(int(n) * {"s": 1, "m": 60, "h": 3600}[unit]
+                  for n, unit in re.findall(r"(\d+)([smh])", duration))  # fmt: skip
+    return f"{seconds // FAST}s"
+
+
 def fast_rules(folder: Path) -> Path:
-    """alerts.yml with every `for:` at 0s: an alert fires at its first true evaluation."""
-    text, count = re.subn(r"(?m)^(\s+)for: \S+$", r"\1for: 0s", RULES.read_text())
+    """alerts.yml with every `for:` sixty times shorter (5m -> 5s, 2m -> 2s): alerts fire
+    in seconds and in the order the project's would. All at 0s made a race of what the real
+    durations order (MLApiUnavailable's 2m before MLTargetDown's 5m is what lets the first
+    mute the second), and fired on blips no real `for:` lets through."""
+    text, count = re.subn(r"(?m)^(\s+)for: (\S+)$",
+                          lambda m: f"{m[1]}for: {shortened(m[2])}", RULES.read_text())  # fmt: skip
     alerts = [r for g in yaml.safe_load(text)["groups"] for r in g["rules"] if "alert" in r]
     assert count == len(alerts), "every alert has exactly one `for:` line"
     original = yaml.safe_load(RULES.read_text())
     for group in original["groups"]:
         for rule in group["rules"]:
             if "alert" in rule:
-                rule["for"] = "0s"
+                rule["for"] = shortened(rule["for"])
     assert yaml.safe_load(text) == original, "the copy differs from alerts.yml beyond `for:`"
     path = folder / "alerts.fast.yml"
     path.write_text(text)
@@ -384,10 +406,20 @@ def rules() -> list[dict]:
     ]
 
 
+def on_this_stack(expr: str) -> bool:
+    """Whether a query reads only what this stack runs: node-exporter and cAdvisor are
+    compose-only (the ml-host rules and dashboard read them; promtool's rule tests and
+    tests/test_dashboards.py check those statically)."""
+    return not metric_names(expr) & HOST_ONLY_SERIES
+
+
 def rule_queries() -> list[tuple[str, str]]:
-    """(name, expression) of every alert (name and severity) and every recording rule."""
+    """(name, expression) of every alert (name and severity) and every recording rule, but
+    those on node-exporter and cAdvisor."""
     named = []
     for rule in rules():
+        if not on_this_stack(rule["expr"]):
+            continue
         if "alert" in rule:
             named.append((f"alert {rule['alert']} ({rule['labels']['severity']})", rule["expr"]))
         else:
@@ -403,7 +435,8 @@ def walk_panels(panels: list[dict]) -> Iterator[dict]:
 
 def dashboard_queries(folder: Path = DASHBOARDS) -> list[tuple[str, str]]:
     """(where, query) of every Prometheus target of every dashboard JSON in `folder`, with the
-    template variables replaced (`$environment`, `$model` by `.+`, `$__rate_interval` by 1m)."""
+    template variables replaced (`$environment`, `$model` by `.+`, `$__rate_interval` by 1m),
+    but those on node-exporter and cAdvisor."""
     queries = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         dashboard = json.loads(path.read_text())
@@ -415,6 +448,8 @@ def dashboard_queries(folder: Path = DASHBOARDS) -> list[tuple[str, str]]:
                     continue
                 for variable, value in DASHBOARD_VARIABLES.items():
                     expr = expr.replace(variable, value)
+                if not on_this_stack(expr):
+                    continue
                 where = f"{path.name}: panel {panel.get('title')!r} [{target.get('refId', '?')}]"
                 queries.append((where, expr))
     return queries
@@ -505,6 +540,23 @@ def test_the_dashboard_walker_reads_nested_panels_and_replaces_variables(tmp_pat
     assert selector_labels('a{x="1", y=~".*", z!="2"} + b{w=~"a|b"}') == {("a", "x"), ("b", "w")}
 
 
+def test_queries_on_node_exporter_and_cadvisor_are_left_to_the_static_checks(tmp_path):
+    """This stack runs neither (compose does): the host rules and panels are not evaluated
+    here, their thresholds and everything else are."""
+    dashboard = {"panels": [{"title": "a", "targets": [
+        {"refId": "A", "expr": 'node_load1{instance=~"$node"}'},
+        {"refId": "B", "expr": "ml:threshold:host_cpu_busy_ratio"}]}]}  # fmt: skip
+    (tmp_path / "host.json").write_text(json.dumps(dashboard))
+    assert dashboard_queries(tmp_path) == [
+        ("host.json: panel 'a' [B]", "ml:threshold:host_cpu_busy_ratio")
+    ]
+    names = {name for name, _ in rule_queries()}
+    assert "alert MLHostDiskFillingUp (critical)" not in names
+    assert "alert MLOomKill (warning)" not in names
+    assert "record ml:threshold:host_disk_full_within_seconds" in names
+    assert "alert MLTargetDown (warning)" in names
+
+
 def test_every_target_is_scraped_and_every_rule_is_loaded_and_healthy(stack):
     wait_until(lambda: set(targets_up(stack.project).values()) == {"up"}, WAIT_SECONDS,
                "every target of the project Prometheus up", stack.logs)  # fmt: skip
@@ -564,6 +616,22 @@ def test_no_query_names_a_series_outside_what_the_services_export(stack):
 # --- alerts end to end -----------------------------------------------------------------------
 
 
+def test_an_alert_on_a_series_without_environment_reaches_alertmanager_with_it(stack):
+    """MLWatchdog (`vector(1)`) and the alerts on `up` have no `environment` of their own: the
+    external label adds it, so Alertmanager groups and routes them like every other alert."""
+
+    def watchdogs() -> list[dict]:
+        answer = httpx.get(f"{stack.alertmanager.url}/api/v2/alerts", timeout=5).json()
+        return [a for a in answer if a["labels"]["alertname"] == "MLWatchdog"]
+
+    # Prometheus sends its first alerts about a minute after it starts (measured 60 s).
+    (alert,) = wait_until(watchdogs, 180, "MLWatchdog in Alertmanager", stack.logs)
+    assert alert["labels"]["environment"] == ENVIRONMENT
+    (series,) = wait_until(lambda: firing(stack.fast, "MLWatchdog"), WAIT_SECONDS,
+                           "MLWatchdog in Prometheus", stack.logs)  # fmt: skip
+    assert "environment" not in series["metric"]  # the label is the external one
+
+
 def firing(prometheus: RunningPrometheus, alertname: str) -> list[dict]:
     return prometheus.series(f'ALERTS{{alertname="{alertname}", alertstate="firing"}}')
 
@@ -608,9 +676,9 @@ def test_drift_written_by_the_monitoring_pass_reaches_slack_as_a_warning(stack):
     (text,) = slack_texts(slack[:1])
     assert text.startswith(f"[FIRING:1] MLFeatureDrift (warning, {ENVIRONMENT})"), text
     assert "Input features drifted from the training reference." in text
-    assert (f"Features of fraud-detector in {ENVIRONMENT} with severity warning in the latest "
-            f"drift report: {counts['warning']}.") in text  # fmt: skip
-    assert "Runbook: docs/runbooks.md#mlfeaturedrift" in text
+    assert (f"Features of fraud-detector in {ENVIRONMENT} with severity warning or critical in "
+            f"the latest drift report: {counts['warning']}.") in text  # fmt: skip
+    assert f"Runbook: {RUNBOOK_BASE_URL}docs/runbooks.md#mlfeaturedrift" in text
     time.sleep(3)  # a warning never pages, even a little later
     assert messages(stack.sink, PAGERDUTY, "MLFeatureDrift") == []
 
@@ -669,7 +737,8 @@ def test_a_replica_without_a_champion_pages_through_slack_and_pagerduty(stack):
     assert payload["severity"] == "critical"
     assert payload["summary"] == f"[FIRING:1] MLNoProductionModel (critical, {ENVIRONMENT})"
     details = payload["custom_details"]
-    assert details["runbook_url"] == "docs/runbooks.md#mlnoproductionmodel"
+    runbook = f"{RUNBOOK_BASE_URL}docs/runbooks.md#mlnoproductionmodel"
+    assert details["runbook_url"] == runbook
     assert details["summary"] == "An API replica serves no model."
     instance = replica.url.removeprefix("http://")
     description = (f"{instance} in {ENVIRONMENT} has no model loaded (ml_model_loaded 0): "
@@ -677,7 +746,7 @@ def test_a_replica_without_a_champion_pages_through_slack_and_pagerduty(stack):
     assert description in details["description"]
     (text,) = slack_texts(slack[:1])
     assert text.startswith(f"[FIRING:1] MLNoProductionModel (critical, {ENVIRONMENT})"), text
-    assert description in text and "Runbook: docs/runbooks.md#mlnoproductionmodel" in text
+    assert description in text and f"Runbook: {runbook}" in text
 
 
 def _answers(url: str) -> bool:
@@ -685,3 +754,109 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+# --- the worst, end to end: what reaches Slack and PagerDuty, and what must not --------------
+# These change the stack for good (a receiver failing, the exporter killed, the API stopped), so
+# they come last, in this order.
+
+
+def resolved(sink: Sink, alertname: str) -> list[dict]:
+    """Every "RESOLVED" Slack message or PagerDuty resolve event that names `alertname`."""
+    slack = [
+        b
+        for b in messages(sink, SLACK, alertname)
+        if any(a.get("title", "").startswith("[RESOLVED") for a in b.get("attachments", []))
+    ]
+    pages = [b for b in messages(sink, PAGERDUTY, alertname) if b["event_action"] == "resolve"]
+    return slack + pages  # fmt: skip
+
+
+def delivered(sink: Sink, path: str, alertname: str, **labels: str) -> list[dict]:
+    """The messages at `path` about `alertname` whose text names each of `labels`' values."""
+    return [b for b in messages(sink, path, alertname)
+            if all(value in json.dumps(b) for value in labels.values())]  # fmt: skip
+
+
+def test_a_receiver_that_fails_pages_through_the_other(stack):
+    """Slack answers 500: Alertmanager's failed notifications page through PagerDuty
+    (MLAlertNotificationsFailing), instead of every warning being lost without a word."""
+    stack.sink.answers[SLACK] = [(500, {}, "internal_error")] * 10_000
+    synthetic = {
+        "labels": {"alertname": "MLLiveTestWarning", "severity": "warning",
+                   "environment": ENVIRONMENT},
+        "annotations": {"summary": "a warning Slack will refuse", "description": "-",
+                        "runbook_url": "docs/runbooks.md#mltargetdown"},
+    }  # fmt: skip
+    try:
+        stack.alertmanager.fire(synthetic)
+        page = wait_until(
+            lambda: messages(stack.sink, PAGERDUTY, "MLAlertNotificationsFailing"), 180,
+            "the page of MLAlertNotificationsFailing", stack.logs,
+        )  # fmt: skip
+        assert page[0]["payload"]["severity"] == "critical"
+        assert "slack" in json.dumps(page[0]).lower()
+    finally:
+        stack.sink.answers.pop(SLACK, None)
+        ended = synthetic | {"endsAt": datetime.now(UTC).isoformat()}
+        stack.alertmanager.fire(ended)
+
+
+def test_the_exporter_dying_during_critical_drift_pages_and_resolves_nothing(stack):
+    """The incident goes on while nobody can see it: MLExporterDown pages, MLFeatureDrift stays
+    firing (held at its last known value, no "RESOLVED" to Slack or PagerDuty), and the
+    exporter's own target-down and stale-report alerts are muted by the bigger outage."""
+    from data.drift_injector import inject_drift
+    from data.schema import load_schema
+    from data.synthetic import generate_transactions
+    from monitoring.window_checks import check_window
+
+    schema = load_schema(FRAUD_SCHEMA_PATH)
+    frame = generate_transactions(3000, seed=33)
+    drifted = inject_drift(frame, "mean_shift", schema=schema, feature="amount", intensity=0.5,
+                           seed=4)  # fmt: skip
+    start = datetime.now(UTC)
+    send_traffic(stack.settings, stack.api.url, drifted, labels=False)
+    end = datetime.now(UTC)
+    result = check_window(settings=stack.settings, end=end,
+                          hours=((end - start).total_seconds() + 1) / 3600)  # fmt: skip
+    assert result.drift.to_dict()["counts_by_severity"]["critical"] >= 1, result.drift.summary
+    wait_until(lambda: delivered(stack.sink, PAGERDUTY, "MLFeatureDrift"), WAIT_SECONDS,
+               "the page of critical MLFeatureDrift", stack.logs)  # fmt: skip
+    slack_before = len(stack.sink.at(SLACK))
+
+    stack.exporter.stop()
+    wait_until(lambda: delivered(stack.sink, PAGERDUTY, "MLExporterDown"), 120,
+               "the page of MLExporterDown", stack.logs)  # fmt: skip
+    time.sleep(15)  # fifteen evaluations and notification rounds of the fast Prometheus
+    assert firing(stack.fast, "MLFeatureDrift"), "the drift alert resolved with the exporter"
+    assert resolved(stack.sink, "MLFeatureDrift") == []
+    after = [json.dumps(r.body) for r in stack.sink.at(SLACK)[slack_before:]]
+    for muted in ("MLDriftReportStale", "MLQualityReportStale", "MLExporterSourceDown"):
+        assert not any(muted in text for text in after), muted
+    assert not any("MLTargetDown" in t and "of job exporter" in t for t in after), after
+
+
+def test_every_api_replica_down_pages_once_and_mutes_what_it_explains(stack):
+    """With no replica answering, MLApiUnavailable pages; the API's target-down, latency and
+    no-predictions alerts are the same news and reach nobody."""
+    instance = stack.api.url.removeprefix("http://")
+    write_targets(stack.api_targets, [instance])  # the earlier replica is gone for good
+    slack_before = len(stack.sink.at(SLACK))
+    stack.api.stop()
+    page = wait_until(lambda: delivered(stack.sink, PAGERDUTY, "MLApiUnavailable"), 120,
+                      "the page of MLApiUnavailable", stack.logs)  # fmt: skip
+    assert page[0]["payload"]["summary"].startswith(
+        f"[FIRING:1] MLApiUnavailable (critical, {ENVIRONMENT})"
+    )
+    wait_until(  # it fires in Prometheus, and is muted on the way to people
+        lambda: [s for s in firing(stack.fast, "MLTargetDown")
+                 if s["metric"].get("instance") == instance],
+        WAIT_SECONDS, "MLTargetDown of the API in Prometheus", stack.logs,
+    )  # fmt: skip
+    time.sleep(10)
+    after = [json.dumps(r.body) for r in stack.sink.at(SLACK)[slack_before:]]
+    assert not any("MLTargetDown" in t and f"{instance} of job api" in t for t in after), after
+    for muted in ("MLApiLatencyHigh", "MLNoPredictions", "MLNoProductionModel"):
+        assert not any(muted in text for text in after), muted
+    assert resolved(stack.sink, "MLApiUnavailable") == []

@@ -1,11 +1,13 @@
-"""Notifications against real endpoints: a local HTTP sink playing Slack, PagerDuty and a webhook,
-a real SMTP server (aiosmtpd), and `alert_log` on SQLite and Postgres as the dedup memory."""
+"""Notifications against real endpoints: a local HTTP sink playing Slack, PagerDuty, a webhook and
+Alertmanager's API, a real SMTP server (aiosmtpd), and `alert_log` on SQLite and Postgres as the
+dedup memory. The real Alertmanager receives the notifier's alerts in tests/test_alertmanager.py."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,13 +24,17 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from alerting.events import (
+    ALERTNAMES,
     Event,
+    candidate_challenger,
     candidate_promoted,
     candidate_rejected,
     retrain_started,
     task_failed,
+    training_failed,
 )
 from alerting.notify import (
+    AlertmanagerConfig,
     EmailConfig,
     Notifier,
     NotifierConfig,
@@ -70,6 +76,31 @@ def http_config(sink: Sink, **overrides) -> NotifierConfig:
         "max_seconds": 10.0,
     }
     return NotifierConfig(**(values | overrides))
+
+
+def page() -> Event:
+    """A critical event: it pages (none of the retrain loop's own events does)."""
+    return Event(
+        "model_accuracy_low",
+        "critical",
+        "Model accuracy below the critical floor",
+        "fraud-detector v7 at 0.78",
+        details={"accuracy": 0.78, "threshold": 0.85},
+        labels={"model_name": "fraud-detector", "version": "7"},
+        dedup_key="model_accuracy_low:fraud-detector:7",
+    )
+
+
+def every_kind_of_event() -> list[Event]:
+    """One event of each kind the retrain loop and the DAGs send."""
+    return [
+        retrain_started("fraud-detector", reason="dataset drift", run_id="r1"),
+        candidate_promoted("fraud-detector", 8, previous_champion=7, metrics={"roc_auc": 0.95}),
+        candidate_challenger("fraud-detector", 8, metrics={"roc_auc": 0.95}),
+        candidate_rejected("fraud-detector", 7, gates=GATES),
+        training_failed("fraud-detector", "training_dag", "fit", run_id="manual__1", error="OOM"),
+        task_failed("drift_check_dag", "check", model_name="fraud-detector", run_id="s__1"),
+    ]
 
 
 def outcomes(deliveries) -> dict[str, str]:
@@ -144,30 +175,32 @@ def test_critical_reaches_slack_pagerduty_email_and_webhook_in_their_shapes(sink
     notifier = Notifier(
         http_config(sink, email=email_config(smtp), webhook=WebhookConfig(sink.url + WEBHOOK_PATH))
     )
-    event = task_failed("drift_check", "compute_drift", run_id="scheduled__1", error="boom")
-
-    deliveries = notifier.notify(event)
+    deliveries = notifier.notify(page())
 
     assert outcomes(deliveries) == dict.fromkeys(("slack", "pagerduty", "email", "webhook"), "sent")
-    (page,) = sink.at(PAGERDUTY_PATH)
-    assert page.body["routing_key"] == ROUTING_KEY
-    assert page.body["event_action"] == "trigger"
-    assert page.body["dedup_key"] == "task_failed:drift_check:compute_drift:scheduled__1"
-    payload = page.body["payload"]
+    (paged,) = sink.at(PAGERDUTY_PATH)
+    assert paged.body["routing_key"] == ROUTING_KEY
+    assert paged.body["event_action"] == "trigger"
+    assert paged.body["dedup_key"] == "model_accuracy_low:fraud-detector:7"
+    payload = paged.body["payload"]
     assert payload["severity"] == "critical"
-    assert payload["summary"] == "Airflow task failed: drift_check.compute_drift failed: boom"
+    assert (
+        payload["summary"] == "Model accuracy below the critical floor: fraud-detector v7 at 0.78"
+    )
     assert payload["source"] == "ml-monitoring" and payload["group"] == "test"
-    assert payload["component"] == "drift_check"
-    assert payload["custom_details"]["task_id"] == "compute_drift"
-    assert page.headers["Content-Type"] == "application/json"
+    assert payload["component"] == "fraud-detector"
+    assert payload["custom_details"]["version"] == "7"
+    assert paged.headers["Content-Type"] == "application/json"
     (slack,) = sink.at(SLACK_PATH)
-    assert slack.body["text"].startswith("[CRITICAL] Airflow task failed")
+    assert slack.body["text"].startswith("[CRITICAL] Model accuracy below the critical floor")
     assert slack.body["blocks"][0]["type"] == "header"
     (hook,) = sink.at(WEBHOOK_PATH)
-    assert hook.body["event"] == "task_failed" and hook.body["severity"] == "critical"
+    assert hook.body["event"] == "model_accuracy_low" and hook.body["severity"] == "critical"
     (mail,) = smtp.messages
     assert mail.rcpt_tos == ["oncall@example.org", "ml-team@example.org"]
-    assert "Subject: [CRITICAL] Airflow task failed (test)" in mail.content.decode()
+    assert "Subject: [CRITICAL] Model accuracy below the critical floor (test)" in (
+        mail.content.decode()
+    )
     assert smtp.logins == [("alerts", SMTP_PASSWORD)]
 
 
@@ -196,7 +229,11 @@ def test_a_rejected_candidate_reaches_slack_only_with_the_gate_numbers(sink):
     [
         retrain_started("fraud-detector", reason="dataset drift", run_id="r1"),
         candidate_promoted("fraud-detector", 8, previous_champion=7, metrics={"roc_auc": 0.95}),
+        # A failed task pages nobody: the rule for a failed training run is a warning too.
+        task_failed("drift_check_dag", "check", run_id="scheduled__1", error="boom"),
+        training_failed("fraud-detector", "training_dag", "fit", run_id="manual__1"),
     ],
+    ids=lambda event: event.name,
 )
 def test_warnings_go_to_slack_and_not_to_pagerduty(sink, event):
     deliveries = Notifier(http_config(sink)).notify(event)
@@ -217,9 +254,7 @@ def test_an_unknown_severity_is_refused_not_downgraded():
 
 
 def test_an_unconfigured_destination_is_skipped_visibly(sink):
-    deliveries = Notifier(NotifierConfig(slack=SlackConfig(sink.url + SLACK_PATH))).notify(
-        task_failed("d", "t")
-    )
+    deliveries = Notifier(NotifierConfig(slack=SlackConfig(sink.url + SLACK_PATH))).notify(page())
     assert outcomes(deliveries) == {
         "slack": "sent",
         "pagerduty": "skipped",
@@ -239,7 +274,7 @@ def test_an_unconfigured_destination_is_skipped_visibly(sink):
 
 def test_a_500_then_success_is_retried_and_delivered(sink):
     sink.answers[PAGERDUTY_PATH] = [(500, {}, "upstream error")]
-    deliveries = Notifier(http_config(sink)).notify(task_failed("d", "t"))
+    deliveries = Notifier(http_config(sink)).notify(page())
     pagerduty = next(d for d in deliveries if d.destination == "pagerduty")
     assert (pagerduty.outcome, pagerduty.attempts) == ("sent", 2)
     assert len(sink.at(PAGERDUTY_PATH)) == 2
@@ -255,7 +290,7 @@ def test_a_429_waits_for_retry_after(sink):
 
 def test_a_400_is_not_retried_and_is_recorded_as_failed_with_the_error(sink):
     sink.answers[PAGERDUTY_PATH] = [(400, {}, '{"status":"invalid event"}')]
-    deliveries = Notifier(http_config(sink)).notify(task_failed("d", "t"))
+    deliveries = Notifier(http_config(sink)).notify(page())
     pagerduty = next(d for d in deliveries if d.destination == "pagerduty")
     assert (pagerduty.outcome, pagerduty.attempts) == ("failed", 1)
     assert pagerduty.error == 'HTTP 400: {"status":"invalid event"}'
@@ -277,7 +312,7 @@ def test_a_dead_endpoint_neither_raises_nor_holds_the_task(caplog):
     )
     started = time.monotonic()
     with caplog.at_level(logging.INFO, logger="alerting.notify"):
-        deliveries = Notifier(config).notify(task_failed("d", "t"))
+        deliveries = Notifier(config).notify(page())
     elapsed = time.monotonic() - started
     silent.close()
 
@@ -312,7 +347,7 @@ def test_email_carries_the_numbers(smtp):
 
 def test_email_with_starttls_refuses_a_server_without_it(smtp):
     notifier = Notifier(NotifierConfig(email=email_config(smtp, starttls=True)))
-    (*_, email, _) = notifier.notify(task_failed("d", "t"))
+    (*_, email, _) = notifier.notify(page())
     assert (email.outcome, email.attempts) == ("failed", 1)
     assert "STARTTLS" in email.error
     assert smtp.messages == [] and smtp.logins == []  # the password never left in clear text
@@ -321,7 +356,7 @@ def test_email_with_starttls_refuses_a_server_without_it(smtp):
 def test_email_to_a_server_that_is_down_fails_after_retries():
     config = EmailConfig("127.0.0.1", "a@example.org", ("b@example.org",), port=free_port())
     notifier = Notifier(NotifierConfig(email=config, retries=2, backoff_seconds=0.01))
-    email = next(d for d in notifier.notify(task_failed("d", "t")) if d.destination == "email")
+    email = next(d for d in notifier.notify(page()) if d.destination == "email")
     assert (email.outcome, email.attempts) == ("failed", 3)
     assert "ConnectionRefusedError" in email.error
 
@@ -348,10 +383,7 @@ def test_every_delivery_is_a_row_in_alert_log(sink, database_url, monkeypatch):
     configure_env(monkeypatch, sink, database_url)
     sink.answers[PAGERDUTY_PATH] = [(503, {}, "busy")]
 
-    notify(
-        task_failed("retrain_trigger", "train", run_id="manual__1", error="OOM"),
-        settings=get_settings(),
-    )
+    notify(page(), settings=get_settings())
     notify(
         Event("retrain_skipped", "info", "Retraining skipped", "cooldown active"),
         settings=get_settings(),
@@ -366,16 +398,12 @@ def test_every_delivery_is_a_row_in_alert_log(sink, database_url, monkeypatch):
         ("log", "not_routed", False, 0),
     ]
     first = logged[0]
-    assert first["alertname"] == "task_failed" and first["severity"] == "critical"
+    assert first["alertname"] == "model_accuracy_low" and first["severity"] == "critical"
     assert first["status"] == "firing"
-    assert first["dedup_key"] == "task_failed:retrain_trigger:train:manual__1"
-    assert first["labels"] == {
-        "dag_id": "retrain_trigger",
-        "task_id": "train",
-        "run_id": "manual__1",
-    }
-    assert first["annotations"]["summary"] == "Airflow task failed"
-    assert first["annotations"]["description"] == "retrain_trigger.train failed: OOM"
+    assert first["dedup_key"] == "model_accuracy_low:fraud-detector:7"
+    assert first["labels"] == {"model_name": "fraud-detector", "version": "7"}
+    assert first["annotations"]["summary"] == "Model accuracy below the critical floor"
+    assert first["annotations"]["description"] == "fraud-detector v7 at 0.78"
     assert logged[2]["error"] == "email is not configured"
     assert first["created_at"] is not None
 
@@ -439,7 +467,7 @@ def test_a_failed_delivery_does_not_count_for_dedup(sink, monkeypatch, isolated_
 def test_a_database_that_is_down_does_not_stop_the_page(sink, monkeypatch, caplog):
     configure_env(monkeypatch, sink, f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x")
     with caplog.at_level(logging.WARNING, logger="alerting.notify"):
-        deliveries = notify(task_failed("d", "t"), settings=get_settings())
+        deliveries = notify(page(), settings=get_settings())
     assert outcomes(deliveries)["pagerduty"] == "sent"
     assert "dedup check failed" in caplog.text and "could not record" in caplog.text
 
@@ -457,7 +485,7 @@ def test_no_secret_reaches_the_log_or_alert_log(sink, monkeypatch, caplog, isola
 
     # INFO, the level Airflow's task logs run at (urllib3's DEBUG lines name every request path).
     with caplog.at_level(logging.INFO):
-        deliveries = notify(task_failed("d", "t", error="boom"), settings=get_settings())
+        deliveries = notify(page(), settings=get_settings())
 
     assert {d.outcome for d in deliveries if d.destination != "email"} == {"failed"}
     assert ROUTING_KEY in json.dumps(sink.at(PAGERDUTY_PATH)[0].body)  # it was sent, and so
@@ -518,7 +546,16 @@ def test_placeholder_notification_secrets_refused_outside_development(monkeypatc
         Settings()
 
 
-def test_on_task_failure_pages_for_the_failed_task(sink, monkeypatch, isolated_settings):
+@pytest.mark.parametrize(
+    ("training", "name", "description"),
+    [
+        (False, "task_failed", "drift_check.quality failed: KeyError: 'amount'"),
+        (True, "training_failed", "Training fraud-detector: drift_check.quality failed"),
+    ],
+)
+def test_on_task_failure_tells_slack_of_the_failed_task_and_pages_nobody(
+    sink, monkeypatch, isolated_settings, training, name, description
+):
     url = f"sqlite:///{isolated_settings / 'alerts.db'}"
     configure_env(monkeypatch, sink, url)
     ti = SimpleNamespace(
@@ -528,14 +565,211 @@ def test_on_task_failure_pages_for_the_failed_task(sink, monkeypatch, isolated_s
         try_number=3,
         log_url="http://airflow/log",
     )
-    deliveries = on_task_failure({"ti": ti, "exception": KeyError("amount")})
-    assert outcomes(deliveries)["pagerduty"] == "sent"
-    (page,) = sink.at(PAGERDUTY_PATH)
-    assert page.body["payload"]["summary"] == (
-        "Airflow task failed: drift_check.quality failed: KeyError: 'amount'"
+    deliveries = on_task_failure({"ti": ti, "exception": KeyError("amount")}, training=training)
+    assert outcomes(deliveries) == {"slack": "sent", "webhook": "skipped"}
+    assert sink.at(PAGERDUTY_PATH) == []
+    (slack,) = sink.at(SLACK_PATH)
+    assert slack.body["text"].startswith("[WARNING] ") and description in slack.body["text"]
+    (row,) = rows(url)[:1]
+    assert row["alertname"] == name
+    assert row["dedup_key"] == f"{name}:drift_check:quality:scheduled__2"
+    assert row["labels"]["model_name"] == "fraud-detector"  # MODEL_NAME's default
+
+
+def test_a_failed_task_and_the_rule_for_the_same_failure_agree_on_severity():
+    """Each event and the Prometheus rule Alertmanager merges it with (same alertname) have one
+    severity; a failed task pages nobody, as the rule for a failed training run."""
+    from tests.test_alert_rules import alerts
+
+    rules = {rule["alert"]: rule["labels"]["severity"] for rule in alerts()}
+    shared = [event for event in every_kind_of_event() if event.alertname in rules]
+    assert {event.alertname for event in shared} == {"MLRetrainRejected", "MLRetrainFailed"}
+    for event in shared:
+        assert event.severity == rules[event.alertname], event.name
+    assert {event.severity for event in every_kind_of_event()} == {"warning"}
+
+
+# --- Through Alertmanager -------------------------------------------------------------------
+
+ALERTS_PATH = "/api/v2/alerts"
+NOON = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def alertmanager_notifier(url: str, **overrides) -> Notifier:
+    values = {
+        "alertmanager": AlertmanagerConfig(url, resolve_minutes=90),
+        "environment": "test",
+        "backoff_seconds": 0.05,
+        "timeout_seconds": 2.0,
+        "max_seconds": 10.0,
+    }
+    return Notifier(NotifierConfig(**(values | overrides)), clock=lambda: NOON)
+
+
+def test_an_event_is_one_alertmanager_alert_labels_annotations_and_an_end():
+    notifier = alertmanager_notifier("http://alertmanager:9093")
+    event = task_failed(
+        "drift_check_dag", "check", model_name="fraud-detector", run_id="scheduled__1",
+        error="boom", try_number=2, log_url="http://airflow:8080/log?x=1",
+    )  # fmt: skip
+
+    assert notifier.alertmanager_alert(event) == {
+        "labels": {
+            "alertname": "MLAirflowTaskFailed",
+            "severity": "warning",
+            "environment": "test",
+            "model_name": "fraud-detector",
+            "dag_id": "drift_check_dag",
+            "task_id": "check",
+            "run_id": "scheduled__1",
+        },
+        "annotations": {
+            "summary": "Airflow task failed",
+            "description": "drift_check_dag.check failed: boom",
+            "runbook_url": "docs/runbooks.md#mlairflowtaskfailed",
+            "details": "try_number: 2\nlog_url: http://airflow:8080/log?x=1",
+        },
+        "startsAt": "2026-03-01T12:00:00.000Z",
+        "endsAt": "2026-03-01T13:30:00.000Z",  # resolve_minutes later: it resolves by itself
+        "generatorURL": "http://airflow:8080/log?x=1",
+    }
+
+
+def test_every_kind_of_event_has_a_stable_alert_name_in_house_style():
+    notifier = alertmanager_notifier("http://alertmanager:9093")
+    names = {}
+    for event in every_kind_of_event():
+        alert = notifier.alertmanager_alert(event)
+        names[event.name] = alert["labels"]["alertname"]
+        assert re.fullmatch(r"ML(?:[A-Z][a-z0-9]*)+", names[event.name])
+        assert alert["annotations"]["runbook_url"].endswith("#" + names[event.name].lower())
+        assert all(re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label) for label in alert["labels"])
+    assert names == dict(ALERTNAMES)
+    assert Event("model_accuracy_low", "critical", "s").alertname == "MLModelAccuracyLow"
+
+
+def test_an_event_a_rule_also_raises_carries_only_the_rules_labels():
+    """MLRetrainRejected and MLRetrainFailed: alertname, severity, environment and model_name,
+    as the rules' alerts (aggregated by environment and model_name); the version, the task and
+    every gate's numbers go into the `details` annotation."""
+    notifier = alertmanager_notifier("http://alertmanager:9093")
+    rejected = notifier.alertmanager_alert(candidate_rejected("fraud-detector", 7, gates=GATES))
+    rule_labels = {"severity": "warning", "environment": "test", "model_name": "fraud-detector"}
+    assert rejected["labels"] == {"alertname": "MLRetrainRejected", **rule_labels}
+    details = rejected["annotations"]["details"].splitlines()
+    assert "version: 7" in details and "failed_gates: performance_floor" in details
+    assert "performance_floor.metrics.roc_auc: 0.8712" in details
+    assert "performance_floor: roc_auc 0.8712 < 0.9" in rejected["annotations"]["description"]
+    failed = notifier.alertmanager_alert(
+        training_failed("fraud-detector", "training_dag", "fit", run_id="manual__1", error="OOM")
     )
-    assert page.body["payload"]["custom_details"]["try_number"] == 3
-    assert page.body["dedup_key"] == "task_failed:drift_check:quality:scheduled__2"
+    assert failed["labels"] == {"alertname": "MLRetrainFailed", **rule_labels}
+    assert "task_id: fit" in failed["annotations"]["details"].splitlines()
+    assert "generatorURL" not in failed  # no log URL known
+
+
+def test_with_alertmanager_every_event_goes_there_and_nowhere_else(sink, smtp):
+    notifier = alertmanager_notifier(
+        sink.url,
+        slack=SlackConfig(sink.url + SLACK_PATH),
+        pagerduty=PagerDutyConfig(ROUTING_KEY, events_url=sink.url + PAGERDUTY_PATH),
+        webhook=WebhookConfig(sink.url + WEBHOOK_PATH),
+        email=email_config(smtp),
+    )
+    for event in [page(), *every_kind_of_event()]:
+        deliveries = notifier.notify(event)
+        assert [(d.destination, d.outcome, d.attempts) for d in deliveries] == [
+            ("alertmanager", "sent", 1)
+        ], event.name
+    info = Event("retrain_skipped", "info", "Retraining skipped", "cooldown active")
+    assert outcomes(notifier.notify(info)) == {"log": "not_routed"}  # nowhere, as before
+
+    assert {request.path for request in sink.received} == {ALERTS_PATH}
+    assert smtp.messages == []
+    bodies = [request.body for request in sink.at(ALERTS_PATH)]
+    assert all(isinstance(body, list) and len(body) == 1 for body in bodies)
+    assert [body[0]["labels"]["severity"] for body in bodies] == ["critical"] + ["warning"] * 6
+    assert bodies[0][0]["labels"]["alertname"] == "MLModelAccuracyLow"
+
+
+def test_alertmanager_dedups_so_the_notifier_sends_every_time(sink):
+    notifier = alertmanager_notifier(sink.url)  # dedup_minutes stays 30
+    event = retrain_started("fraud-detector", reason="drift", run_id="r1")
+    assert (
+        outcomes(notifier.notify(event))
+        == outcomes(notifier.notify(event))
+        == {"alertmanager": "sent"}
+    )
+    first, again = (request.body for request in sink.at(ALERTS_PATH))
+    assert first == again  # the same alert: Alertmanager keeps one
+
+
+def test_alertmanager_retries_a_5xx_and_gives_up_at_once_on_a_4xx(sink):
+    sink.answers[ALERTS_PATH] = [(503, {}, "not ready"), (400, {}, '{"message":"bad alert"}')]
+    notifier = alertmanager_notifier(sink.url)
+    (first,) = notifier.notify(page())
+    assert (first.outcome, first.attempts) == ("failed", 2)
+    assert first.error == 'HTTP 400: {"message":"bad alert"}'
+    (second,) = notifier.notify(page())
+    assert (second.outcome, second.attempts) == ("sent", 1)
+
+
+def test_alertmanager_down_fails_after_retries_within_the_deadline(caplog):
+    notifier = alertmanager_notifier(
+        f"http://127.0.0.1:{free_port()}", retries=3, max_seconds=3.0, timeout_seconds=0.5
+    )
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="alerting.notify"):
+        (delivery,) = notifier.notify(task_failed("drift_check_dag", "check"))
+    assert time.monotonic() - started < 3.0 + 0.5 + 0.5
+    assert (delivery.destination, delivery.outcome, delivery.attempts) == (
+        "alertmanager", "failed", 4,
+    )  # fmt: skip
+    assert "ConnectionError" in delivery.error
+    assert "alertmanager failed after 4 attempts" in caplog.text
+
+
+def test_a_password_in_the_alertmanager_url_is_masked(caplog):
+    url = f"http://notify:am-secret-55@127.0.0.1:{free_port()}"
+    notifier = alertmanager_notifier(url, retries=0)
+    with caplog.at_level(logging.INFO):
+        (delivery,) = notifier.notify(page())
+    assert delivery.outcome == "failed"
+    assert "am-secret-55" not in caplog.text and "am-secret-55" not in delivery.error
+    assert "am-secret-55" not in repr(notifier.config)
+
+
+def test_through_alertmanager_each_event_is_one_alert_log_row(sink, database_url, monkeypatch):
+    configure_env(monkeypatch, sink, database_url)  # Slack and PagerDuty set too, unused
+    monkeypatch.setenv("ALERTMANAGER_URL", sink.url + "/")
+    get_settings.cache_clear()
+
+    notify(candidate_rejected("fraud-detector", 7, gates=GATES), settings=get_settings())
+    notify(candidate_rejected("fraud-detector", 7, gates=GATES), settings=get_settings())
+    sink.answers[ALERTS_PATH] = [(500, {}, "down")] * 4
+    notify(retrain_started("fraud-detector", reason="drift", run_id="r2"), settings=get_settings())
+
+    assert {request.path for request in sink.received} == {ALERTS_PATH}
+    logged = rows(database_url)
+    assert [(r["alertname"], r["destination"], r["outcome"], r["delivered"], r["attempts"])
+            for r in logged] == [
+        ("candidate_rejected", "alertmanager", "sent", True, 1),
+        ("candidate_rejected", "alertmanager", "sent", True, 1),  # Alertmanager merged it
+        ("retrain_started", "alertmanager", "failed", False, 4),
+    ]  # fmt: skip
+    assert logged[0]["labels"]["version"] == "7" and logged[2]["error"] == "HTTP 500: down"
+
+
+def test_settings_give_the_notifier_its_alertmanager(monkeypatch):
+    assert notifier_config(Settings()).alertmanager is None  # make demo: straight to Slack
+    monkeypatch.setenv("ALERTMANAGER_URL", "http://alertmanager:9093/")
+    monkeypatch.setenv("ALERTMANAGER_RESOLVE_MINUTES", "120")
+    config = notifier_config(Settings())
+    assert config.alertmanager == AlertmanagerConfig("http://alertmanager:9093", 120.0)
+    assert config.alertmanager.alerts_url == "http://alertmanager:9093/api/v2/alerts"
+    monkeypatch.setenv("ALERTMANAGER_URL", "alertmanager:9093")
+    with pytest.raises(ValidationError, match="ALERTMANAGER_URL"):
+        Settings()
 
 
 def test_alerting_imports_nothing_of_ours():

@@ -33,13 +33,15 @@ HEARTBEAT = {"MLWatchdog": "info"}
 
 
 def healthy() -> dict[str, str]:
-    """A healthy stack: 100 requests a minute, 1% 5xx, fast, reports fresh, accuracy 0.95."""
+    """A healthy stack: 100 requests a minute, 0.05% 5xx and 0.2% slower than 0.1 s (half and a
+    fifth of what the /predict SLOs allow), reports fresh, accuracy 0.95."""
     return {
         'up{instance="api-1:8000", job="api"}': f"1x{N}",
         'up{instance="exporter:9100", job="exporter"}': f"1x{N}",
-        f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99x{N}",
-        f'http_requests_total{{{PREDICT}, status="503"}}': f"0+1x{N}",
+        f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99.95x{N}",
+        f'http_requests_total{{{PREDICT}, status="503"}}': f"0+0.05x{N}",
         f'http_request_duration_seconds_bucket{{{PREDICT}, le="0.01"}}': f"0+95x{N}",
+        f'http_request_duration_seconds_bucket{{{PREDICT}, le="0.1"}}': f"0+99.8x{N}",
         f'http_request_duration_seconds_bucket{{{PREDICT}, le="2.0"}}': f"0+100x{N}",
         f'http_request_duration_seconds_bucket{{{PREDICT}, le="2.5"}}': f"0+100x{N}",
         f'http_request_duration_seconds_bucket{{{PREDICT}, le="+Inf"}}': f"0+100x{N}",
@@ -85,6 +87,52 @@ def healthy() -> dict[str, str]:
         },
         f"ml_prediction_log_filesystem_free_bytes{{{API}}}": f"60e9x{N}",
         f"ml_prediction_log_filesystem_size_bytes{{{API}}}": f"100e9x{N}",
+    } | healthy_host()
+
+
+NODE = 'instance="node-exporter:9100", job="node"'
+CADVISOR = 'instance="cadvisor:8080", job="cadvisor"'
+API_CONTAINER = (
+    f'{CADVISOR}, id="/system.slice/docker-a1.scope", image="mlmon-api:latest", name="mlmon-api-1"'
+)
+DB_CONTAINER = (
+    f'{CADVISOR}, id="/system.slice/docker-b2.scope", image="postgres:16", name="mlmon-postgres-1"'
+)
+ROOT = f'{NODE}, device="/dev/sda1", fstype="ext4", mountpoint="/"'
+
+
+def healthy_host() -> dict[str, str]:
+    """The host under it (node-exporter, cAdvisor): two cores 30% busy, 60% of the memory
+    available, / at 40% free and losing 1 MB a minute, a full tmpfs (memory, not disk), three
+    OOM kills from before, the API's container and Postgres' (at half of its 2 GB limit)
+    started once, and cAdvisor's own nameless root cgroup."""
+    cpu = {"user": 15, "system": 3, "iowait": 0.6, "idle": 41.4}  # seconds a minute
+    return {
+        'up{instance="node-exporter:9100", job="node"}': f"1x{N}",
+        'up{instance="cadvisor:8080", job="cadvisor"}': f"1x{N}",
+        **{
+            f'node_cpu_seconds_total{{{NODE}, cpu="{core}", mode="{mode}"}}': f"0+{step}x{N}"
+            for core in (0, 1)
+            for mode, step in cpu.items()
+        },
+        f"node_load1{{{NODE}}}": f"0.7x{N}",
+        f"node_memory_MemTotal_bytes{{{NODE}}}": f"16000000000x{N}",
+        f"node_memory_MemAvailable_bytes{{{NODE}}}": f"9600000000x{N}",
+        f"node_filesystem_avail_bytes{{{ROOT}}}": f"40000000000-1000000x{N}",
+        f"node_filesystem_size_bytes{{{ROOT}}}": f"100000000000x{N}",
+        f'node_filesystem_avail_bytes{{{NODE}, device="tmpfs", fstype="tmpfs", mountpoint="/run/user/1000"}}': f"0x{N}",
+        f'node_filesystem_size_bytes{{{NODE}, device="tmpfs", fstype="tmpfs", mountpoint="/run/user/1000"}}': f"100000000x{N}",
+        f"node_vmstat_oom_kill{{{NODE}}}": f"3x{N}",
+        f"container_start_time_seconds{{{API_CONTAINER}}}": f"1700000000x{N}",
+        f"container_oom_events_total{{{API_CONTAINER}}}": f"0x{N}",
+        f"container_memory_working_set_bytes{{{API_CONTAINER}}}": f"300000000x{N}",
+        f"container_spec_memory_limit_bytes{{{API_CONTAINER}}}": f"0x{N}",
+        f"container_start_time_seconds{{{DB_CONTAINER}}}": f"1700000000x{N}",
+        f"container_oom_events_total{{{DB_CONTAINER}}}": f"0x{N}",
+        f"container_memory_working_set_bytes{{{DB_CONTAINER}}}": f"1000000000x{N}",
+        f"container_spec_memory_limit_bytes{{{DB_CONTAINER}}}": f"2000000000x{N}",
+        f'container_start_time_seconds{{{CADVISOR}, id="/"}}': f"1700000000x{N}",
+        f'container_memory_working_set_bytes{{{CADVISOR}, id="/"}}': f"6400000000x{N}",
     }
 
 
@@ -154,13 +202,36 @@ SCENARIOS = [
         },
         removed=API_OWN,
     ),
+    # The SLO burn alerts guard on the traffic of their long window, and a scenario's counters
+    # start at 0m: the hour holds 0.2 requests a second at 8m (a page 2 minutes later), the day
+    # at 173m (a ticket 15 minutes later). With that history behind it, a real one is quicker.
     Scenario(
         "the API answers 10% 5xx at full traffic",
         {
             f'http_requests_total{{{PREDICT}, status="503"}}': f"0+11x{N}",
             f'http_requests_total{{{PREDICT}, status="200"}}': f"0+89x{N}",
         },
-        {5: fires(), 6: fires(MLApiErrorRateHigh="critical")},
+        {
+            5: fires(),
+            6: fires(MLApiErrorRateHigh="warning"),
+            9: fires(MLApiErrorRateHigh="warning"),
+            10: fires(MLApiErrorRateHigh="warning", MLPredictAvailabilityBudgetBurn="critical"),
+            239: fires(
+                MLApiErrorRateHigh="warning", MLPredictAvailabilityBudgetBurn="critical,warning"
+            ),
+        },
+    ),
+    Scenario(
+        "the API answers 2% 5xx: under the error alert, over the budget",
+        {
+            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+2x{N}",
+            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+98x{N}",
+        },
+        {
+            9: fires(),
+            10: fires(MLPredictAvailabilityBudgetBurn="critical"),
+            239: fires(MLPredictAvailabilityBudgetBurn="critical,warning"),
+        },
     ),
     Scenario(
         "a few 5xx at two requests a minute, at night",
@@ -177,8 +248,8 @@ SCENARIOS = [
         {
             f'ml_predictions_total{{{API}, model_version="3", prediction="1"}}': f"0+2x60 120x{N - 61}",
             f'ml_predictions_total{{{API}, model_version="3", prediction="0"}}': f"0+98x60 5880x{N - 61}",
-            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99x60 5940x{N - 61}",
-            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+1x60 60x{N - 61}",
+            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99.95x60 5997x{N - 61}",
+            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+0.05x60 3x{N - 61}",
         },
         {60: fires(), 90: fires(MLNoPredictions="warning")},
     ),
@@ -189,8 +260,26 @@ SCENARIOS = [
     ),
     Scenario(
         "a slow model: 3% of /predict between 2 and 2.5 s",
-        {f'http_request_duration_seconds_bucket{{{PREDICT}, le="2.0"}}': f"0+97x{N}"},
-        {5: fires(), 6: fires(MLApiLatencyHigh="warning")},
+        {
+            f'http_request_duration_seconds_bucket{{{PREDICT}, le="0.1"}}': f"0+96.8x{N}",
+            f'http_request_duration_seconds_bucket{{{PREDICT}, le="2.0"}}': f"0+97x{N}",
+        },
+        {
+            5: fires(),
+            6: fires(MLApiLatencyHigh="warning"),
+            187: fires(MLApiLatencyHigh="warning"),
+            188: fires(MLApiLatencyHigh="warning", MLPredictLatencyBudgetBurn="warning"),
+        },
+    ),
+    Scenario(
+        "a slow dependency: 5% of /predict over 100 ms, a ticket and never a page",
+        {f'http_request_duration_seconds_bucket{{{PREDICT}, le="0.1"}}': f"0+95x{N}"},
+        {
+            120: fires(),
+            187: fires(),
+            188: fires(MLPredictLatencyBudgetBurn="warning"),
+            239: fires(MLPredictLatencyBudgetBurn="warning"),
+        },
     ),
     Scenario(
         "slow batch calls beside a fast /predict",
@@ -227,7 +316,9 @@ SCENARIOS = [
         },
         {
             10: fires(MLFeatureDrift="critical"),
-            60: fires(MLFeatureDrift="critical", MLExporterDown="critical", MLTargetDown="warning"),
+            60: fires(
+                MLFeatureDrift="critical,warning", MLExporterDown="critical", MLTargetDown="warning"
+            ),
         },
         removed=EXPORTER_OWN,
     ),
@@ -341,8 +432,8 @@ SCENARIOS = [
         "a deploy: the replica restarts, its counters start again",
         {
             'up{instance="api-1:8000", job="api"}': f"1x99 0 1x{N - 101}",
-            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99x99 0+99x{N - 100}",
-            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+1x99 0+1x{N - 100}",
+            f'http_requests_total{{{PREDICT}, status="200"}}': f"0+99.95x99 0+99.95x{N - 100}",
+            f'http_requests_total{{{PREDICT}, status="503"}}': f"0+0.05x99 0+0.05x{N - 100}",
             f'ml_predictions_total{{{API}, model_version="3", prediction="0"}}': f"0+98x99 0+98x{N - 100}",
             f'ml_predictions_total{{{API}, model_version="3", prediction="1"}}': f"0+2x99 0+2x{N - 100}",
         },
@@ -387,6 +478,151 @@ SCENARIOS = [
 ]
 
 
+# --- the host and its containers (node-exporter, cAdvisor) ----------------------------------
+
+NODE_OWN = tuple(k for k in healthy_host() if 'job="node"' in k and not k.startswith("up"))
+HOST_ALERTS = {
+    "MLHostCpuSaturated", "MLHostMemoryLow", "MLHostDiskFillingUp", "MLHostDiskSpaceLow",
+    "MLOomKill", "MLContainerRestarting", "MLContainerMemoryNearLimit",
+}  # fmt: skip
+
+
+def busy_from(minute: int, cpu: dict[str, float]) -> dict[str, str]:
+    """Both cores' counters: healthy_host()'s seconds a minute until `minute`, `cpu`'s after."""
+    before = {"user": 15, "system": 3, "iowait": 0.6, "idle": 41.4}
+    return {
+        f'node_cpu_seconds_total{{{NODE}, cpu="{core}", mode="{mode}"}}': (
+            f"0+{before[mode]}x{minute - 1} "
+            f"{before[mode] * (minute - 1) + step:g}+{step}x{N - minute}"
+        )
+        for core in (0, 1)
+        for mode, step in cpu.items()
+    }
+
+
+SCENARIOS += [
+    Scenario(
+        "a batch job saturates the host's CPU: a ticket, not a page",
+        busy_from(30, {"user": 55, "system": 3.2, "iowait": 0.6, "idle": 1.2}),
+        {
+            45: fires(),
+            55: fires(MLHostCpuSaturated="warning"),
+            200: fires(MLHostCpuSaturated="warning"),
+        },
+    ),
+    Scenario(
+        "the host runs out of memory: Slack at 8% available, a page at 3%",
+        {
+            f"node_memory_MemAvailable_bytes{{{NODE}}}": f"9600000000x29 1280000000x59 480000000x{N - 90}"
+        },
+        {
+            39: fires(),
+            40: fires(MLHostMemoryLow="warning"),
+            94: fires(MLHostMemoryLow="warning"),
+            95: fires(MLHostMemoryLow="critical,warning"),
+        },
+    ),
+    Scenario(
+        "the host's disk filling: a runaway log fills / in 200 minutes",
+        {f"node_filesystem_avail_bytes{{{ROOT}}}": f"30000000000-150000000x200 0x{N - 201}"},
+        {
+            30: fires(),
+            31: fires(MLHostDiskFillingUp="critical"),
+            148: fires(MLHostDiskFillingUp="critical"),
+            149: fires(MLHostDiskFillingUp="critical", MLHostDiskSpaceLow="warning"),
+        },
+    ),
+    Scenario(
+        "a container OOM-killed and restarting",
+        {
+            # Docker restarts the API's container at 60m, 62m and 64m: its start time stays its
+            # creation time, each run is a new series (container_label_restartcount), and each
+            # kill is counted on the run it ended (and by the host's kernel).
+            f"container_start_time_seconds{{{API_CONTAINER}}}": "1700000000x59 stale",
+            f'container_start_time_seconds{{{API_CONTAINER}, container_label_restartcount="1"}}': "_x60 1700000000x1 stale",
+            f'container_start_time_seconds{{{API_CONTAINER}, container_label_restartcount="2"}}': "_x62 1700000000x1 stale",
+            f'container_start_time_seconds{{{API_CONTAINER}, container_label_restartcount="3"}}': f"_x64 1700000000x{N - 65}",
+            f"container_oom_events_total{{{API_CONTAINER}}}": "0x58 1 stale",
+            f'container_oom_events_total{{{API_CONTAINER}, container_label_restartcount="1"}}': "_x60 0 1 stale",
+            f'container_oom_events_total{{{API_CONTAINER}, container_label_restartcount="2"}}': "_x62 0 1 stale",
+            f'container_oom_events_total{{{API_CONTAINER}, container_label_restartcount="3"}}': f"_x64 0x{N - 65}",
+            f"node_vmstat_oom_kill{{{NODE}}}": f"3x58 4x1 5x1 6x{N - 64}",
+        },
+        {
+            58: fires(),
+            59: fires(MLOomKill="warning"),
+            63: fires(MLOomKill="warning"),
+            64: fires(MLOomKill="warning", MLContainerRestarting="warning"),
+            90: fires(),
+        },
+    ),
+    Scenario(
+        "Postgres' container near its memory limit",
+        {
+            f"container_memory_working_set_bytes{{{DB_CONTAINER}}}": f"1000000000x29 1900000000x{N - 30}"
+        },
+        {44: fires(), 45: fires(MLContainerMemoryNearLimit="warning")},
+    ),
+    Scenario(
+        "node-exporter is down: its target-down warning, nothing else",
+        {'up{instance="node-exporter:9100", job="node"}': f"1x9 0x{N - 10}"},
+        {14: fires(), 15: fires(MLTargetDown="warning"), 200: fires(MLTargetDown="warning")},
+        removed=NODE_OWN,
+    ),
+    Scenario(
+        # compose's api-spool volume is on the host's disk: the API and node-exporter measure
+        # the same filesystem. 40 GB free of 100 for 90 minutes; from Postgres' outage the spool
+        # takes 0.3 GB a minute. Every rule fires; Alertmanager then holds back the host's two
+        # disk alerts while the spool's fires (tests/test_alertmanager.py).
+        "a Postgres outage spools onto the host's own disk: the spool pages first, then the host",
+        postgres_down(at=90)
+        | {
+            series: "40e9x90 39.7e9-0.3e9x132 0x16"
+            for series in (
+                f"ml_prediction_log_filesystem_free_bytes{{{API}}}",
+                f"node_filesystem_avail_bytes{{{ROOT}}}",
+            )
+        },
+        {
+            166: fires(**POSTGRES_OUTAGE),  # 20.5% free
+            # Under 20% and, at the last hour's rate, full within 4 h for 10 minutes:
+            167: fires(**POSTGRES_OUTAGE, MLSpoolDiskFilling="critical"),
+            184: fires(**POSTGRES_OUTAGE, MLSpoolDiskFilling="critical"),
+            # The host's 6-hour trend, diluted by the quiet 90 minutes, says so 18 minutes later:
+            185: fires(
+                **POSTGRES_OUTAGE, MLSpoolDiskFilling="critical", MLHostDiskFillingUp="critical"
+            ),
+            205: fires(
+                **POSTGRES_OUTAGE, MLSpoolDiskFilling="critical", MLHostDiskFillingUp="critical"
+            ),
+            # Under 10% free for 15 minutes, both say it again as warnings:
+            206: fires(
+                **POSTGRES_OUTAGE,
+                MLSpoolDiskFilling="critical,warning",
+                MLHostDiskFillingUp="critical",
+                MLHostDiskSpaceLow="warning",
+            ),
+        },
+    ),
+]
+
+
+def test_the_table_has_the_host_on_a_healthy_day_and_each_host_alert():
+    """Every scenario runs on a healthy host too (node-exporter and cAdvisor series), so none of
+    the host alerts may fire where a scenario does not name it; each host alert has its
+    scenario, and of the host only memory running out and a filesystem filling up page."""
+    series = healthy()
+    assert {'up{instance="node-exporter:9100", job="node"}',
+            'up{instance="cadvisor:8080", job="cadvisor"}'} <= set(series)  # fmt: skip
+    assert any(k.startswith("node_cpu") for k in series)
+    assert any(k.startswith("container_start_time") for k in series)
+    assert HOST_ALERTS - {name for name, _ in alert_keys()} == set()
+    expected = [firing for s in SCENARIOS for firing in s.expect.values()]
+    assert HOST_ALERTS - {name for firing in expected for name in firing} == set()
+    pages = {n for firing in expected for n, sev in firing.items() if "critical" in sev}
+    assert pages & HOST_ALERTS == {"MLHostDiskFillingUp", "MLHostMemoryLow"}
+
+
 def promtool_tests(scenario: Scenario) -> dict:
     checks = []
     for minute, firing in sorted(scenario.expect.items()):
@@ -417,10 +653,16 @@ def test_the_table_has_the_scenarios_on_call_asked_for():
     pages = {
         n for s in SCENARIOS for f in s.expect.values() for n, sev in f.items() if "critical" in sev
     }
-    assert {"MLApiUnavailable", "MLExporterDown", "MLPredictionLogDropping"} <= pages
+    assert {
+        "MLApiUnavailable", "MLExporterDown", "MLPredictionLogDropping",
+        "MLPredictAvailabilityBudgetBurn",
+    } <= pages  # fmt: skip
     # Nothing goes blind silently: what the stack stands on pages or tells Slack.
     assert {"MLPostgresDown", "MLSpoolDiskFilling"} <= pages
-    tickets = {n for s in SCENARIOS for f in s.expect.values() for n in f}
+    tickets = {
+        n for s in SCENARIOS for f in s.expect.values() for n, sev in f.items() if sev == "warning"
+    }
+    assert "MLPredictLatencyBudgetBurn" in tickets
     assert {"MLRegistryUnreachable", "MLAirflowUnhealthy"} <= tickets
 
 

@@ -1,10 +1,13 @@
-"""docs/runbooks.md: one section per alert, where each alert's runbook_url points, and each
-section says what the alert means, how to confirm it, what to do and when to escalate."""
+"""docs/runbooks.md: one section per alert (the rules' and the notifications'), where each alert's
+runbook_url points, and each section says what the alert means, how to confirm it, what to do and
+when to escalate."""
 
 from __future__ import annotations
 
 import re
 
+from alerting.events import ALERTNAMES
+from alerting.notify import AlertmanagerConfig, Notifier, NotifierConfig
 from data.settings import PROJECT_ROOT
 from tests.test_alert_rules import alerts, metric_names
 
@@ -29,12 +32,26 @@ def anchor(title: str) -> str:
 def test_every_alert_has_its_section_and_its_runbook_url_points_there():
     titles = sections()
     anchors = {anchor(title) for title in titles}
-    names = {rule["alert"] for rule in alerts()}
+    names = {rule["alert"] for rule in alerts()} | set(ALERTNAMES.values())
     assert names - set(titles) == set(), "alerts without a runbook section"
     assert set(titles) - names == set(), "runbook sections for alerts that do not exist"
     for rule in alerts():
         path, _, fragment = rule["annotations"]["runbook_url"].partition("#")
         assert path == "docs/runbooks.md" and fragment in anchors, rule["alert"]
+
+
+def test_every_notification_alert_points_at_its_section():
+    """The alerts the notifier sends to Alertmanager link their runbook as the rules do."""
+    from tests.test_notify import every_kind_of_event
+
+    anchors = {anchor(title) for title in sections()}
+    notifier = Notifier(NotifierConfig(alertmanager=AlertmanagerConfig("http://am:9093")))
+    events = every_kind_of_event()
+    assert {event.name for event in events} == set(ALERTNAMES)
+    for event in events:
+        url = notifier.alertmanager_alert(event)["annotations"]["runbook_url"]
+        path, _, fragment = url.partition("#")
+        assert path == "docs/runbooks.md" and fragment in anchors, event.name
 
 
 def test_every_section_has_the_four_parts_in_order_and_a_way_to_confirm():
@@ -49,9 +66,9 @@ def test_every_section_has_the_four_parts_in_order_and_a_way_to_confirm():
 def test_runbook_queries_name_series_the_alert_rules_know():
     """PromQL blocks use exported or recorded series only (the rule tests' own check)."""
     from tests.test_alert_rules import (
-        POSTGRES_EXPORTER_OWN,
         PROMETHEUS_OWN,
         WATCHERS_OWN,
+        compose_only_names,
         exported_names,
         rules,
     )
@@ -60,7 +77,7 @@ def test_runbook_queries_name_series_the_alert_rules_know():
         exported_names()
         | PROMETHEUS_OWN
         | WATCHERS_OWN
-        | POSTGRES_EXPORTER_OWN
+        | compose_only_names()  # node-exporter's, cAdvisor's, postgres-exporter's
         | {r["record"] for r in rules() if "record" in r}
     )
     text = RUNBOOKS.read_text()

@@ -245,12 +245,15 @@ def test_prometheus_scrapes_every_target_and_knows_alertmanager(stack):
 def test_alertmanager_runs_the_project_routes_with_local_secret_files(stack):
     status = get(f"{stack.url('alertmanager')}/api/v2/status").json()
     config = status["config"]["original"]
-    secrets = stack.var / "stack" / "secrets"
+    secrets = stack.var / "stack" / "alertmanager"  # rendered by alerting/entrypoint.sh
     assert f"api_url_file: {secrets / 'slack_webhook_url'}" in config
     assert f"routing_key_file: {secrets / 'pagerduty_routing_key'}" in config
     # Nothing set: the placeholders compose writes, nothing that leaves the machine.
     assert (secrets / "slack_webhook_url").read_text().startswith("http://127.0.0.1:9/")
     assert (secrets / "slack_webhook_url").stat().st_mode & 0o077 == 0
+    assert status["config"]["original"].count('receiver: "null"') >= 1  # no dead-man's URL
+    prometheus = get(f"{stack.url('prometheus')}/api/v1/status/config").json()["data"]["yaml"]
+    assert "environment: development" in prometheus  # ${ENVIRONMENT}, expanded
 
 
 def test_airflow_is_healthy_and_has_parsed_the_project_dags(stack):
@@ -370,3 +373,20 @@ def test_the_exporter_probes_the_stacks_own_airflow(tmp_path):
     assert airflow.health == exporter.env["AIRFLOW_HEALTH_URL"]
     (alone,) = [s for s in services(settings, tmp_path, ports, False) if s.name == "exporter"]
     assert "AIRFLOW_HEALTH_URL" not in alone.env
+
+
+def test_the_project_processes_notify_through_the_stacks_alertmanager(tmp_path, monkeypatch):
+    """One paging path, as in compose: the DAG tasks (Airflow's processes run them and their
+    failure callbacks) get ALERTMANAGER_URL of the Alertmanager the stack starts, whatever the
+    environment said."""
+    from tools.stack import Ports, services
+
+    monkeypatch.setenv("ALERTMANAGER_URL", "http://elsewhere:9093")
+    settings = Settings(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    items = {s.name: s for s in services(settings, tmp_path, Ports(8000, 9100, 5000, 9090, 9193,
+                                                                    8080), True)}  # fmt: skip
+    assert "--web.listen-address=127.0.0.1:9193" in items["alertmanager"].command
+    project = [name for name in items if name.startswith("airflow-") or name in ("api", "exporter")]
+    assert len(project) == 6
+    for name in project:
+        assert items[name].env["ALERTMANAGER_URL"] == "http://127.0.0.1:9193", name

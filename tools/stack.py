@@ -7,11 +7,13 @@ One honcho process manager runs, each with compose's command: the API (`python -
 API_PORT), the exporter (`python -m monitoring.prometheus_exporter` on EXPORTER_PORT), the MLflow
 tracking server (`mlflow server --serve-artifacts` on the MLFLOW_TRACKING_URI database, artifacts
 under var/mlartifacts), Prometheus (prometheus/alerts.yml and prometheus.loopback.yml with these
-ports), Alertmanager (alerting/alertmanager.yml, its secret files written from SLACK_WEBHOOK_URL
-and PAGERDUTY_ROUTING_KEY) and Airflow's api-server, scheduler, dag-processor and triggerer
-(airflow/dags, metadata under var/airflow). The settings are the stack's own (`.env`, the
-environment): DATABASE_URL picks the monitoring database, the machine's Postgres or the embedded
-SQLite. Every service listens on 127.0.0.1.
+ports, `environment` from ENVIRONMENT on every alert), Alertmanager (alerting/entrypoint.sh, as
+compose: alerting/ rendered with SLACK_WEBHOOK_URL, PAGERDUTY_ROUTING_KEY, DEADMANSSWITCH_URL and
+RUNBOOK_BASE_URL; the project's processes get it as ALERTMANAGER_URL, so the DAG tasks'
+notifications go through it, as in compose) and Airflow's api-server, scheduler, dag-processor
+and triggerer (airflow/dags, metadata under var/airflow). The settings are the stack's own
+(`.env`, the environment): DATABASE_URL picks the monitoring database, the machine's Postgres or
+the embedded SQLite. Every service listens on 127.0.0.1.
 
 Before they start, as compose's one-shot steps and health conditions do: the monitoring and
 MLflow databases are created or migrated, a first model is trained and promoted when the
@@ -51,13 +53,8 @@ from data.settings import PROJECT_ROOT, Settings, exit_on_config_error, get_sett
 HOST = "127.0.0.1"
 LOOPBACK_PROMETHEUS = PROJECT_ROOT / "prometheus" / "prometheus.loopback.yml"
 ALERT_RULES = PROJECT_ROOT / "prometheus" / "alerts.yml"
-ALERTMANAGER_CONFIG = PROJECT_ROOT / "alerting" / "alertmanager.yml"
-ALERTMANAGER_TEMPLATES = PROJECT_ROOT / "alerting" / "templates"
+ALERTMANAGER_ENTRYPOINT = PROJECT_ROOT / "alerting" / "entrypoint.sh"
 DAGS_FOLDER = PROJECT_ROOT / "airflow" / "dags"
-# What compose writes into Alertmanager's secret files when a destination is unset: a closed
-# local port (discard) and a key PagerDuty would refuse, so nothing leaves the machine.
-SLACK_NOT_SET = "http://127.0.0.1:9/slack-webhook-not-set"
-PAGERDUTY_NOT_SET = "pagerduty-routing-key-not-set"
 # honcho sends SIGTERM, then SIGKILL this many seconds after the first process stopped. Its own
 # 5 s is shorter than the API's drain (api/serve.py gives in-flight requests up to 20 s).
 KILL_WAIT_SECONDS = 30
@@ -128,31 +125,22 @@ def prometheus_config(ports: Ports) -> dict:
     return config
 
 
-def alertmanager_config(settings: Settings, folder: Path) -> dict:
-    """alerting/alertmanager.yml reading its secrets from `folder`, which this writes from the
-    settings (as compose's entrypoint does); PagerDuty at PAGERDUTY_EVENTS_URL, so a local sink
-    can stand in for it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)
-    slack = settings.SLACK_WEBHOOK_URL.get_secret_value() if settings.SLACK_WEBHOOK_URL else ""
-    pagerduty = settings.PAGERDUTY_ROUTING_KEY
-    secrets = {
-        "slack_webhook_url": slack or SLACK_NOT_SET,
-        "pagerduty_routing_key": (pagerduty.get_secret_value() if pagerduty else "")
-        or PAGERDUTY_NOT_SET,
+def alertmanager_env(settings: Settings, run_dir: Path) -> dict[str, str]:
+    """What alerting/entrypoint.sh renders alerting/ with, as compose gives it: the secrets and
+    URLs from the settings, the rendered files and secrets in `run_dir`."""
+
+    def secret(value) -> str:
+        return value.get_secret_value() if value else ""
+
+    return {
+        "ALERTMANAGER_RUN_DIR": str(run_dir),
+        "ALERTMANAGER_BINARY": binary("prometheus-alertmanager", "alertmanager"),
+        "SLACK_WEBHOOK_URL": secret(settings.SLACK_WEBHOOK_URL),
+        "PAGERDUTY_ROUTING_KEY": secret(settings.PAGERDUTY_ROUTING_KEY),
+        "PAGERDUTY_EVENTS_URL": settings.PAGERDUTY_EVENTS_URL,
+        "DEADMANSSWITCH_URL": secret(settings.DEADMANSSWITCH_URL),
+        "RUNBOOK_BASE_URL": settings.RUNBOOK_BASE_URL,
     }
-    for name, value in secrets.items():
-        path = folder / name
-        path.touch(mode=0o600)
-        path.chmod(0o600)
-        path.write_text(value)
-    text = ALERTMANAGER_CONFIG.read_text().replace("/etc/alertmanager/secrets", str(folder))
-    text = text.replace("/etc/alertmanager/templates", str(ALERTMANAGER_TEMPLATES))
-    config = yaml.safe_load(text)
-    for receiver in config["receivers"]:
-        for page in receiver.get("pagerduty_configs", []):
-            page["url"] = settings.PAGERDUTY_EVENTS_URL
-    return config
 
 
 def write_yaml(path: Path, data: dict) -> Path:
@@ -273,8 +261,11 @@ def services(settings: Settings, var: Path, ports: Ports, airflow: bool) -> list
     """The stack's processes, with compose's commands, on loopback."""
     python = sys.executable
     stack = var / "stack"
+    alertmanager_url = ports.url(ports.alertmanager)
+    # One paging path: the DAG tasks notify through this Alertmanager, not straight to Slack.
     common = {"PYTHONPATH": str(PROJECT_ROOT), "API_PORT": str(ports.api),
-              "EXPORTER_PORT": str(ports.exporter)}  # fmt: skip
+              "EXPORTER_PORT": str(ports.exporter),
+              "ALERTMANAGER_URL": alertmanager_url}  # fmt: skip
     mlflow_health = None
     result = []
     if own_mlflow_server(settings):
@@ -313,21 +304,25 @@ def services(settings: Settings, var: Path, ports: Ports, airflow: bool) -> list
                 env=common | (airflow_health if airflow else {}), wait_for=mlflow_health),
     ]  # fmt: skip
     prometheus_url = ports.url(ports.prometheus)
-    alertmanager_url = ports.url(ports.alertmanager)
     result += [
         Service("prometheus",
                 [binary("prometheus"), f"--config.file={stack / 'prometheus.yml'}",
                  f"--storage.tsdb.path={var / 'prometheus-data'}",
                  "--storage.tsdb.retention.time=15d", "--web.enable-lifecycle",
-                 f"--web.listen-address={HOST}:{ports.prometheus}"],
-                health=f"{prometheus_url}/-/ready", url=prometheus_url),
+                 f"--web.listen-address={HOST}:{ports.prometheus}",
+                 f"--web.external-url={prometheus_url}",
+                 "--enable-feature=expand-external-labels"],  # environment on every alert
+                health=f"{prometheus_url}/-/ready", url=prometheus_url,
+                env={"ENVIRONMENT": settings.ENVIRONMENT}),
+        # compose's entrypoint: alerting/ rendered for this deployment, then Alertmanager.
         Service("alertmanager",
-                [binary("prometheus-alertmanager", "alertmanager"),
-                 f"--config.file={stack / 'alertmanager.yml'}",
+                ["sh", str(ALERTMANAGER_ENTRYPOINT),
                  f"--storage.path={var / 'alertmanager-data'}",
                  f"--web.listen-address={HOST}:{ports.alertmanager}",
+                 f"--web.external-url={alertmanager_url}",
                  "--cluster.listen-address="],  # one instance: no gossip port to collide on
-                health=f"{alertmanager_url}/-/ready", url=alertmanager_url),
+                health=f"{alertmanager_url}/-/ready", url=alertmanager_url,
+                env=alertmanager_env(settings, stack / "alertmanager")),
     ]  # fmt: skip
     if airflow:
         env = common | airflow_env(settings, var, ports)
@@ -518,7 +513,6 @@ def run(args: argparse.Namespace) -> int:
     items = services(settings, var, ports, args.airflow)
     stack = var / "stack"
     write_yaml(stack / "prometheus.yml", prometheus_config(ports))
-    write_yaml(stack / "alertmanager.yml", alertmanager_config(settings, stack / "secrets"))
     run_step(prepare_first_start)
     if args.airflow:
         migrate_airflow(airflow_env(settings, var, ports), stack / "airflow-init.log")

@@ -20,7 +20,12 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from alerting.events import Event, candidate_promoted, candidate_rejected, retrain_started
+from alerting.events import (
+    candidate_challenger,
+    candidate_promoted,
+    candidate_rejected,
+    retrain_started,
+)
 from data.db import as_utc, get_engine
 from data.logs import log_context
 from data.settings import Settings
@@ -184,25 +189,16 @@ def _act_on_gates(
         )
     elif action == "rejected":
         event = candidate_rejected(settings.MODEL_NAME, version, gates=gate_report["gates"])
-    else:
-        event = Event(
-            name="candidate_challenger",
-            severity="warning",  # a person has to act: promote it, or not
-            summary="A retrained model passed its gates and waits for a person to promote it.",
-            description=(
-                f"{settings.MODEL_NAME} v{version} is @challenger (AUTO_PROMOTE=false); promote "
-                f"it with `python -m training.register_model promote --version {version}`"
-            ),
-            details=metrics,
-            labels={"model_name": settings.MODEL_NAME, "version": str(version)},
-        )
+    else:  # a person has to act: promote it, or not
+        event = candidate_challenger(settings.MODEL_NAME, version, metrics=metrics)
     notify(event, settings=settings)
     return action
 
 
 def on_training_failure(context: dict[str, Any]) -> None:
-    """`on_failure_callback` of the training tasks: page, and close the run as failed."""
-    on_task_failure(context)
+    """`on_failure_callback` of the training tasks: tell it (a warning, as the rule
+    MLRetrainFailed, whose alert it is), and close the run as failed."""
+    on_task_failure(context, training=True)
     ti = context.get("ti") or context.get("task_instance")
     try:
         run = ti.xcom_pull(task_ids="begin") if ti is not None else None

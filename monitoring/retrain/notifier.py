@@ -2,13 +2,16 @@
 
 `alerting` knows nothing of ours; this module gives it its destinations from `Settings` and its
 memory in the monitoring database, where every delivery becomes an `alert_log` row and the dedup
-window is read back, so DAG tasks in separate processes share it. What the DAG tasks call:
+window is read back, so DAG tasks in separate processes share it. With `ALERTMANAGER_URL` set
+(compose, `make stack`), Alertmanager is the one destination: one `alert_log` row per event,
+destination `alertmanager`. What the DAG tasks call:
 
     from alerting.events import candidate_rejected
     from monitoring.retrain.notifier import notify
     notify(candidate_rejected("fraud-detector", "7", gates=report.to_dict()["gates"]))
 
-and `on_task_failure` as a task's `on_failure_callback`.
+and `on_task_failure` as a task's `on_failure_callback` (`on_task_failure(context, training=True)`
+for the training DAG's tasks, whose failure is the training run's).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
-from alerting.events import Event, task_failed
+from alerting.events import Event, task_failed, training_failed
 from alerting.notify import (
+    AlertmanagerConfig,
     Delivery,
     EmailConfig,
     Notifier,
@@ -120,6 +124,13 @@ def notifier_config(settings: Settings) -> NotifierConfig:
         ),
         email=email,
         webhook=WebhookConfig(webhook_url) if webhook_url else None,
+        alertmanager=(
+            AlertmanagerConfig(
+                settings.ALERTMANAGER_URL, resolve_minutes=settings.ALERTMANAGER_RESOLVE_MINUTES
+            )
+            if settings.ALERTMANAGER_URL
+            else None
+        ),
         environment=settings.ENVIRONMENT,
         dedup_minutes=settings.NOTIFY_DEDUP_MINUTES,
         retries=settings.NOTIFY_RETRIES,
@@ -143,24 +154,31 @@ def notify(event: Event, *, settings: Settings, engine: Engine | None = None) ->
     return notifier_from_settings(settings, engine).notify(event)
 
 
-def on_task_failure(context: Mapping[str, Any]) -> list[Delivery]:
-    """An Airflow `on_failure_callback`: a `task_failed` (critical) event for the failed task.
+def on_task_failure(context: Mapping[str, Any], *, training: bool = False) -> list[Delivery]:
+    """An Airflow `on_failure_callback`: a `task_failed` event (warning) for the failed task, or
+    with `training` (the training DAG's tasks) a `training_failed` one, which is the alert of
+    the rule MLRetrainFailed (alerting.events: each event once).
 
     Airflow calls it once the task has failed for good (retries have their own callback).
     """
+    settings = get_settings()
     ti = context.get("ti") or context.get("task_instance")
     error = context.get("exception")
-    event = task_failed(
-        dag_id=str(getattr(ti, "dag_id", None) or context.get("dag_id") or "unknown"),
-        task_id=str(getattr(ti, "task_id", None) or "unknown"),
-        run_id=getattr(ti, "run_id", None) or context.get("run_id"),
-        error=f"{type(error).__name__}: {error}"
+    dag_id = str(getattr(ti, "dag_id", None) or context.get("dag_id") or "unknown")
+    task_id = str(getattr(ti, "task_id", None) or "unknown")
+    about: dict[str, Any] = {
+        "run_id": getattr(ti, "run_id", None) or context.get("run_id"),
+        "error": f"{type(error).__name__}: {error}"
         if isinstance(error, BaseException)
         else str(error or ""),
-        try_number=getattr(ti, "try_number", None),
-        log_url=_log_url(ti),
-    )
-    return notify(event, settings=get_settings())
+        "try_number": getattr(ti, "try_number", None),
+        "log_url": _log_url(ti),
+    }
+    if training:
+        event = training_failed(settings.MODEL_NAME, dag_id, task_id, **about)
+    else:
+        event = task_failed(dag_id, task_id, model_name=settings.MODEL_NAME, **about)
+    return notify(event, settings=settings)
 
 
 def _log_url(ti: object) -> str | None:

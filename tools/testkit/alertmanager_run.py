@@ -1,12 +1,14 @@
-"""Debian's Alertmanager on a loopback port with a test copy of alerting/alertmanager.yml.
+"""Debian's Alertmanager on a loopback port with a test rendering of alerting/.
 
-The copy differs from the project's file only where a test must: the secret files hold a local
-HTTP sink's URL and key, PagerDuty's URL is the sink's, and groups wait one second instead of
+alerting/entrypoint.sh renders the project's files as every deployment does; the test's copy
+differs only where a test must: the secrets hold a local HTTP sink's URL and key, PagerDuty's URL
+(and the dead-man's switch's, when given) is the sink's, and groups wait one second instead of
 thirty. Used by tests/test_alertmanager.py and tests/test_monitoring_live.py.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -19,23 +21,36 @@ from data.settings import PROJECT_ROOT
 from tools.testkit.api_server import free_port
 
 CONFIG = PROJECT_ROOT / "alerting" / "alertmanager.yml"
-TEMPLATES = PROJECT_ROOT / "alerting" / "templates"
-SLACK, PAGERDUTY = "/slack/T9/B9/Z", "/pagerduty/v2/enqueue"
+ENTRYPOINT = PROJECT_ROOT / "alerting" / "entrypoint.sh"
+SLACK, PAGERDUTY, DEADMANSSWITCH = "/slack/T9/B9/Z", "/pagerduty/v2/enqueue", "/ping/dms-uuid"
 ROUTING_KEY = "test-routing-key-abcdef0123456789"
+RUNBOOK_BASE_URL = "https://git.example.com/ml/stack/blob/main/"
 
 
-def loopback_copy(tmp_path: Path, sink_url: str) -> Path:
-    """The project's file, its secrets and timings replaced for a loopback run."""
-    (tmp_path / "slack_webhook_url").write_text(sink_url + SLACK + "\n")
-    (tmp_path / "pagerduty_routing_key").write_text(ROUTING_KEY + "\n")
-    text = CONFIG.read_text().replace("/etc/alertmanager/secrets", str(tmp_path))
-    text = text.replace("/etc/alertmanager/templates", str(TEMPLATES))
-    config = yaml.safe_load(text)
+def render(run_dir: Path, **env: str) -> Path:
+    """alerting/ rendered by its entrypoint into `run_dir` with these variables; the config."""
+    done = subprocess.run(
+        ["sh", str(ENTRYPOINT), "--render-only"],
+        env={"PATH": os.environ["PATH"], "ALERTMANAGER_RUN_DIR": str(run_dir), **env},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return run_dir / "alertmanager.yml"
+
+
+def loopback_copy(tmp_path: Path, sink_url: str, *, deadmansswitch: bool = False) -> Path:
+    """The project's files rendered for a loopback run: every destination is the sink."""
+    env = {
+        "SLACK_WEBHOOK_URL": sink_url + SLACK,
+        "PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
+        "PAGERDUTY_EVENTS_URL": sink_url + PAGERDUTY,
+        "RUNBOOK_BASE_URL": RUNBOOK_BASE_URL,
+    }
+    if deadmansswitch:
+        env["DEADMANSSWITCH_URL"] = sink_url + DEADMANSSWITCH
+    path = render(tmp_path, **env)
+    config = yaml.safe_load(path.read_text())
     config["route"] |= {"group_wait": "1s", "group_interval": "1s"}
-    for receiver in config["receivers"]:
-        for page in receiver.get("pagerduty_configs", []):
-            page["url"] = sink_url + PAGERDUTY
-    path = tmp_path / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
