@@ -46,7 +46,7 @@ from grafana.overview import (
     retraining_and_registry,
     service_health,
 )
-from grafana.panels import DASHBOARDS, dashboard
+from grafana.panels import DASHBOARDS, annotations, dashboard
 
 
 def build() -> dict[str, dict[str, Any]]:
@@ -76,6 +76,7 @@ def build() -> dict[str, dict[str, Any]]:
         "The machine under the stack and its containers: CPU, memory, disks, network (USE).",
         host(),
         variables=host_variables(),
+        annotations=annotations(by_environment=False),
     )
     return {
         "ml-overview.json": overview,

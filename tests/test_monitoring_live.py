@@ -66,7 +66,8 @@ TOKEN = "live-test-admin-token"
 ENVIRONMENT = "development"
 # Grafana's template variables, as the dashboards use them, replaced for a plain query.
 DASHBOARD_VARIABLES = {"$environment": ".+", "$model": ".+", "$__rate_interval": "1m",
-                       "$node": ".+", "$container": ".+"}  # fmt: skip
+                       "$node": ".+", "$container": ".+", "$version": ".+",
+                       "$feature": ".+"}  # fmt: skip
 WAIT_SECONDS = 60
 
 
