@@ -24,6 +24,14 @@ run_dir=${ALERTMANAGER_RUN_DIR:-/etc/alertmanager/run}
 
 umask 077
 mkdir -p "$run_dir/templates"
+# Said once at start, in Alertmanager's log: an unset destination is a placeholder that fails
+# every notification (MLAlertNotificationsFailing), and an unset heartbeat watches nothing.
+for name in SLACK_WEBHOOK_URL PAGERDUTY_ROUTING_KEY DEADMANSSWITCH_URL; do
+  eval "value=\${$name:-}"
+  if [ -z "$value" ]; then
+    echo "alerting/entrypoint.sh: $name is not set (see .env.example)" >&2
+  fi
+done
 printf '%s' "${SLACK_WEBHOOK_URL:-http://127.0.0.1:9/slack-webhook-not-set}" \
   > "$run_dir/slack_webhook_url"
 printf '%s' "${PAGERDUTY_ROUTING_KEY:-pagerduty-routing-key-not-set}" \

@@ -47,7 +47,7 @@ from grafana.overview import (
     retraining_and_registry,
     service_health,
 )
-from grafana.panels import DASHBOARDS, dashboard
+from grafana.panels import DASHBOARDS, annotations, dashboard
 
 
 def build() -> dict[str, dict[str, Any]]:
@@ -78,6 +78,7 @@ def build() -> dict[str, dict[str, Any]]:
         "The machine under the stack and its containers: CPU, memory, disks, network (USE).",
         host(),
         variables=host_variables(),
+        annotations=annotations(by_environment=False),
     )
     return {
         "ml-overview.json": overview,

@@ -24,6 +24,7 @@ from grafana.panels import (
     prom,
     query_variable,
     row,
+    runbook_variable,
     stat,
     steps,
     threshold_line,
@@ -69,6 +70,7 @@ def host_variables() -> list[dict[str, Any]]:
         query_variable(
             "container", "Container", 'label_values(container_start_time_seconds{name!=""}, name)'
         ),
+        runbook_variable(),
     ]
 
 

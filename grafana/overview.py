@@ -14,6 +14,7 @@ from typing import Any
 from grafana.panels import (
     BLUE,
     ENV,
+    FEATURE,
     GREEN,
     ORANGE,
     PREDICT,
@@ -21,9 +22,11 @@ from grafana.panels import (
     RED,
     SEL,
     THRESHOLDS,
+    VERSION,
     _default_options,
     _quantile,
     _rate,
+    alert_list,
     alert_steps,
     default,
     mapping,
@@ -45,6 +48,14 @@ def service_health() -> list[dict[str, Any]]:
     up_down = mapping((0, "down", RED), (1, "up", GREEN))
     return [
         row("Service health"),
+        alert_list(
+            "Alerts now",
+            description=(
+                "What fires or is pending in these environments, critical first, from the rules "
+                "of prometheus/alerts.yml; each alert's runbook is linked from its panel below."
+            ),
+            height=6,
+        ),
         stat(
             "API replicas up",
             "none",
@@ -65,7 +76,10 @@ def service_health() -> list[dict[str, Any]]:
             "Scrape targets",
             "none",
             prom("up", "{{job}} {{instance}}"),
-            description="Every target Prometheus scrapes (MLTargetDown while one is 0).",
+            description=(
+                "Every target Prometheus scrapes (MLTargetDown while one is 0; MLExporterDown "
+                "when no exporter answers, MLApiUnavailable when no API replica does)."
+            ),
             mappings=up_down,
             thresholds=steps(RED, (1, GREEN)),
         ),
@@ -153,6 +167,19 @@ def service_health() -> list[dict[str, Any]]:
             description="Predictions served per second, by predicted class (MLNoPredictions at 0).",
         ),
         timeseries(
+            "Predictions by model version",
+            "ops",
+            prom(
+                _rate("ml_predictions_total", "environment, model_version", f"{ENV}, {VERSION}"),
+                "v{{model_version}}",
+            ),
+            description=(
+                "Predictions served per second by the version that answered (the `version` "
+                "variable picks some): a rollout, a rollback, or replicas on different versions "
+                "(MLReplicaServesOldVersion)."
+            ),
+        ),
+        timeseries(
             "Refused or failed predictions by cause",
             "ops",
             prom(
@@ -216,6 +243,35 @@ def service_health() -> list[dict[str, Any]]:
             prom(f"ml_exporter_read_seconds{{{SEL}}}", "{{environment}}"),
             description="How long the exporter's last read of the database and registry took.",
             width=6,
+        ),
+        timeseries(
+            "Alerting pipeline: rule evaluations failing",
+            "short",
+            prom(
+                "sum by (rule_group) (increase(prometheus_rule_evaluation_failures_total[10m]))",
+                "{{rule_group}}",
+            ),
+            description=(
+                "Rule evaluations that failed over 10 minutes, by group: a rule that cannot be "
+                "evaluated never fires (MLRuleEvaluationFailing)."
+            ),
+        ),
+        timeseries(
+            "Alerting pipeline: notifications failed or dropped",
+            "short",
+            prom(
+                "sum by (integration) (increase(alertmanager_notifications_failed_total[10m]))",
+                "failed: {{integration}}",
+            ),
+            prom(
+                "sum(increase(prometheus_notifications_dropped_total[10m]))",
+                "dropped by Prometheus",
+            ),
+            description=(
+                "Notifications Alertmanager could not deliver, by receiver type "
+                "(MLAlertNotificationsFailing), and alerts Prometheus could not hand to "
+                "Alertmanager (MLAlertsDropped), over 10 minutes."
+            ),
         ),
     ]
 
@@ -497,7 +553,7 @@ def drift_and_quality() -> list[dict[str, Any]]:
         timeseries(
             "PSI per feature",
             "none",
-            prom(f"ml_drift_psi{{{SEL}}}", "{{feature}}"),
+            prom(f"ml_drift_psi{{{SEL}, {FEATURE}}}", "{{feature}}"),
             description="Population stability index against the champion's reference profile.",
             thresholds=psi,
             line_thresholds=True,
@@ -505,7 +561,7 @@ def drift_and_quality() -> list[dict[str, Any]]:
         timeseries(
             "Wasserstein distance per feature",
             "none",
-            prom(f"ml_drift_wasserstein{{{SEL}}}", "{{feature}}"),
+            prom(f"ml_drift_wasserstein{{{SEL}, {FEATURE}}}", "{{feature}}"),
             description="Numerical features, in reference standard deviations.",
             thresholds=wasserstein,
             line_thresholds=True,
@@ -513,7 +569,7 @@ def drift_and_quality() -> list[dict[str, Any]]:
         stat(
             "Drift severity per feature",
             "none",
-            prom(f"ml_drift_severity{{{SEL}}}", "{{feature}}"),
+            prom(f"ml_drift_severity{{{SEL}, {FEATURE}}}", "{{feature}}"),
             description="Latest drift report: none, warning (drifted), critical.",
             mappings=severity,
             thresholds=steps(GREEN, (1, ORANGE), (2, RED)),
@@ -530,7 +586,7 @@ def drift_and_quality() -> list[dict[str, Any]]:
         timeseries(
             "Missing share per feature",
             "percentunit",
-            prom(f"ml_quality_missing_ratio{{{SEL}}}", "{{feature}}"),
+            prom(f"ml_quality_missing_ratio{{{SEL}, {FEATURE}}}", "{{feature}}"),
             threshold_line("feature_missing_ratio", "alert threshold"),
             description="Quality window rows without the feature (MLFeatureMissingRateHigh).",
             thresholds=alert_steps("feature_missing_ratio", low_is_bad=False, color=ORANGE),
@@ -538,7 +594,7 @@ def drift_and_quality() -> list[dict[str, Any]]:
         timeseries(
             "Outside the training range per feature",
             "percentunit",
-            prom(f"ml_quality_outside_training_range_ratio{{{SEL}}}", "{{feature}}"),
+            prom(f"ml_quality_outside_training_range_ratio{{{SEL}, {FEATURE}}}", "{{feature}}"),
             description="Values beyond the training range, where the schema sets no bound.",
             thresholds=steps(
                 GREEN, (QUALITY.training_range_soft, ORANGE), (QUALITY.training_range_hard, RED)
@@ -573,7 +629,7 @@ def drift_and_quality() -> list[dict[str, Any]]:
             "short",
             prom(
                 "histogram_quantile(0.5, sum by (environment, feature, le) "
-                f"(rate(ml_feature_value_bucket{{{ENV}}}[$__rate_interval])))",
+                f"(rate(ml_feature_value_bucket{{{ENV}, {FEATURE}}}[$__rate_interval])))",
                 "{{feature}}",
             ),
             description="Medians of the numerical inputs as received, between drift reports.",

@@ -24,7 +24,15 @@ PROMETHEUS = {"type": "prometheus", "uid": "${datasource}"}
 POSTGRES = {"type": "grafana-postgresql-datasource", "uid": "postgres"}
 ENV = 'environment=~"$environment"'
 SEL = 'environment=~"$environment", model_name=~"$model"'
+FEATURE = 'feature=~"$feature"'  # the per-feature panels
+VERSION = 'model_version=~"$version"'  # the per-version panels
 PREDICT = 'handler=~"/predict.*|/feedback.*"'  # the routes ml:http_requests:error_ratio reads
+# The alert views (the alert list, the alerts annotation) also keep alerts without an
+# `environment` of their own: those on Prometheus' targets, the host and Postgres (`up`, node-
+# exporter, cAdvisor, postgres-exporter). Prometheus' external label gives them one on the way to
+# Alertmanager only, not in ALERTS or the rules Grafana lists, and they are the environment of
+# the Prometheus the dashboard reads.
+ALERT_ENV = 'environment=~"$environment|"'
 
 GREEN, ORANGE, RED, BLUE = "green", "orange", "red", "blue"
 
@@ -41,7 +49,22 @@ def alert_thresholds() -> dict[str, float]:
     return values
 
 
+def alert_runbooks() -> dict[str, str]:
+    """Alert name -> its `runbook_url` (docs/runbooks.md#...), from alerts.yml."""
+    return {
+        rule["alert"]: rule["annotations"]["runbook_url"]
+        for group in yaml.safe_load(RULES.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+
+
 THRESHOLDS = alert_thresholds()
+RUNBOOKS = alert_runbooks()
+# Prefixed to a runbook's docs/runbooks.md#... in panel links: a textbox variable, empty by
+# default (open a dashboard with `?var-runbook_base=https://git.example.com/ml/blob/main/`, as
+# RUNBOOK_BASE_URL does for Alertmanager's messages).
+RUNBOOK_BASE = "${runbook_base}"
 DEFAULTS = Settings.model_fields
 QUALITY = QualityThresholds()
 
@@ -159,7 +182,21 @@ def panel(
         "options": options or _default_options(kind),
         "targets": targets,
     }
+    links = runbook_links(description)
+    if links:
+        result["links"] = links
     return result
+
+
+def runbook_links(description: str) -> list[dict[str, Any]]:
+    """A link to the runbook of every alert the panel's description names (each panel that
+    draws an alert's figure says which alert in its description)."""
+    named = dict.fromkeys(re.findall(r"\bML[A-Z]\w+", description))
+    return [
+        {"title": f"Runbook: {name}", "url": RUNBOOK_BASE + RUNBOOKS[name], "targetBlank": True}
+        for name in named
+        if name in RUNBOOKS
+    ]
 
 
 def _ref_ids():
@@ -220,6 +257,38 @@ def table(title: str, query: str, **kwargs: Any) -> dict[str, Any]:
     return panel("table", title, "none", [sql(query)], width=kwargs.pop("width", 12), **kwargs)
 
 
+def alert_list(title: str, *, description: str, width: int = 24, height: int = 8):
+    """The alerts firing and pending now, from Prometheus' rules (the datasource lists them
+    because it is provisioned with `manageAlerts: true`), in the dashboard's environments."""
+    return {
+        "type": "alertlist",
+        "title": title,
+        "description": description,
+        "gridPos": {"w": width, "h": height},
+        "options": {
+            "viewMode": "list",
+            "groupMode": "default",
+            "groupBy": [],
+            "maxItems": 20,
+            "sortOrder": 3,  # importance: critical first
+            "dashboardAlerts": False,
+            "alertName": "",
+            "showInstances": True,
+            "datasource": "Prometheus",
+            "alertInstanceLabelFilter": f"{{{ALERT_ENV}}}",
+            "stateFilter": {
+                "firing": True,
+                "pending": True,
+                "noData": False,
+                "normal": False,
+                "error": True,
+                "recovering": False,
+            },
+            "folder": None,
+        },
+    }
+
+
 def row(title: str) -> dict[str, Any]:
     return {"type": "row", "title": title, "collapsed": False, "panels": []}
 
@@ -267,6 +336,20 @@ def datasource_variable() -> dict[str, Any]:
     }
 
 
+def runbook_variable() -> dict[str, Any]:
+    """Where the runbooks are read: prefixed to the panels' runbook links (RUNBOOK_BASE)."""
+    return {
+        "type": "textbox",
+        "name": "runbook_base",
+        "label": "Runbooks at",
+        "description": "Prefixed to docs/runbooks.md#... in the panels' runbook links, e.g. "
+        "https://git.example.com/ml/monitoring/blob/main/ (RUNBOOK_BASE_URL).",
+        "query": "",
+        "current": {"selected": False, "text": "", "value": ""},
+        "hide": 0,
+    }
+
+
 def variables() -> list[dict[str, Any]]:
     query = query_variable
     return [
@@ -277,6 +360,65 @@ def variables() -> list[dict[str, Any]]:
             "Model",
             'label_values(ml_exporter_source_up{environment=~"$environment"}, model_name)',
         ),
+        # The served versions (ml_predictions_total by version), for a rollout or a rollback.
+        query(
+            "version",
+            "Model version",
+            'label_values(ml_predictions_total{environment=~"$environment"}, model_version)',
+        ),
+        # The features of the latest drift report, to look at one during a drift incident.
+        query(
+            "feature",
+            "Feature",
+            f"label_values(ml_drift_psi{{{SEL}}}, feature)",
+        ),
+        runbook_variable(),
+    ]
+
+
+def annotations(by_environment: bool = True) -> list[dict[str, Any]]:
+    """Marks on every time series: alerts as they fire (Prometheus' ALERTS), promotions and
+    rollbacks (promotion_audit) and retrains, from request to end (training_runs). The host
+    dashboard has no environment variable: its alerts are every environment's; elsewhere the
+    chosen environments' and those without one (ALERT_ENV)."""
+    environment = f", {ALERT_ENV}" if by_environment else ""
+    return [
+        {
+            "name": "Alerts firing",
+            "datasource": PROMETHEUS,
+            "enable": True,
+            "iconColor": RED,
+            "expr": f'ALERTS{{alertstate="firing", severity=~"critical|warning"{environment}}}',
+            "step": "1m",
+            "titleFormat": "{{alertname}} ({{severity}})",
+            "textFormat": "{{environment}} {{instance}}",
+            "tagKeys": "severity,alertname",
+            "useValueForTime": False,
+        },
+        {
+            "name": "Promotions",
+            "datasource": POSTGRES,
+            "enable": True,
+            "iconColor": BLUE,
+            "rawQuery": (
+                "SELECT created_at AS time, action || ' v' || version AS text, action AS tags "
+                "FROM promotion_audit WHERE $__timeFilter(created_at) ORDER BY created_at"
+            ),
+            "format": "table",
+        },
+        {
+            "name": "Retrains",
+            "datasource": POSTGRES,
+            "enable": True,
+            "iconColor": ORANGE,
+            "rawQuery": (
+                "SELECT requested_at AS time, COALESCE(finished_at, now()) AS timeend, "
+                "trigger || ': ' || status || COALESCE(' v' || version, '') AS text, "
+                "status AS tags FROM training_runs WHERE $__timeFilter(requested_at) "
+                "ORDER BY requested_at"
+            ),
+            "format": "table",
+        },
     ]
 
 
@@ -312,7 +454,7 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any
         "version": 1,
         "time": extra.get("time", {"from": "now-24h", "to": "now"}),
         "templating": {"list": extra.get("variables") or variables()},
-        "annotations": {"list": []},
+        "annotations": {"list": extra.get("annotations", annotations())},
         "links": [
             {
                 "type": "dashboards",

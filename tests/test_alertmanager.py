@@ -8,6 +8,7 @@ The live tests start Debian's Alertmanager on a loopback port with a copy of the
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -27,6 +28,7 @@ from tests.test_alert_rules import RULE_TESTS, load
 from tools.testkit.alertmanager_run import (
     CONFIG,
     DEADMANSSWITCH,
+    ENTRYPOINT,
     PAGERDUTY,
     ROUTING_KEY,
     RUNBOOK_BASE_URL,
@@ -584,3 +586,22 @@ def test_an_slo_page_holds_back_the_api_error_warning_of_its_environment(tmp_pat
             assert "MLPredictAvailabilityBudgetBurn" in page.body["payload"]["summary"]
         finally:
             manager.stop()
+
+
+def test_the_entrypoint_says_which_destination_is_not_set(tmp_path):
+    """An unset destination fails every notification to it: said at start, in the log."""
+
+    def stderr(**env: str) -> str:
+        done = subprocess.run(
+            ["sh", str(ENTRYPOINT), "--render-only"],
+            env={"PATH": os.environ["PATH"], "ALERTMANAGER_RUN_DIR": str(tmp_path), **env},
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    said = stderr()
+    for name in ("SLACK_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY", "DEADMANSSWITCH_URL"):
+        assert f"{name} is not set" in said
+    assert stderr(SLACK_WEBHOOK_URL="https://hooks.example/x", PAGERDUTY_ROUTING_KEY="k",
+                  DEADMANSSWITCH_URL="https://hc.example/ping") == ""  # fmt: skip

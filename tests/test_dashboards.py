@@ -24,11 +24,12 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, insert, text
 
-from data.db import init_db, labels, metadata, prediction_logs
+from data.db import init_db, labels, metadata, prediction_logs, promotion_audit, training_runs
 from data.settings import PROJECT_ROOT
 from tests.test_alert_rules import (
     COMPOSE_ONLY_OWN,
     RULES,
+    WATCHERS_OWN,
     compose_only_names,
     exported_names,
     metric_names,
@@ -44,15 +45,20 @@ UIDS = {"ml-overview", "ml-business", "ml-host"}
 OVERVIEW_ROWS = ("service health", "error budget", "performance", "drift", "retrain")
 PROMETHEUS_TYPE, POSTGRES_TYPE = "prometheus", "grafana-postgresql-datasource"
 LIVE_SUBSTITUTIONS = {"$environment": ".+", "$model": ".*", "$__rate_interval": "1m",
-                      "$node": ".+", "$container": ".+"}  # fmt: skip
+                      "$node": ".+", "$container": ".+", "$version": ".+",
+                      "$feature": ".+"}  # fmt: skip
 # The variables of each dashboard: a host's series have no environment or model, but a host
-# (node-exporter's instance) and a container (cAdvisor's name).
-VARIABLES = {"ml-host": {"datasource", "node", "container"}}
-DEFAULT_VARIABLES = {"datasource", "environment", "model"}
+# (node-exporter's instance) and a container (cAdvisor's name). `runbook_base` (a textbox) is
+# prefixed to the panels' runbook links.
+VARIABLES = {"ml-host": {"datasource", "node", "container", "runbook_base"}}
+DEFAULT_VARIABLES = {"datasource", "environment", "model", "version", "feature", "runbook_base"}
 # How the variables may appear in PromQL: as these regex matchers only.
 VARIABLE_MATCHERS = (
     r'environment=~"\$environment"|model_name=~"\$model"|instance=~"\$node"|name=~"\$container"'
+    r'|model_version=~"\$version"|feature=~"\$feature"'
+    r'|ALERTS\{[^}]*environment=~"\$environment\|"'  # alerts: also those without an environment
 )
+ANNOTATIONS = {"Alerts firing", "Promotions", "Retrains"}
 
 
 def build_module():
@@ -66,8 +72,8 @@ def dashboards() -> dict[str, dict[str, Any]]:
 
 
 def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
-    """The panels that show something (rows are layout)."""
-    return [panel for panel in board["panels"] if panel["type"] != "row"]
+    """The panels that query something (rows are layout; the alert list reads the rules)."""
+    return [panel for panel in board["panels"] if panel["type"] not in ("row", "alertlist")]
 
 
 def queries(kind: str) -> list[tuple[str, str, str]]:
@@ -81,6 +87,11 @@ def queries(kind: str) -> list[tuple[str, str, str]]:
             for target in panel["targets"]:
                 if target["datasource"]["type"] == datasource:
                     found.append((board["uid"], panel["title"], target[field]))
+        # The annotations' queries are checked like the panels' (an SQL one is `rawQuery`).
+        for note in board["annotations"]["list"]:
+            if note["datasource"]["type"] == datasource:
+                query = note["expr"] if kind == "promql" else note["rawQuery"]
+                found.append((board["uid"], f"annotation {note['name']}", query))
     return found
 
 
@@ -177,7 +188,8 @@ def test_every_dashboard_has_the_datasource_environment_and_model_variables():
         assert set(variables) == VARIABLES.get(uid, DEFAULT_VARIABLES)
         assert variables["datasource"]["type"] == "datasource"
         assert variables["datasource"]["query"] == PROMETHEUS_TYPE
-        for name in set(variables) - {"datasource"}:
+        assert variables["runbook_base"]["type"] == "textbox"
+        for name in set(variables) - {"datasource", "runbook_base"}:
             assert variables[name]["datasource"]["uid"] == "${datasource}"
             # The variables' own queries read exported series too.
             (series,) = re.findall(r"label_values\((\w+)", variables[name]["definition"])
@@ -215,7 +227,7 @@ def test_promql_parses(tmp_path: Path):
 
 def test_every_query_names_only_series_a_service_exports_or_a_rule_records():
     recorded = {rule["record"] for rule in rules() if "record" in rule}
-    known = exported_names() | recorded | {"up"} | compose_only_names()
+    known = exported_names() | recorded | {"up", "ALERTS"} | compose_only_names() | WATCHERS_OWN
     unknown = {
         f"{uid}: {title}": sorted(metric_names(live_promql(expr)) - known)
         for uid, title, expr in queries("promql")
@@ -366,6 +378,24 @@ def test_every_sql_query_runs_on_postgres_and_the_amounts_add_up(postgres_url, f
             )
         )
 
+        # A promotion and two retrains, one finished and one still running, for the annotations.
+        conn.execute(
+            insert(promotion_audit).values(
+                created_at=now - timedelta(hours=1), model_name="fraud-detector", version="7",
+                action="promoted", actor="airflow", reason="gates passed",
+            )
+        )  # fmt: skip
+        for requested, finished, status, version in (
+            (now - timedelta(hours=2), now - timedelta(hours=1), "promoted", "7"),
+            (now - timedelta(minutes=10), None, "running", None),
+        ):
+            conn.execute(
+                insert(training_runs).values(
+                    requested_at=requested, finished_at=finished, model_name="fraud-detector",
+                    trigger="policy", reason="drift", status=status, version=version,
+                )
+            )  # fmt: skip
+
     results = {}
     with engine.connect() as conn:
         for _, title, query in queries("sql"):
@@ -384,6 +414,15 @@ def test_every_sql_query_runs_on_postgres_and_the_amounts_add_up(postgres_url, f
     }
     (performance,) = results["Performance reports"]
     assert performance["realized_accuracy"] is not None and performance["label_coverage"] == 1.0
+    (promotion,) = {tuple(r.items()) for r in results["annotation Promotions"]}
+    assert dict(promotion)["text"] == "promoted v7" and dict(promotion)["tags"] == "promoted"
+    retrains = sorted(results["annotation Retrains"], key=lambda r: r["time"])[:2]
+    assert [(r["text"], r["tags"]) for r in retrains] == [
+        ("policy: promoted v7", "promoted"),
+        ("policy: running", "running"),
+    ]
+    assert retrains[0]["timeend"] > retrains[0]["time"]  # a region from request to end
+    assert retrains[1]["timeend"] >= retrains[1]["time"]  # still running: until now
     (drift,) = results["Drift reports"]
     assert drift["summary"] and drift["rows_current"] == 3_000
 
@@ -420,3 +459,61 @@ def test_the_dashboard_provider_reads_the_mounted_folder():
     assert provider["type"] == "file"
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
     assert provider["allowUiUpdates"] is False
+
+
+# --- incidents: alerts, runbooks, annotations -------------------------------------------------
+
+
+def test_every_dashboard_marks_alerts_promotions_and_retrains():
+    for uid, board in dashboards().items():
+        notes = {note["name"]: note for note in board["annotations"]["list"]}
+        assert set(notes) == ANNOTATIONS, uid
+        assert notes["Alerts firing"]["datasource"]["uid"] == "${datasource}"
+        assert 'alertstate="firing"' in notes["Alerts firing"]["expr"]
+        if uid != "ml-host":  # the host's alerts have no environment: that dashboard shows all
+            assert 'environment=~"$environment|"' in notes["Alerts firing"]["expr"], uid
+        for name in ("Promotions", "Retrains"):
+            assert notes[name]["datasource"]["uid"] == "postgres", (uid, name)
+        # a retrain is a region, from its request to its end
+        assert "timeend" in notes["Retrains"]["rawQuery"]
+
+
+def test_a_panel_that_names_an_alert_links_to_its_runbook():
+    """Every alert named in a panel's description is a link to its section of the runbooks,
+    and every alert of alerts.yml (but the watchdog) has a panel that links to it."""
+    runbooks = (PROJECT_ROOT / "docs" / "runbooks.md").read_text()
+    anchors = {f"docs/runbooks.md#{h.lower()}" for h in re.findall(r"^## (\w+)", runbooks, re.M)}
+    alerts = {rule["alert"] for rule in rules() if "alert" in rule}
+    linked = set()
+    for uid, board in dashboards().items():
+        for panel in panels(board):
+            named = set(re.findall(r"\bML[A-Z]\w+", panel["description"])) & alerts
+            links = {
+                link["title"].removeprefix("Runbook: "): link for link in panel.get("links", [])
+            }
+            assert set(links) == named, (uid, panel["title"])
+            for link in links.values():
+                assert link["url"].startswith("${runbook_base}docs/runbooks.md#"), link
+                assert link["url"].removeprefix("${runbook_base}") in anchors, link
+            linked |= named
+    assert alerts - linked - {"MLWatchdog"} == set(), "alerts no panel links to"
+
+
+def test_the_overview_opens_with_the_alerts_firing_now():
+    board = dashboards()["ml-overview"]
+    first = board["panels"][1]  # right under the first row's title
+    assert first["type"] == "alertlist"
+    options = first["options"]
+    assert options["datasource"] == "Prometheus" and options["stateFilter"]["firing"]
+    # The chosen environments' alerts, and those with no environment label (Prometheus'
+    # targets, the host, Postgres: the external label reaches Alertmanager only).
+    assert options["alertInstanceLabelFilter"] == '{environment=~"$environment|"}'
+    config = yaml.safe_load(DATASOURCES.read_text())
+    (prometheus,) = [s for s in config["datasources"] if s["name"] == options["datasource"]]
+    assert prometheus["jsonData"]["manageAlerts"] is True  # else Grafana lists no rule of it
+
+
+def test_the_version_and_feature_variables_filter_panels():
+    promql = " ".join(expr for _, _, expr in queries("promql"))
+    assert 'model_version=~"$version"' in promql
+    assert promql.count('feature=~"$feature"') >= 5

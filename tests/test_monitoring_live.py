@@ -67,7 +67,8 @@ TOKEN = "live-test-admin-token"
 ENVIRONMENT = "development"
 # Grafana's template variables, as the dashboards use them, replaced for a plain query.
 DASHBOARD_VARIABLES = {"$environment": ".+", "$model": ".+", "$__rate_interval": "1m",
-                       "$node": ".+", "$container": ".+"}  # fmt: skip
+                       "$node": ".+", "$container": ".+", "$version": ".+",
+                       "$feature": ".+"}  # fmt: skip
 # Compose-only jobs have no loopback twin. node-exporter's and cAdvisor's series are all a query
 # on them reads: those queries are left out (promtool's rule tests and tests/test_dashboards.py
 # check them statically). postgres-exporter's (job `postgres`) sit beside this stack's own series
