@@ -44,7 +44,7 @@ system-tools: ## install the Debian packages the tests drive (Chromium, Promethe
 # Three workers on two cores: most of the suite waits on servers, Airflow and Docker builds.
 TEST_WORKERS ?= 3
 test: lint system-tools ## lint, then the whole suite against the real components
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
 
 # Unit tests only: what starts nothing real (tests/conftest.py marks the rest `integration`).
 check: lint ## the quick tier while you work: lint and the unit tests (under two minutes)
