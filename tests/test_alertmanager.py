@@ -8,7 +8,6 @@ The live tests start Debian's Alertmanager on a loopback port with a copy of the
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -28,7 +27,6 @@ from tests.test_alert_rules import RULE_TESTS, load
 from tools.testkit.alertmanager_run import (
     CONFIG,
     DEADMANSSWITCH,
-    ENTRYPOINT,
     PAGERDUTY,
     ROUTING_KEY,
     RUNBOOK_BASE_URL,
@@ -36,6 +34,7 @@ from tools.testkit.alertmanager_run import (
     RunningAlertmanager,
     loopback_copy,
     render,
+    run_entrypoint,
     wait_for,
 )
 from tools.testkit.http_sink import Sink, running_sink
@@ -592,13 +591,7 @@ def test_the_entrypoint_says_which_destination_is_not_set(tmp_path):
     """An unset destination fails every notification to it: said at start, in the log."""
 
     def stderr(**env: str) -> str:
-        done = subprocess.run(
-            ["sh", str(ENTRYPOINT), "--render-only"],
-            env={"PATH": os.environ["PATH"], "ALERTMANAGER_RUN_DIR": str(tmp_path), **env},
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        return done.stderr
+        return run_entrypoint(tmp_path, **env).stderr
 
     said = stderr()
     for name in ("SLACK_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY", "DEADMANSSWITCH_URL"):

@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tools.testkit.http_sink import serving
 
 HEALTH_PATH = "/api/v2/monitor/health"
 
@@ -57,13 +58,6 @@ def running_airflow_health() -> Iterator[FakeAirflow]:
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True  # a hung answer must not hold the shutdown
-    state.url = f"http://127.0.0.1:{server.server_address[1]}{HEALTH_PATH}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as url:
+        state.url = url + HEALTH_PATH
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

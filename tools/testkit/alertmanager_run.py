@@ -27,14 +27,20 @@ ROUTING_KEY = "test-routing-key-abcdef0123456789"
 RUNBOOK_BASE_URL = "https://git.example.com/ml/stack/blob/main/"
 
 
-def render(run_dir: Path, **env: str) -> Path:
-    """alerting/ rendered by its entrypoint into `run_dir` with these variables; the config."""
+def run_entrypoint(run_dir: Path, **env: str) -> subprocess.CompletedProcess:
+    """`alerting/entrypoint.sh --render-only` into `run_dir`, with only these variables set."""
     done = subprocess.run(
         ["sh", str(ENTRYPOINT), "--render-only"],
         env={"PATH": os.environ["PATH"], "ALERTMANAGER_RUN_DIR": str(run_dir), **env},
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def render(run_dir: Path, **env: str) -> Path:
+    """alerting/ rendered by its entrypoint into `run_dir` with these variables; the config."""
+    run_entrypoint(run_dir, **env)
     return run_dir / "alertmanager.yml"
 
 
