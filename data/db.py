@@ -67,6 +67,14 @@ Index("ix_prediction_logs_predicted_at", prediction_logs.c.predicted_at)
 
 # Ground truth that arrived later, joined to predictions by request id. A corrected label
 # replaces the earlier one (upsert), keeping when it was first received.
+#
+# The monitoring pass copies onto each label what realized performance needs of its prediction
+# (`monitoring.label_maturity.match_labels`: model, version, time, score, answered class), once,
+# when both are in. Labels arrive days after their prediction, and every pass recomputes the
+# realized figures of the earlier windows whose labels changed: with the prediction's time on the
+# label, that reads the window's labels through `ix_labels_model_predicted_at`, never the window's
+# predictions (their features make them fifty times wider). `matched_at` is when the copy was made,
+# so a pass finds the labels matched since the previous one through its own index.
 labels = Table(
     "labels",
     metadata,
@@ -74,6 +82,21 @@ labels = Table(
     Column("label", SmallInteger, nullable=False),
     Column("labelled_at", _TIME, nullable=False),
     Column("received_at", _TIME, nullable=False, server_default=func.now()),
+    Column("model_name", String(200)),
+    Column("model_version", String(50)),
+    Column("predicted_at", _TIME),
+    Column("score", Float),
+    Column("predicted_class", SmallInteger),
+    Column("matched_at", _TIME),
+)
+Index("ix_labels_model_predicted_at", labels.c.model_name, labels.c.predicted_at)
+Index("ix_labels_matched_at", labels.c.matched_at)
+# The labels still waiting for their prediction: what every pass tries to match, kept small.
+Index(
+    "ix_labels_unmatched",
+    labels.c.request_id,
+    postgresql_where=labels.c.predicted_at.is_(None),
+    sqlite_where=labels.c.predicted_at.is_(None),
 )
 
 

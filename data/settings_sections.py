@@ -286,6 +286,28 @@ class RetrainSettings(BaseModel):
     )
 
 
+class LabelSettings(BaseModel):
+    """Ground truth that arrives late (`monitoring.label_maturity`): how far back every pass
+    refreshes realized performance as labels come in, and when a window's figures count as
+    mature."""
+
+    LABEL_MATURITY_DAYS: float = Field(
+        default=30,
+        gt=0,
+        description="Every monitoring pass refreshes the realized performance of the windows of "
+        "the last this many days whose labels changed; a label for an older prediction still "
+        "counts for training, not for the reports.",
+    )
+    LABEL_MATURE_COVERAGE: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Share of a window's predictions that must have their label for its realized "
+        "figures to count as mature: the mature-accuracy alert and the estimate's gap read the "
+        "most recent such window.",
+    )
+
+
 class RetentionSettings(BaseModel):
     """How long the prediction log keeps its rows, and how the maintenance DAG deletes older
     ones."""
@@ -546,6 +568,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("Promotion gates", GateSettings),
     ("Drift", DriftSettings),
     ("Retraining", RetrainSettings),
+    ("Late labels", LabelSettings),
     ("Retention of the prediction log", RetentionSettings),
     ("Quality check and exporter", ExporterSettings),
     ("Serving", ServingSettings),

@@ -52,8 +52,8 @@ What the estimate can and cannot see:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,7 +62,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset
 
-from data.prediction_log import LOG_TIME_COLUMN
+from data.prediction_log import LOG_TIME_COLUMN, MODEL_VERSION_COLUMN
 from data.profile import DEFAULT_THRESHOLD
 from data.schema import FeatureSchema
 from training.calibration import Calibrator, fit_calibrator
@@ -100,6 +100,9 @@ class PerformanceReport:
     overall: dict[str, Any]
     # Estimated only: whether the scores went through the version's calibrator.
     calibrated: bool | None = None
+    # The same figures over the rows each model version answered (a window that straddles a
+    # promotion holds two), keyed by version; empty when the frame names no version.
+    by_version: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ISO-8601 window bounds, plain numbers, None for undefined metrics."""
@@ -112,6 +115,7 @@ class PerformanceReport:
             **({} if self.calibrated is None else {"calibrated": self.calibrated}),
             "overall": {key: _json_value(value) for key, value in self.overall.items()},
             "windows": records,
+            **({"by_version": self.by_version} if self.by_version else {}),
         }
 
 
@@ -128,16 +132,20 @@ def realized_performance(
     `read_predictions(..., with_labels=True)` returns it. `window` is a pandas frequency ("1h",
     "6h", "1D", a timedelta), windows aligned as `DataFrame.resample` aligns them and empty ones
     kept, or an explicit sequence of bin edges [e0, e1, ..., en] giving the windows [e0, e1), ...
-    (rows outside every bin count in `overall` only). Predictions are score >= threshold: pass
-    the version's (`ReferenceProfile.threshold`), which is what the API answered.
+    (rows outside every bin count in `overall` only). A row's prediction is the class the API
+    answered, the schema's `prediction` column as the log holds it, so every row counts with the
+    threshold of the version that answered it; a frame without that column is judged at
+    `threshold` (pass the version's, `ReferenceProfile.threshold`). With a `model_version`
+    column the report also holds `by_version`, the overall figures per version.
     """
     timestamps, scores = _inputs(frame, schema)
     labels = _labels(frame, schema)
     labelled = ~np.isnan(labels)
+    predicted = _answered(frame, schema, scores, threshold)
     starts, ends, codes = _assign_windows(timestamps, window)
 
     def table(rows: np.ndarray, groups: int) -> pd.DataFrame:
-        given = rows[labelled], groups, scores[labelled], labels[labelled], threshold
+        given = rows[labelled], groups, scores[labelled], labels[labelled], predicted[labelled]
         metrics = _metrics(*given, with_confusion=True)
         predictions = np.bincount(rows, minlength=groups)
         counted = np.bincount(rows[labelled], minlength=groups)
@@ -150,7 +158,9 @@ def realized_performance(
         )
         return pd.concat([counts, metrics], axis=1)
 
-    return _report("realized", threshold, starts, ends, codes, table)
+    report = _report("realized", threshold, starts, ends, codes, table)
+    report.by_version = _by_version(frame, table)
+    return report
 
 
 def estimated_performance(
@@ -167,7 +177,7 @@ def estimated_performance(
     values = _check_scores(np.asarray(scores, dtype=np.float64))
     probabilities = _calibrated(values, calibrator)
     rows = np.zeros(values.size, dtype=np.intp)
-    metrics = _metrics(rows, 1, values, probabilities, threshold, with_confusion=True)
+    metrics = _metrics(rows, 1, values, probabilities, values >= threshold, with_confusion=True)
     result = {
         "rows": int(values.size),
         "expected_positive_rate": float(probabilities.mean()) if values.size else None,
@@ -183,11 +193,26 @@ def estimated_performance_by_window(
     window: Window = "1h",
     threshold: float = DEFAULT_THRESHOLD,
     calibrator: Calibrator | None = None,
+    versions: Mapping[str, tuple[float, Calibrator | None]] | None = None,
 ) -> PerformanceReport:
     """CBPE per window of the timestamp column and overall; `window` as in realized_performance,
-    `threshold` and `calibrator` the served version's."""
+    `threshold` and `calibrator` the served version's.
+
+    `versions` maps a model version to its own threshold and calibrator: the rows that version
+    answered (the frame's `model_version` column) are read with them, and the report holds
+    `by_version`. Rows of a version not in the map are read with `threshold` and `calibrator`.
+    """
     timestamps, scores = _inputs(frame, schema)
     probabilities = _calibrated(scores, calibrator)
+    thresholds = np.full(scores.size, threshold, dtype=np.float64)
+    version = _versions(frame)
+    for name, (own_threshold, own_calibrator) in (versions or {}).items():
+        if version is None:
+            break
+        mine = version == name
+        thresholds[mine] = own_threshold
+        probabilities[mine] = _calibrated(scores[mine], own_calibrator)
+    predicted = scores >= thresholds
     starts, ends, codes = _assign_windows(timestamps, window)
 
     def table(rows: np.ndarray, groups: int) -> pd.DataFrame:
@@ -200,11 +225,12 @@ def estimated_performance_by_window(
                 ),
             }
         )
-        metrics = _metrics(rows, groups, scores, probabilities, threshold)
+        metrics = _metrics(rows, groups, scores, probabilities, predicted)
         return pd.concat([counts, metrics], axis=1)
 
     report = _report("estimated", threshold, starts, ends, codes, table)
     report.calibrated = calibrator is not None
+    report.by_version = _by_version(frame, table)
     return report
 
 
@@ -231,8 +257,9 @@ def estimation_error(
     scores, y = _check_scores(frame[schema.score].to_numpy(dtype=np.float64))[done], labels[done]
     probabilities = _calibrated(scores, calibrator)
     rows = np.zeros(y.size, dtype=np.intp)
-    estimated = _metrics(rows, 1, scores, probabilities, threshold).iloc[0]
-    realized = _metrics(rows, 1, scores, y, threshold).iloc[0]
+    predicted = scores >= threshold
+    estimated = _metrics(rows, 1, scores, probabilities, predicted).iloc[0]
+    realized = _metrics(rows, 1, scores, y, predicted).iloc[0]
     return {
         "labelled": int(y.size),
         "estimated": {m: _json_value(estimated[m]) for m in METRICS},
@@ -244,7 +271,39 @@ def estimation_error(
 
 def _calibrated(scores: np.ndarray, calibrator: Calibrator | None) -> np.ndarray:
     """The probability that each row is positive: the calibrated score, or the raw one."""
-    return scores if calibrator is None else calibrator(scores)
+    return scores.copy() if calibrator is None else np.asarray(calibrator(scores), dtype=float)
+
+
+def _answered(
+    frame: pd.DataFrame, schema: FeatureSchema, scores: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Whether the API answered class 1 for each row: the logged class where the frame has it."""
+    if schema.prediction in frame.columns:
+        answered = pd.to_numeric(frame[schema.prediction], errors="coerce").to_numpy(dtype=float)
+        if not np.isnan(answered).any():
+            return answered == 1.0
+    return scores >= threshold
+
+
+def _versions(frame: pd.DataFrame) -> np.ndarray | None:
+    if MODEL_VERSION_COLUMN not in frame.columns:
+        return None
+    return frame[MODEL_VERSION_COLUMN].astype(str).to_numpy()
+
+
+def _by_version(
+    frame: pd.DataFrame, table: Callable[[np.ndarray, int], pd.DataFrame]
+) -> dict[str, dict[str, Any]]:
+    """The overall figures per model version: `table` over the rows grouped by version."""
+    version = _versions(frame)
+    if version is None or version.size == 0:
+        return {}
+    names, codes = np.unique(version, return_inverse=True)
+    per_version = table(codes.astype(np.intp), len(names)).to_dict("records")
+    return {
+        str(name): {key: _json_value(value) for key, value in row.items()}
+        for name, row in zip(names, per_version, strict=True)
+    }
 
 
 def _metrics(
@@ -252,13 +311,13 @@ def _metrics(
     groups: int,
     scores: np.ndarray,
     positive: np.ndarray,
-    threshold: float,
+    predicted: np.ndarray,
     *,
     with_confusion: bool = False,
 ) -> pd.DataFrame:
     """METRICS per group, with each row counting as a positive of weight `positive` and a negative
-    of weight 1 - `positive`: the label for realized metrics, the score itself for CBPE."""
-    predicted = scores >= threshold
+    of weight 1 - `positive`: the label for realized metrics, the score itself for CBPE.
+    `predicted` is the answered class of each row (True: class 1)."""
     negative = 1.0 - positive
 
     def total(weights: np.ndarray) -> np.ndarray:

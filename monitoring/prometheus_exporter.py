@@ -52,12 +52,13 @@ from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from data.db import get_engine
 from data.logs import configure_logging, log_context
 from data.settings import Settings, exit_on_config_error, get_settings
+from monitoring.label_maturity import MaturitySummary, maturity_summary
 from monitoring.performance import METRICS
 from monitoring.report_store import LatestReports, latest_reports, orphaned_labels
 from training.runs import OUTCOMES, RunsSummary, runs_summary
@@ -85,6 +86,7 @@ class Snapshot:
     champion_created_at: datetime | None = None
     runs: RunsSummary | None = None
     orphaned_labels: int | None = None
+    maturity: MaturitySummary | None = None
     airflow: dict[str, bool] = field(default_factory=dict)  # component -> healthy
     sources_up: dict[str, bool] = field(default_factory=dict)
     read_at: float = 0.0
@@ -132,6 +134,7 @@ class MonitoringCollector(Collector):
             champion_created_at=previous.champion_created_at,
             runs=previous.runs,
             orphaned_labels=previous.orphaned_labels,
+            maturity=previous.maturity,
             sources_up=dict(previous.sources_up),
         )
         try:
@@ -140,6 +143,12 @@ class MonitoringCollector(Collector):
             cutoff = datetime.now(UTC) - timedelta(minutes=self.settings.LABEL_MATCH_MINUTES)
             snapshot.orphaned_labels = orphaned_labels(cutoff, engine=engine)
             snapshot.runs = runs_summary(self.settings.MODEL_NAME, engine=engine)
+            snapshot.maturity = maturity_summary(
+                engine,
+                model_name=self.settings.MODEL_NAME,
+                maturity_days=self.settings.LABEL_MATURITY_DAYS,
+                mature_coverage=self.settings.LABEL_MATURE_COVERAGE,
+            )
             snapshot.sources_up["database"] = True
         except Exception as exc:  # any driver error: report it as a metric, keep serving
             log.warning("cannot read the report tables: %s", " ".join(str(exc).split())[:300])
@@ -191,6 +200,7 @@ class MonitoringCollector(Collector):
         yield from self._drift_families(reports.drift, now)
         yield from self._quality_families(reports.quality, now)
         yield from self._performance_families(reports.performance, now)
+        yield from self._maturity_families(snapshot.maturity if snapshot else None, now)
 
     def _gauge(self, name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
         return GaugeMetricFamily(name, doc, labels=[*BASE_LABELS, *labels])
@@ -429,6 +439,72 @@ class MonitoringCollector(Collector):
             self._add(counts, row["labelled"], "labelled")
         yield from (realized, estimated, confusion, coverage, counts)
         yield self._age("ml_performance_report_age_seconds", "performance report", row, now)
+
+    def _maturity_families(
+        self, summary: MaturitySummary | None, now: datetime
+    ) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
+        by_age = self._gauge(
+            "ml_label_coverage_by_age_ratio",
+            "Share of the predictions made `age_days` whole days before the latest window's end "
+            "that have their label by now (labels arrive late and fill in)",
+            ["age_days"],
+        )
+        lag = HistogramMetricFamily(
+            "ml_label_lag_seconds",
+            "Time from a prediction to its label (the label's labelled_at), over the labelled "
+            "predictions of the last LABEL_MATURITY_DAYS",
+            labels=list(BASE_LABELS),
+        )
+        mature = self._gauge(
+            "ml_mature_realized_performance",
+            "Realized metric of the most recent window whose label coverage reached "
+            "LABEL_MATURE_COVERAGE (the latest figure labels can vouch for)",
+            ["metric"],
+        )
+        mature_estimate = self._gauge(
+            "ml_mature_estimated_performance",
+            "What CBPE estimated, when that window closed, for the most recent mature window",
+            ["metric"],
+        )
+        gap = self._gauge(
+            "ml_estimate_gap",
+            "Estimated minus realized metric on the most recent mature window: the estimate's "
+            "own check (a large gap: it was confidently wrong, concept drift)",
+            ["metric"],
+        )
+        mature_coverage = self._gauge(
+            "ml_mature_window_label_coverage_ratio",
+            "Label coverage of the most recent mature window",
+        )
+        mature_age = self._gauge(
+            "ml_mature_window_age_seconds",
+            "Seconds since the end of the most recent mature window",
+        )
+        last_label = self._gauge(
+            "ml_labels_last_received_timestamp_seconds",
+            "When the newest label arrived (Unix time; absent before the first)",
+        )
+        if summary is not None:
+            for age, (predictions, labelled) in sorted(summary.coverage_by_age.items()):
+                if predictions:
+                    self._add(by_age, labelled / predictions, str(age))
+            buckets = [(bound, float(n)) for bound, n in summary.label_lag["buckets"].items()]
+            buckets.append(("+Inf", float(summary.label_lag["count"])))
+            lag.add_metric(self._labels, buckets, summary.label_lag["sum"])
+            if summary.mature_window is not None:
+                realized = summary.mature_realized or {}
+                estimated = summary.mature_estimated or {}
+                for metric in METRICS:
+                    self._add(mature, realized.get(metric), metric)
+                    self._add(mature_estimate, estimated.get(metric), metric)
+                    if realized.get(metric) is not None and estimated.get(metric) is not None:
+                        self._add(gap, estimated[metric] - realized[metric], metric)
+                self._add(mature_coverage, realized.get("label_coverage"))
+                self._add(mature_age, (now - summary.mature_window[1]).total_seconds())
+            if summary.last_label_received is not None:
+                self._add(last_label, summary.last_label_received.timestamp())
+        yield from (by_age, lag, mature, mature_estimate, gap, mature_coverage, mature_age)
+        yield last_label
 
 
 def airflow_health(url: str) -> dict[str, bool]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from data.prediction_log import read_predictions
 from data.schema import SchemaError, load_schema
 from data.settings import Settings, exit_on_config_error, get_settings
 from monitoring.drift_report import DriftReport, compute_drift_report
+from monitoring.label_maturity import RefreshedWindow, refresh_realized
 from monitoring.performance import (
     Calibrator,
     PerformanceReport,
@@ -63,6 +64,8 @@ class WindowResult:
     realized: PerformanceReport | None
     estimated: PerformanceReport | None
     saved: SavedReports
+    # Earlier windows whose realized figures this pass refreshed, as their labels came in.
+    refreshed: list[RefreshedWindow] = field(default_factory=list)
 
     def summary(self) -> str:
         start, end = self.window
@@ -81,6 +84,13 @@ class WindowResult:
                 f"{_num(estimated['accuracy'])} (CBPE"
                 f"{'' if self.estimated.calibrated else ' on uncalibrated scores'}; "
                 "blind to concept drift)"
+            )
+        for late in self.refreshed:
+            late_start, late_end = late.window
+            lines.append(
+                f"late labels: {late_start:%Y-%m-%d %H:%M}..{late_end:%H:%M} now "
+                f"{late.labelled:,} labelled (was {late.labelled_before:,}), realized accuracy "
+                f"{_num(late.accuracy)} (coverage {_num(late.label_coverage)})"
             )
         return "\n".join(lines)
 
@@ -156,7 +166,12 @@ def _check(
         threshold = champion.threshold
         realized = realized_performance(frame, schema, window="1h", threshold=threshold)
         estimated = estimated_performance_by_window(
-            frame, schema, window="1h", threshold=threshold, calibrator=calibrator
+            frame,
+            schema,
+            window="1h",
+            threshold=threshold,
+            calibrator=calibrator,
+            versions=_other_versions(registry, frame, champion.version),
         )
     saved = save_reports(
         window=(start, end),
@@ -168,13 +183,52 @@ def _check(
         estimated=estimated,
         engine=get_engine(settings.database_url),
     )
+    # Then the earlier windows whose labels came in since the previous pass.
+    refreshed = refresh_realized(
+        get_engine(settings.database_url),
+        schema,
+        model_name=settings.MODEL_NAME,
+        end=end,
+        maturity_days=settings.LABEL_MATURITY_DAYS,
+    )
     if html is not None and drift is not None:
         from monitoring.html.drift_page import write_html  # matplotlib only when a page is asked
 
         write_html(drift, html)
     return WindowResult(
-        (start, end), champion.version, len(frame), quality, drift, realized, estimated, saved
+        (start, end),
+        champion.version,
+        len(frame),
+        quality,
+        drift,
+        realized,
+        estimated,
+        saved,
+        refreshed,
     )
+
+
+def _other_versions(registry, frame, champion: str) -> dict[str, tuple[float, Calibrator | None]]:
+    """Each other version that answered rows of the window (a promotion inside it) with its own
+    threshold and calibrator, so that its rows are read as it answered them."""
+    from training.registry import RegistryError
+
+    found = {}
+    for version in sorted(set(frame["model_version"].astype(str)) - {str(champion)}):
+        try:
+            profile = registry.reference_profile(version)
+            threshold = registry.version(version).threshold
+        except RegistryError as exc:
+            log.warning(
+                "version %s answered rows of the window but cannot be read from the registry "
+                "(%s): its rows are estimated as the champion's",
+                version,
+                exc,
+            )
+            continue
+        calibration = profile.calibration
+        found[version] = (threshold, Calibrator.from_dict(calibration) if calibration else None)
+    return found
 
 
 def _num(value: float | None) -> str:

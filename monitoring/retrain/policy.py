@@ -12,7 +12,13 @@ What triggers a retrain (each one is named in the decision, with its numbers):
   stale window says the feed stopped, which no retrain fixes); training validates its data
   again, so a broken feed is stopped there instead of being learnt;
 - `accuracy_below_floor`: realized accuracy under RETRAIN_ACCURACY_FLOOR, trusted only once at
-  least RETRAIN_MIN_LABEL_COVERAGE of the window's predictions have their label;
+  least RETRAIN_MIN_LABEL_COVERAGE of the window's predictions have their label. Labels come
+  days late, so this reads every window of the last LABEL_MATURITY_DAYS by prediction time
+  (their realized figures refreshed by `monitoring.label_maturity` as labels came in), not
+  only the one that just closed: a fall found three days late still triggers, the episode is the
+  windows where accuracy fell, and the decision's `numbers.late_accuracy.found_late_hours` says
+  how late it was found. Only the rows the current champion answered count, so the windows an
+  older version served do not retrigger after it was replaced;
 - `estimated_accuracy_below_floor`: estimated accuracy (CBPE) under
   RETRAIN_ESTIMATED_ACCURACY_FLOOR, which sees trouble before labels arrive.
 
@@ -171,6 +177,7 @@ def find_triggers(
         trusted = coverage is not None and coverage >= settings.RETRAIN_MIN_LABEL_COVERAGE
         if accuracy is not None and trusted and accuracy < settings.RETRAIN_ACCURACY_FLOOR:
             found.append("accuracy_below_floor")
+            numbers["realized_accuracy_low_now"] = True
             phrases.append(
                 f"realized accuracy {accuracy:.3f} < {settings.RETRAIN_ACCURACY_FLOOR} "
                 f"(label coverage {coverage:.2f})"
@@ -235,6 +242,17 @@ def _decide(
         reports["drift"], reports["quality"], reports["performance"], settings
     )
     numbers["reports"] = sorted(name for name, report in reports.items() if report is not None)
+    late = _late_accuracy(conn, model_name, model_version, (start, end), settings)
+    if late is not None:
+        numbers["late_accuracy"] = late
+        if "accuracy_below_floor" not in found:
+            found.append("accuracy_below_floor")
+            phrases.append(
+                f"realized accuracy {late['accuracy']:.3f} < {settings.RETRAIN_ACCURACY_FLOOR} on "
+                f"the predictions of {late['window_start']:%Y-%m-%d %H:%M}.."
+                f"{late['window_end']:%H:%M} (label coverage {late['label_coverage']:.2f}, found "
+                f"{late['found_late_hours']:.0f} h after that window closed)"
+            )
 
     def decision(retrain: bool, reason: str, blocked_by: str | None = None) -> Decision:
         return Decision(
@@ -284,9 +302,12 @@ def _decide(
     # they teach the old one back (ROC AUC 0.96 -> 0.87 on the shipped data when the week
     # before a concept change is kept).
     kind = "accuracy_below_floor" if "accuracy_below_floor" in found else None
-    data_start = _episode_start(
-        conn, model_name, start, floor=end - timedelta(days=settings.RETRAIN_DATA_DAYS), kind=kind
-    )
+    floor = end - timedelta(days=settings.RETRAIN_DATA_DAYS)
+    data_start = _episode_start(conn, model_name, start, floor=floor, kind=kind)
+    if late is not None and not numbers.get("realized_accuracy_low_now"):
+        # Found late: learn from where accuracy fell, by prediction time, not from the windows
+        # whose checks happened to run while the labels were on their way.
+        data_start = max(late["episode_start"], floor)
     numbers["data_start"] = data_start
     previous_end = max((r["data_end"] for r in counted if r["data_end"] is not None), default=None)
     new_since = max(data_start, previous_end) if previous_end else data_start
@@ -380,6 +401,61 @@ def _episode_start(
             break
         earliest = as_utc(window_start)
     return max(earliest, floor)
+
+
+def _late_accuracy(
+    conn: Connection,
+    model_name: str,
+    model_version: str | None,
+    window: tuple[datetime, datetime],
+    settings: Settings,
+) -> dict[str, Any] | None:
+    """The earlier windows (ending by `window`'s start, within LABEL_MATURITY_DAYS) whose
+    realized accuracy, over the rows `model_version` answered, is trusted and under the floor.
+
+    None when there is none; else the latest such window's figures, how many hours after it
+    closed this is, and where the unbroken run of such windows (by prediction time) began.
+    """
+    start, end = window
+    horizon = end - timedelta(days=settings.LABEL_MATURITY_DAYS)
+    rows = conn.execute(
+        select(
+            performance_reports.c.window_start,
+            performance_reports.c.window_end,
+            performance_reports.c.report,
+        )
+        .where(performance_reports.c.model_name == model_name)
+        .where(performance_reports.c.window_end <= start)
+        .where(performance_reports.c.window_end > horizon)
+        .order_by(performance_reports.c.window_start)
+    ).all()
+    run: list[dict[str, Any]] = []
+    for window_start, window_end, report in rows:
+        realized = (report or {}).get("realized") or {}
+        versions = realized.get("by_version")
+        # Reports saved before they were split by version count as a whole.
+        figures = (versions.get(str(model_version)) if versions else realized.get("overall")) or {}
+        accuracy, coverage = figures.get("accuracy"), figures.get("label_coverage")
+        if coverage is None or coverage < settings.RETRAIN_MIN_LABEL_COVERAGE or accuracy is None:
+            continue  # not known yet: neither breaks nor extends a run
+        if accuracy >= settings.RETRAIN_ACCURACY_FLOOR:
+            run = []
+            continue
+        found = {
+            "window_start": as_utc(window_start),
+            "window_end": as_utc(window_end),
+            "accuracy": accuracy,
+            "label_coverage": coverage,
+        }
+        run.append(found)
+    if not run:
+        return None
+    return {
+        **run[-1],
+        "low_windows": len(run),
+        "episode_start": run[0]["window_start"],
+        "found_late_hours": round((end - run[-1]["window_end"]).total_seconds() / 3600, 1),
+    }
 
 
 def _stored_decision(
