@@ -163,4 +163,3 @@ def _realized(engine, windows) -> list[dict]:
         report = by_start.get(start)
         found.append(((report or {}).get("realized") or {}).get("overall"))
     return found
-
