@@ -54,6 +54,7 @@ import httpx
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from data.db import get_engine
 from data.logs import configure_logging, log_context
@@ -488,7 +489,10 @@ class MonitoringCollector(Collector):
             for age, (predictions, labelled) in sorted(summary.coverage_by_age.items()):
                 if predictions:
                     self._add(by_age, labelled / predictions, str(age))
-            buckets = [(bound, float(n)) for bound, n in summary.label_lag["buckets"].items()]
+            buckets = [
+                (floatToGoString(float(bound)), float(n))
+                for bound, n in summary.label_lag["buckets"].items()
+            ]
             buckets.append(("+Inf", float(summary.label_lag["count"])))
             lag.add_metric(self._labels, buckets, summary.label_lag["sum"])
             if summary.mature_window is not None:

@@ -1,9 +1,10 @@
 """Labels three days late: realized performance fills in by prediction time, pass after pass.
 
-Traffic goes through the real API into SQLite and real Postgres, six-hour windows are checked
-one after the other as the drift-check DAG does (`check_and_decide`), and each window's labels
-arrive three days (twelve windows) after it. From the third window on, the world's relationship
-changes (a fifth of the labels disagree with what the model learnt), which only labels can show.
+Traffic goes through the real API into real Postgres (the demo runs the same on SQLite),
+six-hour windows are checked one after the other as the drift-check DAG does
+(`check_and_decide`), and each window's labels arrive three days (twelve windows) after it. From
+the third window on, the world's relationship changes (a fifth of the labels disagree with what
+the model learnt), which only labels can show.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from data.db import get_engine, performance_reports, prediction_logs, training_r
 from data.settings import get_settings
 from data.synthetic import generate_transactions
 from monitoring.label_maturity import lag_histogram
+from monitoring.prometheus_exporter import MonitoringCollector
 from monitoring.retrain.loop import check_and_decide
+from tests.test_exporter import scrape
 from tools.testkit.traffic import configure, request_features
 
 SLOT = timedelta(hours=6)
@@ -31,12 +34,12 @@ CHANGED_FROM = 2  # the first window whose labels follow the new relationship
 
 
 @pytest.fixture
-def api(monkeypatch, default_training, tmp_path, database_url):
+def api(monkeypatch, default_training, tmp_path, postgres_url):
     store, _ = default_training
     configure(
         monkeypatch,
         store,
-        database_url,
+        postgres_url,
         tmp_path,
         RETRAIN_MIN_LABELLED_ROWS=100,
         RETRAIN_ESTIMATED_ACCURACY_FLOOR=0.0,
@@ -75,9 +78,7 @@ def serve(api, schema, index: int, start: datetime) -> tuple[list[str], list[int
     return ids, answered, truth.tolist()
 
 
-def test_three_day_lag_fills_in_by_prediction_time_and_triggers_a_late_retrain(
-    api, fraud_schema, database_url
-):
+def test_three_day_lag_fills_in_by_prediction_time_and_triggers_a_late_retrain(api, fraud_schema):
     settings = get_settings()
     engine = get_engine()
     first = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - SLOT * (WINDOWS + 1)
@@ -129,6 +130,30 @@ def test_three_day_lag_fills_in_by_prediction_time_and_triggers_a_late_retrain(
     lag = report["realized"]["label_lag"]
     assert lag["count"] == ROWS and lag["buckets"]["259200"] == 0
     assert lag["buckets"]["604800"] == ROWS
+
+    # What on-call sees: the most recent mature window (window 3, labelled at the last pass) and
+    # its accuracy under the floor; the estimate made for it, confidently wrong; the newest
+    # three days without labels, the three before them complete.
+    samples = scrape(MonitoringCollector(read_registry=False))
+    mature = samples[("ml_mature_realized_performance", frozenset({("metric", "accuracy")}))]
+    assert mature == pytest.approx(_realized(engine, windows)[3]["accuracy"]) and mature < 0.9
+    gap = samples[("ml_estimate_gap", frozenset({("metric", "accuracy")}))]
+    estimated = _report(engine, windows[3])["estimated"]["overall"]["accuracy"]
+    assert gap == pytest.approx(estimated - mature) and gap > 0.1
+    assert samples[("ml_mature_window_label_coverage_ratio", frozenset())] == 1.0
+    age = samples[("ml_mature_window_age_seconds", frozenset())]
+    assert age == pytest.approx((datetime.now(UTC) - windows[3][1]).total_seconds(), abs=600)
+    by_age = {
+        dict(labels)["age_days"]: v
+        for (name, labels), v in samples.items()
+        if name == "ml_label_coverage_by_age_ratio"
+    }
+    assert by_age == {"0": 0.0, "1": 0.0, "2": 0.0, "3": 1.0}
+    assert samples[("ml_label_lag_seconds_count", frozenset())] == 4 * ROWS
+    assert samples[("ml_label_lag_seconds_bucket", frozenset({("le", "259200.0")}))] == 0
+    assert samples[("ml_label_lag_seconds_bucket", frozenset({("le", "604800.0")}))] == 4 * ROWS
+    received = samples[("ml_labels_last_received_timestamp_seconds", frozenset())]
+    assert abs(received - datetime.now(UTC).timestamp()) < 600
 
 
 def test_lag_histogram_counts_cumulatively_and_treats_early_labels_as_no_lag():
