@@ -14,9 +14,11 @@ defaults (SQLite, a local MLflow store, everything under `--out`). The story:
 Every simulated six hours the demo does what production does: the window's predictions go
 through `POST /predict/batch`, then the labels that are known by then through `/feedback/batch`
 (LABEL_SHARE_IN_WINDOW of them within the window, as customers confirm or dispute; the rest a
-window later). Then it runs `monitoring.retrain.loop.check_and_decide`, the drift-check DAG's own
-task (drift, quality, realized and estimated performance, saved; then the retrain policy with
-its cooldown), reads back what the exporter would serve, and evaluates the alerts of
+window later; with `--label-delay-days N`, every label N days after its window, as chargebacks
+come, and each pass refreshes the realized figures of the windows whose labels came in). Then
+it runs `monitoring.retrain.loop.check_and_decide`, the drift-check DAG's own task (drift,
+quality, realized and estimated performance, saved; then the retrain policy with its
+cooldown), reads back what the exporter would serve, and evaluates the alerts of
 `prometheus/alerts.yml` on it (`demo.alerts`). When the policy says retrain, it runs
 the training DAG's steps (ingest, validate, fit, evaluate, register, three gates, promote) and
 waits for the API to hot-reload the new `@champion`.
@@ -28,6 +30,7 @@ the window's own time, as in production. The same seed gives the same story.
 At the end it prints a summary, writes the timeline as JSON and a self-contained HTML report.
 
     python -m demo.run [--days 7,7,14] [--rows-per-window 300] [--seed 42] [--out var/demo]
+        [--label-delay-days 3]
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ class Demo:
     frames: list[pd.DataFrame] = field(default_factory=list)
     api: DemoApi = field(init=False)
     caught: tuple[int, dict] | None = None  # the first window with critical drift, its report
+    # With a label delay: the labels due at each window index, sent before its check.
+    scheduled: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
     # -- setting up ------------------------------------------------------------------------
 
@@ -166,21 +171,30 @@ class Demo:
         served = time.perf_counter()
         truth = frame[self.schema.target].astype(int).tolist()
         known = rng.random(len(ids)) < LABEL_SHARE_IN_WINDOW
+        if self.scenario.label_delay_windows:
+            due = index + self.scenario.label_delay_windows
+            labelled_at = (start + SLOT * (due - index + 1)).isoformat()
+            self.scheduled[due] = [
+                {"request_id": i, "label": y, "labelled_at": labelled_at}
+                for i, y in zip(ids, truth, strict=True)
+            ]
+            known[:] = False
         now = [
             {"request_id": i, "label": y} for i, y, k in zip(ids, truth, known, strict=True) if k
         ]
         later = [
             {"request_id": i, "label": y}
             for i, y, k in zip(ids, truth, known, strict=True)
-            if not k
+            if not k and not self.scenario.label_delay_windows
         ]
-        self.api.send_labels(pending + now)
+        self.api.send_labels(pending + now + self.scheduled.pop(index, []))
 
         labelled = time.perf_counter()
         outcome = check_and_decide(start, end, self.settings)
         reports = latest_reports(self.settings.MODEL_NAME, self.engine)
         checked = time.perf_counter()
         record = self.window_record(index, start, end, outcome, reports, before, after)
+        record |= self.mature_figures(start - SLOT * index)
         if record["critical_features"] and self.caught is None:
             self.caught = (index, (reports.drift or {}).get("report"))
         alerts = self.rules.evaluate(record.pop("_figures"))
@@ -250,6 +264,24 @@ class Demo:
                 "triggers": outcome["triggers"],
             },
             "_figures": figures,
+        }
+
+    def mature_figures(self, first: datetime) -> dict[str, Any]:
+        """What the exporter serves about late labels after this pass: the most recent window
+        whose labels are LABEL_MATURE_COVERAGE in (its index and realized accuracy)."""
+        from monitoring.label_maturity import maturity_summary
+
+        summary = maturity_summary(
+            self.engine,
+            model_name=self.settings.MODEL_NAME,
+            maturity_days=self.settings.LABEL_MATURITY_DAYS,
+            mature_coverage=self.settings.LABEL_MATURE_COVERAGE,
+        )
+        if summary.mature_window is None:
+            return {"mature_window": None, "mature_accuracy": None}
+        return {
+            "mature_window": int((summary.mature_window[0] - first) / SLOT),
+            "mature_accuracy": (summary.mature_realized or {}).get("accuracy"),
         }
 
     def retrain(self, index: int, end: datetime, outcome: dict[str, Any]) -> None:
@@ -364,7 +396,9 @@ class Demo:
                     if (index + 1) % WINDOWS_PER_DAY == 0:
                         progress.console.print(day_line(self.windows, index // WINDOWS_PER_DAY))
                     progress.update(task, advance=1, description=f"day {index // 4 + 1} {phase}")
-            self.api.send_labels(pending)
+            self.api.send_labels(
+                pending + [x for due in sorted(self.scheduled) for x in self.scheduled[due]]
+            )
         finally:
             self.api.stop()
         self.final_accuracy(start)
@@ -448,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--out", default="var/demo", help="folder for everything it writes")
+    parser.add_argument("--label-delay-days", type=float, default=0.0,
+                        help="every label this many days after its prediction (default: most "
+                        "within the window, the rest one window later)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         days = tuple(int(part) for part in args.days.split(","))
@@ -455,11 +492,14 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError
     except ValueError:
         parser.error(f"--days wants three positive whole numbers like 7,7,14, got {args.days!r}")
+    if args.label_delay_days < 0:
+        parser.error(f"--label-delay-days must be 0 or more, got {args.label_delay_days}")
     configure_logging(get_settings(), process="demo", command=True)
     console = Console()
     out = Path(args.out).resolve()
-    demo = Demo(Scenario(days=days, rows_per_window=args.rows_per_window, seed=args.seed),
-                out, args.port, console)  # fmt: skip
+    scenario = Scenario(days=days, rows_per_window=args.rows_per_window, seed=args.seed,
+                        label_delay_days=args.label_delay_days)  # fmt: skip
+    demo = Demo(scenario, out, args.port, console)
     timeline = demo.run()
     (out / "timeline.json").write_text(json.dumps(timeline, indent=1, default=str))
     print_summary(console, timeline)

@@ -33,6 +33,13 @@ class Scenario:
     rows_per_window: int = 300
     seed: int = 42
     base_rows: int = 20_000
+    # 0: LABEL_SHARE_IN_WINDOW of a window's labels within it, the rest one window later. N > 0:
+    # every label N days after its window (chargebacks), as `labelled_at` says.
+    label_delay_days: float = 0.0
+
+    @property
+    def label_delay_windows(self) -> int:
+        return round(self.label_delay_days * WINDOWS_PER_DAY)
 
     @property
     def windows(self) -> int:
