@@ -56,9 +56,16 @@ def day_line(windows: list[dict[str, Any]], day: int) -> str:
     realized = [r["realized_accuracy_at_check"] for r in records]
     estimated = [r["estimated_accuracy"] for r in records]
     drifted = sorted({f for r in records for f in r["drifted_features"]})
+    # With late labels the day's own accuracy is unknown yet: say what the labels vouch for,
+    # the most recent mature window's, and how old it is.
+    mature = ""
+    last = records[-1]
+    if last.get("mature_window") is not None and last["mature_accuracy"] is not None:
+        age = (last["index"] - last["mature_window"]) / WINDOWS_PER_DAY
+        mature = f", mature {last['mature_accuracy']:.3f} from {age:.1f} days ago"
     return (
         f"[dim]day {day + 1:>2}[/] v{records[-1]['champion']}  accuracy "
-        f"{_mean(realized)} (estimated {_mean(estimated)})  drifted: "
+        f"{_mean(realized)} (estimated {_mean(estimated)}{mature})  drifted: "
         f"{', '.join(drifted) or 'none'}"
     )
 

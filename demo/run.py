@@ -187,7 +187,10 @@ class Demo:
             for i, y, k in zip(ids, truth, known, strict=True)
             if not k and not self.scenario.label_delay_windows
         ]
-        self.api.send_labels(pending + now + self.scheduled.pop(index, []))
+        # The labels' own time is the simulated one, as the retrain policy reads it.
+        known_by = end.isoformat()
+        due = [{**label, "labelled_at": known_by} for label in pending + now]
+        self.api.send_labels(due + self.scheduled.pop(index, []))
 
         labelled = time.perf_counter()
         outcome = check_and_decide(start, end, self.settings)
@@ -396,8 +399,10 @@ class Demo:
                     if (index + 1) % WINDOWS_PER_DAY == 0:
                         progress.console.print(day_line(self.windows, index // WINDOWS_PER_DAY))
                     progress.update(task, advance=1, description=f"day {index // 4 + 1} {phase}")
+            last = (start + SLOT * self.scenario.windows).isoformat()
+            rest = [{**label, "labelled_at": last} for label in pending]
             self.api.send_labels(
-                pending + [x for due in sorted(self.scheduled) for x in self.scheduled[due]]
+                rest + [x for due in sorted(self.scheduled) for x in self.scheduled[due]]
             )
         finally:
             self.api.stop()

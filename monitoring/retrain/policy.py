@@ -29,7 +29,10 @@ What holds a triggered retrain back (the first that applies is `blocked_by`):
 - `cooldown`: a run was requested less than RETRAIN_COOLDOWN_HOURS ago (failed runs excepted);
 - `daily_cap`: RETRAIN_MAX_PER_DAY runs were started by the policy in the last 24 hours;
 - `not_enough_labels`: fewer than RETRAIN_MIN_LABELLED_ROWS labelled predictions to learn from
-  arrived since the last run's data ended: nothing new to learn from.
+  arrived since the last run's data ended: nothing new to learn from. New are the labelled
+  predictions made since then, and the earlier ones of the episode whose label came since (by
+  the label's `labelled_at`): under a label lag the predictions made after the last run have no
+  labels yet, and the labels that did come are for predictions it saw unlabelled.
 
 A retrain learns from the drift episode: the labelled predictions of the unbroken run of
 triggered windows that ends with this one (at most RETRAIN_DATA_DAYS back), plus a sample of the
@@ -312,6 +315,12 @@ def _decide(
     previous_end = max((r["data_end"] for r in counted if r["data_end"] is not None), default=None)
     new_since = max(data_start, previous_end) if previous_end else data_start
     labelled = count_labelled(conn, new_since, end)
+    if new_since > data_start:
+        # Labels come late: predictions the last run saw unlabelled whose labels came since are
+        # new to learn from too (their label's time, `labelled_at`, is after that run's data).
+        late = count_labelled(conn, data_start, new_since, labelled_since=new_since)
+        numbers["late_labelled_rows"] = late
+        labelled += late
     numbers |= {"new_labelled_rows": labelled, "new_labelled_since": new_since}
     if labelled < settings.RETRAIN_MIN_LABELLED_ROWS:
         return decision(
@@ -367,8 +376,11 @@ def decisions(
         return [Decision.from_row(dict(r._mapping)) for r in conn.execute(query.limit(limit))]
 
 
-def count_labelled(conn: Connection, start: datetime, end: datetime) -> int:
-    """Predictions made in [start, end) whose label has arrived."""
+def count_labelled(
+    conn: Connection, start: datetime, end: datetime, *, labelled_since: datetime | None = None
+) -> int:
+    """Predictions made in [start, end) whose label has arrived (with `labelled_since`: whose
+    label's time is at or after it)."""
     query = (
         select(func.count())
         .select_from(
@@ -376,6 +388,8 @@ def count_labelled(conn: Connection, start: datetime, end: datetime) -> int:
         )
         .where(prediction_logs.c.predicted_at >= start, prediction_logs.c.predicted_at < end)
     )
+    if labelled_since is not None:
+        query = query.where(labels.c.labelled_at >= labelled_since)
     return int(conn.execute(query).scalar_one())
 
 
