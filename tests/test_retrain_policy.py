@@ -319,3 +319,31 @@ def test_when_accuracy_fell_the_episode_starts_where_it_fell(engine, monkeypatch
     assert decision.retrain is True and "accuracy_below_floor" in decision.triggers
     assert decision.numbers["new_labelled_rows"] == 60
     assert training_run(decision.training_run_id)["data_start"] == window(3)[0]
+
+
+def test_labels_that_came_late_for_predictions_the_last_run_saw_unlabelled_are_new(engine):
+    # Window 1's predictions were unlabelled when a run trained on data up to its end; their
+    # labels come two days later. Nothing predicted since has a label yet (the lag), so only
+    # those late labels are new to learn from, and they are enough.
+    log_labelled(engine, 1, 20, labelled=False)
+    for k in (1, 2, 3):
+        save(engine, k, drift=CRITICAL_DRIFT)
+    decide_and_record(window(1), settings=get_settings())
+    run = open_training_run(model_name=MODEL, requested_at=window(1)[1], trigger="policy",
+                            reason="drift", data_window=window(1), engine=engine)  # fmt: skip
+    finish_training_run(run, "rejected", finished_at=window(1)[1], engine=engine)
+    for k in (2, 3):
+        decide_and_record(window(k), settings=get_settings())
+    log_labelled(engine, 4, 5, labelled=False)
+    held = decide_and_record(save(engine, 4, drift=CRITICAL_DRIFT), settings=get_settings())
+    assert held.blocked_by == "not_enough_labels" and held.numbers["new_labelled_rows"] == 0
+
+    with engine.begin() as conn:
+        conn.execute(
+            insert(labels),
+            [{"request_id": f"w1-{i}", "label": 0, "labelled_at": window(5)[0]} for i in range(20)],
+        )
+    decision = decide_and_record(save(engine, 5, drift=CRITICAL_DRIFT), settings=get_settings())
+    assert decision.retrain is True, decision.reason
+    assert decision.numbers["late_labelled_rows"] == 20
+    assert decision.numbers["new_labelled_rows"] == 20
