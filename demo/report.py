@@ -201,6 +201,17 @@ def _accuracy_chart(windows: list[dict[str, Any]], axis: TimeAxis, t: dict[str, 
             dashed=True,
         ),
     ]
+    if any(w.get("mature_window") is not None for w in windows):
+        # With late labels: at each pass, what the labels vouched for then, the most recent
+        # mature window's accuracy, days behind the final curve above.
+        series.append(
+            Series(
+                "mature",
+                "realized accuracy known at the time (most recent mature window)",
+                column(windows, "mature_accuracy"),
+                "#8250df",
+            )
+        )
     coverage = column(windows, "label_coverage")
     floor = t["accuracy_floor"]
     title = "Accuracy: realized vs estimated"
@@ -218,6 +229,13 @@ def _accuracy_chart(windows: list[dict[str, Any]], axis: TimeAxis, t: dict[str, 
         f"{pct(_mean(coverage), 0)} of the rows where known, and a window without labels has "
         "no point."
     )
+    if len(series) > 2:
+        note = (
+            "Realized accuracy (blue) is each window's, once all its labels came in. Labels "
+            "came days late: at each pass the realized accuracy known then (purple) was that of "
+            "the most recent window whose labels were in, which is why a fall shows there days "
+            "after it began, while the estimate (orange) cannot see it at all."
+        )
     return _section("accuracy", title, series, svg, note)
 
 

@@ -265,6 +265,7 @@ class Demo:
                 "reason": outcome["reason"],
                 "blocked_by": outcome["blocked_by"],
                 "triggers": outcome["triggers"],
+                "found_late_hours": outcome.get("found_late_hours"),
             },
             "_figures": figures,
         }
@@ -444,6 +445,7 @@ class Demo:
                 "days": list(self.scenario.days),
                 "rows_per_window": self.scenario.rows_per_window,
                 "label_share_in_window": LABEL_SHARE_IN_WINDOW,
+                "label_delay_days": self.scenario.label_delay_days,
                 "shift_feature": SHIFT_FEATURE,
             },
             "features": list(self.schema.feature_names),
@@ -472,6 +474,15 @@ class Demo:
                 "champion_before": first,
                 "champion_after": last,
                 "alerts_fired": sorted({a["name"] for r in windows for a in r["alerts"]}),
+                # The first retrain the labels asked for late, and how late (None: none did).
+                "accuracy_fall_found_late_hours": next(
+                    (
+                        r["decision"]["found_late_hours"]
+                        for r in windows
+                        if r["decision"]["retrain"] and r["decision"]["found_late_hours"]
+                    ),
+                    None,
+                ),
                 "duration_seconds": round(seconds, 1),
             },
         }

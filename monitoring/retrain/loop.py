@@ -60,6 +60,9 @@ def check_and_decide(start: datetime, end: datetime, settings: Settings) -> dict
         "triggers": decision.triggers,
         "blocked_by": decision.blocked_by,
         "training_run_id": decision.training_run_id,
+        # Realized accuracy under its floor in an earlier window, found as its labels came:
+        # how many hours after that window closed (None when not).
+        "found_late_hours": (decision.numbers.get("late_accuracy") or {}).get("found_late_hours"),
     }
     if decision.retrain:
         data_start = as_utc(decision.numbers["data_start"])
