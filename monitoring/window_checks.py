@@ -11,6 +11,12 @@ stored in its reference profile; a version stored before calibrations were is es
 scores, with a warning in the log, "calibrated": false in the saved report and a note in the
 summary.
 
+Then it refreshes the realized figures of the earlier windows whose labels came in since the
+previous pass (`monitoring.label_maturity`): labels arrive days late, and count for the windows
+of the predictions they belong to. A row counts with the class the API answered and, for the
+estimate, with the threshold and calibrator of the version that answered it (a promotion inside
+the window); both reports hold the figures per version too.
+
 An empty window still gets its quality report (whose volume check fails hard), so "no traffic"
 is visible; drift and performance need rows and are skipped, which the exporter shows as an
 ageing drift report.
@@ -85,13 +91,25 @@ class WindowResult:
                 f"{'' if self.estimated.calibrated else ' on uncalibrated scores'}; "
                 "blind to concept drift)"
             )
-        for late in self.refreshed:
+        if self.realized and len(self.realized.by_version) > 1:
+            # A promotion inside the window: each version's rows, read as it answered them.
+            lines.append(
+                "by version: "
+                + "; ".join(
+                    f"v{version} {figures['predictions']:,} predictions, realized accuracy "
+                    f"{_num(figures['accuracy'])}"
+                    for version, figures in sorted(self.realized.by_version.items())
+                )
+            )
+        for late in self.refreshed[-5:]:
             late_start, late_end = late.window
             lines.append(
                 f"late labels: {late_start:%Y-%m-%d %H:%M}..{late_end:%H:%M} now "
                 f"{late.labelled:,} labelled (was {late.labelled_before:,}), realized accuracy "
                 f"{_num(late.accuracy)} (coverage {_num(late.label_coverage)})"
             )
+        if len(self.refreshed) > 5:
+            lines.append(f"late labels: and {len(self.refreshed) - 5} earlier window(s)")
         return "\n".join(lines)
 
 

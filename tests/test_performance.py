@@ -400,3 +400,28 @@ def test_a_calibrator_survives_its_stored_form_and_refuses_bad_references():
         fit_calibrator(scores, [0, 2, 1, 1, 1])
     with pytest.raises(ValueError, match="same length"):
         fit_calibrator(scores, [0, 1])
+
+
+def test_each_row_counts_with_the_version_that_answered_it(fraud_schema):
+    # A window that straddles a promotion: v1 answered at 0.5, v2 at 0.2. The log holds the
+    # class each answered; realized figures read it, the estimate reads each version's threshold
+    # and calibrator, and both are also given per version.
+    frame = log_frame(
+        fraud_schema, hours(0.1, 0.2, 0.3, 0.4), [0.3, 0.6, 0.3, 0.6], [1, 0, 1, 0]
+    ).assign(model_version=["1", "1", "2", "2"], **{fraud_schema.prediction: [0, 1, 1, 1]})
+    realized = realized_performance(frame, fraud_schema, window="1h", threshold=0.5)
+    # v1: 0.3 -> 0 (label 1, wrong), 0.6 -> 1 (label 0, wrong); v2: 0.3 -> 1 (right), 0.6 -> 1.
+    assert realized.by_version["1"]["accuracy"] == 0.0
+    assert realized.by_version["2"]["accuracy"] == 0.5
+    assert realized.overall["accuracy"] == 0.25
+    assert realized.to_dict()["by_version"]["2"]["labelled"] == 2
+
+    halves = Calibrator((0.0, 1.0), (0.5, 0.5))  # every row: p = 0.5
+    estimated = estimated_performance_by_window(
+        frame, fraud_schema, window="1h", threshold=0.5, versions={"2": (0.2, halves)}
+    )
+    # v1 raw at 0.5: 0.3 -> negative (p 0.3), 0.6 -> positive (p 0.6): expected correct 0.7 + 0.6.
+    assert estimated.by_version["1"]["accuracy"] == pytest.approx((0.7 + 0.6) / 2)
+    # v2 at 0.2 with p = 0.5: both positive, each half right.
+    assert estimated.by_version["2"]["accuracy"] == pytest.approx(0.5)
+    assert estimated.overall["accuracy"] == pytest.approx((0.7 + 0.6 + 0.5 + 0.5) / 4)
