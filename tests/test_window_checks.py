@@ -22,7 +22,7 @@ from monitoring.quality_report import compute_quality_report
 from monitoring.report_store import latest_reports, save_reports
 from monitoring.window_checks import CheckError, check_window, main
 from tools.testkit.databases import store_settings
-from tools.testkit.traffic import configure, request_features
+from tools.testkit.traffic import ADMIN, configure, request_features
 from training.registry import (
     HOLDOUT_ARTIFACT,
     REFERENCE_PROFILE_ARTIFACT,
@@ -286,3 +286,48 @@ def registry_older_version(registry: Registry, version: str, tmp_path) -> str:
     older = client.create_model_version(name, source.source, run.info.run_id)
     assert THRESHOLD_TAG not in registry.version(older.version).tags
     return str(older.version)
+
+
+def test_a_window_that_straddles_a_promotion_reads_each_row_as_its_version_answered(
+    monkeypatch, tmp_path, fraud_schema, trained_at_03
+):
+    """The older version (threshold 0.5, raw scores) answers half the window, the 0.3 version
+    the rest after a rollback to it: each half is estimated with its own threshold and
+    calibrator, and both reports give the figures per version."""
+    store, version = trained_at_03
+    registry = Registry.from_settings(store)
+    older = registry_older_version(registry, version, tmp_path)
+    promote(registry, older, actor="test", reason="an older version", force=True)
+    database = f"sqlite:///{tmp_path / 'api.db'}"
+    configure(monkeypatch, store, database, tmp_path)
+    frame = generate_transactions(1_000, seed=23)
+    rows = request_features(frame, fraud_schema)
+    try:
+        with TestClient(create_app()) as client:
+            first = client.post(
+                "/predict/batch", json={"instances": [{"features": f} for f in rows[:500]]}
+            ).json()["predictions"]
+            rollback(registry, version, actor="test", reason="back to the calibrated version")
+            reloaded = client.post("/model/reload", headers=ADMIN).json()
+            assert reloaded["model_version"] == version
+            second = client.post(
+                "/predict/batch", json={"instances": [{"features": f} for f in rows[500:]]}
+            ).json()["predictions"]
+            assert client.app.state.logger.flush()
+    finally:
+        if registry.alias("champion").version != version:
+            rollback(registry, version, actor="test", reason="back to the calibrated version")
+    assert {a["model_version"] for a in first} == {older}
+    assert {a["model_version"] for a in second} == {version}
+
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    result = check_window(end=end, hours=1, settings=get_settings())
+    by_version = result.estimated.by_version
+    assert set(by_version) == {older, version}
+    raw = estimated_performance([a["probabilities"]["1"] for a in first], 0.5)
+    assert by_version[older]["accuracy"] == pytest.approx(raw["accuracy"])
+    calibrator = Calibrator.from_dict(registry.reference_profile(version).calibration)
+    own = estimated_performance([a["probabilities"]["1"] for a in second], 0.3, calibrator)
+    assert by_version[version]["accuracy"] == pytest.approx(own["accuracy"])
+    assert by_version[older]["predictions"] == by_version[version]["predictions"] == 500
+    assert f"v{older} 500 predictions" in result.summary()
