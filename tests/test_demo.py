@@ -27,9 +27,10 @@ pytestmark = pytest.mark.slow
 class DemoRun:
     """`python -m demo.run` over five days, started in the background: `result()` waits for it."""
 
-    def __init__(self, out, cwd=PROJECT_ROOT):
-        command = [sys.executable, "-m", "demo.run", "--days", "1,1,3", "--rows-per-window", "500",
-                   "--seed", "42", "--port", str(free_port()), "--out", str(out)]  # fmt: skip
+    def __init__(self, out, cwd=PROJECT_ROOT, days="1,1,3", *options):
+        command = [sys.executable, "-m", "demo.run", "--days", days, "--rows-per-window", "500",
+                   "--seed", "42", "--port", str(free_port()), "--out", str(out),
+                   *options]  # fmt: skip
         self.out = out
         self.process = subprocess.Popen(
             command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -63,10 +64,14 @@ def runs(tmp_path_factory, sink):
     )
     first = DemoRun(tmp_path_factory.mktemp("demo"), cwd=home)
     again = DemoRun(tmp_path_factory.mktemp("again"))
+    # Labels three days late: concept drift needs six days to be found late and recovered from.
+    late = DemoRun(
+        tmp_path_factory.mktemp("late"), PROJECT_ROOT, "1,1,6", "--label-delay-days", "3"
+    )
     try:
-        yield first, again
+        yield first, again, late
     finally:
-        for run in (first, again):
+        for run in (first, again, late):
             run.process.kill()
             run.process.communicate()
 
@@ -144,6 +149,25 @@ def test_the_same_seed_tells_the_same_story(demo, runs):
     assert [retrain(r) for r in first["retrains"]] == [retrain(r) for r in again["retrains"]]
     summary = {k: v for k, v in first["summary"].items() if k != "duration_seconds"}
     assert summary == {k: v for k, v in again["summary"].items() if k != "duration_seconds"}
+
+
+def test_labels_three_days_late_find_the_fall_late_and_retrain_on_where_it_fell(runs, tmp_path):
+    out, output, timeline = runs[2].result()
+    summary, windows = timeline["summary"], timeline["windows"]
+    assert timeline["scenario"]["label_delay_days"] == 3
+    # No window knows its own accuracy when it closes; three days later the labels vouch for it.
+    assert all(w["realized_accuracy_at_check"] is None for w in windows)
+    assert all(w["mature_window"] is None for w in windows[:12])
+    assert all(w["index"] - w["mature_window"] == 12 for w in windows[12:])
+    # The concept drift (day 3) is found from the labels three days after the windows it hit,
+    # and the retrain it asks for learns from them and is promoted.
+    assert summary["accuracy_fall_found_late_hours"] >= 72
+    promoted = [r for r in timeline["retrains"] if r["promoted"]]
+    assert promoted and "found 72 h after that window closed" in promoted[0]["reason"]
+    assert summary["champion_after"] != summary["champion_before"]
+    assert summary["final_accuracy"] > summary["final_accuracy_without_retraining"] + 0.03
+    assert "mature " in output  # the day lines say what the labels vouch for
+    assert "realized accuracy known at the time" in (out / "report.html").read_text()
 
 
 def test_the_same_seed_gives_the_same_traffic():
