@@ -43,8 +43,20 @@ CREATE TABLE IF NOT EXISTS labels (
 	label SMALLINT NOT NULL,
 	labelled_at TIMESTAMP WITH TIME ZONE NOT NULL,
 	received_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+	model_name VARCHAR(200),
+	model_version VARCHAR(50),
+	predicted_at TIMESTAMP WITH TIME ZONE,
+	score FLOAT,
+	predicted_class SMALLINT,
+	matched_at TIMESTAMP WITH TIME ZONE,
 	PRIMARY KEY (request_id)
 );
+
+CREATE INDEX IF NOT EXISTS ix_labels_matched_at ON labels (matched_at);
+
+CREATE INDEX IF NOT EXISTS ix_labels_model_predicted_at ON labels (model_name, predicted_at);
+
+CREATE INDEX IF NOT EXISTS ix_labels_unmatched ON labels (request_id) WHERE predicted_at IS NULL;
 
 CREATE TABLE IF NOT EXISTS performance_reports (
 	id BIGSERIAL NOT NULL,
