@@ -313,3 +313,13 @@ def test_every_refusal_reason_is_exported_before_the_first_refusal(start):
         assert rejected(api, reason) >= 0
     assert counter(api, "ml_labels_accepted_total", source=LABEL_SOURCE) is not None
     assert counter(api, "ml_labels_changed_total", source=LABEL_SOURCE) is not None
+
+
+@pytest.mark.parametrize("labelled_at", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:30:00-05:00"])
+def test_a_labelled_at_without_a_utc_value_is_a_422_not_a_500(start, postgres_url, labelled_at):
+    api = start()
+    body = {"request_id": "r1", "label": 1, "labelled_at": labelled_at}
+    answer = api.post("/feedback", json=body, headers=LABELLER)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"].startswith("labelled_at: Value error, has no UTC value")
+    assert stored(postgres_url) == ([], [])

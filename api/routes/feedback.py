@@ -49,7 +49,7 @@ from api.deps import LabelSourceDep, MetricsDep, SettingsDep
 from api.instrumentation import ApiMetrics
 from api.payloads import BatchFeedback, ErrorResponse, Feedback, FeedbackResponse
 from api.routes import JSONBodyRoute
-from data.db import as_utc, get_engine, label_history, labels, prediction_logs
+from data.db import get_engine, label_history, labels, prediction_logs
 from data.logs import bind
 from data.settings import Settings
 
@@ -116,7 +116,7 @@ def _store(
             "request_id": item.request_id,
             "label": item.label,
             "source": source,
-            "labelled_at": as_utc(item.labelled_at) if item.labelled_at else now,
+            "labelled_at": item.labelled_at or now,  # UTC (the payload model's)
             "received_at": now,
         }
         for item in latest.values()
