@@ -38,11 +38,26 @@ CREATE INDEX IF NOT EXISTS ix_drift_reports_window_end ON drift_reports (window_
 
 CREATE UNIQUE INDEX IF NOT EXISTS ux_drift_reports_model_window ON drift_reports (model_name, window_end, window_start);
 
+CREATE TABLE IF NOT EXISTS label_history (
+	id BIGSERIAL NOT NULL,
+	request_id VARCHAR(128) NOT NULL,
+	label SMALLINT NOT NULL,
+	source VARCHAR(64) NOT NULL,
+	labelled_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	received_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+	PRIMARY KEY (id)
+);
+
+CREATE INDEX IF NOT EXISTS ix_label_history_received_at ON label_history (received_at);
+
+CREATE INDEX IF NOT EXISTS ix_label_history_request_id ON label_history (request_id);
+
 CREATE TABLE IF NOT EXISTS labels (
 	request_id VARCHAR(128) NOT NULL,
 	label SMALLINT NOT NULL,
 	labelled_at TIMESTAMP WITH TIME ZONE NOT NULL,
 	received_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+	source VARCHAR(64),
 	model_name VARCHAR(200),
 	model_version VARCHAR(50),
 	predicted_at TIMESTAMP WITH TIME ZONE,
@@ -55,6 +70,8 @@ CREATE TABLE IF NOT EXISTS labels (
 CREATE INDEX IF NOT EXISTS ix_labels_matched_at ON labels (matched_at);
 
 CREATE INDEX IF NOT EXISTS ix_labels_model_predicted_at ON labels (model_name, predicted_at);
+
+CREATE INDEX IF NOT EXISTS ix_labels_received_at ON labels (received_at);
 
 CREATE INDEX IF NOT EXISTS ix_labels_unmatched ON labels (request_id) WHERE predicted_at IS NULL;
 

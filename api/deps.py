@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the app's shared objects and the admin check, as Annotated aliases.
+"""FastAPI dependencies: the app's shared objects, the admin check and the label writers'
+check, as Annotated aliases.
 
 They are `async def` although they do no I/O: FastAPI runs a plain `def` dependency in a worker
 thread, and that hop costs more than the whole prediction.
@@ -6,6 +7,7 @@ thread, and that hop costs more than the whole prediction.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from typing import Annotated
 
@@ -73,3 +75,55 @@ async def require_admin(
 
 
 AdminDep = Depends(require_admin)
+
+
+_label_bearer = HTTPBearer(
+    auto_error=False, scheme_name="LabelToken", description="a token of LABEL_TOKENS"
+)
+
+
+def _digest(token: str) -> bytes:
+    # Compared as digests, so that every comparison is of 32 bytes and a token's length does
+    # not show in the time either.
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def require_label_writer(
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_label_bearer)],
+) -> str:
+    """The source (LABEL_TOKENS) whose token the request carries as `Authorization: Bearer`;
+    401 without one or with any other token (the admin token too), 503 while LABEL_TOKENS is
+    unset.
+
+    The presented token is compared with every configured token in constant time, each
+    comparison made whatever the others gave, so the time says neither whether nor which one
+    matched.
+    """
+    tokens = settings.label_tokens
+    if not tokens:
+        metrics.feedback_rejected("disabled")
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "label endpoints are disabled: set LABEL_TOKENS"
+        )
+    presented = _digest(credentials.credentials if credentials is not None else "")
+    matches = [
+        source
+        for source, token in tokens.items()
+        if secrets.compare_digest(presented, _digest(token.get_secret_value()))
+    ]
+    if credentials is None or len(matches) != 1:  # tokens are distinct: at most one matches
+        metrics.feedback_rejected("unauthorized")
+        reason = "missing" if credentials is None else "unknown"
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            f"{reason} label token: labels need `Authorization: Bearer <token>` with the token "
+            "of their source in LABEL_TOKENS (the admin token does not write labels); nothing "
+            "stored",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return matches[0]
+
+
+LabelSourceDep = Annotated[str, Depends(require_label_writer)]

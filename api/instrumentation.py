@@ -116,6 +116,34 @@ HTTP_DURATION = Histogram(
     buckets=HTTP_BUCKETS,
 )
 FEEDBACK = Counter("ml_feedback_total", "Ground-truth labels received", ["environment", "label"])
+# Labels are training data and the gates' hold-out: who wrote them, who changed one, and what
+# was refused are the signs of a poisoning attempt or of a label feed gone wrong.
+LABELS_ACCEPTED = Counter(
+    "ml_labels_accepted_total",
+    "Labels stored, by the source (LABEL_TOKENS) whose token sent them",
+    ["environment", "source"],
+)
+LABELS_CHANGED = Counter(
+    "ml_labels_changed_total",
+    "Labels that flipped the value of an earlier label for the same request id, by the source "
+    "of the new one (both stay in label_history)",
+    ["environment", "source"],
+)
+FEEDBACK_REJECTED = Counter(
+    "ml_feedback_rejected_total",
+    "Label requests refused, by reason; nothing of a refused request is stored",
+    ["environment", "reason"],
+)
+# The reasons, created at 0 when the app starts (as ERROR_TYPES): unauthorized (no or a wrong
+# label token), disabled (LABEL_TOKENS unset), invalid (a 422: unknown label value, bad id),
+# batch_too_large (FEEDBACK_MAX_BATCH_SIZE), unknown_request_ids (FEEDBACK_MAX_AWAITING).
+FEEDBACK_REJECT_REASONS = (
+    "unauthorized",
+    "disabled",
+    "invalid",
+    "batch_too_large",
+    "unknown_request_ids",
+)
 LOG_QUEUE_DEPTH = Gauge(
     "ml_prediction_log_queue_depth",
     "Prediction log rows waiting in memory for the writer",
@@ -193,6 +221,10 @@ class ApiMetrics:
         self.log_dropped = LOG_DROPPED.labels(environment)
         self.log_quarantined = LOG_QUARANTINED.labels(environment)
         self.errors = {kind: PREDICTION_ERRORS.labels(environment, kind) for kind in ERROR_TYPES}
+        self.feedback_rejections = {
+            reason: FEEDBACK_REJECTED.labels(environment, reason)
+            for reason in FEEDBACK_REJECT_REASONS
+        }
         self._model_info: tuple[str, ...] | None = None
         self._buffer: deque[tuple] = deque()  # appends and poplefts are thread-safe
         self._spool_dir: Path | None = None
@@ -290,6 +322,23 @@ class ApiMetrics:
 
     def feedback(self, label: int, count: int = 1) -> None:
         FEEDBACK.labels(self.environment, str(label)).inc(count)
+
+    def label_sources(self, sources: Iterable[str]) -> None:
+        """Create the per-source series at 0 (a source that has sent nothing yet reads 0)."""
+        for source in sources:
+            LABELS_ACCEPTED.labels(self.environment, source)
+            LABELS_CHANGED.labels(self.environment, source)
+
+    def labels_stored(self, source: str, accepted: int, changed: int) -> None:
+        LABELS_ACCEPTED.labels(self.environment, source).inc(accepted)
+        if changed:
+            LABELS_CHANGED.labels(self.environment, source).inc(changed)
+
+    def feedback_rejected(self, reason: str) -> None:
+        counter = self.feedback_rejections.get(reason) or FEEDBACK_REJECTED.labels(
+            self.environment, reason
+        )
+        counter.inc()
 
     def model_served(self, model_name: str, model_version: str, scorer: str) -> None:
         if self._model_info is not None:
@@ -403,6 +452,11 @@ def summary() -> dict[str, Any]:
         },
         "errors": total("ml_prediction_errors_total", "error_type"),
         "feedback": total("ml_feedback_total", "label"),
+        "labels": {
+            "accepted_by_source": total("ml_labels_accepted_total", "source"),
+            "changed_by_source": total("ml_labels_changed_total", "source"),
+            "rejected": total("ml_feedback_rejected_total", "reason"),
+        },
         "latency_seconds": {
             "count": count,
             "mean": total("ml_prediction_latency_seconds_sum") / count if count else None,

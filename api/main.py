@@ -130,6 +130,8 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
         field = ".".join(str(part) for part in error["loc"] if part != "body")
         errors.append({"field": field, "message": error["msg"], "type": error["type"]})
     request.app.state.metrics.error("validation", 1)
+    if request.url.path.startswith("/feedback"):
+        request.app.state.metrics.feedback_rejected("invalid")
     detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors[:10])
     return JSONResponse(
         {"detail": detail, "errors": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
@@ -149,6 +151,7 @@ def create_app() -> FastAPI:
     app.state.metrics = ApiMetrics(
         settings.ENVIRONMENT, [f.name for f in schema.numerical], enabled=settings.API_MONITORING
     )
+    app.state.metrics.label_sources(settings.label_tokens)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(health.router)
     app.include_router(predict.build_router(schema))

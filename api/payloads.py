@@ -13,9 +13,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, create_model, field_validator
 from typing_extensions import TypedDict
 
+from data.db import as_utc
 from data.schema import Feature, FeatureSchema
 
 # Text that Postgres can store: no NUL character (a Rust-side pattern, which also refuses lone
@@ -103,8 +104,22 @@ class Feedback(BaseModel):
     request_id: RequestId
     label: Annotated[int, Field(ge=0, le=1, strict=True, description="Ground truth: 0 or 1")]
     labelled_at: datetime | None = Field(
-        default=None, description="When the truth became known (default: now)"
+        default=None,
+        description="When the truth became known (default: when first received); a time "
+        "without a zone is UTC",
     )
+
+    @field_validator("labelled_at")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        # Stored and compared in UTC (a retry must compare equal whatever zone it names); a
+        # time at the edge of the calendar that has no UTC value is a 422, not a 500.
+        if value is None:
+            return None
+        try:
+            return as_utc(value)
+        except OverflowError:
+            raise ValueError("has no UTC value (out of the calendar's range)") from None
 
 
 class BatchFeedback(BaseModel):

@@ -3,7 +3,8 @@
 The tables are declared once here with SQLAlchemy Core, so Postgres (compose, tests) and SQLite
 (the embedded demo) get the same columns. `init_db.sql` at the repository root is generated from
 these definitions (`python -m data.db --sql > init_db.sql`) and a test keeps it in step, so the
-SQL file and the code cannot disagree about a column name.
+SQL file and the code cannot disagree about a column name. `init_db` also brings a database made
+by an earlier version up to these definitions: the nullable columns and the indexes added since.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 
 from data.settings import exit_on_config_error, get_settings
 
@@ -65,8 +67,12 @@ prediction_logs = Table(
 )
 Index("ix_prediction_logs_predicted_at", prediction_logs.c.predicted_at)
 
-# Ground truth that arrived later, joined to predictions by request id. A corrected label
-# replaces the earlier one (upsert), keeping when it was first received.
+# Ground truth that arrived later, joined to predictions by request id: the one label that
+# counts per request, the latest received (`api.routes.feedback`). `received_at` is when the
+# label that counts was received: it moves when a new label changes the value or `labelled_at`,
+# and stays when the same label is sent again (a retry), so "labels new or changed since T" is a
+# range on its index (the realized-performance refresh reads it). `source` is the label writer
+# whose token sent it (LABEL_TOKENS); null for labels stored before label tokens existed.
 #
 # The monitoring pass copies onto each label what realized performance needs of its prediction
 # (`monitoring.label_maturity.match_labels`: model, version, time, score, answered class), once,
@@ -82,6 +88,7 @@ labels = Table(
     Column("label", SmallInteger, nullable=False),
     Column("labelled_at", _TIME, nullable=False),
     Column("received_at", _TIME, nullable=False, server_default=func.now()),
+    Column("source", String(64)),
     Column("model_name", String(200)),
     Column("model_version", String(50)),
     Column("predicted_at", _TIME),
@@ -98,6 +105,23 @@ Index(
     postgresql_where=labels.c.predicted_at.is_(None),
     sqlite_where=labels.c.predicted_at.is_(None),
 )
+Index("ix_labels_received_at", labels.c.received_at)
+
+# Every label the API accepted, appended, never updated: who said what about which request and
+# when, so a flipped label is on record with its source and the earlier one is not lost.
+label_history = Table(
+    "label_history",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("request_id", String(128), nullable=False),
+    Column("label", SmallInteger, nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("labelled_at", _TIME, nullable=False),
+    Column("received_at", _TIME, nullable=False, server_default=func.now()),
+)
+Index("ix_label_history_request_id", label_history.c.request_id)
+# Retention deletes the history of labels whose prediction never came by this time.
+Index("ix_label_history_received_at", label_history.c.received_at)
 
 
 def _window_report_columns() -> list[Column]:
@@ -331,9 +355,70 @@ def database_error_message(exc: SQLAlchemyError) -> str:
     return f"the database {where} failed: {reason[0] if reason else type(exc).__name__}"
 
 
+class SchemaMigrationError(RuntimeError):
+    """An existing table lacks a column that cannot be added in place (one that is NOT NULL);
+    the message names the table and the column."""
+
+
 def init_db(engine: Engine | None = None) -> None:
-    """Create any missing tables and indexes; safe to call at every start."""
-    metadata.create_all(engine or get_engine())
+    """Create any missing tables, columns and indexes; safe to call at every start, by several
+    processes at once.
+
+    `create_all` creates the tables that are missing but leaves an existing table as it is, so
+    a database made by an earlier version would lack the columns and indexes added since: those
+    are added here (`add_missing_columns_and_indexes`).
+    """
+    engine = engine or get_engine()
+    metadata.create_all(engine)
+    add_missing_columns_and_indexes(engine)
+
+
+def add_missing_columns_and_indexes(engine: Engine) -> list[str]:
+    """Bring every existing table of `metadata` up to its definition, in place: add each missing
+    column (`ALTER TABLE ... ADD COLUMN`) and create each missing index (`CREATE INDEX IF NOT
+    EXISTS`), on Postgres and SQLite. Returns the DDL it ran (empty when nothing was missing).
+
+    Only nullable columns can be added to a table that has rows; a missing NOT NULL column is a
+    `SchemaMigrationError` naming it (such a change needs a hand-written migration). Columns are
+    never dropped, renamed or retyped. Idempotent and safe against another process doing the
+    same at the same time: Postgres adds `IF NOT EXISTS`, and a SQLite "duplicate column" from a
+    process that got there first is taken as done.
+    """
+    dialect = engine.dialect
+    inspector = inspect(engine)
+    existing_tables = set(inspector.get_table_names())
+    statements: list[str] = []
+    for table in metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue  # create_all makes it whole, indexes included
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise SchemaMigrationError(
+                    f"table {table.name!r} lacks the NOT NULL column {column.name!r}, which "
+                    "cannot be added to a table with rows; migrate it by hand"
+                )
+            definition = str(CreateColumn(column).compile(dialect=dialect)).strip()
+            if_not_exists = "IF NOT EXISTS " if dialect.name == "postgresql" else ""
+            statements.append(
+                f"ALTER TABLE {dialect.identifier_preparer.format_table(table)} "
+                f"ADD COLUMN {if_not_exists}{definition}"
+            )
+        statements.extend(
+            str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
+            for index in sorted(table.indexes, key=lambda i: i.name or "")
+            if index.name not in {i["name"] for i in inspector.get_indexes(table.name)}
+        )
+    for statement in statements:
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(statement)
+        except OperationalError as exc:
+            if "duplicate column" not in str(exc.orig).lower():  # SQLite: another process won
+                raise
+    return statements
 
 
 def postgres_ddl() -> str:

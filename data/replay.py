@@ -4,7 +4,8 @@ Each row becomes a `/predict/batch` instance (its id column as the request id, t
 features as `features`); with `--labels`, the target column then goes to `/feedback/batch`, as
 if the truth had arrived (rows without a label get none). `make demo` uses it to feed the API
 normal and drifted traffic; it is also the quickest way to see what the monitoring makes of a
-dataset of your own.
+dataset of your own. Labels go with a label writer's token: that of `--label-source` in
+LABEL_TOKENS (the API's setting, read here too), or of its only source.
 
     python -m data.replay --data var/data/live.parquet --url http://127.0.0.1:8000 --labels
 """
@@ -24,7 +25,7 @@ import requests
 from data.ingest import DataError, coerce_frame, load_frame
 from data.logs import configure_logging
 from data.schema import FeatureSchema, SchemaError, load_schema
-from data.settings import exit_on_config_error, get_settings
+from data.settings import Settings, exit_on_config_error, get_settings
 
 
 class ReplayError(RuntimeError):
@@ -55,6 +56,25 @@ def request_instances(frame: pd.DataFrame, schema: FeatureSchema) -> list[dict[s
     return instances
 
 
+def label_token(settings: Settings, source: str | None = None) -> str:
+    """The token of `source` in LABEL_TOKENS, or of its only source; ReplayError if none."""
+    tokens = settings.label_tokens
+    if not tokens:
+        raise ReplayError(
+            "sending labels needs a label token: set LABEL_TOKENS (source=token) as the API has it"
+        )
+    if source is None:
+        if len(tokens) > 1:
+            raise ReplayError(
+                f"LABEL_TOKENS has several sources ({', '.join(tokens)}): choose one with "
+                "--label-source"
+            )
+        source = next(iter(tokens))
+    if source not in tokens:
+        raise ReplayError(f"--label-source {source!r} is not in LABEL_TOKENS ({', '.join(tokens)})")
+    return tokens[source].get_secret_value()
+
+
 def _chunks(items: list, size: int) -> Iterator[list]:
     for first in range(0, len(items), size):
         yield items[first : first + size]
@@ -68,9 +88,13 @@ def replay(
     labels: bool = False,
     batch_size: int = 500,
     session: requests.Session | None = None,
+    token: str | None = None,
 ) -> dict[str, int]:
-    """Send `frame` to the API at `url`; returns how many predictions (and labels) it took."""
+    """Send `frame` to the API at `url`; returns how many predictions (and labels) it took.
+    Labels go with `token` (default: the only source's in LABEL_TOKENS, `label_token`)."""
     session = session or requests.Session()
+    # Resolved first: a missing token stops the replay before any prediction is sent.
+    headers = {"Authorization": f"Bearer {token or label_token(get_settings())}"} if labels else {}
     instances = request_instances(frame, schema)
     ids: list[str] = []
     positives = 0
@@ -91,9 +115,8 @@ def replay(
             if not pd.isna(y)
         ]
         for chunk in _chunks(feedback, batch_size):
-            result["labels"] += _post(session, f"{url}/feedback/batch", {"labels": chunk})[
-                "accepted"
-            ]
+            answer = _post(session, f"{url}/feedback/batch", {"labels": chunk}, headers)
+            result["labels"] += answer["accepted"]
     return result
 
 
@@ -113,9 +136,11 @@ def wait_until_ready(url: str, seconds: float) -> None:
     raise ReplayError(f"{url} was not ready after {seconds:g} s: {reason}")
 
 
-def _post(session: requests.Session, url: str, body: dict) -> dict:
+def _post(
+    session: requests.Session, url: str, body: dict, headers: dict[str, str] | None = None
+) -> dict:
     try:
-        answer = session.post(url, json=body, timeout=60)
+        answer = session.post(url, json=body, timeout=60, headers=headers)
     except requests.RequestException as exc:
         raise ReplayError(f"cannot reach {url}: {exc}") from None
     if answer.status_code != 200:
@@ -143,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=f"http://127.0.0.1:{settings.API_PORT}")
     parser.add_argument("--schema", default=str(settings.path(settings.FEATURE_SCHEMA)))
     parser.add_argument("--labels", action="store_true", help="also send the target as feedback")
+    parser.add_argument(
+        "--label-source",
+        help="the source in LABEL_TOKENS whose token sends the labels (default: its only one)",
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--rows", help="only rows START:END of the file (Python slice, 0-based)")
     parser.add_argument(
@@ -157,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         frame = load_frame(args.data, schema, require_target=args.labels)
         if args.rows:
             frame = frame.iloc[_slice(args.rows)]
-        result = replay(frame, schema, args.url, labels=args.labels, batch_size=args.batch_size)
+        token = label_token(settings, args.label_source) if args.labels else None
+        result = replay(
+            frame, schema, args.url, labels=args.labels, batch_size=args.batch_size, token=token
+        )
     except (SchemaError, DataError, ReplayError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@ labels: a batch holds its locks for milliseconds, so the API's logging (COPY int
 table) never waits behind a delete of a whole day. Partitioning the table by day would make the
 delete a `DROP` of a partition, but Postgres requires the partition key in every unique key,
 and the prediction log's exactly-once logging rests on `request_id` alone being the key.
-Labels whose prediction never reached the log go too once they are older than the cut-off.
+Labels whose prediction never reached the log go too once they are older than the cut-off, and
+with every label its history (`label_history`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from data.db import as_utc, get_engine, init_db, labels, prediction_logs
+from data.db import as_utc, get_engine, init_db, label_history, labels, prediction_logs
 from data.settings import Settings
 
 
@@ -56,6 +57,7 @@ def delete_predictions_before(
             deleted_labels += conn.execute(
                 delete(labels).where(labels.c.request_id.in_(batch))
             ).rowcount
+            conn.execute(delete(label_history).where(label_history.c.request_id.in_(batch)))
             deleted_rows += conn.execute(
                 delete(prediction_logs).where(prediction_logs.c.request_id.in_(batch))
             ).rowcount
@@ -67,6 +69,14 @@ def delete_predictions_before(
         orphans = conn.execute(
             delete(labels).where(labels.c.received_at < before, ~logged.exists())
         ).rowcount
+        logged_history = select(prediction_logs.c.request_id).where(
+            prediction_logs.c.request_id == label_history.c.request_id
+        )
+        conn.execute(
+            delete(label_history).where(
+                label_history.c.received_at < before, ~logged_history.exists()
+            )
+        )
     return {
         "before": before.isoformat(),
         "deleted_predictions": deleted_rows,

@@ -55,6 +55,10 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 
+# Secrets that must be set outside ENVIRONMENT=development (the reference shows them so).
+REQUIRED_OUTSIDE_DEVELOPMENT = frozenset({"API_ADMIN_TOKEN", "LABEL_TOKENS"})
+
+
 class ConfigError(ValueError):
     """The environment (or `.env`) holds settings the stack cannot run with; the message names
     each variable and says what is wrong with it, in one line."""
@@ -115,16 +119,29 @@ class Settings(
             )
         if self.SMTP_PASSWORD is not None and not self.SMTP_USER:
             raise ValueError("SMTP_PASSWORD is set without SMTP_USER")
+        label_tokens = self.label_tokens
+        # A placeholder shared by both (a copied .env.example) is development's business: it is
+        # refused below everywhere else.
+        if self.API_ADMIN_TOKEN is not None:
+            admin = self.API_ADMIN_TOKEN.get_secret_value()
+            for source, token in label_tokens.items():
+                if token.get_secret_value() == admin and not _is_placeholder(admin):
+                    raise ValueError(
+                        f"LABEL_TOKENS: the token of source {source!r} is API_ADMIN_TOKEN; label "
+                        "writers need tokens of their own (the admin token never writes labels)"
+                    )
         if self.is_development:
             return self
-        if self.API_ADMIN_TOKEN is None:
-            raise ValueError(f"API_ADMIN_TOKEN must be set when ENVIRONMENT={self.ENVIRONMENT}")
+        for name in sorted(REQUIRED_OUTSIDE_DEVELOPMENT):
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} must be set when ENVIRONMENT={self.ENVIRONMENT}")
         secrets = {
             "API_ADMIN_TOKEN": self.API_ADMIN_TOKEN,
             "SLACK_WEBHOOK_URL": self.SLACK_WEBHOOK_URL,
             "PAGERDUTY_ROUTING_KEY": self.PAGERDUTY_ROUTING_KEY,
             "ALERT_WEBHOOK_URL": self.ALERT_WEBHOOK_URL,
             "SMTP_PASSWORD": self.SMTP_PASSWORD,
+            **{f"LABEL_TOKENS (source {s!r})": token for s, token in label_tokens.items()},
         }
         for name, value in secrets.items():
             if value is not None and _is_placeholder(value.get_secret_value()):
@@ -191,9 +208,6 @@ def exit_on_config_error(main: Callable[..., int]) -> Callable[..., int]:
 
 REFERENCE_COMMAND = "python -m data.settings --reference > docs/configuration.md"
 
-# Shown in the reference's default column instead of "unset": the production check requires it.
-REQUIRED_OUTSIDE_DEVELOPMENT = frozenset({"API_ADMIN_TOKEN"})
-
 REFERENCE_INTRO = f"""\
 # Configuration reference
 
@@ -224,10 +238,15 @@ the same settings.
   (some but not all of `SMTP_HOST`, `ALERT_EMAIL_FROM`, `ALERT_EMAIL_TO`), `SMTP_PASSWORD`
   without `SMTP_USER`, an `MLFLOW_TRACKING_URI` that is a directory (`file:` or a plain path),
   and an `ALERTMANAGER_URL` that is not an http(s) URL.
-- **Outside `ENVIRONMENT=development`** they also refuse: an unset `API_ADMIN_TOKEN`; a
-  placeholder value (`changeme`, `change-me`, `changethis`, `secret`, `password` or `xxx`, in
-  any case) in `API_ADMIN_TOKEN`, `SLACK_WEBHOOK_URL`, `PAGERDUTY_ROUTING_KEY`,
-  `ALERT_WEBHOOK_URL` or `SMTP_PASSWORD`; and a placeholder as the password in `DATABASE_URL`.
+  A malformed `LABEL_TOKENS` (a pair without `=`, an empty source or token, a source given
+  twice, two sources sharing a token) is refused naming the pair or source, never the token,
+  and so is a label token equal to `API_ADMIN_TOKEN` (unless both are the same placeholder,
+  which only development tolerates).
+- **Outside `ENVIRONMENT=development`** they also refuse: an unset `API_ADMIN_TOKEN` or
+  `LABEL_TOKENS`; a placeholder value (`changeme`, `change-me`, `changethis`, `secret`,
+  `password` or `xxx`, in any case) in `API_ADMIN_TOKEN`, any token of `LABEL_TOKENS`,
+  `SLACK_WEBHOOK_URL`, `PAGERDUTY_ROUTING_KEY`, `ALERT_WEBHOOK_URL` or `SMTP_PASSWORD`; and a
+  placeholder as the password in `DATABASE_URL`.
   Nothing else is checked for placeholders: the passwords that only `docker-compose.yml` reads
   (Postgres, MLflow's and Airflow's databases, Airflow's keys, Grafana) are yours to replace
   (see [deployment](deployment.md#docker-compose-up)).

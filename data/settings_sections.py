@@ -7,6 +7,7 @@ configuration reference from these descriptions.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +28,7 @@ class EnvironmentSettings(BaseModel):
         default="development",
         description="`development`, `staging` or `production`. Labels every metric and alert. "
         "Outside `development` placeholder secrets are refused at start and `API_ADMIN_TOKEN` "
-        "is required.",
+        "and `LABEL_TOKENS` are required.",
     )
 
     @property
@@ -362,7 +363,7 @@ class ExporterSettings(BaseModel):
 
 class ServingSettings(BaseModel):
     """The inference API (`python -m api.serve`): workers and port, limits, the prediction log's
-    spool and journal, and the token of its admin endpoints."""
+    spool and journal, the token of its admin endpoints and the tokens of the label writers."""
 
     API_WORKERS: int = Field(
         default=2, ge=1, description="Worker processes started by `python -m api.serve`."
@@ -402,6 +403,22 @@ class ServingSettings(BaseModel):
         description="Minutes a label may wait for its prediction to reach the log before it "
         "counts as orphaned (`ml_labels_orphaned`).",
     )
+    FEEDBACK_MAX_BATCH_SIZE: int = Field(
+        default=10_000,
+        ge=1,
+        description="Largest `/feedback/batch`, in labels; above it: 413 and nothing of the "
+        "batch is stored.",
+    )
+    FEEDBACK_MAX_AWAITING: int = Field(
+        default=10_000,
+        ge=1,
+        description="Labels of one source (LABEL_TOKENS) that may wait at once for their "
+        "prediction to reach the log: those received in the last `LABEL_MATCH_MINUTES` whose "
+        "request id is not logged. A request that would take a source over it is refused with "
+        "429 and nothing of it is stored: a flood of labels for ids that were never predicted "
+        "(a wrong id column, a replayed export, a leaked token) cannot fill the labels table. "
+        "Room frees as the predictions arrive and as waiting labels turn orphaned.",
+    )
     API_MONITORING: bool = Field(
         default=True,
         description="`true` in every real deployment; `false` (no prediction log, no metrics) only "
@@ -417,6 +434,32 @@ class ServingSettings(BaseModel):
         description="Bearer token for the API's admin endpoints (`/model/reload`, `/logs`). "
         "Required outside development.",
     )
+    # Labels become training data and the gates' hold-out: whoever can write them can get a
+    # poisoned model approved, so they take a credential of their own, one per source system.
+    LABEL_TOKENS: SecretStr | None = Field(
+        default=None,
+        description="Bearer tokens of the label writers (`/feedback`, `/feedback/batch`): "
+        "`source=token` pairs separated by commas, one per source system "
+        "(`chargebacks=<token>,manual-review=<token>`; sources of letters, digits, `.`, `_`, "
+        "`-`). Every label is stored with the source whose token sent it. The admin token is "
+        "never accepted for labels, and may not be one of these. Unset: the label endpoints "
+        "answer 503. Required outside development.",
+    )
+
+    @field_validator("LABEL_TOKENS")
+    @classmethod
+    def _well_formed_label_tokens(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_label_tokens(value.get_secret_value())
+        return value
+
+    @property
+    def label_tokens(self) -> dict[str, SecretStr]:
+        """LABEL_TOKENS as {source: token}; empty when unset."""
+        if self.LABEL_TOKENS is None:
+            return {}
+        parsed = parse_label_tokens(self.LABEL_TOKENS.get_secret_value())
+        return {source: SecretStr(token) for source, token in parsed.items()}
 
 
 class AlertSettings(BaseModel):
@@ -577,6 +620,47 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("Notification delivery", NotificationSettings),
     ("Logs", LogSettings),
 )
+
+
+# A source names a label writer in the labels' rows and in a metric's label: short and plain.
+LABEL_SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def parse_label_tokens(text: str) -> dict[str, str]:
+    """`source=token,source=token` as {source: token}; a ValueError says what is malformed.
+
+    The messages name pairs by position and sources by name, never a token. A token may hold
+    `=` (base64 padding): a pair splits at its first one.
+    """
+    tokens: dict[str, str] = {}
+    for position, pair in enumerate(text.split(","), start=1):
+        source, equals, token = (part.strip() for part in pair.partition("="))
+        if not equals:
+            raise ValueError(
+                f"pair {position} has no '=': expected source=token pairs separated by commas "
+                "(chargebacks=<token>,manual-review=<token>)"
+            )
+        if not source:
+            raise ValueError(f"pair {position} has an empty source before '='")
+        if not LABEL_SOURCE.fullmatch(source):
+            raise ValueError(
+                f"source {source!r} (pair {position}) is not 1-64 letters, digits, '.', '_' or "
+                "'-' starting with a letter or digit"
+            )
+        if not token:
+            raise ValueError(f"source {source!r} has an empty token")
+        if any(character.isspace() for character in token):
+            raise ValueError(f"the token of source {source!r} contains whitespace")
+        if source in tokens:
+            raise ValueError(f"source {source!r} is given twice")
+        for other, known in tokens.items():
+            if known == token:
+                raise ValueError(
+                    f"sources {other!r} and {source!r} share one token: each needs its own, or "
+                    "a label's source cannot be known"
+                )
+        tokens[source] = token
+    return tokens
 
 
 def _anchor_sqlite(url: str) -> str:

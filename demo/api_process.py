@@ -1,6 +1,7 @@
 """The demo's API: the real `python -m api.serve` as a local process, and what the demo asks of
 it: predictions (one by one and in batches), labels, the served version, and the histograms of
-its /metrics, from which a window's latency is read as Prometheus would."""
+its /metrics, from which a window's latency is read as Prometheus would. Labels go with the
+demo's label token, as a label writer's do (LABEL_TOKENS)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ from data.schema import FeatureSchema
 from data.settings import PROJECT_ROOT
 from demo.world import SINGLE_REQUESTS, SLOT
 
+# The demo's label writer, in LABEL_TOKENS as `demo=<a token made up for the run>`.
+LABEL_SOURCE = "demo"
+
 
 @dataclass
 class DemoApi:
@@ -33,6 +37,7 @@ class DemoApi:
     port: int
     schema: FeatureSchema
     engine: Engine
+    label_token: str
     process: subprocess.Popen | None = None
     session: requests.Session = field(default_factory=requests.Session)
 
@@ -98,7 +103,11 @@ class DemoApi:
 
     def send_labels(self, labels: list[dict[str, Any]]) -> None:
         for first in range(0, len(labels), 500):
-            self.post("/feedback/batch", {"labels": labels[first : first + 500]})
+            self.post(
+                "/feedback/batch",
+                {"labels": labels[first : first + 500]},
+                headers={"Authorization": f"Bearer {self.label_token}"},
+            )
 
     def scrape(self) -> dict[str, Any]:
         """The API's /predict duration and confidence histograms, summed over labels."""
@@ -125,8 +134,8 @@ class DemoApi:
                     into["count"] += sample.value
         return found
 
-    def post(self, path: str, body: dict) -> dict:
-        response = self.session.post(f"{self.url}{path}", json=body, timeout=60)
+    def post(self, path: str, body: dict, headers: dict[str, str] | None = None) -> dict:
+        response = self.session.post(f"{self.url}{path}", json=body, timeout=60, headers=headers)
         if response.status_code >= 400:
             raise RuntimeError(f"{path} answered {response.status_code}: {response.text[:500]}")
         return response.json()

@@ -40,6 +40,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -60,7 +61,7 @@ from data.schema import FeatureSchema, load_schema
 from data.settings import Settings, get_settings
 from data.synthetic import generate_transactions, write_frame
 from demo.alerts import AlertRules, WindowFigures
-from demo.api_process import DemoApi, histogram_quantile, window_histogram
+from demo.api_process import LABEL_SOURCE, DemoApi, histogram_quantile, window_histogram
 from demo.console import day_line, phase_banner, print_events, print_summary
 from demo.world import (
     BASELINE,
@@ -83,6 +84,8 @@ class Demo:
     out: Path
     port: int
     console: Console
+    # The demo's one label writer (LABEL_TOKENS): labels, like in production, need its token.
+    label_token: str = field(default_factory=lambda: secrets.token_hex(16))
     settings: Settings = field(init=False)
     schema: FeatureSchema = field(init=False)
     windows: list[dict[str, Any]] = field(default_factory=list)
@@ -110,6 +113,7 @@ class Demo:
             "AUTO_PROMOTE": "true",
             "MODEL_POLL_SECONDS": "1",
             "MLFLOW_LOGGING_LEVEL": "WARNING",
+            "LABEL_TOKENS": f"{LABEL_SOURCE}={self.label_token}",
             # Variables exported in the shell may name real destinations: the demo pages nobody.
             "SLACK_WEBHOOK_URL": "",
             "PAGERDUTY_ROUTING_KEY": "",
@@ -132,7 +136,7 @@ class Demo:
         self.schema = load_schema(self.settings.path(self.settings.FEATURE_SCHEMA))
         self.rules = AlertRules.load()
         self.engine = get_engine(self.settings.database_url)
-        self.api = DemoApi(self.out, self.port, self.schema, self.engine)
+        self.api = DemoApi(self.out, self.port, self.schema, self.engine, self.label_token)
 
     def first_champion(self) -> str:
         from training.train import train

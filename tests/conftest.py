@@ -27,7 +27,7 @@ from data.db import dispose_engines
 from data.schema import FeatureSchema, load_schema
 from data.settings import Settings, get_settings
 from tools.testkit.databases import FRAUD_SCHEMA_PATH, fresh_postgres_database, store_settings
-from tools.testkit.traffic import TOKEN
+from tools.testkit.traffic import LABEL_TOKENS, TOKEN
 
 # Fixtures that start something real: a Postgres database, a trained model (MLflow), a server
 # process, Airflow, Docker. `database_url` counts only in its Postgres run.
@@ -189,6 +189,7 @@ def server_env(default_training, tmp_path) -> dict[str, str]:
     return {
         "MLFLOW_TRACKING_URI": store.MLFLOW_TRACKING_URI,
         "API_ADMIN_TOKEN": TOKEN,
+        "LABEL_TOKENS": LABEL_TOKENS,
         "MODEL_POLL_SECONDS": "0",
         "PREDICTION_SPOOL_DIR": str(tmp_path / "spool"),
     }

@@ -23,7 +23,7 @@ from data.ingest import coerce_frame
 from data.prediction_log import read_predictions
 from data.synthetic import generate_transactions
 from tools.testkit.databases import store_settings
-from tools.testkit.traffic import ADMIN, configure, request_rows
+from tools.testkit.traffic import ADMIN, LABELLER, configure, request_rows
 from training.registry import Registry, promote
 from training.train import train
 
@@ -169,27 +169,30 @@ def test_predictions_are_logged_and_feedback_joins_them(
                 "/predict", json={"request_id": f"log{i}", "features": features}
             ).is_success
         # Feedback may arrive before the row is written: it is kept, and says so.
-        early = api.post("/feedback", json={"request_id": "log0", "label": 1}).json()
+        early = api.post(
+            "/feedback", json={"request_id": "log0", "label": 1}, headers=LABELLER
+        ).json()
         assert early["accepted"] == 1 and early["awaiting_prediction"] in ([], ["log0"])
         assert api.app.state.logger.flush()
         batch = {"labels": [{"request_id": "log1", "label": 0}, {"request_id": "log2", "label": 1}]}
-        assert api.post("/feedback/batch", json=batch).json() == {
+        assert api.post("/feedback/batch", json=batch, headers=LABELLER).json() == {
             "accepted": 2,
             "awaiting_prediction": [],
         }
         assert api.post(
-            "/feedback", json={"request_id": "log1", "label": 1}
+            "/feedback", json={"request_id": "log1", "label": 1}, headers=LABELLER
         ).is_success  # corrected
 
         # A label whose prediction is not (yet) logged is stored, not refused, and named.
         unknown = {
             "labels": [{"request_id": "log3", "label": 1}, {"request_id": "nope", "label": 0}]
         }
-        assert api.post("/feedback/batch", json=unknown).json() == {
+        assert api.post("/feedback/batch", json=unknown, headers=LABELLER).json() == {
             "accepted": 2,
             "awaiting_prediction": ["nope"],
         }
-        assert api.post("/feedback", json={"request_id": "log4", "label": 2}).status_code == 422
+        wrong = {"request_id": "log4", "label": 2}
+        assert api.post("/feedback", json=wrong, headers=LABELLER).status_code == 422
 
         logs = api.get("/logs", headers=ADMIN, params={"limit": 5})
         assert logs.status_code == 200 and logs.json()["count"] == 5

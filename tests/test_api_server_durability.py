@@ -22,7 +22,7 @@ from tools.testkit.api_server import (
     metric_total,
     wait_until_logged,
 )
-from tools.testkit.traffic import request_rows
+from tools.testkit.traffic import LABELLER, request_rows
 
 
 def test_postgres_outage_loses_no_prediction(server_env, private_postgres, tmp_path, fraud_schema):
@@ -87,7 +87,9 @@ def test_every_label_is_stored_whichever_worker_answers(
             with httpx.Client(base_url=server.url) as one, httpx.Client(base_url=server.url) as two:
                 body = {"request_id": f"fb{i}", "features": rows[i % 50]}
                 predicted = one.post("/predict", json=body)
-                label = two.post("/feedback", json={"request_id": f"fb{i}", "label": i % 2})
+                label = two.post(
+                    "/feedback", json={"request_id": f"fb{i}", "label": i % 2}, headers=LABELLER
+                )
             awaiting = label.json().get("awaiting_prediction", [])
             return predicted.status_code, label.status_code, awaiting
 

@@ -121,6 +121,7 @@ def _env_file(path: Path) -> Path:
 
     for name in re.findall(r"^([A-Z][A-Z0-9_]*)=changeme$", text, flags=re.M):
         put(name, secrets.token_hex(16))
+    put("LABEL_TOKENS", f"chargebacks={secrets.token_hex(16)}")  # the replay's source
     put("AIRFLOW_FERNET_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
     put("API_PUBLISHED_PORTS", _free_range(6))
     for name in ("EXPORTER", "MLFLOW", "AIRFLOW", "PROMETHEUS", "ALERTMANAGER", "GRAFANA",

@@ -66,7 +66,7 @@ def test_the_api_deployment_is_wired_as_the_api_runs():
         Settings.model_fields
     )
     # Secrets are referenced, never written here.
-    assert "DATABASE_URL" not in config["data"] and "API_ADMIN_TOKEN" not in config["data"]
+    assert not {"DATABASE_URL", "API_ADMIN_TOKEN", "LABEL_TOKENS"} & set(config["data"])
     assert config["data"]["LOG_FORMAT"] == "json"  # one JSON object per line, for the collector
     assert any("secretRef" in ref for ref in container["envFrom"])
     # The pod outlives the workers' drain of the prediction log on SIGTERM.

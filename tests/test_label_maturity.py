@@ -24,7 +24,7 @@ from monitoring.label_maturity import lag_histogram
 from monitoring.prometheus_exporter import MonitoringCollector
 from monitoring.retrain.loop import check_and_decide
 from tests.test_exporter import scrape
-from tools.testkit.traffic import configure, request_features
+from tools.testkit.traffic import ADMIN, LABELLER, configure, request_features
 
 SLOT = timedelta(hours=6)
 ROWS = 300
@@ -94,7 +94,8 @@ def test_three_day_lag_fills_in_by_prediction_time_and_triggers_a_late_retrain(a
                 {"request_id": rid, "label": y, "labelled_at": labelled_at}
                 for rid, y in zip(ids, truth, strict=True)
             ]
-            assert api.post("/feedback/batch", json={"labels": batch}).status_code == 200
+            answer = api.post("/feedback/batch", json={"labels": batch}, headers=LABELLER)
+            assert answer.status_code == 200
         outcomes.append(check_and_decide(start, end, settings))
         refreshed.append(_realized(engine, windows))
 
@@ -154,6 +155,25 @@ def test_three_day_lag_fills_in_by_prediction_time_and_triggers_a_late_retrain(a
     assert samples[("ml_label_lag_seconds_bucket", frozenset({("le", "604800.0")}))] == 4 * ROWS
     received = samples[("ml_labels_last_received_timestamp_seconds", frozenset())]
     assert abs(received - datetime.now(UTC).timestamp()) < 600
+
+    # Window 0's labels again, every one flipped: anonymous or with the admin token they change
+    # nothing; from a label writer, the next pass refreshes window 0 and only it.
+    ids, answered, truth = served[0]
+    flipped = [{"request_id": rid, "label": 1 - y} for rid, y in zip(ids, truth, strict=True)]
+    for headers in ({}, ADMIN):
+        answer = api.post("/feedback/batch", json={"labels": flipped}, headers=headers)
+        assert answer.status_code == 401
+    after = (windows[-1][1], windows[-1][1] + SLOT)
+    check_and_decide(*after, settings)
+    assert _realized(engine, windows) == refreshed[-1]
+    assert (
+        api.post("/feedback/batch", json={"labels": flipped}, headers=LABELLER).status_code == 200
+    )
+    result = check_and_decide(after[1], after[1] + SLOT, settings)
+    now = _realized(engine, windows)
+    assert now[0]["accuracy"] == pytest.approx(1 - expected)
+    assert now[1:] == refreshed[-1][1:]
+    assert result["rows"] == 0
 
 
 def test_lag_histogram_counts_cumulatively_and_treats_early_labels_as_no_lag():

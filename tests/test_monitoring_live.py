@@ -57,6 +57,7 @@ from tools.testkit.alertmanager_run import (
 from tools.testkit.api_server import ServerProcess, free_port
 from tools.testkit.databases import FRAUD_SCHEMA_PATH, fresh_postgres_database
 from tools.testkit.http_sink import Sink, running_sink
+from tools.testkit.traffic import LABEL_TOKEN, LABEL_TOKENS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -283,6 +284,7 @@ def service_env(settings: Settings, folder: Path) -> dict[str, str]:
         "DATA_DIR": settings.DATA_DIR,
         "FEATURE_SCHEMA": str(FRAUD_SCHEMA_PATH),
         "API_ADMIN_TOKEN": TOKEN,
+        "LABEL_TOKENS": LABEL_TOKENS,
         "MODEL_POLL_SECONDS": "1",
         "EXPORTER_CACHE_SECONDS": "0",
         "PREDICTION_SPOOL_DIR": str(folder / "spool"),
@@ -299,7 +301,7 @@ def send_traffic(settings: Settings, url: str, frame, *, labels: bool) -> int:
     from data.replay import replay
     from data.schema import load_schema
 
-    result = replay(frame, load_schema(FRAUD_SCHEMA_PATH), url, labels=labels)
+    result = replay(frame, load_schema(FRAUD_SCHEMA_PATH), url, labels=labels, token=LABEL_TOKEN)
     ids = list(frame["transaction_id"])
     engine = get_engine(settings.DATABASE_URL)
 

@@ -540,6 +540,7 @@ def test_half_an_email_setup_is_refused(monkeypatch, env, message):
 def test_placeholder_notification_secrets_refused_outside_development(monkeypatch, name):
     monkeypatch.setenv("ENVIRONMENT", "production")
     monkeypatch.setenv("API_ADMIN_TOKEN", "a-real-token-7f3a")
+    monkeypatch.setenv("LABEL_TOKENS", "chargebacks=9f2c-real-label-token")
     monkeypatch.setenv("SMTP_USER", "alerts")
     monkeypatch.setenv(name, "changeme")
     with pytest.raises(ValidationError, match=f"{name} is a placeholder"):

@@ -37,6 +37,7 @@ from data.settings import PROJECT_ROOT, Settings
 from tests.test_monitoring_live import Exporter, tail
 from tools.testkit.api_server import ServerProcess
 from tools.testkit.databases import fresh_postgres_database
+from tools.testkit.traffic import LABEL_TOKENS, LABELLER
 from training.pipeline import time_split
 
 SCHEMA_PATH = PROJECT_ROOT / "schemas" / "penguins.yaml"
@@ -98,6 +99,7 @@ def penguins(tmp_path_factory) -> Iterator[Penguins]:
             "MLFLOW_ARTIFACT_ROOT": str(folder / "mlartifacts"),
             "PREDICTION_SPOOL_DIR": str(folder / "spool"),
             "EXPORTER_CACHE_SECONDS": "0",
+            "LABEL_TOKENS": LABEL_TOKENS,  # the replay's labels go with this source's token
         }
         out = run(["data.schema", str(SCHEMA_PATH)], env, folder)
         assert out.startswith("penguins: target 'sex' (class 1: 'male'), 7 features"), out
@@ -167,9 +169,11 @@ def test_predict_serves_penguins_and_names_the_field_of_a_bad_row(penguins):
 
         labels = {"labels": [{"request_id": "pg-1", "label": 0}, {"request_id": "pg-2",
                                                                   "label": 1}]}  # fmt: skip
-        answer = client.post("/feedback/batch", json=labels)
+        answer = client.post("/feedback/batch", json=labels, headers=LABELLER)
         assert answer.status_code == 200 and answer.json()["accepted"] == 2, answer.text
-        answer = client.post("/feedback", json={"request_id": "pg-1", "label": "male"})
+        answer = client.post(
+            "/feedback", json={"request_id": "pg-1", "label": "male"}, headers=LABELLER
+        )
         assert answer.status_code == 422 and "label" in answer.text, answer.text
 
 

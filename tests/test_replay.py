@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from data.replay import main, replay
+from data.settings import get_settings
 from data.synthetic import generate_transactions, write_frame
 from tools.testkit.traffic import ADMIN
 
@@ -20,7 +21,7 @@ def test_a_file_becomes_predictions_and_labels(client, fraud_schema):
     assert row["label"] == int(frame["is_fraud"].iloc[1_100])
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, fraud_schema):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, fraud_schema, monkeypatch):
     frame = generate_transactions(10, seed=3).drop(columns=["amount"])
     missing = write_frame(frame, tmp_path / "missing.csv")
     assert main(["--data", str(missing)]) == 2
@@ -32,3 +33,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, fraud_schema):
     assert main(["--data", str(good), "--url", "http://127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot reach http://127.0.0.1:1") and "Traceback" not in err
+    # Labels need a label writer's token: said before anything is sent.
+    assert main(["--data", str(good), "--labels", "--url", "http://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "sending labels needs a label token: set LABEL_TOKENS" in err
+    monkeypatch.setenv("LABEL_TOKENS", "a=token-a,b=token-b")
+    get_settings.cache_clear()
+    assert main(["--data", str(good), "--labels", "--url", "http://127.0.0.1:1"]) == 2
+    assert "choose one with --label-source" in capsys.readouterr().err
+    args = ["--data", str(good), "--labels", "--label-source", "c", "--url", "http://127.0.0.1:1"]
+    assert main(args) == 2
+    assert "--label-source 'c' is not in LABEL_TOKENS (a, b)" in capsys.readouterr().err

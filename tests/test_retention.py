@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from api.logger import PredictionLogger, PredictionRecord
-from data.db import get_engine, init_db, labels, prediction_logs
+from data.db import get_engine, init_db, label_history, labels, prediction_logs
 from data.retention import delete_predictions_before, purge_expired
 from tools.testkit.databases import store_settings
 
@@ -50,6 +50,9 @@ def add_labels(url: str, received: dict[str, datetime]) -> None:
     ]
     with get_engine(url).begin() as conn:
         conn.execute(insert(labels), rows)
+        # Their history, as /feedback appends it: an earlier label and the one that counts.
+        history = [row | {"source": "tests"} for row in rows]
+        conn.execute(insert(label_history), history + [r | {"label": 0} for r in history])
 
 
 def logged(url: str) -> set[str]:
@@ -58,8 +61,12 @@ def logged(url: str) -> set[str]:
 
 
 def labelled(url: str) -> set[str]:
+    """The request ids with a label; their history goes and stays with them."""
     with get_engine(url).connect() as conn:
-        return set(conn.execute(select(labels.c.request_id)).scalars())
+        ids = set(conn.execute(select(labels.c.request_id)).scalars())
+        history = list(conn.execute(select(label_history.c.request_id)).scalars())
+    assert sorted(history) == sorted(list(ids) * 2)
+    return ids
 
 
 def test_old_rows_go_with_their_labels_and_newer_ones_stay(database_url, tmp_path):

@@ -31,6 +31,7 @@ from data.synthetic import generate_transactions, write_frame
 from tools.testkit.airflow_run import AirflowHome
 from tools.testkit.api_server import ServerProcess
 from tools.testkit.http_sink import running_sink
+from tools.testkit.traffic import LABEL_TOKENS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -109,6 +110,7 @@ def test_drift_in_served_traffic_retrains_and_the_api_serves_the_new_champion(
             "RETRAIN_MIN_LABELLED_ROWS": "1000",
             "MODEL_POLL_SECONDS": "1",
             "PREDICTION_SPOOL_DIR": str(var / "spool"),
+            "LABEL_TOKENS": LABEL_TOKENS,
             "SLACK_WEBHOOK_URL": sink.url + SLACK,
             "PAGERDUTY_ROUTING_KEY": "test-routing-key-0123456789abcdef",
             "PAGERDUTY_EVENTS_URL": sink.url + PAGERDUTY,

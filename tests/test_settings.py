@@ -76,18 +76,37 @@ def test_placeholder_secrets_are_fine_in_development(monkeypatch):
     assert Settings().API_ADMIN_TOKEN.get_secret_value() == "changeme"
 
 
+LABELS = "chargebacks=9f2c-real-label-token,manual-review=41aa-real-label-token"
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({}, "API_ADMIN_TOKEN must be set when ENVIRONMENT=production"),
-        ({"API_ADMIN_TOKEN": "changeme"}, "API_ADMIN_TOKEN is a placeholder"),
+        ({"LABEL_TOKENS": LABELS}, "API_ADMIN_TOKEN must be set when ENVIRONMENT=production"),
         (
-            {"API_ADMIN_TOKEN": "s3cr3t-token", "PAGERDUTY_ROUTING_KEY": "CHANGEME"},
+            {"API_ADMIN_TOKEN": "s3cr3t-token"},
+            "LABEL_TOKENS must be set when ENVIRONMENT=production",
+        ),
+        (
+            {"API_ADMIN_TOKEN": "changeme", "LABEL_TOKENS": LABELS},
+            "API_ADMIN_TOKEN is a placeholder",
+        ),
+        (
+            {"API_ADMIN_TOKEN": "s3cr3t-token", "LABEL_TOKENS": "chargebacks=x,review=CHANGEME"},
+            r"LABEL_TOKENS \(source 'review'\) is a placeholder",
+        ),
+        (
+            {
+                "API_ADMIN_TOKEN": "s3cr3t-token",
+                "LABEL_TOKENS": LABELS,
+                "PAGERDUTY_ROUTING_KEY": "CHANGEME",
+            },
             "PAGERDUTY_ROUTING_KEY is a placeholder",
         ),
         (
             {
                 "API_ADMIN_TOKEN": "s3cr3t-token",
+                "LABEL_TOKENS": LABELS,
                 "DATABASE_URL": "postgresql+psycopg2://mlmon:changeme@db:5432/monitoring",
             },
             "DATABASE_URL uses a placeholder password",
@@ -105,8 +124,50 @@ def test_placeholder_secrets_refused_outside_development(monkeypatch, env, messa
 def test_real_secrets_accepted_in_production(monkeypatch):
     monkeypatch.setenv("ENVIRONMENT", "production")
     monkeypatch.setenv("API_ADMIN_TOKEN", "a-real-token-7f3a")
+    monkeypatch.setenv("LABEL_TOKENS", LABELS)
     monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg2://mlmon:Zx9-long@db:5432/monitoring")
     assert Settings().is_development is False
+
+
+def test_label_tokens_are_source_token_pairs(monkeypatch):
+    monkeypatch.setenv("LABEL_TOKENS", " chargebacks = abc== , manual-review=def")
+    tokens = Settings().label_tokens
+    assert {source: token.get_secret_value() for source, token in tokens.items()} == {
+        "chargebacks": "abc==",  # a token may hold '=' (base64 padding)
+        "manual-review": "def",
+    }
+    monkeypatch.delenv("LABEL_TOKENS")
+    assert Settings().label_tokens == {}
+    assert "abc" not in repr(Settings(LABEL_TOKENS="chargebacks=abc"))  # a secret
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("abc123", "LABEL_TOKENS: pair 1 has no '=': expected source=token pairs"),
+        ("chargebacks=abc,def", "LABEL_TOKENS: pair 2 has no '='"),
+        ("=abc", "LABEL_TOKENS: pair 1 has an empty source"),
+        ("chargebacks=", "LABEL_TOKENS: source 'chargebacks' has an empty token"),
+        ("chargebacks=abc,", "LABEL_TOKENS: pair 2 has no '='"),
+        ("charge backs=abc", "LABEL_TOKENS: source 'charge backs' (pair 1) is not"),
+        ("chargebacks=ab c", "LABEL_TOKENS: the token of source 'chargebacks' contains whitespace"),
+        ("a=abc,a=def", "LABEL_TOKENS: source 'a' is given twice"),
+        ("a=abc,b=abc", "LABEL_TOKENS: sources 'a' and 'b' share one token"),
+        ("a=admin-7f3a", "LABEL_TOKENS: the token of source 'a' is API_ADMIN_TOKEN"),
+    ],
+)
+def test_malformed_label_tokens_stop_the_start_naming_label_tokens(monkeypatch, value, named):
+    monkeypatch.setenv("API_ADMIN_TOKEN", "admin-7f3a")
+    monkeypatch.setenv("LABEL_TOKENS", value)
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError) as raised:
+        get_settings()
+    message = str(raised.value)
+    assert named in message and "\n" not in message
+    # the message names pairs and sources, never a token
+    for secret in ("abc", "def", "admin-7f3a"):
+        assert secret not in message, message
+    get_settings.cache_clear()
 
 
 def test_bad_values_are_named(monkeypatch):

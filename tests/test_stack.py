@@ -208,6 +208,14 @@ def test_predictions_reach_the_postgres_database_of_database_url(stack):
     frame = generate_transactions(20, seed=5)
     result = replay(frame, load_schema(PROJECT_ROOT / "schemas" / "fraud.yaml"), stack.url("api"))
     assert result["predictions"] == 20
+    # Labels take the token the launcher made up for the stack's label writer, and no other.
+    label = {"request_id": str(frame["transaction_id"].iloc[0]), "label": 1}
+    token = (stack.var / "stack" / "label-tokens").read_text().strip().split("=", 1)[1]
+    answer = httpx.post(f"{stack.url('api')}/feedback", json=label, timeout=10)
+    assert answer.status_code == 401, answer.text
+    answer = httpx.post(f"{stack.url('api')}/feedback", json=label, timeout=10,
+                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    assert answer.status_code == 200, answer.text
     engine = create_engine(stack.database_url)
     ids = list(frame["transaction_id"])
 
@@ -373,6 +381,28 @@ def test_the_exporter_probes_the_stacks_own_airflow(tmp_path):
     assert airflow.health == exporter.env["AIRFLOW_HEALTH_URL"]
     (alone,) = [s for s in services(settings, tmp_path, ports, False) if s.name == "exporter"]
     assert "AIRFLOW_HEALTH_URL" not in alone.env
+
+
+def test_the_api_gets_a_label_writer_of_its_own_unless_the_stack_has_label_tokens(tmp_path):
+    """`make stack` in development: labels need a token there too; one is made up the first
+    time, kept for the owner alone in var/stack/label-tokens, and the same at every start."""
+    from tools.stack import Ports, services
+
+    settings = Settings(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ports = Ports(8000, 9100, 5000, 9090, 9093, 8080)
+
+    def api_env(settings: Settings) -> dict[str, str]:
+        (api,) = [s for s in services(settings, tmp_path, ports, False) if s.name == "api"]
+        return api.env
+
+    made = api_env(settings)["LABEL_TOKENS"]
+    assert re.fullmatch(r"stack=[0-9a-f]{32}", made)
+    kept = tmp_path / "stack" / "label-tokens"
+    assert kept.read_text().strip() == made and kept.stat().st_mode & 0o077 == 0
+    assert api_env(settings)["LABEL_TOKENS"] == made  # the same at the next start
+    assert Settings(LABEL_TOKENS=made).label_tokens["stack"].get_secret_value() == made[6:]
+    own = Settings(MLFLOW_TRACKING_URI=settings.MLFLOW_TRACKING_URI, LABEL_TOKENS="crm=abc123")
+    assert "LABEL_TOKENS" not in api_env(own)  # the stack's own reach the API as they are
 
 
 def test_the_project_processes_notify_through_the_stacks_alertmanager(tmp_path, monkeypatch):

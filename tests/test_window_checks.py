@@ -22,7 +22,7 @@ from monitoring.quality_report import compute_quality_report
 from monitoring.report_store import latest_reports, save_reports
 from monitoring.window_checks import CheckError, check_window, main
 from tools.testkit.databases import store_settings
-from tools.testkit.traffic import ADMIN, configure, request_features
+from tools.testkit.traffic import ADMIN, LABELLER, configure, request_features
 from training.registry import (
     HOLDOUT_ARTIFACT,
     REFERENCE_PROFILE_ARTIFACT,
@@ -72,7 +72,8 @@ def test_a_pass_over_drifted_traffic_finds_the_drift_and_saves_it(
     ids, predicted = send(api, drifted, fraud_schema, "d")
     truth = drifted[fraud_schema.target].astype(int).tolist()
     labels = [{"request_id": i, "label": y} for i, y in zip(ids, truth, strict=True)][:LABELLED]
-    assert api.post("/feedback/batch", json={"labels": labels}).json()["accepted"] == LABELLED
+    answer = api.post("/feedback/batch", json={"labels": labels}, headers=LABELLER)
+    assert answer.json()["accepted"] == LABELLED
 
     end = datetime.now(UTC) + timedelta(seconds=1)
     result = check_window(end=end, hours=1, html=tmp_path / "drift.html", settings=get_settings())
@@ -213,7 +214,8 @@ def test_the_threshold_trained_with_a_version_is_the_one_served_and_monitored(
         assert one["predicted_class"] == 1 and one["probabilities"]["1"] < 0.5
         truth = frame[fraud_schema.target].astype(int).tolist()
         labels = [{"request_id": i, "label": y} for i, y in zip(ids, truth, strict=True)]
-        assert client.post("/feedback/batch", json={"labels": labels}).json()["accepted"] == 3_000
+        answer = client.post("/feedback/batch", json={"labels": labels}, headers=LABELLER)
+        assert answer.json()["accepted"] == 3_000
 
     end = datetime.now(UTC) + timedelta(seconds=1)
     result = check_window(end=end, hours=1, settings=get_settings())

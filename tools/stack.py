@@ -13,7 +13,9 @@ RUNBOOK_BASE_URL; the project's processes get it as ALERTMANAGER_URL, so the DAG
 notifications go through it, as in compose) and Airflow's api-server, scheduler, dag-processor
 and triggerer (airflow/dags, metadata under var/airflow). The settings are the stack's own
 (`.env`, the environment): DATABASE_URL picks the monitoring database, the machine's Postgres or
-the embedded SQLite. Every service listens on 127.0.0.1.
+the embedded SQLite. Every service listens on 127.0.0.1. Without LABEL_TOKENS (development), the
+API gets a label writer `stack` with a token made up once and kept in var/stack/label-tokens
+(`export LABEL_TOKENS=$(cat var/stack/label-tokens)` before `python -m data.replay --labels`).
 
 Before they start, as compose's one-shot steps and health conditions do: the monitoring and
 MLflow databases are created or migrated, a first model is trained and promoted when the
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -257,6 +260,23 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+LABEL_TOKENS_FILE = "label-tokens"
+
+
+def stack_label_tokens(settings: Settings, var: Path) -> dict[str, str]:
+    """LABEL_TOKENS for the API when the stack's settings have none (development only: elsewhere
+    the settings refuse to start without): a `stack` source with a token made up the first time
+    and kept, readable by its owner only, in var/stack/label-tokens."""
+    if settings.LABEL_TOKENS is not None:
+        return {}  # the stack's own, from .env or the environment, reach the API as they are
+    path = var / "stack" / LABEL_TOKENS_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(f"stack={secrets.token_hex(16)}\n")
+    return {"LABEL_TOKENS": path.read_text().strip()}
+
+
 def services(settings: Settings, var: Path, ports: Ports, airflow: bool) -> list[Service]:
     """The stack's processes, with compose's commands, on loopback."""
     python = sys.executable
@@ -297,7 +317,8 @@ def services(settings: Settings, var: Path, ports: Ports, airflow: bool) -> list
     airflow_health = {"AIRFLOW_HEALTH_URL": f"{ports.url(ports.airflow)}/api/v2/monitor/health"}
     result += [
         Service("api", [python, "-m", "api.serve", f"--host={HOST}", f"--port={ports.api}"],
-                health=f"{api_url}/ready", url=api_url, env=common, wait_for=mlflow_health),
+                health=f"{api_url}/ready", url=api_url,
+                env=common | stack_label_tokens(settings, var), wait_for=mlflow_health),
         Service("exporter", [python, "-m", "monitoring.prometheus_exporter", f"--host={HOST}",
                              f"--port={ports.exporter}"],
                 health=f"{exporter_url}/metrics", url=f"{exporter_url}/metrics",
@@ -496,6 +517,9 @@ def banner(settings: Settings, items: list[Service], var: Path) -> str:
         note = f"   ({notes[name]})" if name in notes else ""
         lines.append(f"  {name:<13} {url}{note}")
     lines.append(f"  {'monitoring DB':<13} {redact(settings)}")
+    if settings.LABEL_TOKENS is None:
+        tokens = var / "stack" / LABEL_TOKENS_FILE
+        lines.append(f"  {'label token':<13} {tokens} (LABEL_TOKENS of the API's label writer)")
     if not own_mlflow_server(settings):
         lines.append(f"  {'MLflow':<13} {settings.MLFLOW_TRACKING_URI} (MLFLOW_TRACKING_URI)")
     return "\n".join(lines) + "\n"

@@ -8,6 +8,11 @@ from data.synthetic import generate_transactions
 
 TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+# The tests' label writer: its own source and token (LABEL_TOKENS), never the admin's.
+LABEL_SOURCE = "tests"
+LABEL_TOKEN = "test-label-token"
+LABEL_TOKENS = f"{LABEL_SOURCE}={LABEL_TOKEN}"
+LABELLER = {"Authorization": f"Bearer {LABEL_TOKEN}"}
 
 
 def request_rows(schema, n: int, seed: int = 5) -> list[dict]:
@@ -25,6 +30,7 @@ def configure(monkeypatch, store, database_url: str, tmp_path, **env) -> None:
         "MLFLOW_TRACKING_URI": store.MLFLOW_TRACKING_URI,
         "DATABASE_URL": database_url,
         "API_ADMIN_TOKEN": TOKEN,
+        "LABEL_TOKENS": LABEL_TOKENS,
         "MODEL_POLL_SECONDS": "0",
         "PREDICTION_SPOOL_DIR": str(tmp_path / "spool"),
         **{k: str(v) for k, v in env.items()},
