@@ -206,7 +206,8 @@ def _check_awaiting(
 
 
 def _label_rows(history: list[dict]) -> list[dict]:
-    names = [column.name for column in labels.columns]
+    # What the sender gave; the prediction's columns are the monitoring pass's to fill.
+    names = ("request_id", "label", "labelled_at", "received_at", "source")
     return [{name: row[name] for name in names} for row in history]
 
 
