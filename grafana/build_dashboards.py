@@ -3,10 +3,12 @@
 Three dashboards, fixed uids, provisioned from /var/lib/grafana/dashboards
 (grafana/provisioning/dashboards/dashboards.yml):
 
-- `ml-overview`, for whoever is on call, in five rows: service health, with what the stack
+- `ml-overview`, for whoever is on call, in six rows: service health, with what the stack
   stands on (Postgres, Airflow, the spool's disk); the error budgets of single-row /predict's
-  SLOs; model performance, realized against estimated, with label coverage; drift and data
-  quality; retraining and the registry, with the report and audit tables from Postgres.
+  SLOs; model performance, realized against estimated, with label coverage; late labels
+  (coverage by window age, the label lag, the most recent mature window's accuracy beside its
+  estimate, their gap); drift and data quality; retraining and the registry, with the report
+  and audit tables from Postgres.
 - `ml-business`, for the people who own the model's outcome: the positive (flagged) rate, the
   false-positive rate and the amount at risk.
 - `ml-host`, the machine under the stack and its containers by the USE method (utilisation,
@@ -43,6 +45,7 @@ from grafana.overview import (
     dependencies,
     drift_and_quality,
     error_budgets,
+    late_labels,
     model_performance,
     retraining_and_registry,
     service_health,
@@ -55,13 +58,14 @@ def build() -> dict[str, dict[str, Any]]:
     overview = dashboard(
         "ml-overview",
         "ML model monitoring: overview",
-        "Service health, error budgets, model performance, drift and quality, retraining and the "
-        "registry.",
+        "Service health, error budgets, model performance, late labels, drift and quality, "
+        "retraining and the registry.",
         [
             *service_health(),
             *dependencies(),
             *error_budgets(),
             *model_performance(),
+            *late_labels(),
             *drift_and_quality(),
             *retraining_and_registry(),
         ],

@@ -1,6 +1,7 @@
-"""The on-call dashboard `ml-overview`, in five rows: service health (with what the stack stands
+"""The on-call dashboard `ml-overview`, in six rows: service health (with what the stack stands
 on: Postgres, Airflow, the spool's disk); the error budgets of single-row /predict's SLOs; model
-performance, realized against estimated, with label coverage; drift and data quality;
+performance, realized against estimated, with label coverage; late labels (coverage by window
+age, the label lag, the most recent mature window beside its estimate); drift and data quality;
 retraining and the registry, with the report and audit tables from Postgres.
 
 Over 700 lines on purpose: one file per dashboard, so whoever changes the on-call view reads all
@@ -505,6 +506,154 @@ def model_performance() -> list[dict[str, Any]]:
             """,
             description="One row per monitoring window (performance_reports).",
             width=24,
+        ),
+    ]
+
+
+def late_labels() -> list[dict[str, Any]]:
+    """Labels that arrive days late (monitoring.label_maturity): how much of each day's
+    predictions is labelled by now, how late labels are, and the most recent mature window
+    (LABEL_MATURE_COVERAGE of its labels in): its realized accuracy beside what the estimate said
+    of it, their gap, its age."""
+    mature = default("LABEL_MATURE_COVERAGE")
+    accuracy_steps = steps(
+        RED,
+        (THRESHOLDS["ml:threshold:realized_accuracy_critical"], ORANGE),
+        (THRESHOLDS["ml:threshold:realized_accuracy_warning"], GREEN),
+    )
+    lag = f"sum by (environment, model_name, le) (ml_label_lag_seconds_bucket{{{SEL}}})"
+    age = f"ml_mature_window_age_seconds{{{SEL}}}"
+    since_label = f"time() - ml_labels_last_received_timestamp_seconds{{{SEL}}}"
+    return [
+        row("Late labels: coverage by age, lag, the mature window"),
+        stat(
+            "Mature window accuracy",
+            "percentunit",
+            prom(f'ml_mature_realized_performance{{metric="accuracy", {SEL}}}', "{{model_name}}"),
+            description=(
+                "Realized accuracy of the most recent window whose labels are in "
+                f"(LABEL_MATURE_COVERAGE, {mature:.0%}): days old under a normal lag, but what "
+                "the labels vouch for (MLMatureAccuracyLow)."
+            ),
+            thresholds=accuracy_steps,
+        ),
+        stat(
+            "Mature window label coverage",
+            "percentunit",
+            prom(f"ml_mature_window_label_coverage_ratio{{{SEL}}}", "{{model_name}}"),
+            description="Share of the mature window's predictions with their label.",
+            thresholds=steps(ORANGE, (mature, GREEN)),
+        ),
+        stat(
+            "Mature window age",
+            "s",
+            prom(age, "{{model_name}}"),
+            description=(
+                "Since the end of the most recent mature window: about the label lag under a "
+                "steady one; older than the threshold, labels stopped maturing "
+                "(MLLabelCoverageLow)."
+            ),
+            thresholds=alert_steps("mature_window_max_age_seconds", low_is_bad=False, color=ORANGE),
+        ),
+        stat(
+            "Since the newest label",
+            "s",
+            prom(since_label, "{{model_name}}"),
+            description="When the newest label arrived, any model (MLLabelFeedStopped).",
+            thresholds=alert_steps("label_feed_silence_seconds", low_is_bad=False, color=ORANGE),
+        ),
+        timeseries(
+            "Accuracy: mature window realized vs its estimate",
+            "percentunit",
+            prom(
+                f'ml_mature_realized_performance{{metric="accuracy", {SEL}}}',
+                "realized, mature window {{model_name}}",
+            ),
+            prom(
+                f'ml_mature_estimated_performance{{metric="accuracy", {SEL}}}',
+                "estimated then, mature window {{model_name}}",
+            ),
+            prom(
+                f'ml_estimated_performance{{metric="accuracy", {SEL}}}',
+                "estimated, latest window {{model_name}}",
+            ),
+            threshold_line("realized_accuracy_warning", "warning floor"),
+            threshold_line("realized_accuracy_critical", "critical floor"),
+            description=(
+                "The mature window's realized accuracy beside what CBPE estimated for it when it "
+                "closed, and the latest window's estimate (all there is for the windows not yet "
+                "mature). Realized under the floors: MLMatureAccuracyLow; apart from its "
+                "estimate: MLEstimateGapLarge."
+            ),
+            thresholds=accuracy_steps,
+        ),
+        timeseries(
+            "Estimate gap on the mature window (estimated - realized)",
+            "percentunit",
+            prom(f"ml_estimate_gap{{{SEL}}}", "{{metric}}"),
+            threshold_line("estimate_gap", "alert threshold"),
+            prom("ml:threshold:estimate_gap * -1", "alert threshold (below)"),
+            description=(
+                "How far the estimate was off on the most recent mature window, per metric: "
+                "above 0 it was too optimistic (concept drift), below too pessimistic "
+                "(calibration). MLEstimateGapLarge when accuracy's is beyond the threshold "
+                "either way for 30 minutes."
+            ),
+            thresholds=alert_steps("estimate_gap", low_is_bad=False, color=ORANGE),
+        ),
+        panel(
+            "bargauge",
+            "Label coverage by window age",
+            "percentunit",
+            [
+                prom(
+                    f"ml_label_coverage_by_age_ratio{{{SEL}}}",
+                    "{{age_days}} days ago",
+                    instant=True,
+                )
+            ],
+            description=(
+                "Share of the predictions made that many whole days before the latest window's "
+                "end that have their label by now: it rises with age as labels arrive, and the "
+                f"day it passes LABEL_MATURE_COVERAGE ({mature:.0%}) is the lag the mature "
+                "window lives with (MLLabelCoverageLow when it never does)."
+            ),
+            thresholds=steps(RED, (0.3, ORANGE), (mature, GREEN)),
+            max_value=1,
+            width=8,
+            height=10,
+        ),
+        timeseries(
+            "Label lag (prediction to label)",
+            "s",
+            prom(f"histogram_quantile(0.5, {lag})", "p50 {{model_name}}"),
+            prom(f"histogram_quantile(0.9, {lag})", "p90 {{model_name}}"),
+            description=(
+                "Quantiles of the time from a prediction to its label, over the labelled "
+                "predictions of the last LABEL_MATURITY_DAYS (recomputed at each scrape, so read "
+                "from the buckets as they are, not through rate())."
+            ),
+            width=8,
+            height=10,
+        ),
+        timeseries(
+            "Mature window age and the newest label",
+            "s",
+            prom(age, "mature window {{model_name}}"),
+            prom(since_label, "since the newest label"),
+            threshold_line("mature_window_max_age_seconds", "mature window alert threshold"),
+            threshold_line("label_feed_silence_seconds", "label feed alert threshold"),
+            description=(
+                "Age of the most recent mature window (MLLabelCoverageLow past its threshold) and "
+                "the time since the newest label arrived (MLLabelFeedStopped past its own)."
+            ),
+            thresholds=steps(
+                GREEN,
+                (THRESHOLDS["ml:threshold:label_feed_silence_seconds"], ORANGE),
+                (THRESHOLDS["ml:threshold:mature_window_max_age_seconds"], RED),
+            ),
+            width=8,
+            height=10,
         ),
     ]
 

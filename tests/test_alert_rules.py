@@ -430,3 +430,18 @@ def test_the_host_alerts_read_real_filesystems_and_named_containers_and_page_spa
     # A node-exporter or cAdvisor that stops answering is MLTargetDown's (every job's `up`).
     (target_down,) = [rule for rule in alerts() if rule["alert"] == "MLTargetDown"]
     assert target_down["expr"].strip() == "up == 0"
+
+
+def test_the_coverage_alert_reads_the_age_of_its_threshold():
+    """MLLabelCoverageLow fires when the most recent mature window is older than
+    ml:threshold:mature_window_max_age_seconds, or when there is none although predictions are
+    that many days old (`age_days`, whole days): one age, in the threshold and the selector. The
+    latest window's coverage is no part of it (under a lag of days it is always near 0)."""
+    (rule,) = [r for r in alerts() if r["alert"] == "MLLabelCoverageLow"]
+    (days,) = re.findall(r'age_days="(\d+)"', rule["expr"])
+    assert int(days) * 86400 == threshold("mature_window_max_age_seconds")
+    assert "ml:label_coverage_ratio:last_known" not in rule["expr"]
+    from data.settings import Settings
+
+    maturity_days = Settings.model_fields["LABEL_MATURITY_DAYS"].default
+    assert threshold("mature_window_max_age_seconds") < maturity_days * 86400

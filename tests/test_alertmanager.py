@@ -129,14 +129,26 @@ def test_no_secret_is_in_the_file_and_groups_and_inhibition_are_as_documented():
     for rule in outages:
         by_source.setdefault(rule["source_matchers"][0], []).append(rule)
     # A bigger outage mutes what it explains: no exporter, no API, an SLO page (the API's fast
-    # alert), no Postgres, the spool's disk filling (the host's disk alerts).
+    # alert), the latest window's accuracy (the mature window's), no Postgres, the spool's disk
+    # filling (the host's disk alerts).
     assert [rule["source_matchers"][0] for rule in outages] == [
         'alertname="MLExporterDown"', 'alertname="MLExporterDown"',
         'alertname="MLApiUnavailable"', 'alertname="MLApiUnavailable"',
         'alertname="MLPredictAvailabilityBudgetBurn"', 'alertname="MLPredictLatencyBudgetBurn"',
+        'alertname="MLRealizedAccuracyLow"', 'alertname="MLRealizedAccuracyLow"',
         'alertname="MLPostgresDown"', 'alertname="MLPostgresDown"',
         'alertname="MLSpoolDiskFilling"', 'alertname="MLSpoolDiskFilling"',
     ]  # fmt: skip
+    # The latest window's accuracy alert mutes the mature window's of the same model at the same
+    # or a lower severity: its page any level, its warning only a warning.
+    latest_page, latest_warning = by_source['alertname="MLRealizedAccuracyLow"']
+    assert latest_page["source_matchers"][1:] == ['severity="critical"']
+    assert latest_page["target_matchers"] == ['alertname="MLMatureAccuracyLow"']
+    assert latest_warning["source_matchers"][1:] == ['severity="warning"']
+    assert latest_warning["target_matchers"] == [
+        'alertname="MLMatureAccuracyLow"', 'severity="warning"']  # fmt: skip
+    for rule in (latest_page, latest_warning):
+        assert rule["equal"] == ["environment", "model_name"]
     # An SLO page mutes the API's fast alert on the same symptom, in its own environment only.
     (availability,) = by_source['alertname="MLPredictAvailabilityBudgetBurn"']
     (latency,) = by_source['alertname="MLPredictLatencyBudgetBurn"']
@@ -583,6 +595,47 @@ def test_an_slo_page_holds_back_the_api_error_warning_of_its_environment(tmp_pat
             assert any("MLApiErrorRateHigh (warning, staging)" in text for text in slack)
             (page,) = sink.at(PAGERDUTY)
             assert "MLPredictAvailabilityBudgetBurn" in page.body["payload"]["summary"]
+        finally:
+            manager.stop()
+
+
+def test_the_latest_windows_accuracy_alert_holds_back_the_mature_windows_never_a_page(tmp_path):
+    """MLRealizedAccuracyLow (the latest window, labels came fast) and MLMatureAccuracyLow (the
+    most recent mature window) are one fall told twice: while the first fires, the second of the
+    same model is held back at the same or a lower severity. A warning never mutes a page, and
+    another model's mature alert still gets through."""
+
+    def of(model: str, name: str, severity: str) -> dict:
+        fired = alert(name, severity)
+        fired["labels"]["model_name"] = model
+        fired["annotations"]["description"] = f"{name} {severity} of {model}"
+        return fired
+
+    with running_sink() as sink:
+        manager = RunningAlertmanager(loopback_copy(tmp_path, sink.url), tmp_path)
+        try:
+            manager.fire(
+                of("model-a", "MLRealizedAccuracyLow", "warning"),
+                of("model-a", "MLMatureAccuracyLow", "warning"),  # held back
+                of("model-b", "MLRealizedAccuracyLow", "warning"),
+                of("model-b", "MLMatureAccuracyLow", "critical"),  # pages all the same
+                of("model-c", "MLRealizedAccuracyLow", "critical"),
+                of("model-c", "MLMatureAccuracyLow", "critical"),  # held back
+                of("model-d", "MLMatureAccuracyLow", "warning"),  # another model: told
+            )
+            assert wait_for(lambda: len(sink.at(PAGERDUTY)) >= 2 and len(sink.at(SLACK)) >= 4)
+            time.sleep(3)
+            slack = " ".join(json.dumps(request.body) for request in sink.at(SLACK))
+            pages = " ".join(json.dumps(request.body) for request in sink.at(PAGERDUTY))
+            assert "MLMatureAccuracyLow critical of model-b" in pages
+            assert "MLRealizedAccuracyLow critical of model-c" in pages
+            assert "MLMatureAccuracyLow warning of model-d" in slack
+            for told in ("MLRealizedAccuracyLow warning of model-a",
+                         "MLRealizedAccuracyLow warning of model-b"):  # fmt: skip
+                assert told in slack, told
+            for muted in ("MLMatureAccuracyLow warning of model-a",
+                          "MLMatureAccuracyLow critical of model-c"):  # fmt: skip
+                assert muted not in slack and muted not in pages, muted
         finally:
             manager.stop()
 

@@ -42,7 +42,9 @@ DASHBOARDS = GRAFANA / "dashboards"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "datasources.yml"
 PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
 UIDS = {"ml-overview", "ml-business", "ml-host"}
-OVERVIEW_ROWS = ("service health", "error budget", "performance", "drift", "retrain")
+OVERVIEW_ROWS = (
+    "service health", "error budget", "performance", "late labels", "drift", "retrain",
+)  # fmt: skip
 PROMETHEUS_TYPE, POSTGRES_TYPE = "prometheus", "grafana-postgresql-datasource"
 LIVE_SUBSTITUTIONS = {"$environment": ".+", "$model": ".*", "$__rate_interval": "1m",
                       "$node": ".+", "$container": ".+", "$version": ".+",
@@ -148,7 +150,7 @@ def test_dashboards_have_fixed_uids_and_unique_panel_ids():
             assert pos["x"] + pos["w"] <= 24 and pos["w"] > 0 and pos["h"] > 0, panel["title"]
 
 
-def test_the_overview_has_five_rows_with_the_named_concerns_and_at_least_20_panels():
+def test_the_overview_has_six_rows_with_the_named_concerns_and_at_least_20_panels():
     board = dashboards()["ml-overview"]
     assert len(panels(board)) >= 20
     rows = [panel for panel in board["panels"] if panel["type"] == "row"]
@@ -163,6 +165,24 @@ def test_the_overview_has_five_rows_with_the_named_concerns_and_at_least_20_pane
     assert {"ml_realized_performance", "ml_estimated_performance", "ml_label_coverage_ratio"} <= (
         metric_names(live_promql(performance))
     )
+    # Late labels: coverage by window age, the lag's quantiles from its buckets (no rate(): the
+    # histogram is recomputed at every scrape), the mature window beside its estimate and their
+    # gap, its age.
+    late = [t["expr"] for p in sections[3] for t in p["targets"] if "expr" in t]
+    assert {
+        "ml_label_coverage_by_age_ratio", "ml_label_lag_seconds_bucket",
+        "ml_mature_realized_performance", "ml_mature_estimated_performance",
+        "ml_estimated_performance", "ml_estimate_gap", "ml_mature_window_age_seconds",
+        "ml_labels_last_received_timestamp_seconds",
+    } <= metric_names(live_promql(" ".join(late)))  # fmt: skip
+    quantiles = [e for e in late if "ml_label_lag_seconds_bucket" in e]
+    assert {re.match(r"histogram_quantile\((0\.\d+),", e).group(1) for e in quantiles} == {
+        "0.5",
+        "0.9",
+    }
+    assert not any("rate(" in e for e in quantiles)
+    (by_age,) = [p for p in sections[3] if p["type"] == "bargauge"]
+    assert "ml_label_coverage_by_age_ratio" in by_age["targets"][0]["expr"]
 
 
 def test_every_panel_has_a_unit_a_datasource_and_queries():

@@ -32,9 +32,69 @@ AIRFLOW_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 HEARTBEAT = {"MLWatchdog": "info"}
 
 
+DAY = 86400
+# A pass every six hours: the most recent mature window ages, then the next window matures.
+PASS_MINUTES = 360
+
+
+def mature_age(start: int, minutes: int = N) -> str:
+    """ml_mature_window_age_seconds from `start` seconds, growing a minute a minute, back to
+    `start` at every pass (the next window matures)."""
+    parts, left = [], minutes + 1
+    while left > 0:
+        run = min(PASS_MINUTES, left)
+        parts.append(f"{start}+60x{run - 1}")
+        left -= run
+    return " ".join(parts)
+
+
+LAG_BUCKETS = {  # ml_label_lag_seconds_bucket: half the labels in three days, 99% in a week
+    "3600.0": 10, "21600.0": 30, "86400.0": 100, "172800.0": 300, "259200.0": 500,
+    "604800.0": 990, "1209600.0": 1000, "2592000.0": 1000, "+Inf": 1000,
+}  # fmt: skip
+
+
+def late_labels() -> dict[str, str]:
+    """Labels three days late, the model healthy: the latest window has no label yet (so no
+    realized figure of its own), the predictions of three days ago are 85% labelled, the most
+    recent mature window (three days and some hours old) is at 0.95 as its estimate said (0.96),
+    and the newest label arrived two minutes ago."""
+    coverage = {0: 0, 1: 0.1, 2: 0.4, 3: 0.85, 4: 0.95, 7: 0.99, 14: 1, 30: 1}
+    return {
+        f"ml_label_coverage_ratio{{{EXP}}}": f"0x{N}",
+        **{
+            f'ml_label_coverage_by_age_ratio{{{EXP}, age_days="{age}"}}': f"{share}x{N}"
+            for age, share in coverage.items()
+        },
+        **{
+            f'ml_label_lag_seconds_bucket{{{EXP}, le="{le}"}}': f"{count}x{N}"
+            for le, count in LAG_BUCKETS.items()
+        },
+        f"ml_label_lag_seconds_sum{{{EXP}}}": f"{300 * DAY}x{N}",
+        f"ml_label_lag_seconds_count{{{EXP}}}": f"1000x{N}",
+        f'ml_mature_realized_performance{{{EXP}, metric="accuracy"}}': f"0.95x{N}",
+        f'ml_mature_estimated_performance{{{EXP}, metric="accuracy"}}': f"0.96x{N}",
+        f'ml_estimate_gap{{{EXP}, metric="accuracy"}}': f"0.01x{N}",
+        f"ml_mature_window_label_coverage_ratio{{{EXP}}}": f"0.85x{N}",
+        f"ml_mature_window_age_seconds{{{EXP}}}": mature_age(3 * DAY + 7200),
+        f"ml_labels_last_received_timestamp_seconds{{{EXP}}}": f"-120+60x{N}",
+    }
+
+
+def mature_fall(realized: float, estimated: float) -> dict[str, str]:
+    """At minute 10 a pass finds, three days late, the mature window's accuracy at `realized`;
+    the estimate made for that window when it closed was `estimated`."""
+    return {
+        f'ml_mature_realized_performance{{{EXP}, metric="accuracy"}}': f"0.95x9 {realized}x{N - 10}",
+        f'ml_mature_estimated_performance{{{EXP}, metric="accuracy"}}': f"0.96x9 {estimated}x{N - 10}",
+        f'ml_estimate_gap{{{EXP}, metric="accuracy"}}': f"0.01x9 {estimated - realized:.2f}x{N - 10}",
+    }
+
+
 def healthy() -> dict[str, str]:
     """A healthy stack: 100 requests a minute, 0.05% 5xx and 0.2% slower than 0.1 s (half and a
-    fifth of what the /predict SLOs allow), reports fresh, accuracy 0.95."""
+    fifth of what the /predict SLOs allow), reports fresh, estimated accuracy 0.95, labels three
+    days late with the mature window's accuracy at 0.95 (`late_labels`)."""
     return {
         'up{instance="api-1:8000", job="api"}': f"1x{N}",
         'up{instance="exporter:9100", job="exporter"}': f"1x{N}",
@@ -60,9 +120,8 @@ def healthy() -> dict[str, str]:
         f"ml_quality_hard_failures{{{EXP}}}": f"0x{N}",
         f'ml_quality_missing_ratio{{{EXP}, feature="amount"}}': f"0.01x{N}",
         f"ml_quality_report_age_seconds{{{EXP}}}": f"3600x{N}",
-        f'ml_realized_performance{{{EXP}, metric="accuracy"}}': f"0.95x{N}",
         f'ml_estimated_performance{{{EXP}, metric="accuracy"}}': f"0.95x{N}",
-        f"ml_label_coverage_ratio{{{EXP}}}": f"0.8x{N}",
+        **late_labels(),
         f"ml_training_last_run_timestamp_seconds{{{EXP}}}": f"0x{N}",
         f'ml_training_last_run_status{{{EXP}, status="promoted"}}': f"1x{N}",
         f'ml_training_last_run_status{{{EXP}, status="failed"}}': f"0x{N}",
@@ -444,22 +503,110 @@ SCENARIOS = [
         {f'ml_drift_features{{{EXP}, severity="warning"}}': f"0x9 3x{N - 10}"},
         {24: fires(), 25: fires(MLFeatureDrift="warning")},
     ),
+    # Labels as fast as the window: the latest window is the mature one, both accuracy alerts
+    # fire (Alertmanager holds back the mature one's while the latest one's fires), and the
+    # estimate, which did not see the concept drift, was 15 points off.
     Scenario(
-        "concept drift with labels: realized accuracy 0.80",
-        {f'ml_realized_performance{{{EXP}, metric="accuracy"}}': f"0.95x9 0.80x{N - 10}"},
+        "concept drift with fast labels: the latest window, mature at once, at 0.80",
+        mature_fall(0.80, 0.95)
+        | {
+            f'ml_realized_performance{{{EXP}, metric="accuracy"}}': f"0.95x9 0.80x{N - 10}",
+            f"ml_label_coverage_ratio{{{EXP}}}": f"0.9x{N}",
+            f"ml_mature_window_label_coverage_ratio{{{EXP}}}": f"0.9x{N}",
+            f"ml_mature_window_age_seconds{{{EXP}}}": mature_age(3600),
+        },
         {
             14: fires(),
-            15: fires(MLRealizedAccuracyLow="critical"),
-            30: fires(MLRealizedAccuracyLow="critical,warning"),
+            15: fires(MLRealizedAccuracyLow="critical", MLMatureAccuracyLow="critical"),
+            30: fires(
+                MLRealizedAccuracyLow="critical,warning", MLMatureAccuracyLow="critical,warning"
+            ),
+            40: fires(
+                MLRealizedAccuracyLow="critical,warning",
+                MLMatureAccuracyLow="critical,warning",
+                MLEstimateGapLarge="warning",
+            ),
         },
     ),
     Scenario(
-        "no labels arrive and the model is right half the time",
+        "labels arrive three days late, model healthy: nothing but the heartbeat",
+        # healthy() is this stack; here the pass at minute 120 moves the mature window on.
         {
-            f"ml_label_coverage_ratio{{{EXP}}}": f"0x{N}",
+            f"ml_mature_window_age_seconds{{{EXP}}}": f"{3 * DAY + 4 * 3600}+60x119 {3 * DAY}+60x{N - 120}"
+        },
+        {10: fires(), 119: fires(), 120: fires(), 239: fires()},
+    ),
+    # The estimate saw part of it (0.91 for that window, 4 points off: within the tolerance) and
+    # still says 0.91 of the latest window, over its floor: the labels alone tell.
+    Scenario(
+        "accuracy slipped to 0.87, found three days late: a ticket and nothing else",
+        mature_fall(0.87, 0.91)
+        | {f'ml_estimated_performance{{{EXP}, metric="accuracy"}}': f"0.95x9 0.91x{N - 10}"},
+        {
+            24: fires(),
+            25: fires(MLMatureAccuracyLow="warning"),
+            239: fires(MLMatureAccuracyLow="warning"),
+        },
+    ),
+    # The estimate saw it (0.86 for that window) and still does (its warning from 15m, as from
+    # its pass three days ago); the labels confirm it three days late, and page.
+    Scenario(
+        "accuracy fell to 0.82, found three days late: it pages",
+        mature_fall(0.82, 0.86)
+        | {f'ml_estimated_performance{{{EXP}, metric="accuracy"}}': f"0.86x{N}"},
+        {
+            14: fires(),
+            15: fires(MLEstimatedAccuracyLow="warning", MLMatureAccuracyLow="critical"),
+            25: fires(MLEstimatedAccuracyLow="warning", MLMatureAccuracyLow="critical,warning"),
+        },
+    ),
+    # Concept drift under a three-day lag: the estimate said 0.95 for the window, still says
+    # 0.95 now, and the labels say 0.86. Two pieces of news: accuracy is low (retrain), and the
+    # estimate cannot be trusted for the windows not yet mature.
+    Scenario(
+        "the estimate was confidently wrong: concept drift found three days late",
+        mature_fall(0.86, 0.95),
+        {
+            24: fires(),
+            25: fires(MLMatureAccuracyLow="warning"),
+            39: fires(MLMatureAccuracyLow="warning"),
+            40: fires(MLMatureAccuracyLow="warning", MLEstimateGapLarge="warning"),
+        },
+    ),
+    # The calibration broke the other way: the estimate says 0.88 (its warning fires), the
+    # labels say 0.96. The gap says the estimate's alert is the one to doubt.
+    Scenario(
+        "the estimate cries wolf: it says 0.88, the labels 0.96",
+        mature_fall(0.96, 0.88)
+        | {f'ml_estimated_performance{{{EXP}, metric="accuracy"}}': f"0.95x9 0.88x{N - 10}"},
+        {
+            24: fires(),
+            25: fires(MLEstimatedAccuracyLow="warning"),
+            40: fires(MLEstimatedAccuracyLow="warning", MLEstimateGapLarge="warning"),
+        },
+    ),
+    Scenario(
+        "the label feed stopped: the newest label is 23 hours old at 0m",
+        {f"ml_labels_last_received_timestamp_seconds{{{EXP}}}": f"{-23 * 3600}x{N}"},
+        {
+            90: fires(),
+            91: fires(MLLabelFeedStopped="warning"),
+            239: fires(MLLabelFeedStopped="warning"),
+        },
+    ),
+    Scenario(
+        "labels arrive but stop maturing: the mature window turns a week old",
+        {f"ml_mature_window_age_seconds{{{EXP}}}": f"{7 * DAY - 600}+60x{N}"},
+        {40: fires(), 41: fires(MLLabelCoverageLow="warning")},
+    ),
+    Scenario(
+        "no label ever matures and the model is right half the time",
+        {
             f'ml_realized_performance{{{EXP}, metric="accuracy"}}': f"0.5x{N}",
+            f'ml_label_coverage_by_age_ratio{{{EXP}, age_days="7"}}': f"0.5x{N}",
         },
         {29: fires(), 30: fires(MLLabelCoverageLow="warning")},
+        removed=tuple(k for k in late_labels() if k.startswith(("ml_mature_", "ml_estimate_gap"))),
     ),
     Scenario(
         "a retrain's candidate is rejected: told once, then resolved",
@@ -663,6 +810,9 @@ def test_the_table_has_the_scenarios_on_call_asked_for():
         n for s in SCENARIOS for f in s.expect.values() for n, sev in f.items() if sev == "warning"
     }
     assert "MLPredictLatencyBudgetBurn" in tickets
+    # Labels days late: a fall they find pages, the rest goes to Slack.
+    assert "MLMatureAccuracyLow" in pages
+    assert {"MLEstimateGapLarge", "MLLabelFeedStopped", "MLLabelCoverageLow"} <= tickets
     assert {"MLRegistryUnreachable", "MLAirflowUnhealthy"} <= tickets
 
 
