@@ -42,6 +42,8 @@ class WindowFigures:
     realized_accuracy: float | None = None
     label_coverage: float | None = None
     estimated_accuracy: float | None = None
+    # The most recent window whose labels are LABEL_MATURE_COVERAGE in (late labels).
+    mature_accuracy: float | None = None
     latency_p99_seconds: float | None = None
     mean_confidence: float | None = None
 
@@ -87,6 +89,9 @@ _CONDITIONS: dict[tuple[str, str], tuple[str | None, str]] = {
     # ml_realized_performance{metric="accuracy"} < threshold and coverage >= label_coverage_min
     ("MLRealizedAccuracyLow", "warning"): ("realized_accuracy_warning", "realized_accuracy"),
     ("MLRealizedAccuracyLow", "critical"): ("realized_accuracy_critical", "realized_accuracy"),
+    # ml:mature_realized_performance:last_known{metric="accuracy"} < threshold
+    ("MLMatureAccuracyLow", "warning"): ("realized_accuracy_warning", "mature_accuracy"),
+    ("MLMatureAccuracyLow", "critical"): ("realized_accuracy_critical", "mature_accuracy"),
     # ml_estimated_performance{metric="accuracy"} < threshold
     ("MLEstimatedAccuracyLow", "warning"): ("estimated_accuracy_warning", "estimated_accuracy"),
     ("MLEstimatedAccuracyLow", "critical"): ("estimated_accuracy_critical", "estimated_accuracy"),
@@ -95,7 +100,7 @@ _CONDITIONS: dict[tuple[str, str], tuple[str | None, str]] = {
     # ml:prediction_confidence:mean_rate10m < ml:threshold:mean_confidence_min
     ("MLPredictionConfidenceLow", "warning"): ("mean_confidence_min", "mean_confidence"),
 }
-_BELOW = {"realized_accuracy", "estimated_accuracy", "mean_confidence"}
+_BELOW = {"realized_accuracy", "mature_accuracy", "estimated_accuracy", "mean_confidence"}
 
 
 class AlertRules:
@@ -181,4 +186,9 @@ class AlertRules:
                 )
         critical = {alert.name for alert in fired if alert.severity == "critical"}
         fired = [a for a in fired if a.severity == "critical" or a.name not in critical]
+        # Alertmanager's inhibition too: the latest window's accuracy alert holds back the mature
+        # window's at the same or a lower severity.
+        latest = {a.severity for a in fired if a.name == "MLRealizedAccuracyLow"}
+        muted = {"critical", "warning"} if "critical" in latest else latest
+        fired = [a for a in fired if not (a.name == "MLMatureAccuracyLow" and a.severity in muted)]
         return sorted(fired, key=lambda a: (a.severity != "critical", a.name))

@@ -200,8 +200,8 @@ class Demo:
         outcome = check_and_decide(start, end, self.settings)
         reports = latest_reports(self.settings.MODEL_NAME, self.engine)
         checked = time.perf_counter()
-        record = self.window_record(index, start, end, outcome, reports, before, after)
-        record |= self.mature_figures(start - SLOT * index)
+        mature = self.mature_figures(start - SLOT * index)
+        record = self.window_record(index, start, end, outcome, reports, before, after, mature)
         if record["critical_features"] and self.caught is None:
             self.caught = (index, (reports.drift or {}).get("report"))
         alerts = self.rules.evaluate(record.pop("_figures"))
@@ -216,7 +216,9 @@ class Demo:
             self.retrain(index, end, outcome)
         return later
 
-    def window_record(self, index, start, end, outcome, reports, before, after) -> dict[str, Any]:
+    def window_record(
+        self, index, start, end, outcome, reports, before, after, mature
+    ) -> dict[str, Any]:
         drift = (reports.drift or {}).get("report") or {}
         quality = (reports.quality or {}).get("report") or {}
         performance = (reports.performance or {}).get("report") or {}
@@ -237,6 +239,7 @@ class Demo:
             realized_accuracy=realized.get("accuracy"),
             label_coverage=realized.get("label_coverage"),
             estimated_accuracy=estimated.get("accuracy"),
+            mature_accuracy=mature["mature_accuracy"],
             latency_p99_seconds=histogram_quantile(latency, 0.99),
             mean_confidence=confidence["mean"],
         )
@@ -272,7 +275,7 @@ class Demo:
                 "found_late_hours": outcome.get("found_late_hours"),
             },
             "_figures": figures,
-        }
+        } | mature
 
     def mature_figures(self, first: datetime) -> dict[str, Any]:
         """What the exporter serves about late labels after this pass: the most recent window

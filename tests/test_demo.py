@@ -162,6 +162,8 @@ def test_labels_three_days_late_find_the_fall_late_and_retrain_on_where_it_fell(
     # The concept drift (day 3) is found from the labels three days after the windows it hit,
     # and the retrain it asks for learns from them and is promoted.
     assert summary["accuracy_fall_found_late_hours"] >= 72
+    assert "MLMatureAccuracyLow" in summary["alerts_fired"]
+    assert "MLRealizedAccuracyLow" not in summary["alerts_fired"]  # no window knew at its close
     promoted = [r for r in timeline["retrains"] if r["promoted"]]
     assert promoted and "found 72 h after that window closed" in promoted[0]["reason"]
     assert summary["champion_after"] != summary["champion_before"]

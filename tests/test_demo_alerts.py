@@ -59,3 +59,24 @@ def test_a_rules_file_without_an_alert_the_demo_shows_is_refused(tmp_path):
     unreadable = tmp_path / "missing.yml"
     with pytest.raises(AlertRulesError, match="cannot read the alert rules"):
         AlertRules.load(unreadable)
+
+
+def test_the_mature_window_alert_and_the_latest_windows_hold_each_other_as_alertmanager_does():
+    rules = AlertRules.load()
+    # Labels three days late: the latest window has none, the mature one says 0.87.
+    late = WindowFigures(label_coverage=0.0, mature_accuracy=0.87, estimated_accuracy=0.95)
+    (alert,) = rules.evaluate(late)
+    assert (alert.name, alert.severity, alert.value) == ("MLMatureAccuracyLow", "warning", 0.87)
+    assert alert.runbook_url.endswith("#mlmatureaccuracylow")
+    assert names(rules.evaluate(WindowFigures(mature_accuracy=0.80))) == [
+        ("MLMatureAccuracyLow", "critical")
+    ]
+    # Fast labels: the latest window's alert holds back the mature one's of the same or a lower
+    # severity, never a page with a warning.
+    both = WindowFigures(realized_accuracy=0.80, label_coverage=0.6, mature_accuracy=0.80)
+    assert names(rules.evaluate(both)) == [("MLRealizedAccuracyLow", "critical")]
+    worse = WindowFigures(realized_accuracy=0.88, label_coverage=0.6, mature_accuracy=0.80)
+    assert names(rules.evaluate(worse)) == [
+        ("MLMatureAccuracyLow", "critical"),
+        ("MLRealizedAccuracyLow", "warning"),
+    ]
