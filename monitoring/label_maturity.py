@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, func, select, union, update
+from sqlalchemy import Connection, Engine, func, inspect, select, union, update
 
 from data.db import as_utc, labels, performance_reports, prediction_logs
 from data.schema import FeatureSchema
@@ -300,6 +300,8 @@ def maturity_summary(
     """Read the saved windows of the last `maturity_days` (counted back from the latest one)."""
     table = performance_reports
     with engine.connect() as conn:
+        if not all(inspect(conn).has_table(t.name) for t in (table, labels)):
+            return MaturitySummary({}, lag_histogram(np.array([])))  # no pass has run yet
         latest = conn.execute(
             select(func.max(table.c.window_end)).where(table.c.model_name == model_name)
         ).scalar()
