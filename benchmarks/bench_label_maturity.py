@@ -50,6 +50,11 @@ predictions over 30 days and 1,000,000 late labels, next to the re-read it repla
 
     python -m benchmarks.bench_label_maturity           # 10,000,000 rows, 1,000,000 labels
     python -m benchmarks.bench_label_maturity --rows 200000 --labels 20000
+    python -m benchmarks.bench_label_maturity --breakdown      # also: the parts of match, recompute
+
+`--breakdown`, after the passes: the match's join alone (counted, no UPDATE, over every label),
+and the recompute's reading of the 120 windows' labels split into the database alone, psycopg2's
+fetch and `_window_labels` as a whole (see `breakdown`).
 
 Postgres: BENCH_POSTGRES_ADMIN_URL (as benchmarks.bench_drift_postgres), a role that may create
 databases. The last line of the output is the results as JSON.
@@ -438,6 +443,68 @@ def check_window(url: str, schema: FeatureSchema, start: datetime) -> dict:
     }
 
 
+def breakdown(url: str, schema: FeatureSchema) -> dict:
+    """After the passes, the parts of their two costly steps, each run on its own.
+
+    The match: its join (labels with their prediction by request id), counted without the
+    UPDATE, over every label (none is unmatched any more, so not the pass's own statement; the
+    plan is printed), without parallel workers, as the UPDATE runs. The recompute's read: each
+    saved window's labels by `_window_labels` (its query captured as it runs), then the same
+    queries by the database alone (a cursor, `MOVE FORWARD ALL`) and fetched by psycopg2
+    (`fetchall`, no SQLAlchemy rows, no DataFrame), then `_window_labels` again, warm."""
+    out: dict[str, object] = {}
+    join = (
+        "SELECT count(*), sum(p.score) FROM labels l "
+        "JOIN prediction_logs p ON p.request_id = l.request_id"
+    )
+    with contextlib.closing(psycopg2.connect(_dsn(url))) as connection:
+        cursor = connection.cursor()
+        cursor.execute("SET max_parallel_workers_per_gather = 0")  # an UPDATE gets no workers
+        cursor.execute("EXPLAIN " + join)
+        out["match_join_plan"] = [line for (line,) in cursor.fetchall()]
+        started = time.perf_counter()
+        cursor.execute(join)
+        out["match_join_rows"] = cursor.fetchone()[0]
+        out["match_join_s"] = time.perf_counter() - started
+        connection.rollback()
+
+    engine = create_engine(url, poolclass=NullPool)
+    captured: list[tuple[str, object]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _capture(conn, cursor, statement, parameters, context, executemany) -> None:
+        captured.append((statement, parameters))
+
+    starts = [WINDOW_START + WINDOW * i for i in range(int(SPAN / WINDOW))]
+    rows = [{"window_start": s, "window_end": s + WINDOW, "model_name": MODEL} for s in starts]
+    with engine.connect() as conn:
+        started = time.perf_counter()
+        out["window_label_rows"] = sum(len(maturity._window_labels(conn, schema, r)) for r in rows)
+        out["window_labels_s"] = time.perf_counter() - started
+    queries = [q for q in captured if "labels.labelled_at" in q[0]]
+    with contextlib.closing(psycopg2.connect(_dsn(url))) as connection:
+        cursor = connection.cursor()
+        started = time.perf_counter()
+        for statement, parameters in queries:
+            cursor.execute("DECLARE bench_labels NO SCROLL CURSOR FOR " + statement, parameters)
+            cursor.execute("MOVE FORWARD ALL IN bench_labels")
+            cursor.execute("CLOSE bench_labels")
+        out["window_labels_database_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        for statement, parameters in queries:
+            cursor.execute(statement, parameters)
+            cursor.fetchall()
+        out["window_labels_psycopg2_s"] = time.perf_counter() - started
+        connection.rollback()
+    with engine.connect() as conn:
+        started = time.perf_counter()
+        for r in rows:
+            maturity._window_labels(conn, schema, r)
+        out["window_labels_warm_s"] = time.perf_counter() - started
+    engine.dispose()
+    return out
+
+
 def naive_reread(url: str, schema: FeatureSchema, sample: int | None) -> dict:
     """Every saved window re-read with its labels and its realized figures recomputed, as a
     refresh without the labels' copy of their prediction would have to (or `sample` windows of
@@ -542,6 +609,9 @@ def main() -> int:
     parser.add_argument(
         "--naive-windows", type=int, help="re-read only this many windows and scale up"
     )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also time the parts of match and recompute"
+    )
     args = parser.parse_args()
     day_labels = args.day_labels or max(1, args.labels // 100)
     if args.labels > args.rows:
@@ -608,6 +678,7 @@ def main() -> int:
         print("naive re-read ...", file=sys.stderr)
         naive = naive_reread(url, schema, args.naive_windows)
         join = join_alone(url, schema)
+        parts = breakdown(url, schema) if args.breakdown else None
 
         _print_table(passes, naive, join, args.rows)
         for name, p in passes.items():
@@ -647,6 +718,18 @@ def main() -> int:
             f"{check['direct_labelled']:,} labelled, accuracy {check['direct_accuracy']}: "
             f"{verdict}"
         )
+        if parts is not None:
+            print(
+                "breakdown (after the passes): the match's join alone, "
+                f"{parts['match_join_rows']:,} labels with their prediction, counted: "
+                f"{parts['match_join_s']:.1f} s "
+                f"({_plan_line(parts['match_join_plan'])}); the {parts['window_label_rows']:,} "
+                f"labels of the 120 windows read by _window_labels: "
+                f"{parts['window_labels_s']:.1f} s ({parts['window_labels_warm_s']:.1f} s "
+                f"again, warm), of which the database alone "
+                f"{parts['window_labels_database_s']:.1f} s and psycopg2's fetchall "
+                f"{parts['window_labels_psycopg2_s']:.1f} s"
+            )
         print(
             json.dumps(
                 {
@@ -664,6 +747,7 @@ def main() -> int:
                     "check": check,
                     "naive": naive,
                     "join": join,
+                    "breakdown": parts,
                 }
             )
         )
