@@ -69,6 +69,7 @@ bench: $(STAMP) ## the hot-path benchmarks (figures in BENCHMARKS.md)
 	$(PY) -m benchmarks.bench_drift_postgres
 	$(PY) -m benchmarks.bench_quality
 	$(PY) -m benchmarks.bench_retention
+	$(PY) -m benchmarks.bench_label_maturity
 
 train: $(STAMP) ## train a model and register it in MLflow (gated)
 	$(PY) -m training.train

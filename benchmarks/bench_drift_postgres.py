@@ -144,8 +144,11 @@ def _numbers(values: np.ndarray) -> np.ndarray:
     return np.where(missing, "null", as_text).astype(_TEXT) if missing.any() else as_text
 
 
-def piece_text(schema: FeatureSchema, first_row: int, rows: int, total: int) -> str:
-    """`rows` prediction-log rows as COPY text: one transaction block of its own seed."""
+def piece_text(
+    schema: FeatureSchema, first_row: int, rows: int, total: int, span: timedelta = WINDOW
+) -> str:
+    """`rows` prediction-log rows as COPY text: one transaction block of its own seed, the
+    `total` rows spread evenly over `span` from WINDOW_START (default: the 6-hour window)."""
     piece = first_row // PIECE_ROWS
     frame = generate_transactions(rows, seed=CURRENT_SEED + piece)
     # Rows from `cut` on are in the shifted last part of the window.
@@ -169,8 +172,8 @@ def piece_text(schema: FeatureSchema, first_row: int, rows: int, total: int) -> 
             value = _numbers(column.to_numpy(dtype=np.float64))
         pair = add(('{"' if i == 0 else ',"') + feature.name + '":', value)
         features = pair if features is None else add(features, pair)
-    # predicted_at spreads the N rows evenly over the window, in order.
-    step_us = WINDOW / timedelta(microseconds=1) / total
+    # predicted_at spreads the N rows evenly over the span, in order.
+    step_us = span / timedelta(microseconds=1) / total
     offsets = np.round((first_row + np.arange(rows)) * step_us).astype("timedelta64[us]")
     stamps = np.datetime64(WINDOW_START.replace(tzinfo=None), "us") + offsets
     latency = np.round(np.random.default_rng(CURRENT_SEED + piece).gamma(2.0, 0.4, rows), 3)
@@ -187,7 +190,13 @@ def piece_text(schema: FeatureSchema, first_row: int, rows: int, total: int) -> 
     return payload
 
 
-def _pieces(schema: FeatureSchema, rows: int, ready: queue.Queue, stop: threading.Event) -> None:
+def _pieces(
+    schema: FeatureSchema,
+    rows: int,
+    ready: queue.Queue,
+    stop: threading.Event,
+    span: timedelta = WINDOW,
+) -> None:
     """Generate the COPY payloads one piece ahead of the loader (a thread of its own)."""
 
     def hand(item: object) -> None:
@@ -199,7 +208,7 @@ def _pieces(schema: FeatureSchema, rows: int, ready: queue.Queue, stop: threadin
     try:
         for first in range(0, rows, PIECE_ROWS):
             t0 = time.perf_counter()
-            payload = piece_text(schema, first, min(PIECE_ROWS, rows - first), rows).encode()
+            payload = piece_text(schema, first, min(PIECE_ROWS, rows - first), rows, span).encode()
             hand((first, payload, time.perf_counter() - t0))
             del payload
         hand(None)
@@ -207,15 +216,18 @@ def _pieces(schema: FeatureSchema, rows: int, ready: queue.Queue, stop: threadin
         hand(exc)
 
 
-def load(url: str, schema: FeatureSchema, rows: int) -> dict[str, float]:
-    """COPY `rows` rows in pieces; the next piece is generated while the database takes one."""
+def load(url: str, schema: FeatureSchema, rows: int, span: timedelta = WINDOW) -> dict[str, float]:
+    """COPY `rows` rows in pieces, spread over `span` from WINDOW_START; the next piece is
+    generated while the database takes one."""
     init_db(get_engine(url))
     dispose_engines()
     generate_s = copy_s = 0.0
     started = time.perf_counter()
     ready: queue.Queue = queue.Queue(maxsize=1)  # at most two pieces in memory, plus one copying
     stop = threading.Event()
-    generator = threading.Thread(target=_pieces, args=(schema, rows, ready, stop), daemon=True)
+    generator = threading.Thread(
+        target=_pieces, args=(schema, rows, ready, stop, span), daemon=True
+    )
     generator.start()
     connection = psycopg2.connect(_dsn(url))
     try:

@@ -39,7 +39,8 @@ INTEGRATION_FIXTURES = {
 INTEGRATION_MODULES = {
     "test_airflow_dags", "test_alert_rules", "test_alertmanager", "test_api_server",
     "test_api_server_durability",
-    "test_bench_drift_postgres", "test_compose", "test_compose_celery", "test_compose_stack",
+    "test_bench_drift_postgres", "test_bench_label_maturity",
+    "test_compose", "test_compose_celery", "test_compose_stack",
     "test_dashboards", "test_demo", "test_demo_report", "test_exporter", "test_html_report",
     "test_kubernetes", "test_kubernetes_airflow", "test_logger", "test_monitoring_live",
     "test_oncall_scenarios",
