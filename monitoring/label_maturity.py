@@ -43,8 +43,11 @@ log = logging.getLogger(__name__)
 
 # Upper bounds of the label-lag buckets, in seconds: 1 h, 6 h, 1 d, 2 d, 3 d, 7 d, 14 d, 30 d.
 LAG_BUCKETS_SECONDS = (3600, 21600, 86400, 172800, 259200, 604800, 1209600, 2592000)
-# A label received this long before the previous pass may have been committed after it read.
-WATERMARK_MARGIN = timedelta(minutes=10)
+# A label received this long before the previous pass may have been committed after it read it:
+# a /feedback transaction lasts well under a second, and hosts' clocks (NTP) agree to
+# milliseconds. Longer costs a recount of every window a burst received just before the
+# previous pass touched (BENCHMARKS.md, "Late labels").
+WATERMARK_MARGIN = timedelta(minutes=1)
 
 
 @dataclass
@@ -95,8 +98,9 @@ def refresh_realized(
         rows = _saved_windows(conn, model_name, horizon, as_utc(end))
         if not rows:
             return []
-        since = _watermark(rows)
-        changed = _changed_hours(conn, model_name, since, min(r["window_start"] for r in rows))
+        changed = _changed_hours(
+            conn, model_name, _last_pass(rows), min(r["window_start"] for r in rows)
+        )
         affected = [r for r in rows if _touches(r, changed)]
         refreshed = [_refresh(conn, schema, row, now) for row in affected]
     if matched or refreshed:
@@ -169,29 +173,35 @@ def _saved_windows(
     return rows
 
 
-def _watermark(rows: list[dict[str, Any]]) -> datetime | None:
-    """Where to look for new labels: the latest pass's time less WATERMARK_MARGIN (None: never
-    counted, look at all)."""
+def _last_pass(rows: list[dict[str, Any]]) -> datetime | None:
+    """When the latest pass counted labels (None: never, look at all)."""
     counted = [
         as_utc(stamp)
         for row in rows
         if (stamp := ((row["report"] or {}).get("realized") or {}).get("labels_as_of"))
     ]
-    return max(counted) - WATERMARK_MARGIN if counted else None
+    return max(counted) if counted else None
 
 
 def _changed_hours(
-    conn: Connection, model_name: str, since: datetime | None, start: datetime
+    conn: Connection, model_name: str, last_pass: datetime | None, start: datetime
 ) -> list[datetime]:
-    """The hours (by prediction time, from `start`) holding a label matched or changed since
-    `since`, each through its own index."""
+    """The hours (by prediction time, from `start`) holding a label matched or changed since the
+    last pass, each found through its own index.
+
+    A pass stamps `matched_at` with its own time, the one it saves as `labels_as_of`, so the
+    labels it matched are exactly those after it. A label's `received_at` is the API's clock at a
+    moment whose transaction may have committed after the last pass read: those of the
+    WATERMARK_MARGIN before it are looked at again (recounting a window is idempotent).
+    """
     hour = _hour(conn, labels.c.predicted_at).label("hour")
     base = select(hour).where(labels.c.model_name == model_name, labels.c.predicted_at >= start)
-    if since is None:
+    if last_pass is None:
         query = base.distinct()
     else:
         query = union(
-            base.where(labels.c.matched_at > since), base.where(labels.c.received_at > since)
+            base.where(labels.c.matched_at > last_pass),
+            base.where(labels.c.received_at > last_pass - WATERMARK_MARGIN),
         )
     return sorted(as_utc(value) for (value,) in conn.execute(query))
 
@@ -243,16 +253,24 @@ def _window_labels(conn: Connection, schema: FeatureSchema, row: dict[str, Any])
         .where(c.predicted_at >= row["window_start"], c.predicted_at < row["window_end"])
         .where(c.model_name == row["model_name"])
     )
-    found = pd.DataFrame(conn.execute(query).all(), columns=list(query.selected_columns.keys()))
+    rows = conn.execute(query).all()
+    # Column by column: a DataFrame built from the Row objects probes each of them, three times
+    # slower than the read itself (BENCHMARKS.md, "Late labels").
+    names = list(query.selected_columns.keys())
+    found = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)) if rows else {}
     timestamp = schema.timestamp or "predicted_at"
     return pd.DataFrame(
         {
-            "model_version": found["model_version"].astype(str),
-            timestamp: pd.to_datetime(found["predicted_at"], utc=True),
-            schema.score: found["score"].astype(float),
-            schema.prediction: found["predicted_class"].astype(float),
-            schema.target: found["label"].astype(float),
-            "labelled_at": pd.to_datetime(found["labelled_at"], utc=True),
+            "model_version": pd.Series(found.get("model_version", []), dtype=str),
+            timestamp: pd.to_datetime(
+                pd.Series(found.get("predicted_at", []), dtype=object), utc=True
+            ),
+            schema.score: pd.Series(found.get("score", []), dtype=float),
+            schema.prediction: pd.Series(found.get("predicted_class", []), dtype=float),
+            schema.target: pd.Series(found.get("label", []), dtype=float),
+            "labelled_at": pd.to_datetime(
+                pd.Series(found.get("labelled_at", []), dtype=object), utc=True
+            ),
         }
     )
 
