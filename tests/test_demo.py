@@ -229,8 +229,9 @@ def test_a_window_with_a_feature_missing_often_fires_the_missing_rate_alert(tmp_
     outcome = {"rows": 10, "retrain": False, "reason": "r", "blocked_by": None, "triggers": []}
     demo = Demo(Scenario(days=(1, 1, 1)), tmp_path, 0, Console())
     start = datetime(2026, 11, 1, tzinfo=UTC)
+    mature = {"mature_window": None, "mature_accuracy": None}
     record = demo.window_record(
-        0, start, start, outcome, LatestReports(None, quality, None), empty, empty
+        0, start, start, outcome, LatestReports(None, quality, None), empty, empty, mature
     )
     assert record["champion"] == "3"
     fired = AlertRules.load().evaluate(record["_figures"])
