@@ -34,6 +34,7 @@ from prometheus_client import (
 )
 from prometheus_fastapi_instrumentator.metrics import Info
 
+from api.logger import WRITER_ERROR_KINDS
 from api.spool import disk_usage
 from data.settings import get_settings
 
@@ -175,6 +176,18 @@ LOG_QUARANTINED = Counter(
     "Unreadable prediction log spool lines moved to a .quarantine file beside the spool",
     ["environment"],
 )
+LOG_DEAD_LETTERED = Counter(
+    "ml_prediction_log_dead_lettered_total",
+    "Prediction log rows the database refused for good (a value a column rejects), written to "
+    "PREDICTION_SPOOL_DIR/dead-letter/ for `python -m api.spool --replay-dead-letter`",
+    ["environment"],
+)
+LOG_WRITER_ERRORS = Counter(
+    "ml_prediction_log_writer_errors_total",
+    "Errors the prediction log writer caught and went on from, by kind: disk (spool, journal or "
+    "dead-letter file), rejected (a row the database refused), internal (a bug)",
+    ["environment", "kind"],
+)
 # PREDICTION_SPOOL_DIR, measured before each scrape by the worker answering it. The folder is
 # shared, so the newest measure is the truth: `livemostrecent`, not `max` (a worker that measured
 # a full spool an hour ago would keep showing it) nor `sum` (each worker sees the same files).
@@ -220,6 +233,10 @@ class ApiMetrics:
         self.log_replayed = LOG_REPLAYED.labels(environment)
         self.log_dropped = LOG_DROPPED.labels(environment)
         self.log_quarantined = LOG_QUARANTINED.labels(environment)
+        self.log_dead_lettered = LOG_DEAD_LETTERED.labels(environment)
+        self.log_writer_errors = {
+            kind: LOG_WRITER_ERRORS.labels(environment, kind) for kind in WRITER_ERROR_KINDS
+        }
         self.errors = {kind: PREDICTION_ERRORS.labels(environment, kind) for kind in ERROR_TYPES}
         self.feedback_rejections = {
             reason: FEEDBACK_REJECTED.labels(environment, reason)
@@ -476,6 +493,8 @@ def summary() -> dict[str, Any]:
             "replayed": total("ml_prediction_log_replayed_total"),
             "dropped": total("ml_prediction_log_dropped_total"),
             "quarantined": total("ml_prediction_log_quarantined_total"),
+            "dead_lettered": total("ml_prediction_log_dead_lettered_total"),
+            "writer_errors": total("ml_prediction_log_writer_errors_total", by="kind"),
         },
     }
 

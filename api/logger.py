@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -36,10 +38,16 @@ from sqlalchemy import Engine
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from api.spool import (
+    DEAD_LETTER_DIR,
     QUARANTINE_SUFFIX,
+    REPLAYING_SUFFIX,
+    SPOOL_SUFFIX,
     Journal,
     Spool,
+    append_dead_letter,
     claim_orphans,
+    dead_letter_files,
+    file_name,
     own_spool_files,
     read_batches,
 )
@@ -63,6 +71,11 @@ __all__ = ["DisabledLogger", "PredictionLogger", "PredictionRecord"]
 # How often the writer starts a new journal segment: after a kill, at most about this much
 # traffic already in the database is replayed again (and skipped by the key).
 JOURNAL_ROTATE_SECONDS = 1.0
+# An error of one kind is logged at most once per this many seconds (all are counted).
+ERROR_LOG_SECONDS = 60.0
+# `ml_prediction_log_writer_errors_total{kind}`: disk (the spool, journal or dead-letter file),
+# rejected (a row the database refused for good, sent to the dead-letter file), internal (a bug).
+WRITER_ERROR_KINDS = ("disk", "rejected", "internal")
 
 
 class RowQueue:
@@ -134,6 +147,8 @@ class LogMetrics(Protocol):
     log_replayed: Any
     log_dropped: Any
     log_quarantined: Any
+    log_dead_lettered: Any
+    log_writer_errors: dict[str, Any]  # WRITER_ERROR_KINDS -> counter
 
 
 class PredictionLogger:
@@ -180,6 +195,12 @@ class PredictionLogger:
         self.replayed = 0
         self.dropped = 0
         self.quarantined = 0
+        self.dead_lettered = 0
+        self.torn_bytes = 0
+        self.writer_errors: dict[str, int] = dict.fromkeys(WRITER_ERROR_KINDS, 0)
+        self._error_logged: dict[str, float] = {}
+        self._error_unlogged: dict[str, int] = dict.fromkeys(WRITER_ERROR_KINDS, 0)
+        self._dead_letter_path = self.spool_dir / DEAD_LETTER_DIR / file_name(SPOOL_SUFFIX)
         self.database_ok = True
         self._connection: Any = None  # the writer thread's own (Postgres)
         self._spool_waiting = False  # spooled rows wait for replay: new ones must queue behind
@@ -262,24 +283,41 @@ class PredictionLogger:
     # --- writer thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        """The writer thread: nothing may end it but `close`. An error in an iteration is
+        counted and logged (once per kind and ERROR_LOG_SECONDS) and the loop goes on; the
+        batch in hand goes to the spool (rows it had already written are skipped by the key
+        on replay)."""
         while not (self._stop.is_set() and len(self._queue) == 0):
-            batch = self._next_batch()
-            self._report_depth()
-            self._tick()
             try:
-                if self._spool_waiting:
-                    if batch:
-                        with _about(batch):
-                            self._spool(batch)
-                    self._replay_if_due()
-                elif batch:
-                    self._write_or_spool(batch)
-            finally:
-                self._queue.done(len(batch))
-            self._trim_journal()
-        self._replay_if_due(force=True)
+                self._iteration()
+            except Exception as exc:  # _iteration's own bookkeeping failed: wait, go on
+                self._writer_error(exc, "the writer loop")
+                self._stop.wait(self.flush_interval)
+        for step in (lambda: self._replay_if_due(force=True), self._tick, self._disconnect):
+            try:
+                step()
+            except Exception as exc:
+                self._writer_error(exc, "stopping the writer")
+
+    def _iteration(self) -> None:
+        batch = self._next_batch()
+        self._report_depth()
         self._tick()
-        self._disconnect()
+        try:
+            if self._spool_waiting:
+                if batch:
+                    with _about(batch):
+                        self._spool(batch)
+                self._replay_if_due()
+            elif batch:
+                self._write_or_spool(batch)
+        except Exception as exc:
+            self._writer_error(exc, "writing a batch")
+            if batch:
+                self._spool(batch)
+        finally:
+            self._queue.done(len(batch))
+        self._trim_journal()
 
     def _trim_journal(self) -> None:
         """Start a new segment every JOURNAL_ROTATE_SECONDS; delete the handled ones."""
@@ -292,7 +330,7 @@ class PredictionLogger:
         try:
             journal.release(self._queue.done_total)
         except OSError as exc:
-            log.error("cannot delete a handled journal segment: %s", exc)
+            self._writer_error(exc, "deleting a handled journal segment")
 
     def _next_batch(self) -> list[PredictionRecord]:
         """Up to batch_size rows: after the first arrives, linger flush_interval and take what
@@ -307,15 +345,49 @@ class PredictionLogger:
     def _write_or_spool(self, batch: list[PredictionRecord]) -> None:
         with _about(batch):
             try:
-                self.write(batch)
-            except Exception as exc:  # any database failure: keep the rows on disk
+                rejected = self._write_sorting(batch)
+            except Exception as exc:  # any other database failure: keep the rows on disk
                 self._database_down(exc)
                 self._spool(batch)
             else:
-                self.written += len(batch)
+                self.written += len(batch) - rejected
                 if self.metrics:
-                    self.metrics.log_written.inc(len(batch))
-                log.debug("wrote %d rows", len(batch))
+                    self.metrics.log_written.inc(len(batch) - rejected)
+                log.debug("wrote %d rows", len(batch) - rejected)
+
+    def _write_sorting(self, batch: list[PredictionRecord]) -> int:
+        """Write `batch`; when the database rejects it for a value (not for being down),
+        split it in halves until the rows it refuses are found, send those to the dead-letter
+        file and write the others. How many rows were dead-lettered; raises when the database
+        fails otherwise (a half already written is skipped by the key when the batch is
+        retried)."""
+        try:
+            self.write(batch)
+            return 0
+        except Exception as exc:
+            if not rejected_by_database(exc):
+                raise
+            if len(batch) == 1:
+                self._dead_letter(batch, exc)
+                return 1
+        half = len(batch) // 2
+        return self._write_sorting(batch[:half]) + self._write_sorting(batch[half:])
+
+    def _dead_letter(self, rows: list[PredictionRecord], exc: Exception) -> None:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()
+        self._writer_error(
+            exc, f"row {rows[0].request_id[:200]!r} refused by the database "
+            f"({reason[0] if reason else type(exc).__name__}), sent to {self._dead_letter_path}",
+            kind="rejected", trace=False,
+        )  # fmt: skip
+        try:
+            append_dead_letter(self._dead_letter_path, rows)
+        except OSError as disk:
+            self._drop(rows, disk, "writing the dead-letter file")
+            return
+        self.dead_lettered += len(rows)
+        if self.metrics:
+            self.metrics.log_dead_lettered.inc(len(rows))
 
     def write(self, batch: list[PredictionRecord]) -> None:
         """Insert `batch` in one transaction, ignoring request ids already logged."""
@@ -353,7 +425,13 @@ class PredictionLogger:
                         cursor.execute(INSERT_FROM_STAGE)
                     connection.commit()
                 return
-            except Exception:
+            except Exception as exc:
+                if rejected_by_database(exc):  # the rows, not the connection
+                    try:
+                        connection.rollback()
+                    except Exception:
+                        self._disconnect(broken=True)
+                    raise
                 self._disconnect(broken=True)
                 # The kept connection may have been closed under us (a restart, an idle
                 # timeout): one more try on a fresh one before calling the database down.
@@ -383,15 +461,14 @@ class PredictionLogger:
     # --- spool -------------------------------------------------------------------------------
 
     def _spool(self, records: list[PredictionRecord]) -> None:
+        """Never raises (it runs in the request thread when the queue is full): rows the disk
+        cannot take are dropped and counted; the next call tries a new file."""
         try:
             with self._spool_lock:
                 self._spool_file.append(records)
                 self._spool_waiting = True
-        except OSError as exc:
-            log.critical("cannot spool %d prediction log rows: %s", len(records), exc)
-            self.dropped += len(records)
-            if self.metrics:
-                self.metrics.log_dropped.inc(len(records))
+        except Exception as exc:
+            self._drop(records, exc, f"spooling {len(records)} rows")
             return
         self.spooled += len(records)
         if self.metrics:
@@ -405,7 +482,9 @@ class PredictionLogger:
             self._spool_file.rotate()
             files = own_spool_files(self.spool_dir)
         for path in files:
-            batches = read_batches(path, self.batch_size, on_quarantine=self._quarantined)
+            batches = read_batches(
+                path, self.batch_size, on_quarantine=self._quarantined, on_torn=self._torn
+            )
             while True:
                 try:
                     batch = next(batches, None)
@@ -417,16 +496,45 @@ class PredictionLogger:
                     break
                 with _about(batch):
                     try:
-                        self.write(batch)
+                        rejected = self._write_sorting(batch)
                     except Exception as exc:  # still down: try again later, from this file
                         self._database_down(exc)
                         return
-                    self.replayed += len(batch)
+                    self.replayed += len(batch) - rejected
                     if self.metrics:
-                        self.metrics.log_replayed.inc(len(batch))
+                        self.metrics.log_replayed.inc(len(batch) - rejected)
                     log.debug("replayed %d rows from %s", len(batch), path.name)
         with self._spool_lock:  # rows spooled during the replay are still waiting
             self._spool_waiting = self.has_spooled_rows()
+
+    def _torn(self, size: int) -> None:
+        self.torn_bytes += size
+
+    def _drop(self, rows: list[PredictionRecord], exc: Exception, doing: str) -> None:
+        self.dropped += len(rows)
+        if self.metrics:
+            self.metrics.log_dropped.inc(len(rows))
+        self._writer_error(exc, f"{doing} (dropped {len(rows)} rows)", trace=False)
+
+    def _writer_error(
+        self, exc: BaseException, doing: str, kind: str | None = None, trace: bool = True
+    ) -> None:
+        """Count an error by kind; log it unless one of its kind was logged less than
+        ERROR_LOG_SECONDS ago (then say how many went unlogged, next time)."""
+        kind = kind or ("disk" if isinstance(exc, OSError) else "internal")
+        self.writer_errors[kind] += 1
+        if self.metrics:
+            self.metrics.log_writer_errors[kind].inc()
+        now = time.monotonic()
+        last = self._error_logged.get(kind)
+        if last is not None and now - last < ERROR_LOG_SECONDS:
+            self._error_unlogged[kind] += 1
+            return
+        self._error_logged[kind] = now
+        unlogged, self._error_unlogged[kind] = self._error_unlogged[kind], 0
+        more = f" ({unlogged} more of this kind since the last one logged)" if unlogged else ""
+        log.error("prediction log writer: %s failed, going on: %s%s", doing,
+                  exc, more, exc_info=exc if trace else None)  # fmt: skip
 
     def _quarantined(self, lines: int) -> None:
         self.quarantined += lines
@@ -463,9 +571,48 @@ class PredictionLogger:
             "replayed": self.replayed,
             "dropped": self.dropped,
             "quarantined": self.quarantined,
+            "dead_lettered": self.dead_lettered,
+            "torn_bytes": self.torn_bytes,
+            "writer_errors": dict(self.writer_errors),
             "database_ok": self.database_ok,
             "spool_files": len(own_spool_files(self.spool_dir)),
         }
+
+
+def rejected_by_database(exc: BaseException) -> bool:
+    """Whether the database refused the rows themselves (a value a column rejects, a
+    constraint), as opposed to being unreachable or failing: retrying would fail again.
+    Postgres SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation; a
+    duplicate key never gets here: the writer inserts with ON CONFLICT DO NOTHING)."""
+    orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
+    if isinstance(orig, psycopg2.Error):
+        return (orig.pgcode or "")[:2] in ("22", "23")
+    return isinstance(orig, sqlite3.IntegrityError | sqlite3.DataError)
+
+
+def replay_dead_letter(spool_dir: str | Path, url: str | None = None) -> tuple[int, int]:
+    """Insert the rows of the dead-letter files under `spool_dir` (`python -m api.spool
+    --replay-dead-letter`); rows rejected again go to a new dead-letter file. Each file is
+    first renamed (a worker dead-lettering meanwhile starts a new one) and deleted once
+    handled. (rows inserted or already there, rows rejected again); raises if the database
+    fails otherwise, leaving the file to replay again."""
+    replayer = PredictionLogger(spool_dir, url=url, journal=False)
+    written = rejected = 0
+    try:
+        for path in dead_letter_files(replayer.spool_dir):
+            if path.suffix != REPLAYING_SUFFIX:
+                taken = path.with_suffix(REPLAYING_SUFFIX)
+                os.rename(path, taken)
+                path = taken
+            for batch in read_batches(path, replayer.batch_size, on_torn=replayer._torn):
+                again = replayer._write_sorting(batch)
+                written += len(batch) - again
+                rejected += again
+            path.unlink()
+            log.info("replayed dead-letter file %s", path.name)
+    finally:
+        replayer._disconnect()
+    return written, rejected
 
 
 def _about(batch: list[PredictionRecord]) -> AbstractContextManager[None]:

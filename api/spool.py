@@ -26,7 +26,7 @@ left on the filesystem under it, which the spool fills while the database is dow
 from __future__ import annotations
 
 import contextlib
-import io
+import errno
 import logging
 import os
 import time
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 SPOOL_SUFFIX = ".jsonl"
 JOURNAL_SUFFIX = ".journal"
 QUARANTINE_SUFFIX = ".quarantine"
+# Rows the database refused for good (a value a column rejects), in the spool's line format.
+DEAD_LETTER_DIR = "dead-letter"
+REPLAYING_SUFFIX = ".replaying"
 # The files of the folder by kind, as the metrics name them (`.tmp` files are a quarantine's
 # rewrite in progress: a copy of a spool file, not more rows).
 FILE_KINDS = {SPOOL_SUFFIX: "spool", JOURNAL_SUFFIX: "journal", QUARANTINE_SUFFIX: "quarantine"}
@@ -90,24 +93,30 @@ def claim_orphans(folder: Path) -> int:
 
 
 def read_batches(
-    path: Path, batch_size: int, on_quarantine: Callable[[int], None] | None = None
+    path: Path,
+    batch_size: int,
+    on_quarantine: Callable[[int], None] | None = None,
+    on_torn: Callable[[int], None] | None = None,
 ) -> Iterator[list[PredictionRecord]]:
     """The records of a spool file in order, `batch_size` at a time. Unreadable lines are
     first moved out of the file (`quarantine`); the file is then read from its start, so a
     reader that had already handed on some batches hands them on again (they are skipped by
-    the table's key)."""
+    the table's key). A torn last line (no newline) is skipped and its bytes passed to
+    `on_torn`, once."""
     try:
-        yield from _batches(path, batch_size)
+        yield from _batches(path, batch_size, on_torn)
     except UnreadableLine:
-        moved = quarantine(path)
+        moved = quarantine(path, on_torn)
         if on_quarantine is not None:
             on_quarantine(moved)
         yield from _batches(path, batch_size)
 
 
-def _batches(path: Path, batch_size: int) -> Iterator[list[PredictionRecord]]:
+def _batches(
+    path: Path, batch_size: int, on_torn: Callable[[int], None] | None = None
+) -> Iterator[list[PredictionRecord]]:
     batch: list[PredictionRecord] = []
-    for _, line in _whole_lines(path):
+    for _, line in _whole_lines(path, on_torn):
         batch.extend(decode(line))
         if len(batch) >= batch_size:
             yield batch
@@ -116,20 +125,27 @@ def _batches(path: Path, batch_size: int) -> Iterator[list[PredictionRecord]]:
         yield batch
 
 
-def _whole_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _whole_lines(
+    path: Path, on_torn: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, bytes]]:
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
-            if line.endswith(b"\n"):  # a torn last line was never acknowledged
+            if line.endswith(b"\n"):
                 yield number, line
+            else:  # a torn last line was never acknowledged
+                log.warning("skipped a torn last line of %d bytes in %s", len(line), path)
+                if on_torn is not None:
+                    on_torn(len(line))
 
 
-def quarantine(path: Path) -> int:
-    """Move the unreadable lines of `path` to `<name>.quarantine` beside it; how many."""
+def quarantine(path: Path, on_torn: Callable[[int], None] | None = None) -> int:
+    """Move the unreadable lines of `path` to `<name>.quarantine` beside it; how many. A torn
+    last line is dropped from the rewritten file."""
     kept = path.with_name(path.name + ".tmp")
     bad = path.with_name(path.stem + QUARANTINE_SUFFIX)
     moved = 0
     with open(kept, "wb") as good:
-        for number, line in _whole_lines(path):
+        for number, line in _whole_lines(path, on_torn):
             try:
                 decode(line)
             except UnreadableLine as exc:
@@ -147,25 +163,58 @@ def quarantine(path: Path) -> int:
 
 
 class Spool:
-    """This worker's current spool file: appended to and fsync'ed, rotated before a replay."""
+    """This worker's current spool file: appended to and fsync'ed, rotated before a replay.
+
+    A write the disk cannot take whole (ENOSPC, EIO) is cut back off the file and the file is
+    closed: the next append starts a new one, so a torn write never glues onto the next line,
+    and the spool works again as soon as the disk has room.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._file: io.BufferedWriter | None = None
+        self._fd: int | None = None
+        self._size = 0
 
     def append(self, records: list[PredictionRecord]) -> None:
-        """Raises OSError when the disk cannot take them."""
-        if self._file is None:
-            self._file = open(self.folder / file_name(SPOOL_SUFFIX), "ab")  # noqa: SIM115
-        self._file.write(encode(records))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        """Raises OSError when the disk cannot take them (nothing of them is left behind)."""
+        data = encode(records)
+        if self._fd is None:
+            path = self.folder / file_name(SPOOL_SUFFIX)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._size = os.fstat(self._fd).st_size
+        try:
+            _write_all(self._fd, data)
+            os.fsync(self._fd)
+        except OSError:
+            _cut(self._fd, self._size)
+            self.rotate()
+            raise
+        self._size += len(data)
 
     def rotate(self) -> None:
-        """Close the current file: what comes next goes to a new one, behind it."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Close the current file: what comes next goes to a new one, behind it. Never
+        raises: every append was fsync'ed, so a failing close loses nothing."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` or raise OSError: a short write is a full disk."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
+def _cut(fd: int, size: int) -> None:
+    """Truncate a file back to `size` after a failed write (best effort: if even that fails,
+    the reader cuts the torn line off)."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, size)
 
 
 class Journal:
@@ -180,15 +229,22 @@ class Journal:
         self.folder = folder
         self._fd: int | None = None
         self._path: Path | None = None
+        self._size = 0
         self.opened_at = 0.0
         self._closed: list[tuple[Path, int]] = []  # segment, rows queued when it closed
 
     def append(self, data: bytes) -> None:
+        """Raises OSError when the disk cannot take `data`; what was written of it is cut back
+        off, so the next request's line does not glue onto a torn one."""
         if self._fd is None:
             self._path = self.folder / file_name(JOURNAL_SUFFIX)
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._size = 0
             self.opened_at = time.monotonic()
-        os.write(self._fd, data)
+        if os.write(self._fd, data) != len(data):  # one call on the hot path, as before
+            _cut(self._fd, self._size)
+            raise OSError(errno.ENOSPC, "short write to the prediction log journal")
+        self._size += len(data)
 
     @property
     def is_open(self) -> bool:
@@ -196,7 +252,8 @@ class Journal:
 
     def rotate(self, queued: int) -> None:
         if self._fd is not None and self._path is not None:
-            os.close(self._fd)
+            with contextlib.suppress(OSError):  # nothing buffered: the written pages stay
+                os.close(self._fd)
             self._closed.append((self._path, queued))
             self._fd = self._path = None
 
@@ -218,6 +275,66 @@ class Journal:
             self._closed.clear()
 
 
+def append_dead_letter(path: Path, records: list[PredictionRecord]) -> None:
+    """Append rows the database rejected to the dead-letter file `path` (fsync'ed); raises
+    OSError when the disk cannot take them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            _write_all(fd, encode(records))
+            os.fsync(fd)
+        except OSError:
+            _cut(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
+def dead_letter_files(folder: Path) -> list[Path]:
+    """The dead-letter files under the spool folder `folder`, oldest first (with any a replay
+    left half done)."""
+    letters = folder / DEAD_LETTER_DIR
+    return sorted([*letters.glob(f"*{SPOOL_SUFFIX}"), *letters.glob(f"*{REPLAYING_SUFFIX}")])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m api.spool --replay-dead-letter`: re-send the rows the database rejected."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m api.spool",
+        description="The prediction log's spool folder (PREDICTION_SPOOL_DIR).",
+    )
+    parser.add_argument(
+        "--replay-dead-letter",
+        action="store_true",
+        required=True,
+        help="insert the rows of <spool>/dead-letter/ once the cause is fixed (a widened "
+        "column, a dropped constraint); rows still rejected go to a new dead-letter file",
+    )
+    parser.add_argument("--spool-dir", help="default: PREDICTION_SPOOL_DIR")
+    parser.add_argument("--database-url", help="default: DATABASE_URL")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    from api.logger import replay_dead_letter
+    from data.settings import get_settings
+
+    settings = get_settings()
+    folder = (
+        Path(args.spool_dir) if args.spool_dir else settings.path(settings.PREDICTION_SPOOL_DIR)
+    )
+    try:
+        written, rejected = replay_dead_letter(folder, url=args.database_url)
+    except Exception as exc:
+        log.error("dead-letter replay stopped (the files are kept): %s", exc)
+        return 1
+    print(f"{written} rows inserted, {rejected} still rejected")
+    return 0 if rejected == 0 else 2
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -226,3 +343,7 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
