@@ -17,6 +17,15 @@ unreadable line in them is quarantined beside the file, not allowed to block the
 A full queue (the database slower than the traffic for a long time) spills to the spool from
 the request thread: one line appended to a file, still no database wait. A row is dropped only
 if the disk cannot take it either, and `ml_prediction_log_dropped_total` counts it.
+
+Nothing ends the writer thread but `close`: an error in an iteration is counted by kind
+(`ml_prediction_log_writer_errors_total{kind}`: disk, rejected, internal), logged at most once
+per ERROR_LOG_SECONDS per kind, and the loop goes on, the batch it held going to the spool. A
+full disk drops rows (counted) and never raises into the request; the spool works again once
+there is room. A row the database refuses for good (SQLSTATE class 22 or 23, not a duplicate
+key) is found by halving its batch, appended to `<spool>/dead-letter/` and counted
+(`ml_prediction_log_dead_lettered_total`); the other rows are inserted. `python -m api.spool
+--replay-dead-letter` (`replay_dead_letter`) re-sends them once the cause is fixed.
 """
 
 from __future__ import annotations

@@ -18,6 +18,11 @@ a newline was torn by a process that died while writing it, and was never acknow
 - A line that cannot be read (a disk error, a hand edit, a bug) must neither stop the replay of
   the rows behind it nor be thrown away: it is moved to `<name>.quarantine` beside the file,
   counted, and logged once with the file and line number.
+- A write the disk cannot take whole (ENOSPC) is cut back off the spool or journal file, so
+  the next line never glues onto a torn one; a torn last line (no newline) is skipped on
+  reading, its bytes logged and counted.
+- `dead-letter/` holds the rows the database refused for good (a value a column rejects), in
+  the same line format, until `python -m api.spool --replay-dead-letter` re-sends them.
 
 `disk_usage` measures the folder for the metrics: the bytes of each kind of file and the room
 left on the filesystem under it, which the spool fills while the database is down.
