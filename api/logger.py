@@ -312,17 +312,20 @@ class PredictionLogger:
         batch = self._next_batch()
         self._report_depth()
         self._tick()
+        handled = not batch
         try:
             if self._spool_waiting:
                 if batch:
                     with _about(batch):
                         self._spool(batch)
+                handled = True
                 self._replay_if_due()
             elif batch:
                 self._write_or_spool(batch)
+                handled = True
         except Exception as exc:
-            self._writer_error(exc, "writing a batch")
-            if batch:
+            self._writer_error(exc, "writing a batch" if batch else "replaying the spool")
+            if not handled:
                 self._spool(batch)
         finally:
             self._queue.done(len(batch))

@@ -210,3 +210,25 @@ def test_a_row_the_database_refuses_goes_to_the_dead_letter_file(postgres_url, t
                              "--database-url", url]) == 0  # fmt: skip
     assert sorted(logged_ids(url)) == sorted([*good, rows[37].request_id, rows[80].request_id])
     assert spool_files.dead_letter_files(spool) == []
+
+
+def test_a_refused_row_in_the_spool_does_not_block_its_replay(postgres_url, tmp_path):
+    """A refused row among spooled ones (left by a stopped worker) used to fail its file's
+    replay as 'database down' every second, forever, and every later row queued behind it."""
+    url = postgres_url
+    init_db(get_engine(url))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    rows = [record(i) for i in range(20)]
+    rows[5] = poison(5, model_version="v" * 51)
+    lines = b"".join(spool_files.encode(rows[i : i + 4]) for i in range(0, 20, 4))
+    (spool / f"{1:020d}-999999999.jsonl").write_bytes(lines)
+    logger = PredictionLogger(spool, url=url, flush_interval=0.02).start()
+    assert logger.flush(timeout=15), logger.stats()
+    logger.submit_many(record(i) for i in range(20, 30))
+    assert logger.flush(timeout=15), logger.stats()
+    logger.close()
+    assert logged_ids(url) == [f"r{i}" for i in range(30) if i != 5]
+    assert logger.stats()["dead_lettered"] == 1 and logger.stats()["replayed"] == 19
+    (letters,) = spool_files.dead_letter_files(spool)
+    assert spool_files.decode(letters.read_bytes()) == [rows[5]]
