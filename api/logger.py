@@ -310,10 +310,10 @@ class PredictionLogger:
 
     def _iteration(self) -> None:
         batch = self._next_batch()
-        self._report_depth()
-        self._tick()
         handled = not batch
         try:
+            self._report_depth()
+            self._tick()
             if self._spool_waiting:
                 if batch:
                     with _about(batch):
