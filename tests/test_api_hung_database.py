@@ -101,3 +101,30 @@ def test_probes_answer_while_feedback_waits_on_a_hung_database(monkeypatch, tmp_
     assert len(answers) == HUNG_REQUESTS
     assert all(code >= 500 for code in answers), answers
     get_engine().dispose()
+
+
+def test_the_api_uses_its_short_statement_timeout_and_gives_it_back(
+    monkeypatch, tmp_path, postgres_url
+):
+    """The API's statements take milliseconds: a stuck one is cancelled after
+    API_DATABASE_STATEMENT_TIMEOUT_SECONDS (its batch then spools), not after the general
+    timeout sized for the monitoring pass."""
+    store = store_settings(tmp_path / "store")
+    configure(
+        monkeypatch,
+        store,
+        postgres_url,
+        tmp_path,
+        DATABASE_STATEMENT_TIMEOUT_SECONDS=600,
+        API_DATABASE_STATEMENT_TIMEOUT_SECONDS=2,
+    )
+
+    def statement_timeout() -> str:
+        with get_engine().connect() as conn:
+            return conn.exec_driver_sql("SHOW statement_timeout").scalar()
+
+    with TestClient(create_app()) as client:
+        assert client.get("/health").status_code == 200
+        assert statement_timeout() == "2s"
+    assert statement_timeout() == "10min"  # the process's other work gets the general one
+    get_engine().dispose()
