@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -208,3 +209,48 @@ def test_sqlite_and_other_drivers_get_no_libpq_parameters(tmp_path):
     assert postgres_connect_args("postgresql+pg8000://u@h/db") == {}
     with get_engine(f"sqlite:///{tmp_path / 'x.db'}").connect() as conn:
         assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+
+
+def _iptables(*rule: str) -> bool:
+    try:
+        return subprocess.run(["iptables", *rule], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def test_a_statement_on_a_connection_whose_server_went_silent_fails_within_seconds(
+    monkeypatch, private_postgres
+):
+    """The writer's case: a pooled connection is open when the database's network path starts
+    dropping every packet. The query's packets are never acknowledged; without
+    `tcp_user_timeout` the kernel retransmits for ~15 minutes and the call hangs that long."""
+    if not _iptables("-L", "INPUT", "-n"):
+        pytest.skip("needs iptables (root, CAP_NET_ADMIN) to black-hole a port")
+    _settings(monkeypatch, DATABASE_TCP_USER_TIMEOUT_SECONDS=2)
+    engine = get_engine(private_postgres.url)
+    conn = engine.connect()
+    assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+    rule = ["INPUT", "-p", "tcp", "-i", "lo", "--dport", str(private_postgres.port), "-j", "DROP"]
+    assert _iptables("-I", *rule)
+    outcome: list[BaseException | None] = []
+
+    def query() -> None:
+        try:
+            conn.exec_driver_sql("SELECT 2")
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    try:
+        started = time.monotonic()
+        thread = threading.Thread(target=query, daemon=True)
+        thread.start()
+        thread.join(timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        assert _iptables("-D", *rule)
+    assert not thread.is_alive(), "a statement to a silent server still waits after 30 s"
+    assert isinstance(outcome[0], OperationalError), outcome
+    assert elapsed < 10, elapsed
+    conn.invalidate()
+    engine.dispose()
