@@ -27,7 +27,7 @@ from api.instrumentation import ApiMetrics, http_instrumentation, mark_worker_de
 from api.logger import DisabledLogger, PredictionLogger
 from api.predictor import Predictor
 from api.routes import feedback, health, logs, metrics, model, predict
-from data.db import get_engine, init_db
+from data.db import get_engine, init_db, use_statement_timeout
 from data.schema import load_schema
 from data.settings import get_settings
 
@@ -44,6 +44,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         init_db(get_engine())
     except Exception as exc:  # a database outage must not keep predictions from being served
         log.error("could not create the tables (the logger will spool until it can): %s", exc)
+    # The tables were made under the general statement timeout (an upgrade may build an index
+    # on a large table); the API's own statements take milliseconds and get the short one.
+    use_statement_timeout(settings.API_DATABASE_STATEMENT_TIMEOUT_SECONDS)
     api_metrics: ApiMetrics = app.state.metrics
     if settings.API_MONITORING:
         spool = settings.path(settings.PREDICTION_SPOOL_DIR)
@@ -77,6 +80,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         predictor.stop_polling()
         logger.close()
+        use_statement_timeout(None)
         mark_worker_dead(os.getpid())
 
 

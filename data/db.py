@@ -304,19 +304,77 @@ Index("ix_training_runs_model_requested", training_runs.c.model_name, training_r
 
 
 _engines: dict[str, Engine] = {}
+# The statement timeout of this process's Postgres engines when it is not the general one:
+# the API's (`use_statement_timeout`).
+_statement_timeout_override: float | None = None
+
+# libpq drivers: they take the connection parameters below as keywords.
+_LIBPQ_DRIVERS = {"psycopg2", "psycopg"}
 
 
 def get_engine(url: str | None = None) -> Engine:
-    """A pooled engine for `url` (default: `DATABASE_URL`), created once per process."""
+    """A pooled engine for `url` (default: `DATABASE_URL`), created once per process.
+
+    Postgres connections get the timeouts of the settings (`postgres_connect_args`), so a
+    database that stops answering makes a call fail within seconds instead of hanging it.
+    """
     url = url or get_settings().database_url
     if url not in _engines:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url, pool_pre_ping=True, connect_args=postgres_connect_args(url))
         _engines[url] = engine
     return _engines[url]
+
+
+def postgres_connect_args(url: str) -> dict:
+    """The libpq parameters every Postgres connection gets: `connect_timeout`, TCP keepalives,
+    `tcp_user_timeout` and the server's `statement_timeout`, from the settings.
+
+    Connect timeout: a server that accepts nothing (or accepts and never answers) fails the
+    connection in seconds. Keepalives: a pooled idle connection to a server that vanished is
+    found dead. TCP user timeout: a statement sent to a server that went silent fails instead of
+    waiting for the kernel's retransmissions (~15 minutes). Statement timeout: the server
+    cancels what runs too long. Empty for a driver that is not libpq's; an `options` in the URL
+    is kept, the statement timeout appended to it.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or parsed.get_driver_name() not in _LIBPQ_DRIVERS:
+        return {}
+    settings = get_settings()
+    statement_timeout = (
+        settings.DATABASE_STATEMENT_TIMEOUT_SECONDS
+        if _statement_timeout_override is None
+        else _statement_timeout_override
+    )
+    options = " ".join(
+        part
+        for part in (
+            parsed.query.get("options"),
+            f"-c statement_timeout={round(statement_timeout * 1000)}",
+        )
+        if part
+    )
+    return {
+        "connect_timeout": settings.DATABASE_CONNECT_TIMEOUT_SECONDS,
+        "keepalives": 1,
+        "keepalives_idle": settings.DATABASE_KEEPALIVES_IDLE_SECONDS,
+        "keepalives_interval": settings.DATABASE_KEEPALIVES_INTERVAL_SECONDS,
+        "keepalives_count": settings.DATABASE_KEEPALIVES_COUNT,
+        "tcp_user_timeout": settings.DATABASE_TCP_USER_TIMEOUT_SECONDS * 1000,
+        "options": options,
+    }
+
+
+def use_statement_timeout(seconds: float | None) -> None:
+    """From now on this process's Postgres engines cancel a statement after `seconds` (None: the
+    general `DATABASE_STATEMENT_TIMEOUT_SECONDS` again). The engines made so far are closed, so
+    the next call makes new ones with it. The API uses it for its short statements."""
+    global _statement_timeout_override
+    _statement_timeout_override = seconds
+    dispose_engines()
 
 
 def dispose_engines() -> None:

@@ -62,6 +62,51 @@ class StoreSettings(BaseModel):
         description="MLflow experiment that training runs are logged to.",
     )
 
+    DATABASE_CONNECT_TIMEOUT_SECONDS: int = Field(
+        default=5,
+        ge=2,
+        le=300,
+        description="Postgres: seconds a new connection may take before it fails (libpq "
+        "`connect_timeout`; 2 is libpq's least). A database that does not answer then fails "
+        "fast, and the API's prediction logger spools instead of waiting.",
+    )
+    DATABASE_STATEMENT_TIMEOUT_SECONDS: float = Field(
+        default=600.0,
+        ge=0,
+        description="Postgres: the server cancels any statement running longer "
+        "(`statement_timeout`; 0 = never). Long on purpose: the monitoring pass reads a "
+        "whole window in one statement (measured 30-100 s for 10M logged rows, BENCHMARKS.md) "
+        "and an upgrade's `init_db` may build an index on a large table; 600 s is six times "
+        "the longest measured read. The API's own statements use "
+        "`API_DATABASE_STATEMENT_TIMEOUT_SECONDS`.",
+    )
+    DATABASE_KEEPALIVES_IDLE_SECONDS: int = Field(
+        default=30,
+        ge=1,
+        description="Postgres: seconds a connection is idle before TCP keepalive probes start, so "
+        "a pooled connection to a vanished server is found dead (libpq `keepalives_idle`).",
+    )
+    DATABASE_KEEPALIVES_INTERVAL_SECONDS: int = Field(
+        default=10,
+        ge=1,
+        description="Postgres: seconds between unanswered TCP keepalive probes "
+        "(libpq `keepalives_interval`).",
+    )
+    DATABASE_KEEPALIVES_COUNT: int = Field(
+        default=3,
+        ge=1,
+        description="Postgres: unanswered TCP keepalive probes before the connection is "
+        "dropped (libpq `keepalives_count`).",
+    )
+    DATABASE_TCP_USER_TIMEOUT_SECONDS: int = Field(
+        default=30,
+        ge=0,
+        description="Postgres: seconds data sent to the server may stay unacknowledged before the "
+        "connection is dropped (libpq `tcp_user_timeout`; 0 = the kernel's, about 15 minutes). "
+        "This is what ends a statement sent to a black-holed server; a slow query is not cut, "
+        "its server still acknowledges.",
+    )
+
     @field_validator("MLFLOW_TRACKING_URI")
     @classmethod
     def _refuse_file_store(cls, value: str) -> str:
@@ -386,6 +431,15 @@ class ServingSettings(BaseModel):
         default=2_000_000,
         ge=1_024,
         description="Largest request body in bytes; above it: 413.",
+    )
+    API_DATABASE_STATEMENT_TIMEOUT_SECONDS: float = Field(
+        default=30.0,
+        ge=0,
+        description="Postgres: the API's statements (the prediction log's inserts, `/feedback`) "
+        "are cancelled after this many seconds (0 = never), so a lock wait or a stuck server "
+        "turns into a failed batch that the logger spools and retries, not a writer held for "
+        "`DATABASE_STATEMENT_TIMEOUT_SECONDS`. They take milliseconds; the tables it creates at "
+        "start run under the longer `DATABASE_STATEMENT_TIMEOUT_SECONDS`.",
     )
     PREDICTION_SPOOL_DIR: str = Field(
         default="var/spool",

@@ -1,4 +1,11 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+Both are `async def` and read only what the process holds (the model being served): they run on
+the event loop, never in the thread pool, and never touch the database. A plain `def` route runs
+in the thread pool that `/feedback`'s database calls also use; with the database hung, those
+calls fill the pool and a probe waiting for a thread would fail, and the orchestrator restart a
+worker that serves predictions fine.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +18,14 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-def health(predictor: PredictorDep) -> dict:
+async def health(predictor: PredictorDep) -> dict:
     """Liveness: the process answers. Says which model version serves, if any."""
     model = predictor.current
     return {"status": "ok", "model_version": model.version if model else None}
 
 
 @router.get("/ready", responses={503: {"description": "no model loaded yet"}})
-def ready(predictor: PredictorDep) -> JSONResponse:
+async def ready(predictor: PredictorDep) -> JSONResponse:
     """Readiness: 200 once a model is loaded, 503 (with the reason) until then."""
     model = predictor.current
     if model is None:
