@@ -30,6 +30,7 @@ key) is found by halving its batch, appended to `<spool>/dead-letter/` and count
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -52,12 +53,11 @@ from api.spool import (
     REPLAYING_SUFFIX,
     SPOOL_SUFFIX,
     Journal,
+    Owner,
     Spool,
     append_dead_letter,
     claim_orphans,
     dead_letter_files,
-    file_name,
-    own_spool_files,
     read_batches,
 )
 from data.db import get_engine, prediction_logs
@@ -80,6 +80,9 @@ __all__ = ["DisabledLogger", "PredictionLogger", "PredictionRecord"]
 # How often the writer starts a new journal segment: after a kill, at most about this much
 # traffic already in the database is replayed again (and skipped by the key).
 JOURNAL_ROTATE_SECONDS = 1.0
+# How often the writer looks for the files of stopped or killed loggers (a sibling worker, a
+# replica sharing the folder) and claims them for replay, besides once at start.
+CLAIM_SECONDS = 10.0
 # An error of one kind is logged at most once per this many seconds (all are counted).
 ERROR_LOG_SECONDS = 60.0
 # `ml_prediction_log_writer_errors_total{kind}`: disk (the spool, journal or dead-letter file),
@@ -176,6 +179,7 @@ class PredictionLogger:
         retry_interval: float = 1.0,
         journal: bool = True,
         on_tick: Callable[[], None] | None = None,
+        claim_interval: float = CLAIM_SECONDS,
     ) -> None:
         self.engine: Engine = get_engine(url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
@@ -185,6 +189,8 @@ class PredictionLogger:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval
+        self.claim_interval = claim_interval
+        self._next_claim = 0.0
         # Called by the writer thread at least every `flush_interval`: the worker's one
         # background thread, which the API also uses to write its buffered metrics.
         self.on_tick = on_tick
@@ -192,10 +198,12 @@ class PredictionLogger:
         # Held while a request's rows go to the journal and the queue, and while the writer
         # rotates the journal, so a closed segment holds exactly the rows queued before it.
         self._submit_lock = threading.Lock()
-        self._journal = Journal(self.spool_dir) if journal else None
+        # Names this process's files and holds the lock that tells other loggers it lives.
+        self._owner = Owner(self.spool_dir)
+        self._journal = Journal(self.spool_dir, self._owner) if journal else None
         self._journal_ok = True
         self._spool_lock = threading.Lock()
-        self._spool_file = Spool(self.spool_dir)
+        self._spool_file = Spool(self.spool_dir, self._owner)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_retry = 0.0
@@ -209,7 +217,8 @@ class PredictionLogger:
         self.writer_errors: dict[str, int] = dict.fromkeys(WRITER_ERROR_KINDS, 0)
         self._error_logged: dict[str, float] = {}
         self._error_unlogged: dict[str, int] = dict.fromkeys(WRITER_ERROR_KINDS, 0)
-        self._dead_letter_path = self.spool_dir / DEAD_LETTER_DIR / file_name(SPOOL_SUFFIX)
+        letters = self.spool_dir / DEAD_LETTER_DIR
+        self._dead_letter_path = letters / self._owner.file_name(SPOOL_SUFFIX)
         self.database_ok = True
         self._connection: Any = None  # the writer thread's own (Postgres)
         self._spool_waiting = False  # spooled rows wait for replay: new ones must queue behind
@@ -248,14 +257,18 @@ class PredictionLogger:
         return len(self._queue)
 
     def has_spooled_rows(self) -> bool:
-        return bool(own_spool_files(self.spool_dir))
+        return bool(self._owner.spool_files())
 
     # --- lifecycle ---------------------------------------------------------------------------
 
+    @property
+    def owner_id(self) -> str:
+        """The id that names this logger's files in the spool folder (`api.spool.Owner`)."""
+        return self._owner.id
+
     def start(self) -> PredictionLogger:
-        claimed = claim_orphans(self.spool_dir)
-        if claimed:
-            log.warning("replaying %d prediction log file(s) left by stopped workers", claimed)
+        self._claim()
+        self._next_claim = time.monotonic() + self.claim_interval
         self._spool_waiting = self.has_spooled_rows()
         self._thread = threading.Thread(target=self._run, name="prediction-logger", daemon=True)
         self._thread.start()
@@ -279,6 +292,11 @@ class PredictionLogger:
                 # A batch the writer still holds (it did not stop in time) stays journalled.
                 self._journal.close(everything_handled=self._queue.unfinished == 0)
         self._report_depth()
+        if self._thread is None or not self._thread.is_alive():
+            # What is left in the folder is now an orphan, for the next logger to claim. (A
+            # writer that did not stop in time may still append: the lock goes with the
+            # process instead.)
+            self._owner.release()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until the queue is empty and nothing is spooled (tests, admin tooling)."""
@@ -308,7 +326,26 @@ class PredictionLogger:
             except Exception as exc:
                 self._writer_error(exc, "stopping the writer")
 
+    def _claim(self) -> int:
+        """Claim the files of loggers that are gone; their rows queue behind ours."""
+        claimed = claim_orphans(self.spool_dir, self._owner)
+        if claimed:
+            log.warning("replaying %d prediction log file(s) left by stopped workers", claimed)
+            with self._spool_lock:
+                self._spool_waiting = True
+        return claimed
+
+    def _claim_if_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + self.claim_interval
+            try:
+                self._claim()
+            except Exception as exc:  # a folder we cannot read now: try again next time
+                self._writer_error(exc, "claiming the files of stopped loggers")
+
     def _iteration(self) -> None:
+        self._claim_if_due()
         batch = self._next_batch()
         handled = not batch
         try:
@@ -492,7 +529,7 @@ class PredictionLogger:
             return
         with self._spool_lock:  # rotate: new rows go to a new file behind the ones replayed
             self._spool_file.rotate()
-            files = own_spool_files(self.spool_dir)
+            files = self._owner.spool_files()
         for path in files:
             batches = read_batches(
                 path, self.batch_size, on_quarantine=self._quarantined, on_torn=self._torn
@@ -500,11 +537,15 @@ class PredictionLogger:
             while True:
                 try:
                     batch = next(batches, None)
+                except FileNotFoundError:  # deleted under us (by hand): nothing left to replay
+                    log.warning("prediction log spool file %s vanished before its replay", path)
+                    break
                 except OSError as exc:  # the file itself, not the database: set it aside
                     self._set_aside(path, exc)
                     break
                 if batch is None:
-                    path.unlink()
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
                     break
                 with _about(batch):
                     try:
@@ -587,7 +628,7 @@ class PredictionLogger:
             "torn_bytes": self.torn_bytes,
             "writer_errors": dict(self.writer_errors),
             "database_ok": self.database_ok,
-            "spool_files": len(own_spool_files(self.spool_dir)),
+            "spool_files": len(self._owner.spool_files()),
         }
 
 
@@ -624,6 +665,7 @@ def replay_dead_letter(spool_dir: str | Path, url: str | None = None) -> tuple[i
             log.info("replayed dead-letter file %s", path.name)
     finally:
         replayer._disconnect()
+        replayer._owner.release()
     return written, rejected
 
 

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,6 +51,12 @@ QUARANTINE_SUFFIX = ".quarantine"
 # Rows the database refused for good (a value a column rejects), in the spool's line format.
 DEAD_LETTER_DIR = "dead-letter"
 REPLAYING_SUFFIX = ".replaying"
+# `<id>.lock`: held (flock) by the live logger process whose files are named `<ns>-<id>.*`.
+LOCK_SUFFIX = ".lock"
+OWNER_PREFIX = "w"  # owner ids are `w` + hex: never all digits, as an older version's pids
+# A file named by an older version (`<ns>-<pid>`) whose pid is alive here is still claimed
+# when nothing has written to it for this long: the pid may be another container's process.
+LEGACY_IDLE_SECONDS = 60.0
 # The files of the folder by kind, as the metrics name them (`.tmp` files are a quarantine's
 # rewrite in progress: a copy of a spool file, not more rows).
 FILE_KINDS = {SPOOL_SUFFIX: "spool", JOURNAL_SUFFIX: "journal", QUARANTINE_SUFFIX: "quarantine"}
@@ -76,25 +84,135 @@ def disk_usage(folder: Path) -> DiskUsage:
     return DiskUsage(files, stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize)
 
 
-def file_name(suffix: str) -> str:
-    """`<ns>-<pid><suffix>` for this process: names sort in the order the files were started."""
-    return f"{time.time_ns():020d}-{os.getpid()}{suffix}"
+class Owner:
+    """This process's identity in the spool folder, and the lock that says it is alive.
+
+    The id is random (`w` + 16 hex digits), so it is unique across containers, hosts and
+    restarts, where PIDs are not: a restarted container numbers its processes as before, and
+    replicas sharing a volume have PID namespaces of their own. The owner holds an exclusive
+    `flock` on `<id>.lock` in the folder for its whole life. The kernel drops it when the
+    process dies however it dies (SIGKILL, the OOM killer; a zombie holds no lock), and flock
+    works between containers sharing a volume on one host. The lock file is made under a
+    temporary name, locked, then renamed into place, so no one ever sees it unlocked while its
+    owner lives. The descriptor is not inherited by `exec`ed children (Python's default); a bare
+    `fork` would share the lock with the child."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.id = OWNER_PREFIX + secrets.token_hex(8)
+        self.lock_path = folder / f"{self.id}{LOCK_SUFFIX}"
+        making = folder / f"{self.id}{LOCK_SUFFIX}.new"
+        fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else has it
+        os.rename(making, self.lock_path)
+        self._fd: int | None = fd
+
+    def file_name(self, suffix: str) -> str:
+        """`<ns>-<id><suffix>`: names sort in the order the files were started."""
+        return f"{time.time_ns():020d}-{self.id}{suffix}"
+
+    def spool_files(self) -> list[Path]:
+        return sorted(self.folder.glob(f"*-{self.id}{SPOOL_SUFFIX}"))
+
+    @property
+    def alive(self) -> bool:
+        return self._fd is not None
+
+    def release(self, unlink: bool = True) -> None:
+        """Give up the lock: the files left in the folder become orphans, for the next logger
+        to claim. `unlink=False` leaves the lock file as a killed process does."""
+        if self._fd is None:
+            return
+        if unlink:
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
-def own_spool_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob(f"*-{os.getpid()}{SPOOL_SUFFIX}"))
+def claim_orphans(folder: Path, owner: Owner) -> int:
+    """Rename the spool and journal files of dead owners to spool files of `owner`; how many.
 
-
-def claim_orphans(folder: Path) -> int:
-    """Rename the spool and journal files of dead processes to spool files of this one."""
-    mine, claimed = os.getpid(), 0
-    for path in [*folder.glob(f"*{SPOOL_SUFFIX}"), *folder.glob(f"*{JOURNAL_SUFFIX}")]:
-        stamp, _, pid = path.stem.partition("-")
-        if pid.isdigit() and int(pid) != mine and not _alive(int(pid)):
-            with contextlib.suppress(FileNotFoundError):  # another worker claimed it first
-                path.rename(path.with_name(f"{stamp}-{mine}{SPOOL_SUFFIX}"))
-                claimed += 1
+    An owner is dead when its lock can be taken (LOCK_EX | LOCK_NB) or its lock file is gone
+    (released on a clean stop). Its lock is held while its files are renamed, then deleted, so
+    two claimers are serialized; each file is renamed by exactly one of them (a rename is
+    atomic: the other finds it gone). Files named by an older version (`<ns>-<pid>`) are
+    claimed once their pid is not alive in this PID namespace, or nothing has written them for
+    LEGACY_IDLE_SECONDS (a pid may name another container's process, or a restarted
+    container's new one). Never raises FileNotFoundError: files come and go meanwhile."""
+    claimed = 0
+    by_owner: dict[str, list[Path]] = {}
+    for path in _data_files(folder):
+        by_owner.setdefault(path.stem.partition("-")[2], []).append(path)
+    for path in folder.glob(f"{OWNER_PREFIX}*{LOCK_SUFFIX}"):
+        by_owner.setdefault(path.name[: -len(LOCK_SUFFIX)], [])
+    by_owner.pop(owner.id, None)
+    for other, paths in sorted(by_owner.items()):
+        if other.isdigit():
+            claimed += sum(_take(path, owner) for path in paths if _legacy_orphan(path, other))
+            continue
+        if not other.startswith(OWNER_PREFIX) or "-" in other:
+            continue  # not a file of ours
+        with _dead_owner_lock(folder / f"{other}{LOCK_SUFFIX}") as dead:
+            if dead:
+                # Listed again under the lock: what the dead owner left, complete.
+                claimed += sum(_take(path, owner) for path in _data_files(folder, other))
     return claimed
+
+
+def _data_files(folder: Path, owner_id: str = "") -> list[Path]:
+    return [*folder.glob(f"*-{owner_id or '*'}{SPOOL_SUFFIX}"),
+            *folder.glob(f"*-{owner_id or '*'}{JOURNAL_SUFFIX}")]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _dead_owner_lock(lock: Path) -> Iterator[bool]:
+    """Whether the owner of `lock` is dead; if so, its lock is held until the block ends and
+    then deleted."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield True  # released by a clean stop, or claimed and deleted just now
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False  # alive
+            return
+        yield True
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+    finally:
+        os.close(fd)
+
+
+def _legacy_orphan(path: Path, pid: str) -> bool:
+    if int(pid) <= 0 or not _alive(int(pid)):
+        return True
+    try:
+        return time.time() - path.stat().st_mtime > LEGACY_IDLE_SECONDS
+    except FileNotFoundError:
+        return False
+
+
+def _take(path: Path, owner: Owner) -> int:
+    """Rename `path` to a spool file of `owner`, keeping its time stamp (its place in the
+    replay order); 1 if done, 0 if someone else took it first."""
+    head = path.stem.partition("-")[0]
+    stamp = int(head) if head.isdigit() else 0
+    while True:  # only this process makes names of its own: check, then rename
+        target = path.with_name(f"{stamp:020d}-{owner.id}{SPOOL_SUFFIX}")
+        if not target.exists():
+            break
+        stamp += 1
+    try:
+        path.rename(target)
+    except FileNotFoundError:
+        return 0
+    log.info("claimed %s as %s", path.name, target.name)
+    return 1
 
 
 def read_batches(
@@ -175,8 +293,9 @@ class Spool:
     and the spool works again as soon as the disk has room.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, owner: Owner) -> None:
         self.folder = folder
+        self.owner = owner
         self._fd: int | None = None
         self._size = 0
 
@@ -184,7 +303,7 @@ class Spool:
         """Raises OSError when the disk cannot take them (nothing of them is left behind)."""
         data = encode(records)
         if self._fd is None:
-            path = self.folder / file_name(SPOOL_SUFFIX)
+            path = self.folder / self.owner.file_name(SPOOL_SUFFIX)
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             self._size = os.fstat(self._fd).st_size
         try:
@@ -230,8 +349,9 @@ class Journal:
     lock too, so a closed segment holds exactly rows the queue had received by then.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, owner: Owner) -> None:
         self.folder = folder
+        self.owner = owner
         self._fd: int | None = None
         self._path: Path | None = None
         self._size = 0
@@ -242,7 +362,7 @@ class Journal:
         """Raises OSError when the disk cannot take `data`; what was written of it is cut back
         off, so the next request's line does not glue onto a torn one."""
         if self._fd is None:
-            self._path = self.folder / file_name(JOURNAL_SUFFIX)
+            self._path = self.folder / self.owner.file_name(JOURNAL_SUFFIX)
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             self._size = 0
             self.opened_at = time.monotonic()

@@ -104,7 +104,8 @@ def test_a_torn_write_is_cut_off_and_never_glued_to_the_next_line(tmp_path):
     """A write the disk takes only part of (a short write on a full tmpfs) is cut back off the
     spool and the journal, so the next line starts on a line of its own."""
     with tiny_filesystem(tmp_path / "disk") as disk:
-        spool, journal = spool_files.Spool(disk), spool_files.Journal(disk)
+        owner = spool_files.Owner(disk)
+        spool, journal = spool_files.Spool(disk, owner), spool_files.Journal(disk, owner)
         spool.append([record(0)])
         journal.append(spool_files.encode([record(0)]))
         filler = fill(disk, leave=2_048)
