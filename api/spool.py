@@ -138,9 +138,10 @@ def claim_orphans(folder: Path, owner: Owner) -> int:
     (released on a clean stop). Its lock is held while its files are renamed, then deleted, so
     two claimers are serialized; each file is renamed by exactly one of them (a rename is
     atomic: the other finds it gone). Files named by an older version (`<ns>-<pid>`) are
-    claimed once their pid is not alive in this PID namespace, or nothing has written them for
-    LEGACY_IDLE_SECONDS (a pid may name another container's process, or a restarted
-    container's new one). Never raises FileNotFoundError: files come and go meanwhile."""
+    claimed when their pid is this process's (a restarted container's new process has the
+    old one's pid) or not alive in this PID namespace, else once nothing has written them for
+    LEGACY_IDLE_SECONDS (the pid may be another process's, or another container's). Never
+    raises FileNotFoundError: files come and go meanwhile."""
     claimed = 0
     by_owner: dict[str, list[Path]] = {}
     for path in _data_files(folder):
@@ -189,7 +190,7 @@ def _dead_owner_lock(lock: Path) -> Iterator[bool]:
 
 
 def _legacy_orphan(path: Path, pid: str) -> bool:
-    if int(pid) <= 0 or not _alive(int(pid)):
+    if int(pid) <= 0 or int(pid) == os.getpid() or not _alive(int(pid)):
         return True
     try:
         return time.time() - path.stat().st_mtime > LEGACY_IDLE_SECONDS
