@@ -100,8 +100,16 @@ class ServerProcess:
 class Load:
     """`threads` clients sending /predict with unique ids until stopped; keeps what was acked."""
 
-    def __init__(self, url: str, rows: list[dict], threads: int = 6, pause: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        rows: list[dict],
+        threads: int = 6,
+        pause: float = 0.0,
+        prefix: str = "load-",
+    ) -> None:
         self.url = url
+        self.prefix = prefix  # request ids are `<prefix><thread>-<i>`
         self.rows = rows
         self.pause = pause
         self.acknowledged: list[str] = []
@@ -126,7 +134,7 @@ class Load:
         with httpx.Client(base_url=self.url, timeout=30) as client:
             i = 0
             while not self._stop.is_set():
-                request_id = f"load-{n}-{i}"
+                request_id = f"{self.prefix}{n}-{i}"
                 body = {"request_id": request_id, "features": self.rows[i % len(self.rows)]}
                 try:
                     answer = client.post("/predict", json=body)
