@@ -10,9 +10,12 @@ with ON CONFLICT (request_id) DO NOTHING, so a replay interrupted between commit
 a journal that overlaps what was written, cannot log a row twice: every acknowledged request id
 ends up in `prediction_logs` exactly once. While spooled rows are waiting, new batches are
 spooled behind them, which keeps the order. `close` (on SIGTERM, via the app's lifespan) drains
-the queue to the database or, failing that, to the spool. The files of a worker that died are
-claimed and replayed by the next worker that starts (`api.spool` has the file formats); an
-unreadable line in them is quarantined beside the file, not allowed to block the rows behind it.
+the queue to the database or, failing that, to the spool. Each logger names its files by a random
+id and holds a lock that says it lives (`api.spool.Owner`); the files of one that stopped or was
+killed (a sibling worker, a replica sharing the folder, the container before a restart) are
+claimed at start and then every CLAIM_SECONDS by a live logger, and replayed (`api.spool` has
+the file formats and the rules); an unreadable line in them is quarantined beside the file, not
+allowed to block the rows behind it.
 
 A full queue (the database slower than the traffic for a long time) spills to the spool from
 the request thread: one line appended to a file, still no database wait. A row is dropped only

@@ -5,16 +5,26 @@ Every file holds lines of `data.prediction_log`'s line format, one line per requ
 A line is written whole or not at all as far as a reader is concerned: one that does not end in
 a newline was torn by a process that died while writing it, and was never acknowledged.
 
-- The spool (`<ns>-<pid>.jsonl`) is fsync'ed: rows there survive a machine crash.
-- The journal (`<ns>-<pid>.journal`) is written in the request handler before the answer, with
+- The spool (`<ns>-<id>.jsonl`) is fsync'ed: rows there survive a machine crash.
+- The journal (`<ns>-<id>.journal`) is written in the request handler before the answer, with
   one `write` and no fsync: the kernel holds the written pages, so the rows outlive a killed
   process (SIGKILL, the OOM killer, a crash), though not a crash of the machine. The writer
   rotates it every JOURNAL_ROTATE_SECONDS and deletes a closed segment once every row queued
   before it closed is in the database or the spool.
-- A worker that starts claims the spool and journal files of workers that are gone, renaming
-  them to spool files of its own; the logger replays them in order. Rows already in the
-  database are skipped by the table's key, so a journal that overlaps what was written costs
-  a little replay time, never a duplicate.
+- Files are owned by a logger process's random id (`Owner`), not by its pid: PIDs repeat in a
+  restarted container and across replicas sharing the folder (a compose volume), each in its
+  PID namespace. The owner holds an exclusive flock on `<id>.lock` for its whole life; the
+  kernel drops it when the process dies, however it dies, and flock works between containers
+  sharing a volume on one host. A logger that starts, and every CLAIM_SECONDS after
+  (`api.logger`), claims the files of owners whose lock it can take or whose lock file is gone
+  (`claim_orphans`): it holds the dead owner's lock, renames its spool and journal files to
+  spool files of its own and deletes the lock; the logger replays them in order. A live
+  owner's files are never touched, and each orphan is renamed by exactly one claimer. Rows
+  already in the database are skipped by the table's key, so a journal that overlaps what was
+  written costs a little replay time, never a duplicate. Files an older version named
+  `<ns>-<pid>` are claimed too (see `claim_orphans`).
+- The folder must be local to the host (a volume, a PersistentVolume mounted by one node at a
+  time): flock across NFS hosts is not to be trusted.
 - A line that cannot be read (a disk error, a hand edit, a bug) must neither stop the replay of
   the rows behind it nor be thrown away: it is moved to `<name>.quarantine` beside the file,
   counted, and logged once with the file and line number.

@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from api.serve import GRACEFUL_SHUTDOWN_SECONDS
 from data.settings import PROJECT_ROOT, Settings
 
 FOLDER = PROJECT_ROOT / "dockerfiles" / "kubernetes"
@@ -43,13 +44,14 @@ def test_every_manifest_is_valid_for_kubernetes(doc):
     kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
-def test_the_api_deployment_is_wired_as_the_api_runs():
-    (deployment,) = by_kind("Deployment")
+def test_the_api_statefulset_is_wired_as_the_api_runs():
+    (workload,) = by_kind("StatefulSet")
     (service,) = by_kind("Service")
     (config,) = by_kind("ConfigMap")
-    spec = deployment["spec"]
+    spec = workload["spec"]
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
-    assert spec["replicas"] >= 2 and spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert spec["replicas"] >= 2 and spec["updateStrategy"]["type"] == "RollingUpdate"
+    assert spec["serviceName"] == service["metadata"]["name"]
     (container,) = spec["template"]["spec"]["containers"]
     assert not container["image"].endswith(":latest") and ":" in container["image"]
     assert container["command"][:3] == ["python", "-m", "api.serve"]
@@ -69,10 +71,32 @@ def test_the_api_deployment_is_wired_as_the_api_runs():
     assert not {"DATABASE_URL", "API_ADMIN_TOKEN", "LABEL_TOKENS"} & set(config["data"])
     assert config["data"]["LOG_FORMAT"] == "json"  # one JSON object per line, for the collector
     assert any("secretRef" in ref for ref in container["envFrom"])
-    # The pod outlives the workers' drain of the prediction log on SIGTERM.
-    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > 20
+    # The pod outlives the workers' drain of the prediction log on SIGTERM, and the
+    # supervisor's wait for them before it kills them.
+    grace = spec["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > GRACEFUL_SHUTDOWN_SECONDS + 15
     assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
     assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+
+
+def test_the_spool_is_on_a_volume_of_each_pod_that_outlives_the_pod():
+    """The prediction spool and journal hold answered rows while the database is down: on an
+    emptyDir, a pod deleted during an outage took them with it. Each pod gets a claim of its
+    own (ReadWriteOnce: one writer), kept when the pod goes and when the set is scaled down."""
+    (workload,) = by_kind("StatefulSet")
+    (config,) = by_kind("ConfigMap")
+    spec = workload["spec"]
+    (container,) = spec["template"]["spec"]["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volume = mounts[config["data"]["PREDICTION_SPOOL_DIR"]]
+    assert volume not in {v["name"] for v in spec["template"]["spec"].get("volumes", [])}
+    (claim,) = [c for c in spec["volumeClaimTemplates"] if c["metadata"]["name"] == volume]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain", "whenScaled": "Retain"
+    }  # fmt: skip
+    assert not by_kind("Deployment")  # not also a Deployment with pod-lived storage
 
 
 def test_the_service_monitor_scrapes_every_api_pod_behind_the_service():
