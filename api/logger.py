@@ -86,6 +86,9 @@ JOURNAL_ROTATE_SECONDS = 1.0
 # How often the writer looks for the files of stopped or killed loggers (a sibling worker, a
 # replica sharing the folder) and claims them for replay, besides once at start.
 CLAIM_SECONDS = 10.0
+# A kept connection failing faster than this was closed under the writer (a server restart, an
+# idle timeout) and is retried once on a new one; slower, the database is unreachable.
+STALE_CONNECTION_SECONDS = 1.0
 # An error of one kind is logged at most once per this many seconds (all are counted).
 ERROR_LOG_SECONDS = 60.0
 # `ml_prediction_log_writer_errors_total{kind}`: disk (the spool, journal or dead-letter file),
@@ -461,6 +464,7 @@ class PredictionLogger:
         for attempt in (1, 2):
             reused = self._connection is not None
             connection = self._connect()
+            started = time.monotonic()
             try:
                 try:
                     # Straight into the table: a quarter less work for Postgres than staging.
@@ -486,8 +490,12 @@ class PredictionLogger:
                     raise
                 self._disconnect(broken=True)
                 # The kept connection may have been closed under us (a restart, an idle
-                # timeout): one more try on a fresh one before calling the database down.
-                if not reused or attempt == 2:
+                # timeout), which fails at once: one more try on a fresh one before calling
+                # the database down. One that failed after a wait (a black-holed server, after
+                # DATABASE_TCP_USER_TIMEOUT_SECONDS) is down: a new connection would only wait
+                # the connect timeout too before the rows reach the spool.
+                stale = time.monotonic() - started < STALE_CONNECTION_SECONDS
+                if not reused or attempt == 2 or not stale:
                     raise
 
     def _connect(self) -> Any:

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from data.db import get_engine, labels, prediction_logs
@@ -132,4 +133,51 @@ def test_a_killed_worker_loses_no_acknowledged_prediction(
     logged = wait_until_logged(postgres_url, set(load.acknowledged), timeout=20)
     missing = set(load.acknowledged) - set(logged)
     assert not missing, f"{len(missing)} acknowledged predictions lost with killed workers"
+    assert max(logged.values()) == 1
+
+
+def test_a_black_holed_database_is_spooled_within_the_tcp_user_timeout(
+    server_env, private_postgres, tmp_path, fraud_schema
+):
+    """Every packet to Postgres dropped (a network partition, a hung host: no refusal, no
+    reset) under load: the writers' statements fail after DATABASE_TCP_USER_TIMEOUT_SECONDS and
+    the rows go to the spool; /predict never waits. Once the path is back, every acknowledged
+    id is logged once."""
+    from tests.test_db import _iptables
+
+    if not _iptables("-L", "INPUT", "-n"):
+        pytest.skip("needs iptables (root, CAP_NET_ADMIN) to black-hole a port")
+    url, user_timeout = private_postgres.url, 5
+    env = server_env | {"DATABASE_URL": url, "DATABASE_TCP_USER_TIMEOUT_SECONDS": str(user_timeout)}
+    server = ServerProcess(tmp_path, env)
+    rule = ["INPUT", "-p", "tcp", "-i", "lo", "--dport", str(private_postgres.port), "-j", "DROP"]
+    spooled_after = None
+    try:
+        server.wait_ready()
+        with Load(server.url, request_rows(fraud_schema, 50), threads=4, pause=0.01) as load:
+            time.sleep(2)
+            assert _iptables("-I", *rule)
+            holed = time.monotonic()
+            try:
+                while time.monotonic() - holed < user_timeout + 30:
+                    metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+                    if metric_total(metrics, "ml_prediction_log_spooled_total") > 0:
+                        spooled_after = time.monotonic() - holed
+                        break
+                    time.sleep(0.2)
+                time.sleep(2)
+            finally:
+                assert _iptables("-D", *rule)
+            time.sleep(3)
+        print(f"\nblack-holed database: rows spooled {spooled_after} s after the first drop "
+              f"(DATABASE_TCP_USER_TIMEOUT_SECONDS={user_timeout})")  # fmt: skip
+        assert load.failures == []
+        logged = wait_until_logged(url, set(load.acknowledged), timeout=90)
+    finally:
+        server.stop()
+    # The kept connection's COPY fails after the TCP user timeout; no second wait (the connect
+    # timeout, 5 s) on a new connection before the spool takes the batch.
+    assert spooled_after is not None and spooled_after < user_timeout + 4, spooled_after
+    missing = set(load.acknowledged) - set(logged)
+    assert not missing, f"{len(missing)} acknowledged predictions never logged"
     assert max(logged.values()) == 1
