@@ -105,17 +105,51 @@ class Owner:
     works between containers sharing a volume on one host. The lock file is made under a
     temporary name, locked, then renamed into place, so no one ever sees it unlocked while its
     owner lives. The descriptor is not inherited by `exec`ed children (Python's default); a bare
-    `fork` would share the lock with the child."""
+    `fork` would share the lock with the child.
+
+    A folder that cannot take the lock file (read-only, no inode left) must not keep the API
+    from starting: that is logged, and `lock` is tried again at each claim pass."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.id = OWNER_PREFIX + secrets.token_hex(8)
         self.lock_path = folder / f"{self.id}{LOCK_SUFFIX}"
-        making = folder / f"{self.id}{LOCK_SUFFIX}.new"
-        fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else has it
-        os.rename(making, self.lock_path)
-        self._fd: int | None = fd
+        self._fd: int | None = None
+        self._released = False
+        self._failed = False  # logged once, not at every claim pass
+        self.lock()
+
+    def lock(self) -> bool:
+        """Hold `<id>.lock` if not yet held (never raises); whether it is held."""
+        if self._fd is not None or self._released:
+            return self._fd is not None
+        making = self.folder / f"{self.id}{LOCK_SUFFIX}.new"
+        try:
+            fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            self._cannot_lock(exc)
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else has it
+            os.rename(making, self.lock_path)
+        except OSError as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                making.unlink()
+            self._cannot_lock(exc)
+            return False
+        self._fd = fd
+        if self._failed:
+            log.warning("prediction log lock %s taken after all", self.lock_path)
+        return True
+
+    def _cannot_lock(self, exc: OSError) -> None:
+        if not self._failed:
+            log.critical(
+                "cannot make the prediction log's lock file %s (%s): until it can, other "
+                "loggers may take this one's files", self.lock_path, exc,
+            )  # fmt: skip
+        self._failed = True
 
     def file_name(self, suffix: str) -> str:
         """`<ns>-<id><suffix>`: names sort in the order the files were started."""
@@ -125,12 +159,13 @@ class Owner:
         return sorted(self.folder.glob(f"*-{self.id}{SPOOL_SUFFIX}"))
 
     @property
-    def alive(self) -> bool:
+    def locked(self) -> bool:
         return self._fd is not None
 
     def release(self, unlink: bool = True) -> None:
         """Give up the lock: the files left in the folder become orphans, for the next logger
         to claim. `unlink=False` leaves the lock file as a killed process does."""
+        self._released = True
         if self._fd is None:
             return
         if unlink:
@@ -153,6 +188,7 @@ def claim_orphans(folder: Path, owner: Owner) -> int:
     LEGACY_IDLE_SECONDS (the pid may be another process's, or another container's). Never
     raises FileNotFoundError: files come and go meanwhile."""
     claimed = 0
+    owner.lock()  # if it could not be made at start
     by_owner: dict[str, list[Path]] = {}
     for path in _data_files(folder):
         by_owner.setdefault(path.stem.partition("-")[2], []).append(path)

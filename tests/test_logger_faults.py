@@ -100,6 +100,31 @@ def test_a_full_disk_drops_rows_counted_and_the_spool_recovers(private_postgres,
     assert {f"r{i}" for i in [*range(100), *range(400, 500)]} <= set(ids)
 
 
+def test_a_spool_folder_that_takes_no_file_does_not_stop_the_logger(tmp_path, caplog):
+    """A read-only spool folder (a mount gone read-only, a wrong volume): the logger cannot even
+    make the lock file that names its files, which must not keep the API from starting; rows
+    still reach the database, and the lock is taken once the folder is writable again."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    init_db(get_engine(url))
+    with tiny_filesystem(tmp_path / "spool") as spool:
+        subprocess.run(["mount", "-o", "remount,ro", str(spool)], check=True)
+        logger = PredictionLogger(spool, url=url, flush_interval=0.02, claim_interval=0.1)
+        logger.start()
+        logger.submit_many(record(i) for i in range(20))
+        assert logger.flush(timeout=10), logger.stats()
+        assert not logger._owner.locked
+        assert any(
+            "cannot make the prediction log's lock" in r.getMessage() for r in caplog.records
+        )
+        subprocess.run(["mount", "-o", "remount,rw", str(spool)], check=True)
+        assert wait_until(lambda: logger._owner.locked, timeout=5)
+        assert (spool / f"{logger.owner_id}.lock").exists()
+        logger.submit_many(record(i) for i in range(20, 30))
+        assert logger.flush(timeout=10)
+        logger.close()
+    assert logged_ids(url) == [f"r{i}" for i in range(30)]
+
+
 def test_a_torn_write_is_cut_off_and_never_glued_to_the_next_line(tmp_path):
     """A write the disk takes only part of (a short write on a full tmpfs) is cut back off the
     spool and the journal, so the next line starts on a line of its own."""
