@@ -18,6 +18,7 @@ from sqlalchemy import select
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from api.main import create_app
+from api.spool import Owner
 from data.db import get_engine, labels
 from data.ingest import coerce_frame
 from data.prediction_log import read_predictions
@@ -380,7 +381,9 @@ def test_metrics_count_predictions_without_request_ids(client, fraud_schema):
 
 def test_each_scrape_measures_the_spool_folder_and_its_disk(client, tmp_path):
     """What MLSpoolDiskFilling reads: PREDICTION_SPOOL_DIR as it is at the scrape."""
-    left = tmp_path / "spool" / "00000000000000000001-999999999.jsonl"  # a gone worker's spool
+    # another live worker's spool (a gone one's would be claimed and replayed meanwhile)
+    other = Owner(tmp_path / "spool")
+    left = tmp_path / "spool" / other.file_name(".jsonl")
     left.write_bytes(b"x" * 1234)
 
     def disk() -> dict[str, float]:
@@ -397,6 +400,7 @@ def test_each_scrape_measures_the_spool_folder_and_its_disk(client, tmp_path):
     assert 0 < free <= measured["ml_prediction_log_filesystem_size_bytes"]
     left.unlink()
     assert disk()["spool"] == 0
+    other.release()
 
 
 def _histograms(client) -> Counter:
