@@ -1,8 +1,9 @@
 """The compose stack, brought up for real: build, every healthcheck green, a model trained and
 promoted inside the containers, a prediction through the published port found in the
 containerized Postgres, every Prometheus target up, drift metrics from the exporter after a
-monitoring pass, two API replicas scraped after `--scale api=2`, and nothing left after
-`docker compose down -v`.
+monitoring pass, two API replicas scraped after `--scale api=2`, no acknowledged prediction
+lost or doubled when an API container is SIGKILLed and restarted or one of three replicas sharing
+the spool volume is killed, and nothing left after `docker compose down -v`.
 
 Needs a Docker engine and the base images locally or from a registry; on machines without an
 image registry `../shared/containers/prepare.sh` provides both (`.ci/run` calls it). Grafana,
