@@ -628,3 +628,37 @@ def test_up_refuses_a_short_secret_and_accepts_generated_ones(tmp_path):
     up, logs, running = _up_postgres(env)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "the 12 secrets are set" in logs and len(running) == 1
+
+
+def test_make_env_writes_secrets_that_pass_and_never_replaces_a_file_unasked(tmp_path):
+    """`make env` (python -m tools.env write): every secret generated, the Fernet key one that
+    Airflow's cryptography accepts, the file private; an existing .env is kept unless FORCE."""
+    from cryptography.fernet import Fernet
+
+    from tools.env import SECRETS, problems
+
+    out = tmp_path / ".env"
+
+    def make_env(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "tools.env", "write", "--out", str(out), *extra]
+        return subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT)
+
+    assert make_env().returncode == 0
+    text = out.read_text()
+    values = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, flags=re.M))
+    assert problems(values) == []
+    assert not re.search(r"^[A-Z_]+=.*changeme", text, flags=re.M)
+    Fernet(values["AIRFLOW_FERNET_KEY"].encode())  # raises on a malformed key
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert len({values[name] for name in SECRETS}) == len(SECRETS)  # each its own
+    # everything else is .env.example's, line for line
+    example = ENV_EXAMPLE.read_text().splitlines()
+    assert [line for line in text.splitlines() if line.split("=")[0] not in SECRETS] == [
+        line for line in example if line.split("=")[0] not in SECRETS
+    ]
+    again = make_env()
+    assert again.returncode == 1 and "left as it is" in again.stderr
+    assert out.read_text() == text
+    forced = make_env("--force")
+    assert forced.returncode == 0 and (tmp_path / ".env.bak").read_text() == text
+    assert out.read_text() != text
