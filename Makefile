@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv system-tools test check lint format demo bench train airflow stack lock clean
+.PHONY: help venv system-tools test check lint format demo bench train airflow stack env up lock clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -103,6 +103,18 @@ stack: $(STAMP) ## the services of docker-compose.yml as local processes (Ctrl-C
 	$(PY) -m tools.stack --mlflow-port $(MLFLOW_PORT) --prometheus-port $(PROMETHEUS_PORT) \
 	  --alertmanager-port $(ALERTMANAGER_PORT) --airflow-port $(AIRFLOW_PORT) \
 	  $(if $(filter no,$(STACK_AIRFLOW)),--no-airflow) $(STACK_ARGS)
+
+# The compose stack's .env: .env.example with every secret generated (tools/env.py; Python's
+# standard library only, no venv needed). Never replaces an existing .env unless FORCE=1 (the
+# old one is kept as .env.bak). Then `docker compose up -d --build`.
+FORCE ?=
+env: ## write .env for docker compose, every secret generated (FORCE=1 replaces yours)
+	$(PYTHON) -m tools.env write $(if $(FORCE),--force)
+
+# `docker compose up -d --build`; when it fails, the preflight's log too (which secrets it
+# refused): compose itself only says that a container exited with code 1.
+up: ## docker compose up -d --build, and the refused secrets if any
+	docker compose up -d --build || { docker compose logs --no-color preflight >&2; exit 1; }
 
 # Re-resolve requirements.txt from scratch and pin everything it pulls in.
 lock: ## re-resolve requirements.txt and pin everything in constraints.txt

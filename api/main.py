@@ -144,6 +144,7 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    settings.require_api_secrets()
     schema = load_schema(settings.path(settings.FEATURE_SCHEMA))
     app = FastAPI(
         title="ML model monitoring: inference API",

@@ -276,6 +276,7 @@ def prepare_stores() -> None:
 @exit_on_config_error
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
+    settings.require_api_secrets()
     parser = argparse.ArgumentParser(prog="python -m api.serve", description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=settings.API_WORKERS)
     parser.add_argument("--host", default="0.0.0.0")

@@ -55,7 +55,9 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 
-# Secrets that must be set outside ENVIRONMENT=development (the reference shows them so).
+# Secrets the API refuses to start without outside ENVIRONMENT=development (the reference shows
+# them so): it serves the endpoints they guard. The other processes (the exporter, the DAG tasks)
+# never use them and run without (Settings.require_api_secrets).
 REQUIRED_OUTSIDE_DEVELOPMENT = frozenset({"API_ADMIN_TOKEN", "LABEL_TOKENS"})
 
 
@@ -132,9 +134,6 @@ class Settings(
                     )
         if self.is_development:
             return self
-        for name in sorted(REQUIRED_OUTSIDE_DEVELOPMENT):
-            if getattr(self, name) is None:
-                raise ValueError(f"{name} must be set when ENVIRONMENT={self.ENVIRONMENT}")
         secrets = {
             "API_ADMIN_TOKEN": self.API_ADMIN_TOKEN,
             "SLACK_WEBHOOK_URL": self.SLACK_WEBHOOK_URL,
@@ -156,6 +155,21 @@ class Settings(
                 f"ENVIRONMENT={self.ENVIRONMENT}"
             )
         return self
+
+    def require_api_secrets(self) -> None:
+        """`ConfigError` naming API_ADMIN_TOKEN or LABEL_TOKENS if one is unset outside
+        development: the API's start calls it; the exporter and the DAG tasks, which never use
+        them, run without (a Helm or compose deployment gives them only to the API)."""
+        if self.is_development:
+            return
+        missing = [
+            name for name in sorted(REQUIRED_OUTSIDE_DEVELOPMENT) if getattr(self, name) is None
+        ]
+        if missing:
+            raise ConfigError(
+                f"{' and '.join(missing)} must be set for the API when "
+                f"ENVIRONMENT={self.ENVIRONMENT}"
+            )
 
     def path(self, value: str) -> Path:
         """Resolve a configured path against the project root, so CWD does not matter."""
@@ -242,14 +256,17 @@ the same settings.
   twice, two sources sharing a token) is refused naming the pair or source, never the token,
   and so is a label token equal to `API_ADMIN_TOKEN` (unless both are the same placeholder,
   which only development tolerates).
-- **Outside `ENVIRONMENT=development`** they also refuse: an unset `API_ADMIN_TOKEN` or
-  `LABEL_TOKENS`; a placeholder value (`changeme`, `change-me`, `changethis`, `secret`,
-  `password` or `xxx`, in any case) in `API_ADMIN_TOKEN`, any token of `LABEL_TOKENS`,
-  `SLACK_WEBHOOK_URL`, `PAGERDUTY_ROUTING_KEY`, `ALERT_WEBHOOK_URL` or `SMTP_PASSWORD`; and a
-  placeholder as the password in `DATABASE_URL`.
-  Nothing else is checked for placeholders: the passwords that only `docker-compose.yml` reads
-  (Postgres, MLflow's and Airflow's databases, Airflow's keys, Grafana) are yours to replace
-  (see [deployment](deployment.md#docker-compose-up)).
+- **Outside `ENVIRONMENT=development`** they also refuse a placeholder value (`changeme`,
+  `change-me`, `changethis`, `secret`, `password` or `xxx`, in any case) in `API_ADMIN_TOKEN`,
+  any token of `LABEL_TOKENS`, `SLACK_WEBHOOK_URL`, `PAGERDUTY_ROUTING_KEY`,
+  `ALERT_WEBHOOK_URL` or `SMTP_PASSWORD`, and a placeholder as the password in `DATABASE_URL`;
+  and the API (`python -m api.serve`, the app) refuses to start with `API_ADMIN_TOKEN` or
+  `LABEL_TOKENS` unset. The exporter and the DAG tasks never use those two and run without.
+- **docker compose** checks more, whatever `ENVIRONMENT` says: its one-shot `preflight`
+  service (`python -m tools.env check`) refuses to let the stack start while any secret it
+  reads (the database passwords, Airflow's keys and admin password, Grafana's admin password,
+  `API_ADMIN_TOKEN`, `LABEL_TOKENS`) is missing, a placeholder or shorter than 16 characters;
+  `make env` generates them all (see [deployment](deployment.md#docker-compose-up)).
 - **Secrets** (`SecretStr`) print as `**********`; the tables below never show a value
   for them.
 
@@ -262,7 +279,7 @@ ports, image tags, the databases' passwords, Airflow's and Grafana's logins) are
 def _format_default(name: str, field: FieldInfo) -> str:
     if SecretStr in get_args(field.annotation) or field.annotation is SecretStr:
         return (
-            "unset (required outside development)"
+            "unset (the API requires it outside development)"
             if name in REQUIRED_OUTSIDE_DEVELOPMENT
             else "unset"
         )

@@ -10,16 +10,19 @@ started in tests/test_compose_stack.py.
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from data.settings import PROJECT_ROOT, Settings
 
@@ -59,7 +62,16 @@ COMPOSE_OWNED = {
 }
 # api.serve sets it for its workers; nothing else reads it.
 NOT_PASSED = {"PROMETHEUS_MULTIPROC_DIR"}
-ONE_SHOT = {"airflow-init"}
+ONE_SHOT = {"airflow-init", "preflight"}
+# The settings that are secrets: never in the shared blocks (x-settings, x-stores), only in the
+# services that use them. The app services notify through Alertmanager only (ALERTMANAGER_URL),
+# so the notification secrets reach none of them (Alertmanager has Slack's and PagerDuty's).
+SECRET_SETTINGS = {
+    name
+    for name, field in Settings.model_fields.items()
+    if SecretStr is field.annotation or SecretStr in get_args(field.annotation)
+}
+SECRET_USERS = {"API_ADMIN_TOKEN": {"api"}, "LABEL_TOKENS": {"api"}}
 
 
 def compose_command() -> list[str]:
@@ -113,7 +125,7 @@ def test_compose_config_accepts_the_file_with_env_example():
         "postgres", "api", "exporter", "mlflow", "airflow-init", "airflow-apiserver",
         "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "prometheus",
         "alertmanager", "grafana", "node-exporter", "cadvisor", "redis", "airflow-worker",
-        "postgres-exporter",
+        "postgres-exporter", "preflight",
     }  # fmt: skip
     assert set(services) == expected
 
@@ -176,7 +188,7 @@ def test_compose_defaults_are_the_settings_defaults():
     compose_text = COMPOSE_FILE.read_text()
     block = compose_text.split("x-settings: &settings\n", 1)[1].split("\n\n", 1)[0]
     entries = dict(re.findall(r"^  ([A-Z][A-Z0-9_]+): \$\{\1:-(.*)\}$", block, flags=re.M))
-    assert set(entries) == set(Settings.model_fields) - COMPOSE_OWNED
+    assert set(entries) == set(Settings.model_fields) - COMPOSE_OWNED - SECRET_SETTINGS
     for name, default in entries.items():
         field = Settings.model_fields[name]
         parsed = Settings.model_validate({name: default}) if default else None
@@ -191,8 +203,11 @@ def test_every_setting_reaches_every_service_that_runs_project_code(monkeypatch)
     services = resolved()["services"]
     for name in APP_SERVICES:
         environment = services[name]["environment"]
-        missing = set(Settings.model_fields) - NOT_PASSED - set(environment)
+        missing = set(Settings.model_fields) - NOT_PASSED - SECRET_SETTINGS - set(environment)
         assert not missing, (name, sorted(missing))
+        # a secret only where it is used
+        secrets = {secret for secret in SECRET_SETTINGS if environment.get(secret)}
+        assert secrets == {s for s, users in SECRET_USERS.items() if name in users}, name
         # and the settings accept the environment compose gives the container
         for field in Settings.model_fields:
             monkeypatch.delenv(field, raising=False)
@@ -415,10 +430,235 @@ def test_postgres_is_watched_from_outside_with_the_read_only_role():
     owners = {postgres[k] for k in ("POSTGRES_USER", "MONITORING_DB_USER", "MLFLOW_DB_USER",
                                     "AIRFLOW_DB_USER")}  # fmt: skip
     assert env["DATA_SOURCE_USER"] not in owners
-    assert "depends_on" not in exporter
+    assert set(exporter["depends_on"]) == {"preflight"}
     assert exporter["image"].startswith("prometheuscommunity/postgres-exporter:v")
     script = (PROJECT_ROOT / "dockerfiles" / "postgres" / "10-databases.sh").read_text()
     reader = script.split("creating the read-only role $GRAFANA_DB_USER", 1)[1]
     grants = re.findall(r"^GRANT (.*) TO", reader, flags=re.M)
     assert grants == ["CONNECT ON DATABASE :\"d\"", "USAGE ON SCHEMA public",
                       "SELECT ON ALL TABLES IN SCHEMA public"]  # fmt: skip
+
+
+# --- Safe defaults and hardened containers -------------------------------------------------
+
+# Where each secret of .env may arrive (tools/env.py's list; the preflight checks them all).
+AIRFLOW_SERVICES = {"airflow-init", "airflow-apiserver", "airflow-scheduler",
+                    "airflow-dag-processor", "airflow-triggerer", "airflow-worker"}  # fmt: skip
+ENV_SECRET_USERS = {
+    "POSTGRES_PASSWORD": {"postgres"},
+    "MONITORING_DB_PASSWORD": {"postgres", "api", "exporter"} | AIRFLOW_SERVICES,
+    "MLFLOW_DB_PASSWORD": {"postgres", "mlflow"},
+    "AIRFLOW_DB_PASSWORD": {"postgres"} | AIRFLOW_SERVICES,
+    "GRAFANA_DB_PASSWORD": {"postgres", "postgres-exporter", "grafana"},
+    "GRAFANA_ADMIN_PASSWORD": {"grafana"},
+    "AIRFLOW_ADMIN_PASSWORD": {"airflow-init"},
+    "AIRFLOW_FERNET_KEY": AIRFLOW_SERVICES,
+    "AIRFLOW_SECRET_KEY": AIRFLOW_SERVICES,
+    "AIRFLOW_JWT_SECRET": AIRFLOW_SERVICES,
+    "API_ADMIN_TOKEN": {"api"},
+    "LABEL_TOKENS": {"api"},
+}
+PRIVILEGED = {"cadvisor"}  # reads every container's cgroups: privileged, so no cap_drop or ro root
+
+
+def generated_env(tmp_path: Path) -> Path:
+    from tools.env import generate
+
+    env = tmp_path / "generated.env"
+    env.write_text(generate(ENV_EXAMPLE.read_text()))
+    return env
+
+
+def _values(environment: dict[str, Any]) -> str:
+    return "\n".join(str(value) for value in environment.values())
+
+
+def test_each_container_gets_only_the_secrets_it_uses(tmp_path):
+    """Not one shared block with every secret: a secret's generated value appears in the
+    environment of the services that use it (and of the preflight that checks it), no other."""
+    from tools.env import SECRETS
+
+    assert set(ENV_SECRET_USERS) == set(SECRETS)
+    env = generated_env(tmp_path)
+    result = run_config(env)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    values = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", env.read_text(), flags=re.M))
+    for name, users in ENV_SECRET_USERS.items():
+        secret = values[name].split("=", 1)[-1] if name == "LABEL_TOKENS" else values[name]
+        found = {s for s, service in services.items()
+                 if secret in _values(service.get("environment") or {})}  # fmt: skip
+        assert found == users | {"preflight"}, name
+    # and the shared blocks hold no secret at all
+    text = COMPOSE_FILE.read_text()
+    for anchor in ("x-settings: &settings\n", "x-stores: &stores\n"):
+        block = text.split(anchor, 1)[1].split("\n\n", 1)[0]
+        named = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", block))
+        assert not named & (set(SECRETS) | SECRET_SETTINGS), (anchor, named)
+
+
+def test_every_service_is_hardened():
+    """No capability beyond what a program needs, no privilege gained through setuid binaries, a
+    read-only root, memory and CPU limits, rotated logs; and nothing starts before the
+    preflight has accepted the secrets."""
+    services = resolved()["services"]
+    for name, service in services.items():
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        logging = service.get("logging", {})
+        assert logging.get("driver") == "json-file", name
+        assert logging["options"]["max-size"] and int(logging["options"]["max-file"]) >= 2, name
+        assert service.get("mem_limit"), name
+        assert 0 < float(service.get("cpus", 0)) <= 2, name  # this machine's cores at most
+        if name in PRIVILEGED:
+            assert service["privileged"] is True, name
+            continue
+        assert service.get("cap_drop") == ["ALL"], name
+        assert service.get("read_only") is True, name
+        if name != "preflight":
+            assert service["depends_on"]["preflight"] == {
+                "condition": "service_completed_successfully"
+            }, name
+    # Postgres' entrypoint starts as root and drops to its user: only what that takes.
+    assert set(services["postgres"]["cap_add"]) == {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID",
+                                                     "SETUID"}  # fmt: skip
+    assert not [name for name, s in services.items() if s.get("cap_add") and name != "postgres"]
+    preflight = services["preflight"]
+    assert preflight["network_mode"] == "none" and preflight["user"] == "65534:65534"
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(ms|s|m|h)", duration))
+
+
+def test_the_api_outlives_its_drain_on_stop():
+    """Docker's default 10 s before SIGKILL is shorter than the API's drain on SIGTERM (each
+    worker's graceful shutdown, then the supervisor's margin): the last batch of the prediction
+    log would be cut."""
+    from api.serve import GRACEFUL_SHUTDOWN_SECONDS
+
+    drain = GRACEFUL_SHUTDOWN_SECONDS + 15  # api/serve.py Supervisor.stop
+    service = resolved()["services"]["api"]
+    assert _seconds(service["stop_grace_period"]) > drain
+
+
+def test_the_stores_live_on_an_internal_network_and_are_not_published():
+    """Postgres (the superuser), MLflow (no login) and Redis are reachable only from the
+    services on the internal network; the API and the tools people use are published on the
+    front network; Prometheus cannot be stopped or reloaded over HTTP."""
+    config = resolved()
+    assert config["networks"]["back"]["internal"] is True
+    assert not config["networks"]["front"].get("internal") if config["networks"]["front"] else True
+    services = config["services"]
+    for name in ("postgres", "mlflow", "redis"):
+        assert set(services[name]["networks"]) == {"back"}, name
+        assert not services[name].get("ports"), name
+    for name in ("api", "exporter", "airflow-apiserver", "grafana"):
+        assert set(services[name]["networks"]) == {"front", "back"}, name
+        assert ports(services[name]), name
+    for name in ("prometheus", "alertmanager"):
+        assert set(services[name]["networks"]) == {"front"}, name
+    assert "--web.enable-lifecycle" not in services["prometheus"]["command"]
+
+
+def _engine_or_skip() -> None:
+    if not shutil.which("docker") or subprocess.run(["docker", "info"],
+                                                    capture_output=True).returncode:  # fmt: skip
+        pytest.skip("no Docker engine answers (`docker info`)")
+    if subprocess.run(["docker", "image", "inspect", "python:3.11-slim"],
+                      capture_output=True).returncode:  # fmt: skip
+        pytest.skip("no python:3.11-slim image on this machine (the preflight runs on it)")
+
+
+def _up_postgres(env: Path) -> tuple[subprocess.CompletedProcess[str], str, list[str]]:
+    """`up -d postgres` with that env file: its result, the preflight's log, and the containers
+    left running; everything removed afterwards."""
+    project = f"mlmon-preflight-{os.getpid()}-{secrets.token_hex(3)}"
+    base = [*compose_command(), "-p", project, "--project-directory", str(PROJECT_ROOT),
+            "-f", str(COMPOSE_FILE), "--env-file", str(env)]  # fmt: skip
+    try:
+        up = subprocess.run([*base, "up", "-d", "--no-build", "postgres"], capture_output=True,
+                            text=True, cwd=PROJECT_ROOT, timeout=300)  # fmt: skip
+        logs = subprocess.run([*base, "logs", "--no-color", "preflight"], capture_output=True,
+                              text=True, cwd=PROJECT_ROOT, timeout=60).stdout  # fmt: skip
+        running = subprocess.run(
+            ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        return up, logs, running
+    finally:
+        subprocess.run([*base, "down", "-v", "--remove-orphans"], capture_output=True,
+                       cwd=PROJECT_ROOT, timeout=300)  # fmt: skip
+
+
+@pytest.mark.integration
+def test_up_with_env_example_as_is_refuses_naming_every_placeholder():
+    """A copied .env.example (`changeme` everywhere) used to start Postgres as
+    postgres/changeme, Grafana and Airflow as admin/changeme, with a public JWT secret, in the
+    default ENVIRONMENT=development. Now nothing starts and each placeholder is named."""
+    from tools.env import SECRETS
+
+    _engine_or_skip()
+    up, logs, running = _up_postgres(ENV_EXAMPLE)
+    assert up.returncode != 0, up.stdout + up.stderr
+    # 1.29 says `Container "<id>" exited with code 1`, v2 `service "preflight" didn't complete
+    # successfully`: neither prints its log, which `docker compose logs preflight` shows.
+    assert re.search(r"exited with code 1|didn't complete successfully", up.stdout + up.stderr)
+    assert running == []  # Postgres never started
+    for name in SECRETS:
+        assert re.search(rf"\b{name}\b.*placeholder", logs), (name, logs)
+    assert "make env" in logs
+
+
+@pytest.mark.integration
+def test_up_refuses_a_short_secret_and_accepts_generated_ones(tmp_path):
+    _engine_or_skip()
+    env = generated_env(tmp_path)
+    text = env.read_text()
+    short = re.sub(r"^GRAFANA_ADMIN_PASSWORD=.*$", "GRAFANA_ADMIN_PASSWORD=admin12345",
+                   text, flags=re.M)  # fmt: skip
+    env.write_text(short)
+    up, logs, running = _up_postgres(env)
+    assert up.returncode != 0 and running == []
+    bad = [line.strip() for line in logs.splitlines() if "characters" in line or "placeholder"
+           in line]  # fmt: skip
+    assert len(bad) == 1 and "GRAFANA_ADMIN_PASSWORD is shorter than 16 characters" in bad[0], logs
+    # `make env`'s secrets pass: Postgres starts
+    env.write_text(text)
+    up, logs, running = _up_postgres(env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "the 12 secrets are set" in logs and len(running) == 1
+
+
+def test_make_env_writes_secrets_that_pass_and_never_replaces_a_file_unasked(tmp_path):
+    """`make env` (python -m tools.env write): every secret generated, the Fernet key one that
+    Airflow's cryptography accepts, the file private; an existing .env is kept unless FORCE."""
+    from cryptography.fernet import Fernet
+
+    from tools.env import SECRETS, problems
+
+    out = tmp_path / ".env"
+
+    def make_env(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "tools.env", "write", "--out", str(out), *extra]
+        return subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT)
+
+    assert make_env().returncode == 0
+    text = out.read_text()
+    values = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, flags=re.M))
+    assert problems(values) == []
+    assert not re.search(r"^[A-Z_]+=.*changeme", text, flags=re.M)
+    Fernet(values["AIRFLOW_FERNET_KEY"].encode())  # raises on a malformed key
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert len({values[name] for name in SECRETS}) == len(SECRETS)  # each its own
+    # everything else is .env.example's, line for line
+    example = ENV_EXAMPLE.read_text().splitlines()
+    assert [line for line in text.splitlines() if line.split("=")[0] not in SECRETS] == [
+        line for line in example if line.split("=")[0] not in SECRETS
+    ]
+    again = make_env()
+    assert again.returncode == 1 and "left as it is" in again.stderr
+    assert out.read_text() == text
+    forced = make_env("--force")
+    assert forced.returncode == 0 and (tmp_path / ".env.bak").read_text() == text
+    assert out.read_text() != text

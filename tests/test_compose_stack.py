@@ -13,7 +13,6 @@ not on the machine, and so are their Prometheus jobs.
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import json
 import os
@@ -33,6 +32,7 @@ import pytest
 
 from data.settings import PROJECT_ROOT
 from tests.test_compose import COMPOSE_FILE, ENV_EXAMPLE, compose_command
+from tools.env import generate as generate_env
 from tools.testkit.api_server import Load
 
 pytestmark = pytest.mark.slow
@@ -50,8 +50,9 @@ OPTIONAL = {
 CORE_SERVICES = [
     "postgres", "mlflow", "api", "exporter", "prometheus", "alertmanager", "airflow-init",
     "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-    "postgres-exporter",
+    "postgres-exporter", "preflight",
 ]  # fmt: skip
+ONE_SHOTS = {"airflow-init", "preflight"}  # exit 0 once done (the preflight: the secrets pass)
 # One lock per machine and user, outside any test's tmp folder: pytest's workers share it.
 BUILD_LOCK = (
     Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"mlmon-compose-build-{os.getuid()}.lock"
@@ -114,21 +115,18 @@ def _free_range(size: int) -> str:
 
 
 def _env_file(path: Path) -> Path:
-    """`.env.example` with real secrets, free host ports and quick polling."""
-    text = ENV_EXAMPLE.read_text()
+    """What `make env` writes (tools/env.py: `.env.example` with generated secrets), with free
+    host ports and quick polling."""
+    text = generate_env(ENV_EXAMPLE.read_text())
 
     def put(name: str, value: str) -> None:
         nonlocal text
         text, count = re.subn(rf"^{name}=.*$", f"{name}={value}", text, flags=re.M)
         assert count == 1, name
 
-    for name in re.findall(r"^([A-Z][A-Z0-9_]*)=changeme$", text, flags=re.M):
-        put(name, secrets.token_hex(16))
-    put("LABEL_TOKENS", f"chargebacks={secrets.token_hex(16)}")  # the replay's source
-    put("AIRFLOW_FERNET_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
+    assert not re.search(r"^[A-Z_]+=.*changeme", text, flags=re.M)
     put("API_PUBLISHED_PORTS", _free_range(6))
-    for name in ("EXPORTER", "MLFLOW", "AIRFLOW", "PROMETHEUS", "ALERTMANAGER", "GRAFANA",
-                 "POSTGRES"):  # fmt: skip
+    for name in ("EXPORTER", "AIRFLOW", "PROMETHEUS", "ALERTMANAGER", "GRAFANA"):
         put(f"{name}_PUBLISHED_PORT", str(_free_port()))
     put("MODEL_POLL_SECONDS", "2")
     put("EXPORTER_CACHE_SECONDS", "1")
@@ -252,7 +250,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         started = time.monotonic()
         stack.run("up", "-d", *stack.services, timeout=900)
 
-        wanted = {s: ["exited 0" if s == "airflow-init" else "healthy"] for s in stack.services}
+        wanted = {s: ["exited 0" if s in ONE_SHOTS else "healthy"] for s in stack.services}
         wait_healthy(stack, wanted, "every healthcheck", interval=2)
         stack.healthy_seconds = time.monotonic() - started
         print(f"\ncompose: all {len(stack.services)} services healthy "

@@ -43,7 +43,7 @@ def test_the_reference_never_shows_a_secret(monkeypatch):
     monkeypatch.setenv("API_ADMIN_TOKEN", "a-real-token-7f3a")
     text = reference()
     assert "hooks.slack.com" not in text and "a-real-token" not in text
-    assert "| `API_ADMIN_TOKEN` | unset (required outside development) |" in text
+    assert "| `API_ADMIN_TOKEN` | unset (the API requires it outside development) |" in text
     assert "| `SMTP_PASSWORD` | unset |" in text
 
 

@@ -147,3 +147,33 @@ def test_the_api_series_carry_the_job_the_alert_rules_select(tmp_path):
     }))  # fmt: skip
     done = promtool("test", "rules", str(tests))
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _workloads() -> list[dict]:
+    """The pod-running objects (Deployment, StatefulSet, ...), whatever kind the API is."""
+    return [doc for _, doc in documents() if doc["kind"] in
+            {"Deployment", "StatefulSet", "DaemonSet", "Job"}]  # fmt: skip
+
+
+def test_every_pod_runs_unprivileged_read_only_and_within_limits():
+    """Not root, no capability, no privilege escalation, a read-only root with a volume for each
+    folder the API writes, memory and CPU bounded, and a grace period above the drain."""
+    from api.serve import GRACEFUL_SHUTDOWN_SECONDS
+
+    workloads = _workloads()
+    assert workloads
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["terminationGracePeriodSeconds"] > GRACEFUL_SHUTDOWN_SECONDS + 15
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            resources = container["resources"]
+            assert resources["requests"]["cpu"] and resources["requests"]["memory"]
+            assert resources["limits"]["cpu"] and resources["limits"]["memory"]
+            mounted = {mount["mountPath"] for mount in container["volumeMounts"]}
+            assert {"/tmp", "/app/var", "/var/lib/mlmon/spool", "/var/lib/mlmon/data"} <= mounted

@@ -82,11 +82,6 @@ LABELS = "chargebacks=9f2c-real-label-token,manual-review=41aa-real-label-token"
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"LABEL_TOKENS": LABELS}, "API_ADMIN_TOKEN must be set when ENVIRONMENT=production"),
-        (
-            {"API_ADMIN_TOKEN": "s3cr3t-token"},
-            "LABEL_TOKENS must be set when ENVIRONMENT=production",
-        ),
         (
             {"API_ADMIN_TOKEN": "changeme", "LABEL_TOKENS": LABELS},
             "API_ADMIN_TOKEN is a placeholder",
@@ -119,6 +114,30 @@ def test_placeholder_secrets_refused_outside_development(monkeypatch, env, messa
         monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=message):
         Settings()
+
+
+def test_the_api_tokens_are_required_by_the_api_only(monkeypatch):
+    """Found in dockerfiles/kubernetes/airflow-values.yaml (ENVIRONMENT=production, no API
+    tokens): every DAG task refused to start for two tokens it never uses. The API still refuses
+    to start without them."""
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.delenv("API_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("LABEL_TOKENS", raising=False)
+    settings = Settings()  # the exporter's, a DAG task's
+    with pytest.raises(
+        ConfigError,
+        match="API_ADMIN_TOKEN and LABEL_TOKENS must be set for the API when "
+        "ENVIRONMENT=production",
+    ):
+        settings.require_api_secrets()
+    monkeypatch.setenv("API_ADMIN_TOKEN", "s3cr3t-token")
+    with pytest.raises(ConfigError, match=r"^LABEL_TOKENS must be set for the API"):
+        Settings().require_api_secrets()
+    monkeypatch.setenv("LABEL_TOKENS", LABELS)
+    Settings().require_api_secrets()
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    monkeypatch.delenv("LABEL_TOKENS")
+    Settings().require_api_secrets()  # development: the endpoints answer 503 instead
 
 
 def test_real_secrets_accepted_in_production(monkeypatch):
@@ -246,3 +265,27 @@ def test_every_command_stops_on_a_file_store_with_one_line_and_no_traceback(tmp_
             last,
         )
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_production_without_api_tokens_the_api_refuses_and_the_exporter_starts(tmp_path):
+    """The Helm values run the DAG tasks with ENVIRONMENT=production and no API tokens: the
+    commands that never use the tokens run; `python -m api.serve` says which ones it needs."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("API_ADMIN_TOKEN", "LABEL_TOKENS")},
+        "ENVIRONMENT": "production",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", *command], cwd=PROJECT_ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    api = run("api.serve", "--port", "0")
+    assert api.returncode == 2, api.stderr
+    assert api.stderr.strip().splitlines()[-1] == (
+        "error: API_ADMIN_TOKEN and LABEL_TOKENS must be set for the API when "
+        "ENVIRONMENT=production"
+    )
+    exporter = run("data.db")  # a DAG task's kind of command: it reads the settings, then works
+    assert exporter.returncode == 0, exporter.stderr
