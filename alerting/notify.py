@@ -21,6 +21,10 @@ to email (an inbox is read for incidents, not for every retrain). `info` is sent
 recorded (with Alertmanager too). A destination the event is routed to but that has no
 configuration is a `skipped` delivery, never a silent success.
 
+Email: with `starttls` (the default) the connection is upgraded before the login, and the
+server's certificate must be valid for the host and chain to a CA the system trusts (or the
+bundle in SSL_CERT_FILE); an untrusted one fails the delivery at once, the password unsent.
+
 Retries: a connection error, a timeout, HTTP 429 or 5xx (SMTP: a 4xx reply or a dropped
 connection) is tried again after `backoff_seconds * 2**n`, or after the server's `Retry-After`
 when it gives one, capped at `max_backoff_seconds`; any other 4xx is final at once. Destinations
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -494,12 +499,20 @@ class Notifier:
         try:
             with smtplib.SMTP(email.host, email.port, timeout=timeout) as smtp:
                 if email.starttls:
-                    smtp.starttls()
+                    # Verified: the server's certificate must chain to a trusted CA (the
+                    # system's, or SSL_CERT_FILE's) and name the host. smtplib's own default
+                    # context checks neither, so anyone on the path could read the password.
+                    smtp.starttls(context=ssl.create_default_context())
                 if email.username:
                     smtp.login(email.username, email.password or "")
                 smtp.send_message(self.email_message(event))
         except smtplib.SMTPNotSupportedError as exc:
             raise _Final(f"SMTP: {exc}") from None
+        except ssl.SSLCertVerificationError as exc:  # trying again cannot make it trusted
+            raise _Final(
+                f"SMTP STARTTLS: the server's certificate is not trusted ({exc.verify_message}); "
+                f"nothing was sent (give its CA with SSL_CERT_FILE)"
+            ) from None
         except smtplib.SMTPResponseException as exc:  # 4xx is "try later", 5xx is final
             reply = exc.smtp_error
             text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)

@@ -626,8 +626,10 @@ class EmailSettings(BaseModel):
     )
     SMTP_STARTTLS: bool = Field(
         default=True,
-        description="Upgrade the SMTP connection with STARTTLS before login and sending; "
-        "`false` only for a relay on the same host or network.",
+        description="Upgrade the SMTP connection with STARTTLS before login and sending, "
+        "verifying the server's certificate (a CA the system trusts, or the bundle in the "
+        "standard `SSL_CERT_FILE` variable; an untrusted one: nothing sent); `false` only for a "
+        "relay on the same host or network.",
     )
     ALERT_EMAIL_FROM: str | None = Field(default=None, description="Sender address of the emails.")
     ALERT_EMAIL_TO: str | None = Field(

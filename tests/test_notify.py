@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -788,3 +789,65 @@ def test_alerting_imports_nothing_of_ours():
         check=True,
     )
     assert loaded.stdout.strip() == "[]"
+
+
+# --- STARTTLS is verified ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_smtp(tmp_path) -> Iterator[tuple[Mailbox, Path]]:
+    """An SMTP server that requires STARTTLS, with a self-signed certificate for 127.0.0.1."""
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    mailbox = Mailbox(port=free_port())
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            mailbox.messages.append(envelope)
+            return "250 OK"
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        mailbox.logins.append((auth_data.login.decode(), auth_data.password.decode()))
+        return AuthResult(success=auth_data.password.decode() == SMTP_PASSWORD)
+
+    controller = Controller(
+        Handler(),
+        hostname="127.0.0.1",
+        port=mailbox.port,
+        authenticator=authenticator,
+        tls_context=server_context,
+        require_starttls=True,
+    )
+    controller.start()
+    yield mailbox, cert
+    controller.stop()
+
+
+def test_starttls_refuses_a_certificate_nobody_trusts(tls_smtp, monkeypatch):
+    # Before: smtplib's default context took any certificate, so a machine in the middle with
+    # a self-signed one got the SMTP password.
+    mailbox, _ = tls_smtp
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    notifier = Notifier(NotifierConfig(email=email_config(mailbox, starttls=True)))
+    email = next(d for d in notifier.notify(page()) if d.destination == "email")
+    assert (email.outcome, email.attempts) == ("failed", 1)
+    assert "certificate is not trusted" in email.error and "SSL_CERT_FILE" in email.error
+    assert mailbox.messages == [] and mailbox.logins == []
+
+
+def test_starttls_sends_to_a_server_whose_ca_is_trusted(tls_smtp, monkeypatch):
+    mailbox, cert = tls_smtp
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the standard way to name a private CA
+    notifier = Notifier(NotifierConfig(email=email_config(mailbox, starttls=True)))
+    email = next(d for d in notifier.notify(page()) if d.destination == "email")
+    assert email.outcome == "sent", email.error
+    assert len(mailbox.messages) == 1 and mailbox.logins == [("alerts", SMTP_PASSWORD)]
