@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
-import orjson
-
 
 class Answer(NamedTuple):
     """What a request id was answered: enough to answer its retry the same way."""
@@ -31,10 +29,11 @@ class Answer(NamedTuple):
 
 
 def features_digest(features: dict[str, Any]) -> int:
-    """A 64-bit hash of a request's features, whatever the order of their keys (Python's own
-    hash of bytes, keyed per process: the cache lives in one process). Only the features sent
-    with one request id are compared, so two of them collide with odds of 2**-64."""
-    return hash(orjson.dumps(features, option=orjson.OPT_SORT_KEYS))
+    """A 64-bit hash of a request's validated features. Validation gives them in the schema's
+    order whatever the order they were sent in, so their values alone say which they are.
+    Python's own hash, keyed per process (the memory lives in one process); only the features
+    sent with one request id are ever compared."""
+    return hash(tuple(features.values()))
 
 
 class RecentRequests:

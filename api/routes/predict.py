@@ -140,14 +140,17 @@ def build_router(
         bind(request_id=ids[0], request_count=len(ids), model_version=version)
         log.debug("scored %d rows, %d of class 1", len(scored), int(predicted.sum()))
         fresh_ids = ids if fresh is None else [ids[i] for i in fresh]
-        logger.submit_many(
-            [
-                PredictionRecord(rid, now, model.name, version, row, label, score, latency * 1e3)
-                for rid, row, label, score in zip(
-                    fresh_ids, scored, labels, scores_list, strict=True
-                )
-            ]
-        )
+        if scored:  # (a batch of retries only has nothing new to log)
+            logger.submit_many(
+                [
+                    PredictionRecord(
+                        rid, now, model.name, version, row, label, score, latency * 1e3
+                    )
+                    for rid, row, label, score in zip(
+                        fresh_ids, scored, labels, scores_list, strict=True
+                    )
+                ]
+            )
         answered = list(zip(labels, scores_list, [version] * len(labels), strict=True))
         if fresh is not None:  # the retried rows take their first answer back
             by_row = dict(zip(fresh, answered, strict=True))
