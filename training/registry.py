@@ -212,7 +212,14 @@ class Registry:
         otherwise, before anything of the file is built."""
         uri = self.client.get_model_version_download_uri(self.model_name, str(version))
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri,
+                    dst_path=tmp,
+                    tracking_uri=self.client.tracking_uri,
+                    registry_uri=self.client._registry_uri,
+                )
+            )
             return load_trusted(local, str(version), self.trusted_types)
 
     def reference_profile(self, version: str | int) -> ReferenceProfile:
