@@ -21,6 +21,10 @@ to email (an inbox is read for incidents, not for every retrain). `info` is sent
 recorded (with Alertmanager too). A destination the event is routed to but that has no
 configuration is a `skipped` delivery, never a silent success.
 
+Email: with `starttls` (the default) the connection is upgraded before the login, and the
+server's certificate must be valid for the host and chain to a CA the system trusts (or the
+bundle in SSL_CERT_FILE); an untrusted one fails the delivery at once, the password unsent.
+
 Retries: a connection error, a timeout, HTTP 429 or 5xx (SMTP: a 4xx reply or a dropped
 connection) is tried again after `backoff_seconds * 2**n`, or after the server's `Retry-After`
 when it gives one, capped at `max_backoff_seconds`; any other 4xx is final at once. Destinations
@@ -32,8 +36,10 @@ Dedup: an event whose `dedup_key` was delivered to a destination within `dedup_m
 sent there again (Alertmanager excepted: it dedups by labels itself). The memory is the
 `DeliveryLog` given to the notifier; DAG tasks run in separate processes, so the stack gives a
 database-backed one (`monitoring.retrain.notifier`), and a log that fails is logged and treated
-as "not sent before": a duplicate page beats a missed one. Two processes sending the same key in
-the same instant may both send.
+as "not sent before": a duplicate page beats a missed one. A log that can `claim` (the stack's
+does) is asked to claim the key and destination before the send, atomically: of two processes
+sending the same key in the same instant, one sends and the other's delivery is `deduplicated`;
+a claim whose send fails is released, so the next attempt sends.
 
 Secrets (the Slack URL, the routing key, the SMTP password, the webhook URL, a password in the
 Alertmanager URL) come in through the config, are kept out of its repr, and are masked in every
@@ -45,6 +51,8 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -74,6 +82,8 @@ ALERTMANAGER_ROUTE: tuple[Destination, ...] = ("alertmanager",)
 # `info` is routed nowhere; its one alert_log row names this instead of a destination.
 LOG_ONLY = "log"
 
+# Beyond the deadline and one request timeout, how long a claim holds for its record to be written.
+CLAIM_MARGIN_SECONDS = 30.0
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 PAGERDUTY_SUMMARY_LIMIT = 1024  # the Events API v2 rejects longer summaries
 SLACK_FIELDS_PER_SECTION = 10  # Slack's limit on fields in one section block
@@ -187,11 +197,47 @@ class DeliveryLog(Protocol):
         ...
 
 
+class ClaimingDeliveryLog(DeliveryLog, Protocol):
+    """A `DeliveryLog` that can claim a send atomically (across processes, for a shared one)."""
+
+    def claim(
+        self, dedup_key: str, destination: str, since: datetime, at: datetime, live: datetime
+    ) -> Any:
+        """Unless `dedup_key` was delivered to `destination` at or after `since`, or claimed for
+        it at or after `live` (a claim whose sender died stops holding once the send and its
+        record would be over), claim it at `at` and return a token (truthy); else None.
+        Atomic: of concurrent claims of one key and destination, one gets a token."""
+        ...
+
+    def release(self, token: Any) -> None:
+        """Drop a claim whose send failed."""
+        ...
+
+
 class MemoryDeliveryLog:
     """A `DeliveryLog` in this process's memory: dedup within one process only."""
 
     def __init__(self) -> None:
         self.entries: list[tuple[datetime, Event, Delivery]] = []
+        self._claims: dict[tuple[str, str], datetime] = {}
+        self._lock = threading.Lock()
+
+    def claim(
+        self, dedup_key: str, destination: str, since: datetime, at: datetime, live: datetime
+    ) -> Any:
+        key = (dedup_key, destination)
+        with self._lock:
+            held = self._claims.get(key)
+            if (held is not None and held >= live) or self.sent_since(*key, since):
+                return None
+            self._claims[key] = at
+            return (key, at)
+
+    def release(self, token: Any) -> None:
+        key, at = token
+        with self._lock:
+            if self._claims.get(key) == at:
+                del self._claims[key]
 
     def sent_since(self, dedup_key: str, destination: str, since: datetime) -> bool:
         return any(
@@ -245,7 +291,7 @@ class Notifier:
         if not routes:
             deliveries = {LOG_ONLY: Delivery(LOG_ONLY, "not_routed")}
         else:
-            deliveries, senders = self._plan(event, routes, now)
+            deliveries, senders, claims = self._plan(event, routes, now)
             # In parallel, so a dead endpoint cannot spend the deadline of a live one.
             with ThreadPoolExecutor(max_workers=max(len(senders), 1)) as pool:
                 futures = {
@@ -254,6 +300,13 @@ class Notifier:
                 }
                 deliveries |= {destination: f.result() for destination, f in futures.items()}
             deliveries = {destination: deliveries[destination] for destination in routes}
+            for destination, token in claims.items():
+                if not deliveries[destination].delivered:  # the next attempt may send it
+                    try:
+                        self.log.release(token)  # type: ignore[attr-defined]
+                    except Exception as exc:
+                        logger.warning("notify %s: could not release the claim for %s: %s",
+                                       event.name, destination, self._mask(exc))  # fmt: skip
         try:
             self.log.record(event, list(deliveries.values()), now)
         except Exception as exc:  # the record must not cost the delivery or the task
@@ -272,16 +325,24 @@ class Notifier:
 
     def _plan(
         self, event: Event, routes: Sequence[Destination], now: datetime
-    ) -> tuple[dict[str, Delivery], dict[str, Callable[[Event, float], None]]]:
-        """Deliveries settled without sending (skipped, deduplicated), and the senders to run.
+    ) -> tuple[dict[str, Delivery], dict[str, Callable[[Event, float], None]], dict[str, Any]]:
+        """Deliveries settled without sending (skipped, deduplicated), the senders to run, and
+        the claims taken for them (released if their send fails).
 
         The log is asked here, one destination after the other, rather than from the sending
         threads: one connection, and no threads racing to create the log's table.
         """
         settled: dict[str, Delivery] = {}
         senders: dict[str, Callable[[Event, float], None]] = {}
+        claims: dict[str, Any] = {}
         since = now - timedelta(minutes=self.config.dedup_minutes)
         check = self.config.dedup_minutes > 0
+        claiming = callable(getattr(self.log, "claim", None))
+        # A claim holds while its send may still run and be recorded (then the delivered row
+        # does): a sender that died mid-send does not mute the key for the whole window.
+        claim_hold = timedelta(
+            seconds=self.config.max_seconds + self.config.timeout_seconds + CLAIM_MARGIN_SECONDS
+        )
         for destination in routes:
             send = self._sender(destination)
             if send is None:
@@ -292,7 +353,16 @@ class Notifier:
             # Alertmanager dedups itself: the same event is the same alert there.
             if check and destination != "alertmanager":
                 try:
-                    if self.log.sent_since(event.dedup_key, destination, since):
+                    if claiming:
+                        token = self.log.claim(  # type: ignore[attr-defined]
+                            event.dedup_key, destination, since, now, now - claim_hold
+                        )
+                        if token:
+                            claims[destination] = token
+                        else:
+                            settled[destination] = Delivery(destination, "deduplicated")
+                            continue
+                    elif self.log.sent_since(event.dedup_key, destination, since):
                         settled[destination] = Delivery(destination, "deduplicated")
                         continue
                 except Exception as exc:  # a duplicate message beats a missed page
@@ -301,7 +371,7 @@ class Notifier:
                     )
                     check = False
             senders[destination] = send
-        return settled, senders
+        return settled, senders, claims
 
     def _send(
         self,
@@ -494,12 +564,20 @@ class Notifier:
         try:
             with smtplib.SMTP(email.host, email.port, timeout=timeout) as smtp:
                 if email.starttls:
-                    smtp.starttls()
+                    # Verified: the server's certificate must chain to a trusted CA (the
+                    # system's, or SSL_CERT_FILE's) and name the host. smtplib's own default
+                    # context checks neither, so anyone on the path could read the password.
+                    smtp.starttls(context=ssl.create_default_context())
                 if email.username:
                     smtp.login(email.username, email.password or "")
                 smtp.send_message(self.email_message(event))
         except smtplib.SMTPNotSupportedError as exc:
             raise _Final(f"SMTP: {exc}") from None
+        except ssl.SSLCertVerificationError as exc:  # trying again cannot make it trusted
+            raise _Final(
+                f"SMTP STARTTLS: the server's certificate is not trusted ({exc.verify_message}); "
+                f"nothing was sent (give its CA with SSL_CERT_FILE)"
+            ) from None
         except smtplib.SMTPResponseException as exc:  # 4xx is "try later", 5xx is final
             reply = exc.smtp_error
             text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)

@@ -37,6 +37,7 @@ from prometheus_fastapi_instrumentator.metrics import Info
 from api.logger import WRITER_ERROR_KINDS
 from api.spool import disk_usage
 from data.settings import get_settings
+from training.registry import REFUSAL_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,13 @@ PREDICTION_ERRORS = Counter(
 # The causes the API counts, created at 0 when the app starts: a healthy API then serves
 # `ml_prediction_errors_total` (a panel of refusals reads 0, not "No data"), and the first
 # refusal is an increase from 0 that rate() sees, not a new series starting at 1.
-ERROR_TYPES = ("validation", "batch_too_large", "model_not_loaded", "feedback_database_unavailable")
+ERROR_TYPES = (
+    "validation",
+    "batch_too_large",
+    "model_not_loaded",
+    "feedback_database_unavailable",
+    "request_id_conflict",
+)
 PREDICTION_CONFIDENCE = Histogram(
     "ml_prediction_confidence",
     "Probability of the predicted class",
@@ -102,6 +109,15 @@ MODEL_INFO = Gauge(
 )
 MODEL_RELOADS = Counter(
     "ml_model_reloads_total", "Model (re)loads by result", ["environment", "result"]
+)
+# A version @champion pointed at that the API would not load (training.registry.ModelRefused),
+# by kind; the version served before keeps serving. Each kind exists at 0 from the start.
+MODEL_REFUSED = Counter(
+    "ml_model_refused_total",
+    "Model versions refused at load, by kind: serialization (pickle, cloudpickle), "
+    "untrusted_type (a type outside the trusted list), threshold (decision threshold tag not "
+    "strictly between 0 and 1), unreadable",
+    ["environment", "kind"],
 )
 # Per HTTP request, for every route (the instrumentator's middleware fills them). Two series only:
 # its default set adds size summaries and a 21-bucket histogram that cost more than scoring.
@@ -182,6 +198,12 @@ LOG_DEAD_LETTERED = Counter(
     "PREDICTION_SPOOL_DIR/dead-letter/ for `python -m api.spool --replay-dead-letter`",
     ["environment"],
 )
+LOG_CONFLICTS = Counter(
+    "ml_prediction_log_conflicts_total",
+    "Prediction log rows not written because their request id was logged already with other "
+    "features (a caller reusing an id; the first row stays). Postgres only",
+    ["environment"],
+)
 LOG_WRITER_ERRORS = Counter(
     "ml_prediction_log_writer_errors_total",
     "Errors the prediction log writer caught and went on from, by kind: disk (spool, journal or "
@@ -234,6 +256,7 @@ class ApiMetrics:
         self.log_dropped = LOG_DROPPED.labels(environment)
         self.log_quarantined = LOG_QUARANTINED.labels(environment)
         self.log_dead_lettered = LOG_DEAD_LETTERED.labels(environment)
+        self.log_conflicts = LOG_CONFLICTS.labels(environment)
         self.log_writer_errors = {
             kind: LOG_WRITER_ERRORS.labels(environment, kind) for kind in WRITER_ERROR_KINDS
         }
@@ -242,6 +265,7 @@ class ApiMetrics:
             reason: FEEDBACK_REJECTED.labels(environment, reason)
             for reason in FEEDBACK_REJECT_REASONS
         }
+        self.refusals = {kind: MODEL_REFUSED.labels(environment, kind) for kind in REFUSAL_KINDS}
         self._model_info: tuple[str, ...] | None = None
         self._buffer: deque[tuple] = deque()  # appends and poplefts are thread-safe
         self._spool_dir: Path | None = None
@@ -371,6 +395,9 @@ class ApiMetrics:
 
     def reload(self, result: str) -> None:
         MODEL_RELOADS.labels(self.environment, result).inc()
+
+    def model_refused(self, kind: str) -> None:
+        self.refusals.get(kind, MODEL_REFUSED.labels(self.environment, kind)).inc()
 
 
 def http_instrumentation(environment: str) -> Callable[[Info], None]:

@@ -8,8 +8,11 @@ fsync'ed spool on disk instead; once the database answers again the spool is rep
 file by file, and each file is deleted only after its rows are committed. Rows are inserted
 with ON CONFLICT (request_id) DO NOTHING, so a replay interrupted between commit and delete, or
 a journal that overlaps what was written, cannot log a row twice: every acknowledged request id
-ends up in `prediction_logs` exactly once. While spooled rows are waiting, new batches are
-spooled behind them, which keeps the order. `close` (on SIGTERM, via the app's lifespan) drains
+ends up in `prediction_logs` exactly once. A row whose request id is logged already with other
+features (a caller's id reused for another request, which `api.idempotency` did not see) is not
+written either: the first stays, and on Postgres the writer counts it
+(`ml_prediction_log_conflicts_total`) and logs its id. While spooled rows are waiting, new batches
+are spooled behind them, which keeps the order. `close` (on SIGTERM, via the app's lifespan) drains
 the queue to the database or, failing that, to the spool. Each logger names its files by a random
 id and holds a lock that says it lives (`api.spool.Owner`); the files of one that stopped or was
 killed (a sibling worker, a replica sharing the folder, the container before a restart) are
@@ -71,6 +74,7 @@ from data.prediction_log import (
     COPY_INTO_STAGE,
     CREATE_STAGE,
     INSERT_FROM_STAGE,
+    STAGED_CONFLICTS,
     PredictionRecord,
     copy_rows,
     encode,
@@ -166,6 +170,7 @@ class LogMetrics(Protocol):
     log_dropped: Any
     log_quarantined: Any
     log_dead_lettered: Any
+    log_conflicts: Any
     log_writer_errors: dict[str, Any]  # WRITER_ERROR_KINDS -> counter
 
 
@@ -219,6 +224,7 @@ class PredictionLogger:
         self.dropped = 0
         self.quarantined = 0
         self.dead_lettered = 0
+        self.conflicts = 0  # rows not logged: their request id is logged with other features
         self.torn_bytes = 0
         self.writer_errors: dict[str, int] = dict.fromkeys(WRITER_ERROR_KINDS, 0)
         self._error_logged: dict[str, float] = {}
@@ -479,7 +485,11 @@ class PredictionLogger:
                         cursor.execute(CREATE_STAGE)
                         cursor.copy_expert(COPY_INTO_STAGE, io.BytesIO(text), size=COPY_CHUNK)
                         cursor.execute(INSERT_FROM_STAGE)
+                        cursor.execute(STAGED_CONFLICTS)
+                        conflicts = [row[0] for row in cursor.fetchall()]
                     connection.commit()
+                    if conflicts:
+                        self._conflicting(conflicts)
                 return
             except Exception as exc:
                 if rejected_by_database(exc):  # the rows, not the connection
@@ -497,6 +507,16 @@ class PredictionLogger:
                 stale = time.monotonic() - started < STALE_CONNECTION_SECONDS
                 if not reused or attempt == 2 or not stale:
                     raise
+
+    def _conflicting(self, request_ids: list[str]) -> None:
+        """Rows not logged because their request id is logged with other features."""
+        self.conflicts += len(request_ids)
+        if self.metrics:
+            self.metrics.log_conflicts.inc(len(request_ids))
+        shown = ", ".join(repr(rid[:128]) for rid in request_ids[:5])
+        log.warning("prediction log: %d rows not logged, their request id is logged already "
+                    "with other features (reused by the caller; the first row stays): %s%s",
+                    len(request_ids), shown, " ..." if len(request_ids) > 5 else "")  # fmt: skip
 
     def _connect(self) -> Any:
         """The writer's connection, kept between batches (the pool would ping it each time)."""
@@ -636,6 +656,7 @@ class PredictionLogger:
             "dropped": self.dropped,
             "quarantined": self.quarantined,
             "dead_lettered": self.dead_lettered,
+            "conflicts": self.conflicts,
             "torn_bytes": self.torn_bytes,
             "writer_errors": dict(self.writer_errors),
             "database_ok": self.database_ok,

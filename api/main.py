@@ -23,6 +23,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.types import ASGIApp, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
+from api.idempotency import RecentRequests
 from api.instrumentation import ApiMetrics, http_instrumentation, mark_worker_dead
 from api.logger import DisabledLogger, PredictionLogger
 from api.predictor import Predictor
@@ -30,6 +31,7 @@ from api.routes import feedback, health, logs, metrics, model, predict
 from data.db import get_engine, init_db, use_statement_timeout
 from data.schema import load_schema
 from data.settings import get_settings
+from training.registry import ModelRefused
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +66,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     def served(loaded) -> None:
         api_metrics.model_served(loaded.name, loaded.version, loaded.scorer.kind)
 
-    predictor = Predictor.from_settings(settings, app.state.schema, on_load=served)
+    predictor = Predictor.from_settings(
+        settings,
+        app.state.schema,
+        on_load=served,
+        on_refuse=lambda refusal: api_metrics.model_refused(refusal.kind),
+    )
     app.state.predictor = predictor
     try:
         predictor.load_champion()
         api_metrics.reload("changed")
+    except ModelRefused:
+        api_metrics.reload("refused")  # logged and counted by the predictor; /ready says why
     except Exception:
         api_metrics.reload("failed")  # logged by the predictor; /ready says why
     predictor.start_polling(settings.MODEL_POLL_SECONDS)
@@ -159,7 +168,11 @@ def create_app() -> FastAPI:
     app.state.metrics.label_sources(settings.label_tokens)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(health.router)
-    app.include_router(predict.build_router(schema))
+    app.include_router(
+        predict.build_router(
+            schema, settings.CATEGORICAL_MAX_LENGTH, RecentRequests(settings.REQUEST_ID_CACHE_SIZE)
+        )
+    )
     app.include_router(feedback.router)
     app.include_router(model.router)
     app.include_router(logs.router)

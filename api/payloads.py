@@ -3,7 +3,8 @@
 The `features` object of `/predict` is a pydantic model built from the schema file at start, so
 the OpenAPI docs list every feature with its type and bounds, and a request is refused with a 422
 naming the field when a feature is missing, extra, of the wrong type (strict: "1.5" is not a
-number, 1 is not a boolean), NaN or infinite. A null is accepted only for `nullable` features.
+number, 1 is not a boolean), NaN or infinite, or a categorical value is longer than
+CATEGORICAL_MAX_LENGTH characters. A null is accepted only for `nullable` features.
 Values outside the schema's bounds and unseen categories are *accepted*: they are what drift and
 quality monitoring exist to catch, and refusing them would hide the very change to be seen.
 """
@@ -35,7 +36,11 @@ RequestId = Annotated[
 StorableStr = Annotated[str, Field(strict=True, pattern=STORABLE_TEXT)]
 
 
-def _feature_field(feature: Feature) -> tuple[Any, Any]:
+# CATEGORICAL_MAX_LENGTH's default: far above any category name, far below what fills a row.
+CATEGORICAL_MAX_LENGTH = 256
+
+
+def _feature_field(feature: Feature, max_length: int) -> tuple[Any, Any]:
     if feature.is_numerical:
         bounds = []
         if feature.min is not None:
@@ -47,7 +52,7 @@ def _feature_field(feature: Feature) -> tuple[Any, Any]:
     elif feature.is_boolean:
         annotation, extra = StrictBool, ""
     else:
-        annotation = StorableStr
+        annotation = Annotated[StorableStr, Field(max_length=max_length)]
         extra = f"one of {', '.join(feature.categories)}" if feature.categories else ""
     description = " ".join(p for p in (feature.description, f"({extra})" if extra else "") if p)
     if feature.nullable:
@@ -55,16 +60,18 @@ def _feature_field(feature: Feature) -> tuple[Any, Any]:
     return annotation, Field(..., description=description or None)
 
 
-def build_models(schema: FeatureSchema) -> dict[str, Any]:
+def build_models(
+    schema: FeatureSchema, categorical_max_length: int = CATEGORICAL_MAX_LENGTH
+) -> dict[str, Any]:
     """The request types for `schema`: Features, PredictRequest, BatchPredictRequest.
 
     Features and PredictRequest are TypedDicts, not models: a batch validates into plain dicts
     four times faster than into a thousand pairs of model objects, with the same strictness,
     errors and OpenAPI schema. A missing `request_id` is filled in by the handler.
     """
+    fields = {f.name: _feature_field(f, categorical_max_length) for f in schema.features}
     features = TypedDict(  # type: ignore[misc]  # the functional form takes computed fields
-        "Features",
-        {f.name: Annotated[_feature_field(f)[0], _feature_field(f)[1]] for f in schema.features},
+        "Features", {name: Annotated[kind, info] for name, (kind, info) in fields.items()}
     )
     features.__doc__ = f"Input features of the {schema.name!r} model (from {schema.source})."
     features.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]

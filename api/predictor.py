@@ -7,6 +7,12 @@ its whole duration, never half of each, and no request fails or waits during a r
 model is loaded and verified before the swap). A background thread polls the alias every
 MODEL_POLL_SECONDS and reloads when it points at another version; `/model/reload` does the same
 on demand.
+
+A version that must not be loaded (`training.registry.ModelRefused`: a pickle flavor, a type
+outside the trusted list, a decision threshold not strictly between 0 and 1) is refused: logged,
+counted (`on_refuse`), kept in `refused` for `/model` and `/ready` to show, and the model served
+goes on serving. The poller does not try a refused version again while `@champion` points at it
+with the same tags; `/model/reload` does.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from data.logs import log_context
 from data.profile import DEFAULT_THRESHOLD
 from data.schema import FeatureSchema
 from data.settings import Settings
-from training.registry import CHAMPION, Registry, RegistryError, VersionInfo
+from training.registry import CHAMPION, ModelRefused, Registry, RegistryError, VersionInfo
 from training.scoring import VERIFY_ROWS, Scorer, make_scorer
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,25 @@ class LoadedModel:
         }
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A version `@champion` pointed at that was not loaded, and why."""
+
+    version: str
+    kind: str  # training.registry.REFUSAL_KINDS
+    reason: str
+    refused_at: datetime
+    tags: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "kind": self.kind,
+            "reason": self.reason,
+            "refused_at": self.refused_at.isoformat(),
+        }
+
+
 class Predictor:
     """Holds the served model and replaces it atomically."""
 
@@ -81,12 +106,16 @@ class Predictor:
         registry: Registry,
         schema: FeatureSchema,
         on_load: Callable[[LoadedModel], None] | None = None,
+        on_refuse: Callable[[Refusal], None] | None = None,
     ) -> None:
         self.registry = registry
         self.schema = schema
         self.on_load = on_load
+        self.on_refuse = on_refuse
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
+        # The version @champion points at that was refused (None once it points elsewhere).
+        self.refused: Refusal | None = None
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -101,8 +130,13 @@ class Predictor:
             raise ModelNotLoaded(self.last_error or "no model loaded yet")
         return model
 
-    def load_champion(self) -> LoadedModel | None:
-        """Load `@champion` if it is not what is served already; return the model served."""
+    def load_champion(self, retry_refused: bool = True) -> LoadedModel | None:
+        """Load `@champion` if it is not what is served already; return the model served.
+
+        Raises `ModelRefused` when the version must not be loaded (the model served stays);
+        without `retry_refused` (the poller), a version refused before with the same tags is
+        not tried again: the model served is returned.
+        """
         with self._reload_lock:
             version = None  # the one this is about, once known
             try:
@@ -114,10 +148,29 @@ class Predictor:
                         f"version with `python -m training.register_model promote`"
                     )
                 if self.current is not None and self.current.version == champion.version:
+                    self.refused = None
                     return self.current
                 version = champion.version
+                refused = self.refused
+                if (
+                    not retry_refused
+                    and refused is not None
+                    and (refused.version, refused.tags) == (version, champion.tags)
+                ):
+                    return self.current
                 with log_context(model_version=version):
                     loaded = self._load(champion)
+            except ModelRefused as exc:  # keep serving the model we have; say why
+                self.refused = Refusal(
+                    exc.version, exc.kind, exc.reason, datetime.now(UTC), champion.tags
+                )
+                self.last_error = str(exc)
+                served = f"v{self.current.version}" if self.current else "no model"
+                with log_context(model_version=version):
+                    log.error("@champion %s; still serving %s", exc, served)
+                if self.on_refuse:
+                    self.on_refuse(self.refused)
+                raise
             except Exception as exc:  # keep serving the model we have; report why
                 self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 with log_context(model_version=version):
@@ -126,6 +179,7 @@ class Predictor:
             previous = self.current
             self.current = loaded  # the atomic swap
             self.last_error = None
+            self.refused = None
             with log_context(model_version=version):
                 log.info(
                     "serving %s v%s (%s scorer)%s",
@@ -139,6 +193,7 @@ class Predictor:
             return loaded
 
     def _load(self, version: VersionInfo) -> LoadedModel:
+        threshold = version.threshold  # checked first: a bad tag refuses without a download
         pipeline = self.registry.load_model(version.version)
         sample = self._verification_rows(version)
         return LoadedModel(
@@ -149,7 +204,7 @@ class Predictor:
             scorer=make_scorer(pipeline, self.schema, sample),
             loaded_at=datetime.now(UTC),
             run_id=version.run_id,
-            threshold=version.threshold,
+            threshold=threshold,
             tags=version.tags,
         )
 
@@ -176,6 +231,6 @@ class Predictor:
     def _poll(self, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
-                self.load_champion()
+                self.load_champion(retry_refused=False)
             except Exception:  # already logged; the current model keeps serving
                 continue

@@ -233,6 +233,23 @@ Index(
     alert_log.c.created_at,
 )
 
+# A notification being sent: claimed (under a Postgres advisory lock on its dedup key and
+# destination) before the send, so two processes cannot both send it; deleted if the send fails.
+alert_claims = Table(
+    "alert_claims",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("claimed_at", _TIME, nullable=False),
+    Column("dedup_key", String(300), nullable=False),
+    Column("destination", String(50), nullable=False),
+)
+Index(
+    "ix_alert_claims_dedup",
+    alert_claims.c.dedup_key,
+    alert_claims.c.destination,
+    alert_claims.c.claimed_at,
+)
+
 # Every promotion, rejection and rollback of a model version: who, why, when, with the numbers.
 promotion_audit = Table(
     "promotion_audit",

@@ -123,6 +123,12 @@ INSERT_FROM_STAGE = (
     f"INSERT INTO {prediction_logs.name} ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGE} "
     "ON CONFLICT (request_id) DO NOTHING"
 )
+# Then, in the same transaction: the staged rows whose request id is logged with other features
+# (one id sent for two requests; the row logged first stays). A replayed row matches itself.
+STAGED_CONFLICTS = (
+    f"SELECT s.request_id FROM {_STAGE} s JOIN {prediction_logs.name} p USING (request_id) "
+    "WHERE p.features::jsonb <> s.features::jsonb"
+)
 
 
 def _copy_text(value: str) -> str:

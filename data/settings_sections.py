@@ -156,6 +156,20 @@ class ModelSettings(BaseModel):
         description="Values kept per numerical feature in the reference profile stored with "
         "each model version.",
     )
+    MODEL_TRUSTED_TYPES: str = Field(
+        default="",
+        description="Types a model version's skops file may hold besides skops' defaults and "
+        "the project's own (`training.registry.PROJECT_TRUSTED_TYPES`): full names separated by "
+        "commas, e.g. `mypackage.features.Winsorizer`. A version holding any other type, saved "
+        "with pickle or cloudpickle, or with a decision threshold not strictly between 0 and 1, "
+        "is refused and the API keeps serving the version it has.",
+    )
+
+    @property
+    def model_trusted_types(self) -> frozenset[str]:
+        return frozenset(
+            name.strip() for name in self.MODEL_TRUSTED_TYPES.split(",") if name.strip()
+        )
 
 
 class GateSettings(BaseModel):
@@ -427,6 +441,20 @@ class ServingSettings(BaseModel):
         ge=1,
         description="Largest `/predict/batch`, in instances; above it: 413.",
     )
+    CATEGORICAL_MAX_LENGTH: int = Field(
+        default=256,
+        ge=1,
+        description="Longest categorical feature value `/predict` takes, in characters; longer: "
+        "422 naming the feature.",
+    )
+    REQUEST_ID_CACHE_SIZE: int = Field(
+        default=100_000,
+        ge=0,
+        description="Request ids each API worker remembers (the latest, with a hash of their "
+        "features and their answer): one sent again with other features gets 409, with the same "
+        "features the first answer again. 0 = none (a reused id is only counted when its row is "
+        "written, `ml_prediction_log_conflicts_total`).",
+    )
     MAX_BODY_BYTES: int = Field(
         default=2_000_000,
         ge=1_024,
@@ -598,8 +626,10 @@ class EmailSettings(BaseModel):
     )
     SMTP_STARTTLS: bool = Field(
         default=True,
-        description="Upgrade the SMTP connection with STARTTLS before login and sending; "
-        "`false` only for a relay on the same host or network.",
+        description="Upgrade the SMTP connection with STARTTLS before login and sending, "
+        "verifying the server's certificate (a CA the system trusts, or the bundle in the "
+        "standard `SSL_CERT_FILE` variable; an untrusted one: nothing sent); `false` only for a "
+        "relay on the same host or network.",
     )
     ALERT_EMAIL_FROM: str | None = Field(default=None, description="Sender address of the emails.")
     ALERT_EMAIL_TO: str | None = Field(

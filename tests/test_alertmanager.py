@@ -129,16 +129,21 @@ def test_no_secret_is_in_the_file_and_groups_and_inhibition_are_as_documented():
     for rule in outages:
         by_source.setdefault(rule["source_matchers"][0], []).append(rule)
     # A bigger outage mutes what it explains: no exporter, no API, an SLO page (the API's fast
-    # alert), the latest window's accuracy (the mature window's), no Postgres, the spool's disk
-    # filling (the host's disk alerts).
+    # alert), the latest window's accuracy (the mature window's), no Postgres, lost log rows (the
+    # writer's disk errors), the spool's disk filling (the host's disk alerts).
     assert [rule["source_matchers"][0] for rule in outages] == [
         'alertname="MLExporterDown"', 'alertname="MLExporterDown"',
         'alertname="MLApiUnavailable"', 'alertname="MLApiUnavailable"',
         'alertname="MLPredictAvailabilityBudgetBurn"', 'alertname="MLPredictLatencyBudgetBurn"',
         'alertname="MLRealizedAccuracyLow"', 'alertname="MLRealizedAccuracyLow"',
         'alertname="MLPostgresDown"', 'alertname="MLPostgresDown"',
+        'alertname="MLPredictionLogDropping"',
         'alertname="MLSpoolDiskFilling"', 'alertname="MLSpoolDiskFilling"',
     ]  # fmt: skip
+    # Lost log rows mute the writer's disk errors (what they cost), not its internal ones.
+    (dropping,) = by_source['alertname="MLPredictionLogDropping"']
+    assert dropping["target_matchers"] == ['alertname="MLPredictionLogWriterErrors"', 'kind="disk"']
+    assert dropping["equal"] == ["environment"]
     # The latest window's accuracy alert mutes the mature window's of the same model at the same
     # or a lower severity: its page any level, its warning only a warning.
     latest_page, latest_warning = by_source['alertname="MLRealizedAccuracyLow"']

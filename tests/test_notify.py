@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -42,7 +43,7 @@ from alerting.notify import (
     SlackConfig,
     WebhookConfig,
 )
-from data.db import alert_log, get_engine
+from data.db import alert_claims, alert_log, get_engine, init_db
 from data.settings import PROJECT_ROOT, Settings, get_settings
 from monitoring.retrain.notifier import AlertLog, notifier_config, notify, on_task_failure
 from tools.testkit.http_sink import Sink, running_sink
@@ -788,3 +789,117 @@ def test_alerting_imports_nothing_of_ours():
         check=True,
     )
     assert loaded.stdout.strip() == "[]"
+
+
+# --- STARTTLS is verified ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_smtp(tmp_path) -> Iterator[tuple[Mailbox, Path]]:
+    """An SMTP server that requires STARTTLS, with a self-signed certificate for 127.0.0.1."""
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    mailbox = Mailbox(port=free_port())
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            mailbox.messages.append(envelope)
+            return "250 OK"
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        mailbox.logins.append((auth_data.login.decode(), auth_data.password.decode()))
+        return AuthResult(success=auth_data.password.decode() == SMTP_PASSWORD)
+
+    controller = Controller(
+        Handler(),
+        hostname="127.0.0.1",
+        port=mailbox.port,
+        authenticator=authenticator,
+        tls_context=server_context,
+        require_starttls=True,
+    )
+    controller.start()
+    yield mailbox, cert
+    controller.stop()
+
+
+def test_starttls_refuses_a_certificate_nobody_trusts(tls_smtp, monkeypatch):
+    # Before: smtplib's default context took any certificate, so a machine in the middle with
+    # a self-signed one got the SMTP password.
+    mailbox, _ = tls_smtp
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    notifier = Notifier(NotifierConfig(email=email_config(mailbox, starttls=True)))
+    email = next(d for d in notifier.notify(page()) if d.destination == "email")
+    assert (email.outcome, email.attempts) == ("failed", 1)
+    assert "certificate is not trusted" in email.error and "SSL_CERT_FILE" in email.error
+    assert mailbox.messages == [] and mailbox.logins == []
+
+
+def test_starttls_sends_to_a_server_whose_ca_is_trusted(tls_smtp, monkeypatch):
+    mailbox, cert = tls_smtp
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the standard way to name a private CA
+    notifier = Notifier(NotifierConfig(email=email_config(mailbox, starttls=True)))
+    email = next(d for d in notifier.notify(page()) if d.destination == "email")
+    assert email.outcome == "sent", email.error
+    assert len(mailbox.messages) == 1 and mailbox.logins == [("alerts", SMTP_PASSWORD)]
+
+
+def test_two_processes_sending_the_same_event_at_once_send_it_once(
+    sink, postgres_url, monkeypatch, tmp_path
+):
+    """Two DAG tasks notify the same event at the same instant, each in its own process against
+    real Postgres, to a Slack that takes two seconds to answer: before, each found no delivery in
+    alert_log, both sent, and the channel got it twice."""
+    configure_env(monkeypatch, sink, postgres_url)
+    monkeypatch.delenv("PAGERDUTY_ROUTING_KEY")
+    get_settings.cache_clear()
+    sink.delay_seconds = 2.0
+    init_db(get_engine(postgres_url))  # the tables exist, as in a running stack
+    # Both processes import everything first, then wait for each other (a file each), then
+    # notify: under load one process may take many seconds longer to start than the other.
+    script = (
+        "import os, pathlib, time\n"
+        "from alerting.events import candidate_rejected\n"
+        "from data.settings import get_settings\n"
+        "from monitoring.retrain.notifier import notify\n"
+        "settings = get_settings()\n"
+        f"ready = pathlib.Path({str(tmp_path)!r})\n"
+        "(ready / f'ready-{os.getpid()}').touch()\n"
+        "deadline = time.time() + 60\n"
+        "while len(list(ready.glob('ready-*'))) < 2 and time.time() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        f"event = candidate_rejected('fraud-detector', 7, gates={GATES!r})\n"
+        "print({d.destination: d.outcome for d in notify(event, settings=settings)}['slack'])"
+    )
+    env = os.environ | {"PYTHONPATH": str(PROJECT_ROOT)}
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    results = [process.communicate(timeout=120) for process in processes]
+    assert all(process.returncode == 0 for process in processes), results
+    assert sorted(out.strip() for out, _ in results) == ["deduplicated", "sent"]
+    assert len(sink.at(SLACK_PATH)) == 1
+    slack = sorted(r["outcome"] for r in rows(postgres_url) if r["destination"] == "slack")
+    assert slack == ["deduplicated", "sent"]
+
+
+def test_a_claim_whose_send_failed_is_released(sink, postgres_url, monkeypatch):
+    configure_env(monkeypatch, sink, postgres_url)
+    sink.answers[SLACK_PATH] = [(404, {}, "no_service")]
+    event = retrain_started("m", reason="drift")
+    assert outcomes(notify(event, settings=get_settings()))["slack"] == "failed"
+    assert outcomes(notify(event, settings=get_settings()))["slack"] == "sent"
+    assert outcomes(notify(event, settings=get_settings()))["slack"] == "deduplicated"
+    with get_engine(postgres_url).connect() as conn:
+        assert len(conn.execute(select(alert_claims)).all()) == 1  # the one that was sent

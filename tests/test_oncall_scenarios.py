@@ -113,6 +113,11 @@ def healthy() -> dict[str, str]:
         f'ml_predictions_total{{{API}, model_version="3", prediction="0"}}': f"0+98x{N}",
         f"ml_prediction_log_spooled_total{{{API}}}": f"0x{N}",
         f"ml_prediction_log_dropped_total{{{API}}}": f"0x{N}",
+        f"ml_prediction_log_dead_lettered_total{{{API}}}": f"0x{N}",
+        **{
+            f'ml_prediction_log_writer_errors_total{{{API}, kind="{kind}"}}': f"0x{N}"
+            for kind in ("disk", "rejected", "internal")
+        },
         f'ml_drift_features{{{EXP}, severity="critical"}}': f"0x{N}",
         f'ml_drift_features{{{EXP}, severity="warning"}}': f"0x{N}",
         f"ml_prediction_drift_detected{{{EXP}}}": f"0x{N}",
@@ -401,6 +406,7 @@ SCENARIOS = [
         | {
             f"ml_prediction_log_spooled_total{{{API}}}": f"0x9 0+50x{N - 10}",
             f"ml_prediction_log_dropped_total{{{API}}}": f"0x9 0+50x{N - 10}",
+            f'ml_prediction_log_writer_errors_total{{{API}, kind="disk"}}': f"0x9 0+1x{N - 10}",
             f"ml_prediction_log_filesystem_free_bytes{{{API}}}": f"60e9x9 0x{N - 10}",
         },
         {
@@ -410,10 +416,12 @@ SCENARIOS = [
                 MLPredictionLogSpooling="warning",
                 MLExporterSourceDown="warning",
                 MLPredictionLogDropping="critical",
+                MLPredictionLogWriterErrors="warning",
             ),
             30: fires(
                 **POSTGRES_OUTAGE,
                 MLPredictionLogDropping="critical,warning",
+                MLPredictionLogWriterErrors="warning",
                 MLSpoolDiskFilling="critical,warning",
             ),
         },
@@ -448,6 +456,19 @@ SCENARIOS = [
         "Airflow's scheduler stops, its api-server still answers",
         {f'ml_airflow_component_healthy{{{EXP}, component="scheduler"}}': f"1x9 0x{N - 10}"},
         {19: fires(), 20: fires(MLAirflowUnhealthy="warning")},
+    ),
+    Scenario(
+        "the database refuses one log row: a ticket for the dead-letter file, for an hour",
+        {
+            f"ml_prediction_log_dead_lettered_total{{{API}}}": f"0x9 1x{N - 10}",
+            f'ml_prediction_log_writer_errors_total{{{API}, kind="rejected"}}': f"0x9 1x{N - 10}",
+        },
+        {10: fires(), 11: fires(MLPredictionLogDeadLettered="warning"), 71: fires()},
+    ),
+    Scenario(
+        "the writer hits a bug on every batch: a ticket",
+        {f'ml_prediction_log_writer_errors_total{{{API}, kind="internal"}}': f"0x9 0+10x{N - 10}"},
+        {15: fires(), 16: fires(MLPredictionLogWriterErrors="warning")},
     ),
     Scenario(
         "one log row lost: a ticket, not a page",

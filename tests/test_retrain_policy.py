@@ -347,3 +347,77 @@ def test_labels_that_came_late_for_predictions_the_last_run_saw_unlabelled_are_n
     assert decision.retrain is True, decision.reason
     assert decision.numbers["late_labelled_rows"] == 20
     assert decision.numbers["new_labelled_rows"] == 20
+
+
+# --- One training at a time, decided concurrently ------------------------------------------
+
+
+def test_a_later_windows_running_training_blocks_an_earlier_windows_retrain(engine):
+    # Windows decided out of order (a backfill, Airflow catching up): the later one started a
+    # training; the earlier one must not start a second.
+    log_labelled(engine, 1, 20)
+    log_labelled(engine, 3, 20)
+    later = decide_and_record(save(engine, 3, drift=CRITICAL_DRIFT), settings=get_settings())
+    assert later.retrain is True
+    earlier = decide_and_record(save(engine, 1, drift=CRITICAL_DRIFT), settings=get_settings())
+    assert earlier.retrain is False and earlier.blocked_by == "training_running"
+    assert "a training is already running or starting" in earlier.reason
+    assert f"run {later.training_run_id}" in earlier.reason
+    assert count(engine, training_runs) == 1
+
+
+def test_two_windows_decided_at_once_start_one_training(postgres_url, monkeypatch):
+    """Two drift-check tasks deciding two windows at the same moment, each on its own
+    connection to real Postgres: before, each read "no training running", and both started one.
+    Each decision here pauses (up to 2 s) between deciding and recording, so that, without the
+    lock, both have decided before either records."""
+    import contextlib
+    import threading
+
+    import monitoring.retrain.policy as policy
+
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    monkeypatch.setenv("RETRAIN_MIN_LABELLED_ROWS", "10")
+    # Only the running-training guard between them: no cooldown, and a run counts as alive
+    # for a day (windows are six hours apart).
+    monkeypatch.setenv("RETRAIN_COOLDOWN_HOURS", "0")
+    monkeypatch.setenv("RETRAIN_TIMEOUT_HOURS", "24")
+    get_settings.cache_clear()
+    engine = get_engine(postgres_url)
+    init_db(engine)
+    for k in (1, 2):
+        log_labelled(engine, k, 20)
+        save(engine, k, drift=CRITICAL_DRIFT)
+    both_decided = threading.Barrier(2, timeout=2)
+    decide = policy._decide
+
+    def decide_then_pause(*args, **kwargs):
+        decision = decide(*args, **kwargs)
+        # With the lock the other waits for it (the barrier breaks): it decides after this
+        # one commits.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_decided.wait()
+        return decision
+
+    monkeypatch.setattr(policy, "_decide", decide_then_pause)
+    results, errors = {}, []
+
+    def run(k: int) -> None:
+        try:
+            results[k] = decide_and_record(window(k), settings=get_settings())
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    started = [d for d in results.values() if d.retrain]
+    assert len(started) == 1, [d.reason for d in results.values()]
+    (held,) = [d for d in results.values() if not d.retrain]
+    assert held.blocked_by == "training_running"
+    assert f"{started[0].training_run_id}" in held.reason
+    assert "running" in held.reason
+    assert count(engine, training_runs) == 1

@@ -8,19 +8,31 @@ threshold, and how `@champion` moves (`promote`, `rollback`, each a row in the
 table is created when it is first written or read. The gates that decide whether a version may
 become champion are training's (`training.gates`); the command line is
 `python -m training.register_model`.
+
+Loading a version runs no code of its artifact's choosing (`load_model`): only the sklearn
+flavor in skops format is read (a pickle or cloudpickle flavor is refused), and the types its
+skops file holds beyond skops' own defaults must be in the project's allowlist
+(`PROJECT_TRUSTED_TYPES`, the types of the models `training` fits) or in MODEL_TRUSTED_TYPES;
+the list the artifact's own MLmodel file names is ignored. A version whose decision threshold tag
+is not a number strictly between 0 and 1 is refused too. A refusal is a `ModelRefused` naming the
+version and why.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
+import skops.io
+import yaml
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -39,10 +51,58 @@ REFERENCE_PROFILE_ARTIFACT = "reference_profile.json"
 HOLDOUT_ARTIFACT = "holdout.parquet"
 # The version tag holding its decision threshold (a score at or above it is class 1).
 THRESHOLD_TAG = "decision_threshold"
+# The types a project model's skops file holds beyond those skops trusts by default (its own list:
+# scikit-learn's estimators and transformers, numpy arrays, builtins): the trees of the two model
+# types training fits, and numpy's dtypes. A data scientist's own types go in MODEL_TRUSTED_TYPES.
+PROJECT_TRUSTED_TYPES = frozenset(
+    {
+        "numpy.dtype",
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    }
+)
+# The one MLflow serialization of the sklearn flavor that is read: skops (pickle and cloudpickle
+# run whatever code the file names when loaded).
+SKOPS = "skops"
 
 
 class RegistryError(RuntimeError):
     """A registry operation that cannot be done; the message says why and what to do."""
+
+
+# Why a version is refused (`ModelRefused.kind`): its serialization (pickle, cloudpickle), a type
+# outside the trusted list, its decision threshold tag, or an artifact that cannot be read.
+REFUSAL_KINDS = ("serialization", "untrusted_type", "threshold", "unreadable")
+
+
+class ModelRefused(RegistryError):
+    """A version that must not be loaded: its artifact or its tags are not trusted."""
+
+    def __init__(self, version: str, kind: str, reason: str) -> None:
+        super().__init__(f"version {version} refused: {reason}")
+        self.version = version
+        self.kind = kind
+        self.reason = reason
+
+
+def decision_threshold(version: str, tags: dict[str, str]) -> float:
+    """The version's decision threshold tag (versions from before it: 0.5); `ModelRefused` when
+    it is not a number strictly between 0 and 1 (every score would be one class)."""
+    raw = tags.get(THRESHOLD_TAG)
+    if raw is None:
+        return DEFAULT_THRESHOLD
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise ModelRefused(
+            version,
+            "threshold",
+            f"its {THRESHOLD_TAG} tag is {raw[:100]!r}, not a number strictly between 0 and 1 "
+            f"(fix it with `mlflow` set_model_version_tag, or promote another version)",
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -68,17 +128,26 @@ class VersionInfo:
 
     @property
     def threshold(self) -> float:
-        """The decision threshold trained with the version (versions from before: 0.5)."""
-        return float(self.tags.get(THRESHOLD_TAG, DEFAULT_THRESHOLD))
+        """The decision threshold trained with the version (versions from before: 0.5);
+        `ModelRefused` when the tag is not a number strictly between 0 and 1."""
+        return decision_threshold(self.version, self.tags)
 
 
 class Registry:
     """One registered model in MLflow plus the audit table in DATABASE_URL."""
 
-    def __init__(self, client: MlflowClient, model_name: str, engine: Engine) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        model_name: str,
+        engine: Engine,
+        trusted_types: frozenset[str] | set[str] = frozenset(),
+    ) -> None:
         self.client = client
         self.model_name = model_name
         self.engine = engine
+        # Types a version's skops file may hold besides skops' defaults and the project's.
+        self.trusted_types = PROJECT_TRUSTED_TYPES | frozenset(trusted_types)
         self._audit_table_ready = False
 
     @classmethod
@@ -89,6 +158,7 @@ class Registry:
             MlflowClient(tracking_uri=uri, registry_uri=uri),
             settings.MODEL_NAME,
             get_engine(settings.database_url),
+            trusted_types=settings.model_trusted_types,
         )
 
     @staticmethod
@@ -137,9 +207,20 @@ class Registry:
             return None
 
     def load_model(self, version: str | int) -> Any:
-        """The fitted sklearn pipeline (features + classifier) of `version`."""
+        """The fitted sklearn pipeline (features + classifier) of `version`, loaded only from
+        a skops file whose types are all trusted (see the module's docstring); `ModelRefused`
+        otherwise, before anything of the file is built."""
         uri = self.client.get_model_version_download_uri(self.model_name, str(version))
-        return mlflow.sklearn.load_model(uri)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri,
+                    dst_path=tmp,
+                    tracking_uri=self.client.tracking_uri,
+                    registry_uri=self.client._registry_uri,
+                )
+            )
+            return load_trusted(local, str(version), self.trusted_types)
 
     def reference_profile(self, version: str | int) -> ReferenceProfile:
         """The reference profile stored with `version` at training time."""
@@ -209,6 +290,48 @@ class Registry:
         if not self._audit_table_ready:
             init_db(self.engine)
             self._audit_table_ready = True
+
+
+def load_trusted(model_dir: Path, version: str, trusted_types: frozenset[str]) -> Any:
+    """The sklearn model of an MLflow model folder, if its flavor is skops and every type its
+    file holds is skops' default or in `trusted_types`; `ModelRefused` naming what is not."""
+    try:
+        flavors = yaml.safe_load((model_dir / "MLmodel").read_text()).get("flavors") or {}
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        raise ModelRefused(
+            version, "unreadable", f"its MLmodel file cannot be read ({exc})"
+        ) from None
+    sklearn_flavor = flavors.get("sklearn")
+    if not isinstance(sklearn_flavor, dict):
+        raise ModelRefused(
+            version,
+            "serialization",
+            f"it has no sklearn flavor (flavors: {', '.join(map(str, flavors)) or 'none'})",
+        )
+    serialization = sklearn_flavor.get("serialization_format", "pickle")
+    if serialization != SKOPS:
+        raise ModelRefused(
+            version,
+            "serialization",
+            f"it is saved as {serialization!r}, which runs whatever code the file names when "
+            f"loaded; only the skops format is loaded (log it with serialization_format='skops')",
+        )
+    path = model_dir / str(sklearn_flavor.get("pickled_model", "model.skops"))
+    try:
+        found = skops.io.get_untrusted_types(file=path)
+    except Exception as exc:  # not a skops file at all
+        raise ModelRefused(
+            version, "unreadable", f"its model file cannot be read as skops ({exc})"
+        ) from None
+    untrusted = sorted(set(found) - trusted_types)
+    if untrusted:
+        raise ModelRefused(
+            version,
+            "untrusted_type",
+            f"its model file holds types outside the trusted list: {', '.join(untrusted)} "
+            f"(if they are yours and safe, add them to MODEL_TRUSTED_TYPES)",
+        )
+    return skops.io.load(path, trusted=found)
 
 
 def promote(

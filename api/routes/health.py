@@ -26,10 +26,17 @@ async def health(predictor: PredictorDep) -> dict:
 
 @router.get("/ready", responses={503: {"description": "no model loaded yet"}})
 async def ready(predictor: PredictorDep) -> JSONResponse:
-    """Readiness: 200 once a model is loaded, 503 (with the reason) until then."""
+    """Readiness: 200 once a model is loaded, 503 (with the reason) until then. `refused`: the
+    version `@champion` points at that was not loaded, and why (the one loaded keeps serving)."""
     model = predictor.current
+    refused = predictor.refused.describe() if predictor.refused else None
     if model is None:
         return JSONResponse(
-            {"status": "not ready", "detail": predictor.last_error or "loading"}, status_code=503
+            {
+                "status": "not ready",
+                "detail": predictor.last_error or "loading",
+                "refused": refused,
+            },
+            status_code=503,
         )
-    return JSONResponse({"status": "ready", "model_version": model.version})
+    return JSONResponse({"status": "ready", "model_version": model.version, "refused": refused})

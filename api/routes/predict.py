@@ -1,5 +1,8 @@
 """`/predict` and `/predict/batch`: validate, score with the served model, count, log.
 
+A request id the caller gave is remembered by the worker (`api.idempotency`): sent again with
+other features it is a 409, with the same features the first answer comes back again.
+
 Handlers are `async def` on purpose: scoring one request takes about 50 µs, far less than the
 hop to a worker thread that a plain `def` handler would cost on every request.
 """
@@ -17,6 +20,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Response, status
 
 from api.deps import LoggerDep, MetricsDep, PredictorDep, SettingsDep
+from api.idempotency import Answer, RecentRequests, RequestIdConflict, features_digest
 from api.instrumentation import ApiMetrics
 from api.logger import PredictionLogger, PredictionRecord
 from api.payloads import BatchPredictResponse, ErrorResponse, PredictResponse, build_models
@@ -28,6 +32,10 @@ from data.schema import FeatureSchema
 log = logging.getLogger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": ErrorResponse,
+        "description": "a request_id this worker answered lately with other features",
+    },
     413: {"model": ErrorResponse, "description": "batch or body too large"},
     422: {
         "model": ErrorResponse,
@@ -37,9 +45,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def build_router(schema: FeatureSchema) -> APIRouter:
-    """The prediction routes, with request bodies generated from `schema`."""
-    models = build_models(schema)
+def build_router(
+    schema: FeatureSchema, categorical_max_length: int, recent: RecentRequests
+) -> APIRouter:
+    """The prediction routes, with request bodies generated from `schema`; `recent`: the
+    request ids this worker answered lately."""
+    models = build_models(schema, categorical_max_length)
     predict_request = models["PredictRequest"]
     batch_request = models["BatchPredictRequest"]
     booleans = [f.name for f in schema.boolean]
@@ -52,13 +63,26 @@ def build_router(schema: FeatureSchema) -> APIRouter:
         """Score one transaction. The prediction is logged after the response is decided,
         without waiting for the database."""
         started = time.perf_counter()
-        request_id = body.get("request_id") or uuid.uuid4().hex
+        given = body.get("request_id")
+        request_id = given or uuid.uuid4().hex
         # For the rest of this request's task: this handler's lines and uvicorn's about it.
         bind(request_id=request_id)
-        model = _served(predictor, metrics)
         features = _plain(body["features"], booleans)
+        digest = None
+        if given is not None and recent.size:
+            digest = features_digest(features)
+            seen = recent.get(given)
+            if seen is not None:
+                _check_same([(given, digest, seen)], metrics)
+                return _again(given, seen)
+        model = _served(predictor, metrics)
         score = model.scorer.score_one(features)
-        return _answer(request_id, features, score, model, started, metrics, logger)
+        answer = _answer(request_id, features, score, model, started, metrics, logger)
+        if digest is not None:
+            recent.remember(
+                request_id, Answer(digest, answer.predicted_class, score, model.version)
+            )
+        return answer
 
     @router.post("/batch", response_model=BatchPredictResponse, responses=ERRORS)
     async def predict_batch(
@@ -77,43 +101,107 @@ def build_router(schema: FeatureSchema) -> APIRouter:
                 f"batch of {len(body.instances)} instances is over the limit of "
                 f"{settings.MAX_BATCH_SIZE} (MAX_BATCH_SIZE)",
             )
-        model = _served(predictor, metrics)
         rows = [_plain(instance["features"], booleans) for instance in body.instances]
-        scores = np.asarray(model.scorer.score_many(rows), dtype=np.float64)
+        given = [instance.get("request_id") for instance in body.instances]
+        # Rows whose id was answered before with the same features: their first answer again,
+        # not counted nor logged twice. Other features, here or earlier: 409, nothing served.
+        digests: dict[int, int] = {}
+        again: dict[int, Answer] = {}
+        if recent.size and any(rid is not None for rid in given):
+            first: dict[str, tuple[int, int]] = {}
+            checks: list[tuple[str, int, Answer]] = []
+            for i, rid in enumerate(given):
+                if rid is None:
+                    continue
+                digest = digests[i] = features_digest(rows[i])
+                seen = recent.get(rid)
+                if seen is None and rid in first:  # the same id twice in this batch
+                    seen = Answer(first[rid][1], -1, 0.0, "")
+                    again[i] = seen  # filled in from the first row below
+                elif seen is not None:
+                    again[i] = seen
+                else:
+                    first[rid] = (i, digest)
+                if seen is not None:
+                    checks.append((rid, digest, seen))
+            _check_same(checks, metrics)
+        model = _served(predictor, metrics)
+        fresh = [i for i in range(len(rows)) if i not in again] if again else None
+        scored = rows if fresh is None else [rows[i] for i in fresh]
+        scores = np.asarray(model.scorer.score_many(scored) if scored else [], dtype=np.float64)
         predicted = (scores >= model.threshold).astype(np.int64)
-        confidence = np.where(predicted == 1, scores, 1.0 - scores)
         latency = (time.perf_counter() - started) / max(len(rows), 1)
-        metrics.predictions(model.version, predicted, confidence, scores, rows, latency)
+        confidence = np.where(predicted == 1, scores, 1.0 - scores)
+        if scored:
+            metrics.predictions(model.version, predicted, confidence, scores, scored, latency)
         now = datetime.now(UTC)
-        ids = [instance.get("request_id") or uuid.uuid4().hex for instance in body.instances]
-        version, scores_list = model.version, scores.tolist()
+        ids = [rid or uuid.uuid4().hex for rid in given]
+        version, scores_list, labels = model.version, scores.tolist(), predicted.tolist()
         bind(request_id=ids[0], request_count=len(ids), model_version=version)
-        log.debug("scored %d rows, %d of class 1", len(ids), int(predicted.sum()))
-        logger.submit_many(
-            [
-                PredictionRecord(rid, now, model.name, version, row, label, score, latency * 1e3)
-                for rid, row, label, score in zip(
-                    ids, rows, predicted.tolist(), scores_list, strict=True
-                )
-            ]
-        )
+        log.debug("scored %d rows, %d of class 1", len(scored), int(predicted.sum()))
+        fresh_ids = ids if fresh is None else [ids[i] for i in fresh]
+        if scored:  # (a batch of retries only has nothing new to log)
+            logger.submit_many(
+                [
+                    PredictionRecord(
+                        rid, now, model.name, version, row, label, score, latency * 1e3
+                    )
+                    for rid, row, label, score in zip(
+                        fresh_ids, scored, labels, scores_list, strict=True
+                    )
+                ]
+            )
+        answered = list(zip(labels, scores_list, [version] * len(labels), strict=True))
+        if fresh is not None:  # the retried rows take their first answer back
+            by_row = dict(zip(fresh, answered, strict=True))
+            for i in range(len(rows)):
+                if i in again:
+                    seen = again[i]
+                    by_row[i] = (
+                        by_row[first[given[i]][0]]
+                        if seen.predicted_class < 0
+                        else (seen.predicted_class, seen.score, seen.model_version)
+                    )
+            answered = [by_row[i] for i in range(len(rows))]
+        for i, (label, score, answered_by) in enumerate(answered):
+            if i in digests and i not in again:
+                recent.remember(ids[i], Answer(digests[i], label, score, answered_by))
         # Built as plain JSON: a thousand response models validated one by one cost more than
         # scoring the batch. The shape is BatchPredictResponse's, as the OpenAPI docs say.
         answers = [
             {
                 "request_id": rid,
                 "predicted_class": label,
-                "confidence": sure,
+                "confidence": score if label else 1.0 - score,
                 "probabilities": {"0": 1.0 - score, "1": score},
-                "model_version": version,
+                "model_version": answered_by,
             }
-            for rid, label, sure, score in zip(
-                ids, predicted.tolist(), confidence.tolist(), scores_list, strict=True
-            )
+            for rid, (label, score, answered_by) in zip(ids, answered, strict=True)
         ]
         return Response(orjson.dumps({"predictions": answers}), media_type="application/json")
 
     return router
+
+
+def _check_same(checks: list[tuple[str, int, Answer]], metrics: ApiMetrics) -> None:
+    """409 if any request id comes with other features than when it was first answered."""
+    conflicts = list(dict.fromkeys(rid for rid, digest, seen in checks if digest != seen.digest))
+    if conflicts:
+        metrics.error("request_id_conflict")
+        error = RequestIdConflict(conflicts)
+        log.info("refused: %s", error)
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error))
+
+
+def _again(request_id: str, seen: Answer) -> PredictResponse:
+    """The answer a request id got the first time (an idempotent retry)."""
+    return PredictResponse(
+        request_id=request_id,
+        predicted_class=seen.predicted_class,
+        confidence=seen.score if seen.predicted_class else 1.0 - seen.score,
+        probabilities={"0": 1.0 - seen.score, "1": seen.score},
+        model_version=seen.model_version,
+    )
 
 
 def _served(predictor: Predictor, metrics: ApiMetrics) -> LoadedModel:

@@ -16,11 +16,12 @@ for the training DAG's tasks, whose failure is the training run's).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, insert, select, text
 
 from alerting.events import Event, task_failed, training_failed
 from alerting.notify import (
@@ -33,12 +34,13 @@ from alerting.notify import (
     SlackConfig,
     WebhookConfig,
 )
-from data.db import alert_log, get_engine, init_db
+from data.db import alert_claims, alert_log, get_engine, init_db
 from data.settings import Settings, get_settings
 
 
 class AlertLog:
-    """The notifier's `DeliveryLog` in `alert_log`: one row per delivery, read back for dedup."""
+    """The notifier's `DeliveryLog` in `alert_log`: one row per delivery, read back for dedup;
+    sends are claimed first in `alert_claims`, atomically across processes."""
 
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine or get_engine()
@@ -63,6 +65,48 @@ class AlertLog:
         )
         with self._tables().connect() as conn:
             return conn.execute(query).first() is not None
+
+    def claim(
+        self, dedup_key: str, destination: str, since: datetime, at: datetime, live: datetime
+    ) -> int | None:
+        """Claim a send in `alert_claims` unless it was delivered since `since` or claimed since
+        `live`; the claim's id, or None. On Postgres the check and the claim hold a transaction
+        advisory lock on the key and destination, so of two processes one claims; SQLite takes
+        one writer at a time."""
+        with self._tables().begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": _lock_key(dedup_key, destination)},
+                )
+            mine = (alert_claims.c.dedup_key == dedup_key) & (
+                alert_claims.c.destination == destination
+            )
+            held = conn.execute(
+                select(alert_claims.c.id).where(mine, alert_claims.c.claimed_at >= live).limit(1)
+            ).first()
+            delivered = conn.execute(
+                select(alert_log.c.id)
+                .where(
+                    alert_log.c.dedup_key == dedup_key,
+                    alert_log.c.destination == destination,
+                    alert_log.c.delivered.is_(True),
+                    alert_log.c.created_at >= since,
+                )
+                .limit(1)
+            ).first()
+            if held is not None or delivered is not None:
+                return None
+            conn.execute(delete(alert_claims).where(mine, alert_claims.c.claimed_at < live))
+            return conn.execute(
+                insert(alert_claims).values(
+                    claimed_at=at, dedup_key=dedup_key, destination=destination
+                )
+            ).inserted_primary_key[0]
+
+    def release(self, token: int) -> None:
+        with self._tables().begin() as conn:
+            conn.execute(delete(alert_claims).where(alert_claims.c.id == token))
 
     def record(self, event: Event, deliveries: Sequence[Delivery], at: datetime) -> None:
         annotations = {
@@ -91,6 +135,12 @@ class AlertLog:
         ]
         with self._tables().begin() as conn:
             conn.execute(insert(alert_log), rows)
+
+
+def _lock_key(dedup_key: str, destination: str) -> int:
+    """The advisory lock of one key and destination (a signed 64-bit number)."""
+    digest = hashlib.blake2b(f"notify:{destination}:{dedup_key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def notifier_config(settings: Settings) -> NotifierConfig:

@@ -25,7 +25,8 @@ What triggers a retrain (each one is named in the decision, with its numbers):
 What holds a triggered retrain back (the first that applies is `blocked_by`):
 
 - `training_running`: a training run is still running (one older than RETRAIN_TIMEOUT_HOURS
-  counts as dead and blocks nothing);
+  counts as dead and blocks nothing), or one requested for a later window is running or
+  starting (a decision taken late, in a backfill or racing a later window's);
 - `cooldown`: a run was requested less than RETRAIN_COOLDOWN_HOURS ago (failed runs excepted);
 - `daily_cap`: RETRAIN_MAX_PER_DAY runs were started by the policy in the last 24 hours;
 - `not_enough_labels`: fewer than RETRAIN_MIN_LABELLED_ROWS labelled predictions to learn from
@@ -47,7 +48,10 @@ demo replays weeks in minutes) keeps its own clock. Every decision, taken or not
 `retrain_decisions` per window; deciding a window again returns the row already there, so a
 re-run Airflow task neither duplicates it nor starts a second training. A decision to retrain
 also writes its `training_runs` row (status `running`) in the same transaction, which is what
-the next decision's guards see.
+the next decision's guards see. On Postgres, decisions for one model are taken one at a time
+(a transaction-scoped advisory lock, `pg_advisory_xact_lock`, taken before anything is read):
+two windows decided at the same moment (Airflow catching up, a backfill) cannot both start a
+training; the second waits for the first to commit and sees its run.
 
     python -m monitoring.retrain.policy [--limit 20] [--json]   # the latest decisions, newest first
 """
@@ -55,6 +59,7 @@ the next decision's guards see.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -62,7 +67,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from data.db import (
@@ -211,6 +216,7 @@ def decide_and_record(
     model_name = settings.MODEL_NAME
     try:
         with engine.begin() as conn:
+            _one_decision_at_a_time(conn, model_name)
             existing = _stored_decision(conn, model_name, start, end)
             if existing is not None:
                 return existing
@@ -223,6 +229,21 @@ def decide_and_record(
         if existing is None:
             raise
         return existing
+
+
+def decision_lock_key(model_name: str) -> int:
+    """The advisory lock that serializes the decisions for `model_name` (a signed 64-bit key)."""
+    digest = hashlib.blake2b(f"retrain-decision:{model_name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _one_decision_at_a_time(conn: Connection, model_name: str) -> None:
+    """Wait for any other decision for the model to commit (Postgres; held to this
+    transaction's end). SQLite takes one writer at a time and has no such lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": decision_lock_key(model_name)}
+        )
 
 
 def _decide(
@@ -275,6 +296,16 @@ def _decide(
         return decision(
             False,
             f"skipped: training run {running[0]['id']} is still running ({why})",
+            "training_running",
+        )
+    later = _running_from(conn, model_name, end)
+    if later:
+        numbers["running_run_id"] = later[0]["id"]
+        return decision(
+            False,
+            f"skipped: a training is already running or starting: run {later[0]['id']}, "
+            f"requested for the later window ending {later[0]['requested_at']:%Y-%m-%d %H:%M} "
+            f"({why})",
             "training_running",
         )
     counted = [r for r in runs if r["status"] != FAILED]
@@ -507,6 +538,17 @@ def _runs_before(
         .where(training_runs.c.model_name == model_name)
         .where(training_runs.c.requested_at >= since, training_runs.c.requested_at < end)
         .order_by(training_runs.c.requested_at.desc(), training_runs.c.id.desc())
+    )
+    return [with_utc_times(dict(row._mapping)) for row in conn.execute(query)]
+
+
+def _running_from(conn: Connection, model_name: str, end: datetime) -> list[dict[str, Any]]:
+    """Training runs still running that were requested at or after `end`, oldest first."""
+    query = (
+        select(training_runs)
+        .where(training_runs.c.model_name == model_name, training_runs.c.status == RUNNING)
+        .where(training_runs.c.requested_at >= end)
+        .order_by(training_runs.c.requested_at, training_runs.c.id)
     )
     return [with_utc_times(dict(row._mapping)) for row in conn.execute(query)]
 

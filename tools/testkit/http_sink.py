@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class Sink:
     url: str
     received: list[Received] = field(default_factory=list)
     answers: dict[str, list[tuple[int, dict[str, str], str]]] = field(default_factory=dict)
+    delay_seconds: float = 0.0  # how long each answer takes (a slow peer)
 
     def at(self, path: str) -> list[Received]:
         return [request for request in self.received if request.path == path]
@@ -44,6 +46,8 @@ def running_sink() -> Iterator[Sink]:
                 state.received.append(Received("POST", self.path, dict(self.headers), body))
                 queue = state.answers.get(self.path) or []
                 status, headers, text = queue.pop(0) if queue else (202, {}, '{"status":"ok"}')
+            if state.delay_seconds:
+                time.sleep(state.delay_seconds)
             # A PagerDuty-like 400 echoes the event back, as real APIs often quote the input.
             text = text.replace("{body}", raw.decode())
             self.send_response(status)
