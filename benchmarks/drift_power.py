@@ -106,7 +106,7 @@ PENGUIN_FEATURES = {
     "missing_values": "bill_length_mm",
 }
 # Seeds per case: the joint kinds and no drift get more (the bar is 95% / 5%).
-MULTIVARIATE_SEEDS = {"joint": 40, "other": 5, "null_100k": 10}
+MULTIVARIATE_SEEDS = {"joint": 20, "other": 3, "null_100k": 5}
 
 
 def unbounded_schema() -> FeatureSchema:

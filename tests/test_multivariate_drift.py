@@ -224,3 +224,20 @@ def test_the_threshold_is_part_of_the_thresholds_and_checked(profiles):
         replace(strict, multivariate_p_threshold=0)
     with pytest.raises(ValueError, match="multivariate_auc_critical"):
         DriftThresholds(multivariate_auc_critical=0.4)
+
+
+def test_the_html_page_shows_the_drivers_and_reads_reports_without_the_section(profiles):
+    from monitoring.html.drift_page import render_html
+
+    window = inject_drift(
+        rows(PENGUINS, 2_000, 13), "correlation_flip", schema=PENGUINS, feature="body_mass_g"
+    )
+    data = compute_drift_report(profiles["penguins"], window, PENGUINS, workers=1).to_dict()
+    page = render_html(data)
+    assert '<h2 id="multivariate">Multivariate drift</h2>' in page
+    assert f"held-out AUC of {data['multivariate']['auc']:.3f}" in page
+    assert "body_mass_g ~ flipper_length_mm" in page or "flipper_length_mm ~ body_mass_g" in page
+    assert "AUC lost when shuffled" in page
+    # A report stored before the check still renders, and says so.
+    del data["multivariate"], data["multivariate_drift"]
+    assert "Not available: the report predates the check." in render_html(data)
