@@ -320,7 +320,9 @@ class PcaReconstruction:
         return float(self.error(self.encode(sample)).mean()) > self._thresholds[n]
 
 
-def multivariate_part(seeds: dict[str, int]) -> list[dict]:
+def multivariate_part(
+    seeds: dict[str, int], schemas: tuple[str, ...] = ("fraud", "penguins")
+) -> list[dict]:
     fraud = unbounded_schema()
     penguins = load_schema(ROOT / "schemas" / "penguins.yaml")
     penguins = replace(penguins, features=tuple(replace(f, min=None) for f in penguins.features))
@@ -330,6 +332,8 @@ def multivariate_part(seeds: dict[str, int]) -> list[dict]:
     }
     rows = []
     for name, (schema, make) in makers.items():
+        if name not in schemas:
+            continue
         reference = coerce_frame(make(REFERENCE_ROWS, 1), schema, require_target=False)
         profile = profile_from_frame(reference, schema)
         pca = PcaReconstruction(profile, schema)
