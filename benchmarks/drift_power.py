@@ -321,8 +321,11 @@ class PcaReconstruction:
 
 
 def multivariate_part(
-    seeds: dict[str, int], schemas: tuple[str, ...] = ("fraud", "penguins")
+    seeds: dict[str, int],
+    schemas: tuple[str, ...] = ("fraud", "penguins"),
+    kinds: tuple[str | None, ...] | None = None,
 ) -> list[dict]:
+    """The multivariate part; `schemas` and `kinds` (None = no drift) pick a subset."""
     fraud = unbounded_schema()
     penguins = load_schema(ROOT / "schemas" / "penguins.yaml")
     penguins = replace(penguins, features=tuple(replace(f, min=None) for f in penguins.features))
@@ -338,6 +341,8 @@ def multivariate_part(
         profile = profile_from_frame(reference, schema)
         pca = PcaReconstruction(profile, schema)
         for label, kind, intensity, features in MULTIVARIATE_CASES:
+            if kinds is not None and kind not in kinds:
+                continue
             feature = features.get(name) or PENGUIN_FEATURES.get(kind)
             sizes = (500, 5_000, 100_000) if kind is None else (500, 5_000)
             for n in sizes:

@@ -121,7 +121,8 @@ def test_undrifted_windows_are_quiet_at_500_and_5000_rows(profiles):
                 if not result.drifted:
                     assert result.top_features == []  # nothing to name
     assert flagged <= 2  # of 32; at the 1% level 0.3 are expected
-    assert 0.2 < np.median(p_values) < 0.8  # p-values spread as under no drift
+    # Not drifting towards small p-values (the reference margin makes them lean large).
+    assert np.median(p_values) > 0.3
 
 
 @pytest.mark.slow
@@ -167,7 +168,7 @@ def test_the_joint_sample_is_saved_and_read_back(profiles, tmp_path):
     profile = profiles["penguins"]
     joint = profile.joint_sample
     assert set(joint) == set(PENGUINS.feature_names)
-    assert {len(values) for values in joint.values()} == {5_000}
+    assert {len(values) for values in joint.values()} == {10_000}  # JOINT_SAMPLE_ROWS
     assert set(joint["species"]) <= {"Adelie", "Chinstrap", "Gentoo"}
     loaded = ReferenceProfile.load(profile.save(tmp_path / "profile.json"))
     assert loaded.joint_sample == joint
