@@ -16,9 +16,19 @@ traffic. This module manufactures each kind on purpose, at a chosen intensity (0
                                                       the schema bounds and the observed range
     concept_drift             any (picks the region)  inputs untouched; labels flipped with
                                                       probability `intensity` in one region
+    correlation_flip          numerical               in a share `intensity` of rows the values
+                                                      are dealt back in reverse rank order: the
+                                                      same values, correlations reversed
+    new_cluster               numerical (+ partner)   a share `intensity` of rows moved to a
+                                                      corner of the feature and its partner
+                                                      inside both ranges where few rows were
 
-Only the drifted feature's column changes (the target column for concept_drift); the input frame
-is never modified, and the same seed always gives the same output.
+The last two are joint changes for the multivariate check: correlation_flip leaves every
+column's distribution exactly as it was, new_cluster keeps every value inside the old ranges.
+
+Only the drifted feature's column changes (the target column for concept_drift; the feature and
+its partner for new_cluster); the input frame is never modified, and the same seed always gives
+the same output.
 
     python -m data.drift_injector --schema schemas/fraud.yaml --kind mean_shift --intensity 0.5 \\
         --input var/data/transactions.parquet --output var/data/drifted.parquet
@@ -45,6 +55,8 @@ DRIFT_TYPES = (
     "missing_values",
     "out_of_range",
     "concept_drift",
+    "correlation_flip",
+    "new_cluster",
 )
 UNSEEN_CATEGORY = "__unseen_category__"
 
@@ -57,12 +69,17 @@ _ACCEPTED_TYPES: dict[str, tuple[str, ...]] = {
     "missing_values": FEATURE_TYPES,
     "out_of_range": ("numerical",),
     "concept_drift": FEATURE_TYPES,
+    "correlation_flip": ("numerical",),
+    "new_cluster": ("numerical",),
 }
 _MEAN_SHIFT_STDS = 2.0
 _VARIANCE_GROWTH = 2.0
 # Out-of-range values land this many standard deviations beyond the edge: far enough that no
 # plausible reference contains them, spread out so they do not form one suspicious spike.
 _OUT_OF_RANGE_STDS = (10.0, 20.0)
+# new_cluster: the feature's rows come from this band of its own quantiles, its partner's from
+# the mirror band (or the same band when the two are negatively correlated).
+_CLUSTER_BAND = (0.85, 0.95)
 
 
 def inject_drift(
@@ -100,6 +117,16 @@ def inject_drift(
       (numerical: rows above its median; otherwise rows holding its most frequent value) each
       0/1 label flips with probability `intensity`. Input-drift tests cannot see this by
       construction; only performance monitoring on labelled feedback can.
+    - correlation_flip: round(intensity × rows) rows are chosen; among them the feature's values
+      are dealt back in reverse rank order (the largest goes to the row that held the
+      smallest). The column holds exactly the values it held, so its distribution is unchanged,
+      while its correlation with every other feature changes sign within those rows
+      (intensity 1: the whole correlation flips). Missing values stay where they were.
+    - new_cluster: the feature's partner is the other numerical feature most correlated with it
+      (Spearman). round(intensity × rows) rows get, for the feature, values of its own column
+      between its 85th and 95th percentiles and, for the partner, values of the partner's column
+      between its 5th and 15th percentiles (85th-95th when the two are negatively correlated):
+      a cluster where the two rarely go together, with every value one the columns already held.
 
     Raises ValueError for an unknown kind, an intensity outside [0, 1], a feature that is not in
     the schema or the frame or has the wrong type for the kind, and (concept_drift) a missing or
@@ -118,6 +145,17 @@ def inject_drift(
     if kind == "concept_drift":
         region = _concept_region(column, spec)
         drifted[schema.target] = _flip_labels(frame[schema.target], region, intensity, rng)
+    elif kind == "new_cluster":
+        partner = _partner(frame, schema, spec)
+        _spread(column, spec)
+        _spread(frame[partner.name], partner)
+        high, low = _CLUSTER_BAND
+        negative = column.corr(frame[partner.name], method="spearman") < 0
+        mask = _pick_rows(_every_row(column), round(intensity * len(column)), rng)
+        drifted[spec.name] = _from_band(column, mask, (high, low), rng)
+        drifted[partner.name] = _from_band(
+            frame[partner.name], mask, (high, low) if negative else (1 - low, 1 - high), rng
+        )
     else:
         drifted[spec.name] = _INJECTORS[kind](column, spec, intensity, rng)
     return drifted
@@ -300,6 +338,50 @@ def _flip_labels(
     return labels.where(~flip, flipped)
 
 
+def _correlation_flip(
+    column: pd.Series, feature: Feature, intensity: float, rng: np.random.Generator
+) -> pd.Series:
+    _spread(column, feature)
+    present = column.notna().to_numpy(dtype=bool)
+    mask = _pick_rows(present, round(intensity * int(present.sum())), rng)
+    rows = np.flatnonzero(mask)
+    values = column.to_numpy()[rows]
+    # Rank within the chosen rows (ties in a stable order), then deal in reverse.
+    order = np.argsort(values, kind="stable")
+    flipped = values.copy()
+    flipped[order] = values[order[::-1]]
+    result = column.copy()
+    result.iloc[rows] = flipped
+    return result
+
+
+def _partner(frame: pd.DataFrame, schema: FeatureSchema, feature: Feature) -> Feature:
+    """The other numerical feature most correlated with `feature` (Spearman)."""
+    others = [f for f in schema.numerical if f.name != feature.name and f.name in frame.columns]
+    if not others:
+        raise ValueError(
+            f"new_cluster needs a second numerical feature beside {feature.name!r}; "
+            f"schema {schema.name!r} has none"
+        )
+    strength = {
+        f.name: abs(frame[feature.name].corr(frame[f.name], method="spearman")) for f in others
+    }
+    return max(others, key=lambda f: (np.nan_to_num(strength[f.name]), f.name))
+
+
+def _from_band(
+    column: pd.Series, mask: np.ndarray, band: tuple[float, float], rng: np.random.Generator
+) -> pd.Series:
+    """`column` with its masked rows given values of its own between two quantiles."""
+    low, high = column.quantile(min(band)), column.quantile(max(band))
+    present = column.dropna()
+    pool = present[(present >= low) & (present <= high)].to_numpy()
+    values = rng.choice(pool, size=int(mask.sum()))
+    result = column.copy()
+    result.iloc[np.flatnonzero(mask)] = values
+    return result
+
+
 _INJECTORS: dict[str, Callable[[pd.Series, Feature, float, np.random.Generator], pd.Series]] = {
     "mean_shift": _mean_shift,
     "variance_change": _variance_change,
@@ -307,6 +389,7 @@ _INJECTORS: dict[str, Callable[[pd.Series, Feature, float, np.random.Generator],
     "new_category": _new_category,
     "missing_values": _missing_values,
     "out_of_range": _out_of_range,
+    "correlation_flip": _correlation_flip,
 }
 
 

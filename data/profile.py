@@ -12,8 +12,12 @@ boolean feature: value counts. For the model: predicted-class counts and the sco
 probability) profile, the version's decision threshold (a score at or above it is class 1: what
 the API answered, what realized and estimated performance count) and the calibration of its
 scores fitted on the same hold-out (`training.calibration`), which performance estimation
-needs. `category_counts` is the one function that turns a column into counts, used both here
-and by the drift check, so reference and live data are counted the same way.
+needs. For the multivariate check (`monitoring.multivariate_drift`): a joint sample, up to
+`JOINT_SAMPLE_ROWS` rows kept whole (every feature of the same row), since the per-feature
+samples are sorted apart and lose which values went together; profiles saved before it have
+none and the check then says it is not available. `category_counts` is the one function that
+turns a column into counts, used both here and by the drift check, so reference and live data
+are counted the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ PROFILE_VERSION = 1
 DEFAULT_THRESHOLD = 0.5
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 101)
 MISSING_KEY = "__missing__"
+# Reference rows kept whole for the multivariate check: its held-out AUC compares half of these
+# with half of the window's sample; more than the window's 5,000 shrinks the reference's own
+# chance deviation, which every window of the version shares (docs/drift-detection.md).
+JOINT_SAMPLE_ROWS = 10_000
 
 
 class FloatSample(Sequence[float]):
@@ -183,6 +191,9 @@ class ReferenceProfile:
     threshold: float = DEFAULT_THRESHOLD
     # `training.calibration.Calibrator.to_dict()`, None for versions stored without one.
     calibration: dict[str, Any] | None = None
+    # Feature -> values of the same sampled rows (numbers, booleans as 0 / 1, categories as
+    # strings; None = missing). None for profiles saved before the multivariate check.
+    joint_sample: dict[str, list[Any]] | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     version: int = PROFILE_VERSION
 
@@ -197,6 +208,7 @@ class ReferenceProfile:
             "score": self.score.to_dict(),
             "threshold": self.threshold,
             "calibration": self.calibration,
+            "joint_sample": self.joint_sample,
             "created_at": self.created_at,
             "version": self.version,
         }
@@ -217,6 +229,7 @@ class ReferenceProfile:
             score=NumericalProfile(**raw["score"]),
             threshold=float(raw.get("threshold", DEFAULT_THRESHOLD)),
             calibration=raw.get("calibration"),
+            joint_sample=raw.get("joint_sample"),
             created_at=raw["created_at"],
             version=raw["version"],
         )
@@ -247,6 +260,29 @@ def category_counts(values: pd.Series, feature: Feature) -> dict[str, int]:
     return dict(sorted(result.items()))
 
 
+def feature_numbers(values: pd.Series) -> np.ndarray:
+    """A numerical or boolean column as float64 (booleans 0 / 1), missing as NaN."""
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def build_joint_sample(
+    frame: pd.DataFrame, schema: FeatureSchema, size: int = JOINT_SAMPLE_ROWS, seed: int = 0
+) -> dict[str, list[Any]]:
+    """Up to `size` rows of `frame` drawn at random and kept whole, feature by feature."""
+    rows = len(frame)
+    chosen = np.sort(np.random.default_rng(seed).permutation(rows)[: min(size, rows)])
+    part = frame.iloc[chosen]
+    result: dict[str, list[Any]] = {}
+    for feature in schema.features:
+        if feature.is_numerical or feature.is_boolean:
+            numbers = feature_numbers(part[feature.name])
+            result[feature.name] = [None if np.isnan(v) else float(v) for v in numbers]
+        else:
+            labels = part[feature.name].astype("string")
+            result[feature.name] = [None if pd.isna(v) else str(v) for v in labels]
+    return result
+
+
 def build_reference_profile(
     frame: pd.DataFrame,
     schema: FeatureSchema,
@@ -258,6 +294,7 @@ def build_reference_profile(
     threshold: float = DEFAULT_THRESHOLD,
     calibration: dict[str, Any] | None = None,
     trained_on: pd.DataFrame | None = None,
+    joint_sample_size: int = JOINT_SAMPLE_ROWS,
 ) -> ReferenceProfile:
     """Profile `frame` (typed as `coerce_frame` returns it) and the model's outputs.
 
@@ -300,4 +337,5 @@ def build_reference_profile(
         score=NumericalProfile.from_values(scores, sample_size, rng),
         threshold=threshold,
         calibration=calibration,
+        joint_sample=build_joint_sample(frame, schema, joint_sample_size, seed),
     )

@@ -26,6 +26,7 @@ from monitoring.drift_results import (
     PredictionDrift,
 )
 from monitoring.drift_stats import CategoricalState, NumericalState, class_counts, judge_family
+from monitoring.multivariate_drift import RowReservoir, multivariate_drift
 
 # Below this many rows, starting threads costs more than the columns take.
 _PARALLEL_MIN_ROWS = 20_000
@@ -137,6 +138,8 @@ class DriftAccumulator:
         self._final: list[FeatureDrift | None] = [None] * len(self._parts)
         self._first_seen: pd.Timestamp | None = None
         self._last_seen: pd.Timestamp | None = None
+        # The multivariate check needs rows whole: a uniform sample of the window's.
+        self._reservoir = RowReservoir(schema.feature_names)
 
     def _feature_part(self, feature: Feature) -> _Part:
         name = feature.name
@@ -195,6 +198,7 @@ class DriftAccumulator:
             self._states[index] = state
 
         self._map(run, len(chunk))
+        self._reservoir.update(chunk)
         self.rows += len(chunk)
         self._track_window(chunk)
 
@@ -266,6 +270,13 @@ class DriftAccumulator:
             )
 
         start, end = self.window or (self._first_seen, self._last_seen)
+        multivariate = multivariate_drift(
+            self.profile,
+            self._reservoir.sample,
+            self.schema,
+            p_threshold=self.thresholds.multivariate_p_threshold,
+            auc_critical=self.thresholds.multivariate_auc_critical,
+        )
         return DriftReport(
             schema_name=self.schema.name,
             features=features,
@@ -275,6 +286,7 @@ class DriftAccumulator:
             rows_current=self.rows,
             window_start=None if start is None else start.isoformat(),
             window_end=None if end is None else end.isoformat(),
+            multivariate=multivariate,
         )
 
 

@@ -62,7 +62,9 @@ The reference may also be a reference profile saved as JSON (`ReferenceProfile.s
 
 This module is the entry point (everything below is importable from here) and the command line.
 The parts: `monitoring.drift_results` (thresholds, results, the report and its JSON shape),
-`monitoring.drift_stats` (the tests and effect sizes, column by column, and the judgement) and
+`monitoring.drift_stats` (the tests and effect sizes, column by column, and the judgement),
+`monitoring.multivariate_drift` (the joint distribution: a domain classifier on a sample of the
+window's rows against the profile's joint sample, with the features that drive it) and
 `monitoring.drift_accumulator` (the window chunk by chunk, `compute_drift_report`).
 """
 
@@ -86,6 +88,8 @@ from data.settings import exit_on_config_error, get_settings
 from monitoring.drift_accumulator import DriftAccumulator, compute_drift_report, profile_from_frame
 from monitoring.drift_results import (
     CORRECTIONS,
+    MULTIVARIATE_AUC_CRITICAL,
+    MULTIVARIATE_P_THRESHOLD,
     SEVERITIES,
     WASSERSTEIN_CRITICAL,
     WASSERSTEIN_NOISE_MULTIPLE,
@@ -101,6 +105,8 @@ from monitoring.drift_stats import psi
 
 __all__ = [
     "CORRECTIONS",
+    "MULTIVARIATE_AUC_CRITICAL",
+    "MULTIVARIATE_P_THRESHOLD",
     "SEVERITIES",
     "WASSERSTEIN_CRITICAL",
     "WASSERSTEIN_NOISE_MULTIPLE",

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from data.settings import Settings, get_settings
+from monitoring.multivariate_drift import MultivariateDrift
 
 SEVERITIES = ("critical", "warning", "none")
 CORRECTIONS = ("benjamini_hochberg", "bonferroni")
@@ -27,6 +28,12 @@ WASSERSTEIN_CRITICAL = 0.5
 # size) apart by chance; below this many times that, the distance is not taken as an effect
 # (so 500 rows against 500 stay as quiet as with PSI alone).
 WASSERSTEIN_NOISE_MULTIPLE = 5.0
+# The multivariate check (`monitoring.multivariate_drift`): its held-out AUC's p-value under no
+# drift must be below this for the joint distribution to count as drifted (the per-check false
+# alarm rate, measured in docs/drift-detection.md), and a drifted window with an AUC this high
+# is critical.
+MULTIVARIATE_P_THRESHOLD = 0.01
+MULTIVARIATE_AUC_CRITICAL = 0.65
 
 
 class DriftError(ValueError):
@@ -47,9 +54,12 @@ class DriftThresholds:
     wasserstein_warning: float = WASSERSTEIN_WARNING
     wasserstein_critical: float = WASSERSTEIN_CRITICAL
     wasserstein_noise_multiple: float = WASSERSTEIN_NOISE_MULTIPLE
+    # The multivariate check, see `monitoring.multivariate_drift`.
+    multivariate_p_threshold: float = MULTIVARIATE_P_THRESHOLD
+    multivariate_auc_critical: float = MULTIVARIATE_AUC_CRITICAL
 
     def __post_init__(self) -> None:
-        for name in ("ks_p_threshold", "chi2_p_threshold"):
+        for name in ("ks_p_threshold", "chi2_p_threshold", "multivariate_p_threshold"):
             if not 0 < getattr(self, name) < 1:
                 raise DriftError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         for kind in ("psi", "wasserstein"):
@@ -62,6 +72,11 @@ class DriftThresholds:
             raise DriftError(
                 "wasserstein_noise_multiple must be at least 0, got "
                 f"{self.wasserstein_noise_multiple}"
+            )
+        if not 0.5 < self.multivariate_auc_critical <= 1:
+            raise DriftError(
+                "multivariate_auc_critical must be in (0.5, 1], got "
+                f"{self.multivariate_auc_critical}"
             )
         if self.correction not in CORRECTIONS:
             raise DriftError(
@@ -98,6 +113,8 @@ class DriftThresholds:
             "wasserstein_warning": self.wasserstein_warning,
             "wasserstein_critical": self.wasserstein_critical,
             "wasserstein_noise_multiple": self.wasserstein_noise_multiple,
+            "multivariate_p_threshold": self.multivariate_p_threshold,
+            "multivariate_auc_critical": self.multivariate_auc_critical,
         }
 
 
@@ -225,6 +242,8 @@ class DriftReport:
     rows_current: int
     window_start: str | None = None
     window_end: str | None = None
+    # The joint distribution's check; None when it was not run (a report built by hand).
+    multivariate: MultivariateDrift | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def ranked_features(self) -> list[FeatureDrift]:
@@ -245,6 +264,11 @@ class DriftReport:
     @property
     def dataset_drift(self) -> bool:
         return self.drifted_share >= self.thresholds.drift_share_threshold
+
+    @property
+    def multivariate_drift(self) -> bool:
+        """The joint distribution moved (the multivariate check ran and found drift)."""
+        return self.multivariate is not None and self.multivariate.drifted
 
     @property
     def counts_by_severity(self) -> dict[str, int]:
@@ -279,6 +303,8 @@ class DriftReport:
             )
         else:
             text += " Prediction drift: no."
+        if self.multivariate is not None:
+            text += " " + self.multivariate.summary
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -291,6 +317,11 @@ class DriftReport:
                 "ranked_features": [f.name for f in self.ranked_features()],
                 "prediction": self.prediction.to_dict(),
                 "prediction_drift": self.prediction.drifted,
+                "multivariate": (
+                    self.multivariate
+                    or MultivariateDrift(False, reason="the multivariate check was not run")
+                ).to_dict(),
+                "multivariate_drift": self.multivariate_drift,
                 "drifted_share": self.drifted_share,
                 "dataset_drift": self.dataset_drift,
                 "counts_by_severity": self.counts_by_severity,

@@ -27,6 +27,8 @@ from data.schema import Feature, FeatureSchema, load_schema
 from data.settings import PROJECT_ROOT, get_settings
 from data.synthetic import fraud_probability, generate_transactions
 from monitoring.drift_report import (
+    MULTIVARIATE_AUC_CRITICAL,
+    MULTIVARIATE_P_THRESHOLD,
     WASSERSTEIN_CRITICAL,
     WASSERSTEIN_NOISE_MULTIPLE,
     WASSERSTEIN_WARNING,
@@ -409,6 +411,8 @@ def test_thresholds_come_from_settings(monkeypatch):
         "wasserstein_warning": WASSERSTEIN_WARNING,
         "wasserstein_critical": WASSERSTEIN_CRITICAL,
         "wasserstein_noise_multiple": WASSERSTEIN_NOISE_MULTIPLE,
+        "multivariate_p_threshold": MULTIVARIATE_P_THRESHOLD,
+        "multivariate_auc_critical": MULTIVARIATE_AUC_CRITICAL,
     }
     with pytest.raises(DriftError, match="psi_warning < psi_critical"):
         DriftThresholds(psi_warning=0.3, psi_critical=0.2)
@@ -571,7 +575,11 @@ INJECTED_FEATURE = {
     "missing_values": "account_age_days",
     "out_of_range": "distance_from_home_km",
     "concept_drift": "amount",
+    "correlation_flip": "avg_amount_30d",
+    "new_cluster": "avg_amount_30d",
 }
+# Joint changes: the multivariate check finds them and names the feature among its drivers.
+JOINT_KINDS = ("correlation_flip", "new_cluster")
 
 
 def model_outputs(raw: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
@@ -617,6 +625,13 @@ def test_each_injected_drift_is_found_on_its_feature(kind, fraud_reference, frau
         assert report.drifted_features == []
         assert not report.dataset_drift
         assert not report.prediction.drifted
+        return
+    if kind in JOINT_KINDS:
+        assert report.multivariate_drift
+        assert feature in report.multivariate.drivers[:3]
+        assert "amount" in report.multivariate.drivers[:3]  # its partner
+        if kind == "correlation_flip":  # every column holds the values it held
+            assert report.drifted_features == []
         return
     assert [f.name for f in report.drifted_features] == [feature]
     assert report.ranked_features()[0].name == feature

@@ -1,10 +1,12 @@
 """The drift report's page: one self-contained HTML file for whoever is on call.
 
 At the top: dataset drift yes/no, the drifted share, counts by severity, rows and the window.
-Then prediction drift, a table of features sorted by severity then PSI (with the Wasserstein
-distance of numerical ones), and for each feature the reference and current shares side by
-side: the reference decile bins (open-ended, plus missing) for numerical features, the
-categories (new ones marked) for the others.
+Then prediction drift, multivariate drift (the domain classifier's AUC, the features it needs
+most and the pairs whose correlation moved; older reports without it say so), a table of
+features sorted by severity then PSI (with the Wasserstein distance of numerical ones), and for
+each feature the reference and current shares side by side: the reference decile bins
+(open-ended, plus missing) for numerical features, the categories (new ones marked) for the
+others.
 
 `render_html` takes a `DriftReport` or its `to_dict()` output, so a report stored as JSON can be
 rendered again later. It reads the report only through that dict, so this module needs nothing
@@ -47,6 +49,7 @@ def render_html(
             f'<p class="lead" id="summary">{e(data["summary"])}</p>',
             _cards(data),
             _prediction_section(data["prediction"], max_categories),
+            _multivariate_section(data.get("multivariate")),
             "<h2>Features</h2>",
             _feature_table(data, ranked),
             *(
@@ -135,6 +138,45 @@ def _prediction_section(prediction: dict[str, Any], max_categories: int) -> str:
         + table(["Output", "Test", *_TEST_COLUMNS], rows, text={0, 1})
         + charts
     )
+
+
+def _multivariate_section(multivariate: dict[str, Any] | None) -> str:
+    head = '<h2 id="multivariate">Multivariate drift</h2>'
+    if not multivariate:
+        return head + '<p class="note">Not available: the report predates the check.</p>'
+    if not multivariate.get("available"):
+        reason = multivariate.get("reason") or "not run"
+        return head + f'<p class="note">Not available: {e(reason)}.</p>'
+    severity = multivariate["severity"]
+    verdict = "Drifted" if multivariate["drifted"] else "No drift"
+    text = (
+        f"<p>{verdict} in the joint distribution of the features: a domain classifier tells "
+        f"{multivariate['rows_current']:,} window rows from {multivariate['rows_reference']:,} "
+        f"reference rows with a held-out AUC of {multivariate['auc']:.3f} (p "
+        f"{_p(multivariate['p_value'])}; drift from p &lt; {multivariate['p_threshold']}, an AUC "
+        f"of about {multivariate['auc_threshold']:.3f}) {badge(severity, severity)}</p>"
+    )
+    features = [
+        row([e(f["feature"]), _num(f["auc_drop"], ".3f")], text={0})
+        for f in multivariate.get("top_features", [])
+    ]
+    if features:
+        text += table(["Feature it needs most", "AUC lost when shuffled"], features, text={0})
+    pairs = [
+        row(
+            [
+                e(" ~ ".join(p["features"])),
+                _num(p["reference"], "+.2f"),
+                _num(p["current"], "+.2f"),
+                _num(p["change"], "+.2f"),
+            ],
+            text={0},
+        )
+        for p in multivariate.get("correlation_changes", [])
+    ]
+    if pairs:
+        text += table(["Pair", "Correlation, reference", "current", "change"], pairs, text={0})
+    return head + text
 
 
 def _feature_table(data: dict[str, Any], ranked: list[str]) -> str:
