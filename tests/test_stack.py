@@ -367,6 +367,19 @@ def test_clients_stop_before_the_servers_they_wait_for(tmp_path):
     ]
 
 
+def test_prometheus_runs_without_its_lifecycle_api(tmp_path):
+    """As in compose: with `--web.enable-lifecycle` any local user could stop Prometheus
+    (`POST /-/quit`) and with it every alert."""
+    from tools.stack import Ports, services
+
+    settings = Settings(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ports = Ports(8000, 9100, 5000, 9090, 9093, 8080)
+    (prometheus,) = [s for s in services(settings, tmp_path, ports, True)
+                     if s.name == "prometheus"]  # fmt: skip
+    assert prometheus.command[0].endswith("prometheus")
+    assert not [arg for arg in prometheus.command if "lifecycle" in arg]
+
+
 def test_the_exporter_probes_the_stacks_own_airflow(tmp_path):
     """MLAirflowUnhealthy reads the exporter's probe of Airflow's health: pointed at this
     stack's api-server port, and not set when the stack runs without Airflow."""

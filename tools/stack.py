@@ -329,7 +329,8 @@ def services(settings: Settings, var: Path, ports: Ports, airflow: bool) -> list
         Service("prometheus",
                 [binary("prometheus"), f"--config.file={stack / 'prometheus.yml'}",
                  f"--storage.tsdb.path={var / 'prometheus-data'}",
-                 "--storage.tsdb.retention.time=15d", "--web.enable-lifecycle",
+                 # No --web.enable-lifecycle: anyone on this machine could POST /-/quit.
+                 "--storage.tsdb.retention.time=15d",
                  f"--web.listen-address={HOST}:{ports.prometheus}",
                  f"--web.external-url={prometheus_url}",
                  "--enable-feature=expand-external-labels"],  # environment on every alert
