@@ -119,6 +119,14 @@ MODEL_REFUSED = Counter(
     "strictly between 0 and 1), unreadable",
     ["environment", "kind"],
 )
+# 1 while @champion points at a version this API refused (any worker: livemax), 0 once it
+# points at one it serves: MLChampionRefused, which the counter above cannot say for long.
+CHAMPION_REFUSED = Gauge(
+    "ml_model_champion_refused",
+    "1 while @champion points at a version the API refused to load (the previous one serves)",
+    ["environment"],
+    multiprocess_mode="livemax",
+)
 # Per HTTP request, for every route (the instrumentator's middleware fills them). Two series only:
 # its default set adds size summaries and a 21-bucket histogram that cost more than scoring.
 HTTP_REQUESTS = Counter(
@@ -266,6 +274,7 @@ class ApiMetrics:
             for reason in FEEDBACK_REJECT_REASONS
         }
         self.refusals = {kind: MODEL_REFUSED.labels(environment, kind) for kind in REFUSAL_KINDS}
+        self.champion_refused = CHAMPION_REFUSED.labels(environment)
         self._model_info: tuple[str, ...] | None = None
         self._buffer: deque[tuple] = deque()  # appends and poplefts are thread-safe
         self._spool_dir: Path | None = None
@@ -273,6 +282,7 @@ class ApiMetrics:
         for histogram in (self.latency, self.confidence, self.score, *self.features.values()):
             check_histogram_internals(histogram)
         self.model_loaded.set(0)
+        self.champion_refused.set(0)
 
     def prediction(
         self,
@@ -398,6 +408,9 @@ class ApiMetrics:
 
     def model_refused(self, kind: str) -> None:
         self.refusals.get(kind, MODEL_REFUSED.labels(self.environment, kind)).inc()
+
+    def champion_refused_now(self, refused: bool) -> None:
+        self.champion_refused.set(1 if refused else 0)
 
 
 def http_instrumentation(environment: str) -> Callable[[Info], None]:

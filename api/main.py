@@ -71,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.schema,
         on_load=served,
         on_refuse=lambda refusal: api_metrics.model_refused(refusal.kind),
+        on_refused_state=api_metrics.champion_refused_now,
     )
     app.state.predictor = predictor
     try:

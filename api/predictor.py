@@ -107,15 +107,18 @@ class Predictor:
         schema: FeatureSchema,
         on_load: Callable[[LoadedModel], None] | None = None,
         on_refuse: Callable[[Refusal], None] | None = None,
+        on_refused_state: Callable[[bool], None] | None = None,
     ) -> None:
         self.registry = registry
         self.schema = schema
         self.on_load = on_load
         self.on_refuse = on_refuse
+        # Told whether @champion now points at a refused version (the metric behind an alert).
+        self.on_refused_state = on_refused_state
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
         # The version @champion points at that was refused (None once it points elsewhere).
-        self.refused: Refusal | None = None
+        self._refused: Refusal | None = None
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -123,6 +126,16 @@ class Predictor:
     @classmethod
     def from_settings(cls, settings: Settings, schema: FeatureSchema, **kwargs) -> Predictor:
         return cls(Registry.from_settings(settings), schema, **kwargs)
+
+    @property
+    def refused(self) -> Refusal | None:
+        return self._refused
+
+    @refused.setter
+    def refused(self, refusal: Refusal | None) -> None:
+        self._refused = refusal
+        if self.on_refused_state:
+            self.on_refused_state(refusal is not None)
 
     def require(self) -> LoadedModel:
         model = self.current

@@ -130,16 +130,21 @@ def test_no_secret_is_in_the_file_and_groups_and_inhibition_are_as_documented():
         by_source.setdefault(rule["source_matchers"][0], []).append(rule)
     # A bigger outage mutes what it explains: no exporter, no API, an SLO page (the API's fast
     # alert), the latest window's accuracy (the mature window's), no Postgres, lost log rows (the
-    # writer's disk errors), the spool's disk filling (the host's disk alerts).
+    # writer's disk errors), a refused champion (a replica on the old version), the spool's disk
+    # filling (the host's disk alerts).
     assert [rule["source_matchers"][0] for rule in outages] == [
         'alertname="MLExporterDown"', 'alertname="MLExporterDown"',
         'alertname="MLApiUnavailable"', 'alertname="MLApiUnavailable"',
         'alertname="MLPredictAvailabilityBudgetBurn"', 'alertname="MLPredictLatencyBudgetBurn"',
         'alertname="MLRealizedAccuracyLow"', 'alertname="MLRealizedAccuracyLow"',
         'alertname="MLPostgresDown"', 'alertname="MLPostgresDown"',
-        'alertname="MLPredictionLogDropping"',
+        'alertname="MLPredictionLogDropping"', 'alertname="MLChampionRefused"',
         'alertname="MLSpoolDiskFilling"', 'alertname="MLSpoolDiskFilling"',
     ]  # fmt: skip
+    # A refused champion mutes the replica-serves-an-old-version ticket it explains.
+    (refused,) = by_source['alertname="MLChampionRefused"']
+    assert refused["target_matchers"] == ['alertname="MLReplicaServesOldVersion"']
+    assert refused["equal"] == ["environment"]
     # Lost log rows mute the writer's disk errors (what they cost), not its internal ones.
     (dropping,) = by_source['alertname="MLPredictionLogDropping"']
     assert dropping["target_matchers"] == ['alertname="MLPredictionLogWriterErrors"', 'kind="disk"']

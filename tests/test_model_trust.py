@@ -102,6 +102,16 @@ def refused_count(api: TestClient, kind: str) -> float:
     raise AssertionError("ml_model_refused_total is not exported")
 
 
+def champion_refused(api: TestClient) -> float:
+    """`ml_model_champion_refused`: what MLChampionRefused reads (the counter above says a
+    refusal happened; this says @champion still points at the refused version)."""
+    for family in text_string_to_metric_families(api.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "ml_model_champion_refused":
+                return sample.value
+    raise AssertionError("ml_model_champion_refused is not exported")
+
+
 def assert_refused_and_v1_serves(api: TestClient, version: str, kind: str, words: list[str]):
     answer = api.post("/model/reload", headers=ADMIN)
     assert answer.status_code == 409, answer.text
@@ -179,6 +189,7 @@ def test_the_poller_keeps_the_served_version_says_why_once_and_moves_on(
     rows = request_rows_cache()
     with TestClient(create_app()) as api:
         before = refused_count(api, "threshold")  # the counter lives as long as the process
+        assert champion_refused(api) == 0
         registry.set_alias(CHAMPION, bad)
         deadline = time.monotonic() + 15
         while (api.get("/ready").json().get("refused") or {}).get("version") != bad:
@@ -186,12 +197,14 @@ def test_the_poller_keeps_the_served_version_says_why_once_and_moves_on(
             time.sleep(0.1)
         time.sleep(0.5)  # several polls: the refusal is not tried (nor counted) again
         assert refused_count(api, "threshold") == before + 1
+        assert champion_refused(api) == 1  # for as long as @champion points at it
         assert api.post("/predict", json={"features": rows[0]}).json()["model_version"] == "1"
         registry.set_alias(CHAMPION, good)
         while api.get("/model").json()["model_version"] != good:
             assert time.monotonic() < deadline, "the poller did not load the good version"
             time.sleep(0.1)
         assert api.get("/model").json()["refused"] is None
+        assert champion_refused(api) == 0
         assert api.get("/model").json()["decision_threshold"] == 0.4
 
 

@@ -108,6 +108,7 @@ def healthy() -> dict[str, str]:
         f"ml_prediction_confidence_sum{{{API}}}": f"0+90x{N}",
         f"ml_prediction_confidence_count{{{API}}}": f"0+100x{N}",
         f"ml_model_loaded{{{API}}}": f"1x{N}",
+        f"ml_model_champion_refused{{{API}}}": f"0x{N}",
         f'ml_model_info{{{API}, model_name="fraud-detector", model_version="3", scorer="compiled"}}': f"1x{N}",
         f'ml_predictions_total{{{API}, model_version="3", prediction="1"}}': f"0+2x{N}",
         f'ml_predictions_total{{{API}, model_version="3", prediction="0"}}': f"0+98x{N}",
@@ -360,6 +361,20 @@ SCENARIOS = [
             f'ml_champion_info{{{EXP}, model_version="4"}}': f"_x30 1x{N - 30}",
         },
         {44: fires(), 45: fires(MLReplicaServesOldVersion="warning")},
+    ),
+    Scenario(
+        "@champion moves to a version the API refuses: a ticket saying why; the replica keeps "
+        "serving the old version (MLReplicaServesOldVersion too, muted by Alertmanager)",
+        {
+            f"ml_model_champion_refused{{{API}}}": f"0x9 1x{N - 10}",
+            f'ml_champion_info{{{EXP}, model_version="3"}}': "1x9 stale",
+            f'ml_champion_info{{{EXP}, model_version="4"}}': f"_x10 1x{N - 10}",
+        },
+        {
+            14: fires(),
+            15: fires(MLChampionRefused="warning"),
+            25: fires(MLChampionRefused="warning", MLReplicaServesOldVersion="warning"),
+        },
     ),
     Scenario(
         "a replica has no model",
