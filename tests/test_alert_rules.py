@@ -79,7 +79,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
     binary = shutil.which("promtool")
     assert binary, "promtool is not installed: `make system-tools` installs it (Debian prometheus)"
     return subprocess.run(
-        [binary, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+        [binary, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900
     )
 
 
