@@ -53,18 +53,8 @@ class AlertLog:
         return self.engine
 
     def sent_since(self, dedup_key: str, destination: str, since: datetime) -> bool:
-        query = (
-            select(alert_log.c.id)
-            .where(
-                alert_log.c.dedup_key == dedup_key,
-                alert_log.c.destination == destination,
-                alert_log.c.delivered.is_(True),
-                alert_log.c.created_at >= since,
-            )
-            .limit(1)
-        )
         with self._tables().connect() as conn:
-            return conn.execute(query).first() is not None
+            return conn.execute(_delivered(dedup_key, destination, since)).first() is not None
 
     def claim(
         self, dedup_key: str, destination: str, since: datetime, at: datetime, live: datetime
@@ -85,16 +75,7 @@ class AlertLog:
             held = conn.execute(
                 select(alert_claims.c.id).where(mine, alert_claims.c.claimed_at >= live).limit(1)
             ).first()
-            delivered = conn.execute(
-                select(alert_log.c.id)
-                .where(
-                    alert_log.c.dedup_key == dedup_key,
-                    alert_log.c.destination == destination,
-                    alert_log.c.delivered.is_(True),
-                    alert_log.c.created_at >= since,
-                )
-                .limit(1)
-            ).first()
+            delivered = conn.execute(_delivered(dedup_key, destination, since)).first()
             if held is not None or delivered is not None:
                 return None
             conn.execute(delete(alert_claims).where(mine, alert_claims.c.claimed_at < live))
@@ -135,6 +116,20 @@ class AlertLog:
         ]
         with self._tables().begin() as conn:
             conn.execute(insert(alert_log), rows)
+
+
+def _delivered(dedup_key: str, destination: str, since: datetime):
+    """The query for a delivery of `dedup_key` to `destination` at or after `since`."""
+    return (
+        select(alert_log.c.id)
+        .where(
+            alert_log.c.dedup_key == dedup_key,
+            alert_log.c.destination == destination,
+            alert_log.c.delivered.is_(True),
+            alert_log.c.created_at >= since,
+        )
+        .limit(1)
+    )
 
 
 def _lock_key(dedup_key: str, destination: str) -> int:
