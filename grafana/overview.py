@@ -239,6 +239,26 @@ def service_health() -> list[dict[str, Any]]:
             width=6,
         ),
         timeseries(
+            "Prediction log writer faults",
+            "short",
+            prom(
+                "sum by (environment) "
+                f"(increase(ml_prediction_log_dead_lettered_total{{{ENV}}}[$__rate_interval]))",
+                "dead-lettered",
+            ),
+            prom(
+                "sum by (environment, kind) "
+                f"(increase(ml_prediction_log_writer_errors_total{{{ENV}}}[$__rate_interval]))",
+                "error: {{kind}}",
+            ),
+            description=(
+                "Rows the database refused for good, kept in the spool's dead-letter folder "
+                "(MLPredictionLogDeadLettered), and errors the writer caught and went on from, "
+                "by kind: disk, rejected, internal (MLPredictionLogWriterErrors)."
+            ),
+            width=6,
+        ),
+        timeseries(
             "Exporter read time",
             "s",
             prom(f"ml_exporter_read_seconds{{{SEL}}}", "{{environment}}"),
@@ -893,7 +913,24 @@ def retraining_and_registry() -> list[dict[str, Any]]:
                 "{{result}}",
             ),
             description="Hot reloads of @champion by result: changed, unchanged, failed.",
-            width=24,
+            width=16,
+            height=6,
+        ),
+        timeseries(
+            "Champion versions refused",
+            "short",
+            prom(f"max by (environment) (ml_model_champion_refused{{{ENV}}})", "@champion refused"),
+            prom(
+                "sum by (environment, kind) "
+                f"(increase(ml_model_refused_total{{{ENV}}}[$__rate_interval]))",
+                "refused: {{kind}}",
+            ),
+            description=(
+                "1 while @champion names a version the API will not load (pickle, a type "
+                "outside the trusted list, a bad decision threshold) and the one before serves "
+                "(MLChampionRefused); refusals by kind."
+            ),
+            width=8,
             height=6,
         ),
         table(
