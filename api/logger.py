@@ -332,7 +332,14 @@ class PredictionLogger:
             except Exception as exc:  # _iteration's own bookkeeping failed: wait, go on
                 self._writer_error(exc, "the writer loop")
                 self._stop.wait(self.flush_interval)
-        for step in (lambda: self._replay_if_due(force=True), self._tick, self._disconnect):
+        # A last claim: a sibling killed since the last pass (its successor may never start,
+        # as when the whole server stops) leaves rows that the replay below writes now.
+        for step in (
+            self._claim,
+            lambda: self._replay_if_due(force=True),
+            self._tick,
+            self._disconnect,
+        ):
             try:
                 step()
             except Exception as exc:

@@ -78,6 +78,7 @@ DASHBOARD_VARIABLES = {"$environment": ".+", "$model": ".+", "$__rate_interval":
 HOST_ONLY_SERIES = COMPOSE_ONLY_OWN["node"] | COMPOSE_ONLY_OWN["cadvisor"]
 COMPOSE_ONLY_SERIES = COMPOSE_ONLY_OWN["postgres"]
 WAIT_SECONDS = 60
+STARTUP_SECONDS = 240  # a server's start, as ServerProcess.wait_ready
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -104,7 +105,7 @@ class Exporter:
             cwd=folder, env=env, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
         )  # fmt: skip
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = STARTUP_SECONDS) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -711,7 +712,9 @@ def test_a_replica_without_a_champion_pages_through_slack_and_pagerduty(stack):
     env = stack.env | {"MLFLOW_TRACKING_URI": uri, "PREDICTION_SPOOL_DIR": str(folder / "spool")}
     replica = ServerProcess(folder, env, workers=1)
     try:
-        wait_until(lambda: _answers(f"{replica.url}/health"), WAIT_SECONDS,
+        # As long as ServerProcess.wait_ready gives a server: on two cores saturated by
+        # `make test`, a worker's imports alone took over 60 s (CI failed on it).
+        wait_until(lambda: _answers(f"{replica.url}/health"), STARTUP_SECONDS,
                    "the replica's /health", lambda: tail(replica.log_path))  # fmt: skip
         assert httpx.get(f"{replica.url}/ready", timeout=5).status_code == 503
         api = stack.api.url.removeprefix("http://")

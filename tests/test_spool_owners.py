@@ -152,6 +152,28 @@ def test_a_killed_process_journal_is_replayed_whatever_its_pid(private_postgres,
     assert list(spool.iterdir()) == []
 
 
+def test_a_clean_stop_replays_what_a_worker_killed_since_the_last_claim_left(tmp_path):
+    """A worker killed moments before the server's clean stop (its successor still starting,
+    the survivor's next claim not due): the survivor claims the orphan while it stops and
+    writes its rows, so a clean stop leaves no file behind (CI once found a journal left)."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    init_db(get_engine(url))
+    spool = tmp_path / "spool"
+    survivor = PredictionLogger(spool, url=url, flush_interval=0.02, claim_interval=3600)
+    survivor.start()
+    killed = spool_files.Owner(spool)
+    rows = [record(i, "killed") for i in range(50)]
+    (spool / killed.file_name(".journal")).write_bytes(spool_files.encode(rows))
+    killed.release(unlink=False)  # as SIGKILL leaves it: the lock file stays, unlocked
+    survivor.submit_many(record(i, "alive") for i in range(10))
+    assert survivor.flush(timeout=10)
+    survivor.close()
+    ids = Counter(logged_ids(url))
+    assert set(ids) == {r.request_id for r in rows} | {f"alive{i}" for i in range(10)}
+    assert max(ids.values()) == 1
+    assert list(spool.iterdir()) == []
+
+
 def _claim_many(folder: str, start, results, finish) -> None:
     owner = spool_files.Owner(Path(folder))
     start.wait()
