@@ -33,6 +33,7 @@ from tests.test_compose_stack import (
     _env_file,
     _image_present,
     _wait,
+    one_stack_at_a_time,
     wait_healthy,
 )
 
@@ -126,6 +127,11 @@ def celery_stack(tmp_path_factory) -> Iterator[Stack]:
     stack = Stack(f"mlmon-celery-{uuid.uuid4().hex[:8]}", env_file)
     stack.base += ["--profile", "celery"]
     stack.services = list(SERVICES)
+    with one_stack_at_a_time():
+        yield from _up(stack)
+
+
+def _up(stack: Stack) -> Iterator[Stack]:
     try:
         stack.build_images()
         started = time.monotonic()

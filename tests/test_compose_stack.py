@@ -13,6 +13,7 @@ not on the machine, and so are their Prometheus jobs.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -57,7 +58,26 @@ ONE_SHOTS = {"airflow-init", "preflight"}  # exit 0 once done (the preflight: th
 BUILD_LOCK = (
     Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"mlmon-compose-build-{os.getuid()}.lock"
 )
+# Held while a stack is up (this module's and the celery profile's): two Airflow stacks starting
+# beside the rest of `make test` on two cores did not get healthy in 15 minutes (CI failed on
+# it); one after the other, each is healthy in one or two.
+STACK_LOCK = BUILD_LOCK.with_name(f"mlmon-compose-stack-{os.getuid()}.lock")
 HEALTHY_TIMEOUT = 900  # seconds; the Airflow services start slowly on 2 shared cores
+
+
+@contextlib.contextmanager
+def one_stack_at_a_time() -> Iterator[None]:
+    """Wait for any other test's compose stack to come down (pytest's workers share the lock)."""
+    STACK_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with STACK_LOCK.open("w") as lock:
+        started = time.monotonic()
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        waited = time.monotonic() - started
+        if waited > 1:
+            print(f"\ncompose: waited {waited:.0f} s for another test's stack to come down")
+        yield
+
+
 REQUEST = {
     "amount": 950.0, "avg_amount_30d": 42.5, "hour_of_day": 3, "customer_age": None,
     "account_age_days": 12, "distance_from_home_km": 850.0, "transactions_24h": 7,
@@ -245,6 +265,11 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         pytest.skip(problem)
     env_file = _env_file(tmp_path_factory.mktemp("compose") / "env")
     stack = Stack(f"mlmon-test-{uuid.uuid4().hex[:8]}", env_file)
+    with one_stack_at_a_time():
+        yield from _up(stack)
+
+
+def _up(stack: Stack) -> Iterator[Stack]:
     try:
         stack.build_images()
         started = time.monotonic()
