@@ -273,6 +273,22 @@ class DriftSettings(BaseModel):
         description="A Wasserstein distance counts only at this many times its sampling noise, "
         "which keeps small windows quiet.",
     )
+    MULTIVARIATE_P_THRESHOLD: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="Significance level of the multivariate check (a domain classifier's "
+        "held-out AUC telling the window's rows from the reference's): the joint distribution "
+        "drifted below it, even where no feature did on its own. Its false-alarm rate per "
+        "check, measured in docs/drift-detection.md.",
+    )
+    MULTIVARIATE_AUC_CRITICAL: float = Field(
+        default=0.65,
+        gt=0.5,
+        le=1,
+        description="A multivariate drift with a held-out AUC at least this high is critical: "
+        "it triggers a retrain as critical drift of a feature does.",
+    )
 
 
 class RetrainSettings(BaseModel):

@@ -753,6 +753,40 @@ def drift_and_quality() -> list[dict[str, Any]]:
             line_thresholds=True,
         ),
         timeseries(
+            "Multivariate drift (domain classifier AUC)",
+            "none",
+            prom(f"ml_drift_multivariate_auc{{{SEL}}}", "AUC"),
+            prom(f"ml_drift_multivariate_auc_threshold{{{SEL}}}", "drifted from"),
+            description=(
+                "Held-out AUC of a classifier telling the window's rows from the reference's: "
+                "0.5 when the joint distribution is unchanged; drifted over the window's "
+                "threshold (MULTIVARIATE_P_THRESHOLD), critical from MULTIVARIATE_AUC_CRITICAL "
+                "(MLMultivariateDrift). It sees a flipped correlation or a new cluster that no "
+                "feature's own test does."
+            ),
+            thresholds=steps(GREEN, (default("MULTIVARIATE_AUC_CRITICAL"), RED)),
+            line_thresholds=True,
+        ),
+        panel(
+            "bargauge",
+            "Multivariate drift drivers",
+            "none",
+            [
+                prom(
+                    f"sort_desc(ml_drift_multivariate_driver_importance{{{SEL}}})",
+                    "{{feature}}",
+                    instant=True,
+                )
+            ],
+            description=(
+                "While the joint distribution drifted: the held-out AUC lost when each named "
+                "feature is shuffled, the features the drift lives in. The report names the "
+                "feature pairs whose correlation moved."
+            ),
+            thresholds=steps(BLUE),
+            width=12,
+        ),
+        timeseries(
             "Missing share per feature",
             "percentunit",
             prom(f"ml_quality_missing_ratio{{{SEL}, {FEATURE}}}", "{{feature}}"),

@@ -100,6 +100,8 @@ class DriftThresholds:
             wasserstein_warning=settings.WASSERSTEIN_WARNING,
             wasserstein_critical=settings.WASSERSTEIN_CRITICAL,
             wasserstein_noise_multiple=settings.WASSERSTEIN_NOISE_MULTIPLE,
+            multivariate_p_threshold=settings.MULTIVARIATE_P_THRESHOLD,
+            multivariate_auc_critical=settings.MULTIVARIATE_AUC_CRITICAL,
         )
 
     def to_dict(self) -> dict[str, Any]:

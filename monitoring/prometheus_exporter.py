@@ -369,7 +369,40 @@ class MonitoringCollector(Collector):
         yield from (psi, wasserstein, p_value, statistic, drifted, severity, missing)
         yield from (by_severity, share)
         yield from (dataset, prediction, prediction_psi, prediction_p, rows)
+        yield from self._multivariate_families((row or {}).get("report", {}).get("multivariate"))
         yield self._age("ml_drift_report_age_seconds", "drift report", row, now)
+
+    def _multivariate_families(self, section: dict | None) -> Iterator[GaugeMetricFamily]:
+        """The multivariate check of the latest drift report; no series when it could not run
+        (a profile without a joint sample, a report from before the check): unknown, not 0."""
+        auc = self._gauge(
+            "ml_drift_multivariate_auc",
+            "Held-out ROC AUC of the domain classifier telling the window's rows from the "
+            "reference's (0.5: indistinguishable), latest drift report",
+        )
+        p_value = self._gauge("ml_drift_multivariate_p_value", "p-value of that AUC under no drift")
+        auc_threshold = self._gauge(
+            "ml_drift_multivariate_auc_threshold",
+            "The AUC this window's sizes needed to count as drifted (MULTIVARIATE_P_THRESHOLD)",
+        )
+        severity = self._gauge(
+            "ml_drift_multivariate_severity",
+            "Multivariate (joint) drift: 0 none, 1 warning, 2 critical (MULTIVARIATE_AUC_CRITICAL)",
+        )
+        drivers = self._gauge(
+            "ml_drift_multivariate_driver_importance",
+            "Held-out AUC lost when the feature is shuffled: the features driving the "
+            "multivariate drift (only those named, only while it drifted)",
+            ["feature"],
+        )
+        if section and section.get("available"):
+            self._add(auc, section.get("auc"))
+            self._add(p_value, section.get("p_value"))
+            self._add(auc_threshold, section.get("auc_threshold"))
+            self._add(severity, SEVERITY_CODE.get(section.get("severity", "none")))
+            for driver in section.get("top_features", []):
+                self._add(drivers, driver.get("auc_drop"), driver["feature"])
+        yield from (auc, p_value, auc_threshold, severity, drivers)
 
     def _quality_families(self, row: dict | None, now: datetime) -> Iterator[GaugeMetricFamily]:
         hard = self._gauge("ml_quality_hard_failures", "Quality checks that failed hard")

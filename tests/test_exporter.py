@@ -146,6 +146,72 @@ def test_the_latest_reports_become_ml_series(collector, fraud_schema, database_u
     assert value(samples, "ml_exporter_source_up", source="database") == 1
 
 
+def test_a_joint_drift_is_the_multivariate_series_with_its_drivers(
+    collector, fraud_schema, database_url
+):
+    """A correlation flip (every column holds the values it held): no feature drifted, the
+    multivariate check's AUC, p-value and severity are series, its drivers by feature."""
+    reference = scored(generate_transactions(10_000, seed=1))
+    current = generate_transactions(5_000, seed=2, start="2026-03-01", days=0.25)
+    current = inject_drift(
+        current, "correlation_flip", schema=fraud_schema, feature="avg_amount_30d", intensity=1.0
+    )
+    profile = profile_from_frame(reference, fraud_schema)
+    drift = compute_drift_report(profile, scored(current), fraud_schema, window=WINDOW)
+    save_reports(
+        window=WINDOW,
+        model_name=get_settings().MODEL_NAME,
+        model_version="3",
+        engine=get_engine(database_url),
+        drift=drift,
+    )
+    samples = scrape(collector)
+    joint = drift.multivariate
+    assert joint is not None and joint.severity == "critical"
+    assert value(samples, "ml_drift_features", severity="critical") == 0
+    assert value(samples, "ml_drift_multivariate_severity") == 2
+    assert value(samples, "ml_drift_multivariate_auc") == pytest.approx(joint.auc)
+    assert value(samples, "ml_drift_multivariate_p_value") == pytest.approx(joint.p_value)
+    assert value(samples, "ml_drift_multivariate_auc_threshold") == pytest.approx(
+        joint.auc_threshold
+    )
+    drivers = {
+        dict(labels)["feature"]: v
+        for (name, labels), v in samples.items()
+        if name == "ml_drift_multivariate_driver_importance"
+    }
+    assert set(drivers) == {f["feature"] for f in joint.top_features}
+    assert "avg_amount_30d" in drivers and all(v > 0 for v in drivers.values())
+
+
+def test_a_report_without_the_multivariate_check_has_no_multivariate_series(
+    collector, fraud_schema, database_url
+):
+    """A profile without a joint sample (made before the check): unknown, not "no drift"."""
+    reports = save_window(fraud_schema, database_url)
+    assert reports["drift"].multivariate is not None
+    samples = scrape(collector)
+    names = {name for name, _ in samples}
+    available = reports["drift"].multivariate.available
+    assert ("ml_drift_multivariate_auc" in names) == available
+    old = profile_from_frame(scored(generate_transactions(2_000, seed=1)), fraud_schema)
+    old.joint_sample = None
+    drift = compute_drift_report(
+        old, scored(generate_transactions(2_000, seed=2)), fraud_schema, window=WINDOW
+    )
+    assert not drift.multivariate.available
+    save_reports(
+        window=WINDOW,
+        model_name=get_settings().MODEL_NAME,
+        model_version="3",
+        engine=get_engine(database_url),
+        drift=drift,
+    )
+    names = {name for name, _ in scrape(MonitoringCollector(read_registry=False))}
+    assert not {n for n in names if n.startswith("ml_drift_multivariate")}
+    assert "ml_drift_psi" in names
+
+
 def test_nothing_saved_yet_is_no_series_not_an_error(collector):
     samples = scrape(collector)
     assert value(samples, "ml_exporter_source_up", source="database") == 1

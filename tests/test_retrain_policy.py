@@ -139,6 +139,58 @@ def test_each_trigger_is_named_with_its_numbers():
     assert healthy[0] == [] and healthy[1] == []
 
 
+def joint_drift_report(schema, kind: str, intensity: float = 1.0) -> dict:
+    """A real drift report (as saved) of a 5,000-row fraud window against a 10,000-row reference,
+    with `kind` injected into avg_amount_30d ("none": no drift)."""
+    from data.drift_injector import inject_drift
+    from data.synthetic import generate_transactions
+    from monitoring.drift_report import compute_drift_report, profile_from_frame
+
+    profile = profile_from_frame(generate_transactions(10_000, seed=1), schema)
+    current = generate_transactions(5_000, seed=2)
+    if kind != "none":
+        current = inject_drift(
+            current, kind, schema=schema, feature="avg_amount_30d", intensity=intensity, seed=3
+        )
+    return compute_drift_report(profile, current, schema).to_dict()
+
+
+def test_a_joint_drift_that_no_feature_shows_triggers_a_retrain_with_its_drivers(
+    engine, fraud_schema
+):
+    """A correlation flip of avg_amount_30d (its column holds the values it held): no feature
+    drifted, the multivariate check is critical, and the loop retrains on it, saying why."""
+    flipped = joint_drift_report(fraud_schema, "correlation_flip")
+    assert not any(f["drifted"] for f in flipped["features"].values())
+    assert flipped["multivariate"]["severity"] == "critical"
+    found, phrases, numbers = find_triggers(flipped, None, None, get_settings())
+    assert found == ["multivariate_drift"]
+    assert phrases[0].startswith("critical multivariate drift (domain classifier AUC")
+    assert "avg_amount_30d" in phrases[0] and "avg_amount_30d" in numbers["multivariate"]["drivers"]
+
+    quiet = joint_drift_report(fraud_schema, "none")
+    assert quiet["multivariate"]["available"] and not quiet["multivariate"]["drifted"]
+    assert find_triggers(quiet, None, None, get_settings())[0] == []
+
+    log_labelled(engine, 0, 30)
+    decide_and_record(save(engine, 0, drift=flipped), settings=get_settings())
+    decision = decisions(MODEL)[0]
+    assert decision.retrain is True and decision.triggers == ["multivariate_drift"]
+    assert decision.reason.startswith("retrain: critical multivariate drift")
+    assert training_run(decision.training_run_id)["status"] == "running"
+
+
+def test_a_warning_level_joint_drift_is_no_trigger():
+    """Multivariate drift under MULTIVARIATE_AUC_CRITICAL is the alert's warning only."""
+    report = {
+        **NO_DRIFT,
+        "multivariate": {"available": True, "drifted": True, "severity": "warning",
+                         "auc": 0.58, "drivers": ["amount"]},
+    }  # fmt: skip
+    found, _, numbers = find_triggers(report, None, None, get_settings())
+    assert found == [] and numbers["multivariate"]["severity"] == "warning"
+
+
 # --- Decisions and guards ---------------------------------------------------------------------
 
 

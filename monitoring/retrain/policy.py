@@ -7,6 +7,9 @@ it reads them back from the database, so it decides on exactly what the exporter
 What triggers a retrain (each one is named in the decision, with its numbers):
 
 - `critical_drift`: a feature drifted with severity critical;
+- `multivariate_drift`: the joint distribution of the features drifted with severity critical
+  (`monitoring.multivariate_drift`: a domain classifier's held-out AUC of at least
+  MULTIVARIATE_AUC_CRITICAL), even where no feature drifted on its own;
 - `dataset_drift`: at least DRIFT_SHARE_THRESHOLD of the features drifted;
 - `quality_hard_failure`: a quality check failed hard, other than volume/freshness (an empty or
   stale window says the feed stopped, which no retrain fixes); training validates its data
@@ -91,6 +94,7 @@ log = logging.getLogger(__name__)
 
 TRIGGERS = (
     "critical_drift",
+    "multivariate_drift",
     "dataset_drift",
     "quality_hard_failure",
     "accuracy_below_floor",
@@ -159,6 +163,22 @@ def find_triggers(
         if critical:
             found.append("critical_drift")
             phrases.append(f"critical drift in {', '.join(critical)}")
+        joint = drift.get("multivariate") or {}
+        if joint.get("available"):
+            numbers["multivariate"] = {
+                k: joint.get(k) for k in ("severity", "auc", "p_value", "drivers")
+            }
+        if joint.get("severity") == "critical":
+            found.append("multivariate_drift")
+            drivers = ", ".join(joint.get("drivers") or []) or "no feature named"
+            # The threshold the report was judged by (saved with it), not today's setting.
+            floor = (drift.get("thresholds") or {}).get(
+                "multivariate_auc_critical", settings.MULTIVARIATE_AUC_CRITICAL
+            )
+            phrases.append(
+                f"critical multivariate drift (domain classifier AUC {joint['auc']:.3f} >= "
+                f"{floor}; driven by {drivers})"
+            )
         if drift.get("dataset_drift"):
             found.append("dataset_drift")
             phrases.append(
