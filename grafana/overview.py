@@ -780,8 +780,9 @@ def drift_and_quality() -> list[dict[str, Any]]:
             ],
             description=(
                 "While the joint distribution drifted: the held-out AUC lost when each named "
-                "feature is shuffled, the features the drift lives in. The report names the "
-                "feature pairs whose correlation moved."
+                "feature is shuffled, the features the drift lives in (0 for the others, and "
+                "for all while it has not drifted). The report names the feature pairs whose "
+                "correlation moved."
             ),
             thresholds=steps(BLUE),
             width=12,

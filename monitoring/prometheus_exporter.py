@@ -369,10 +369,15 @@ class MonitoringCollector(Collector):
         yield from (psi, wasserstein, p_value, statistic, drifted, severity, missing)
         yield from (by_severity, share)
         yield from (dataset, prediction, prediction_psi, prediction_p, rows)
-        yield from self._multivariate_families((row or {}).get("report", {}).get("multivariate"))
+        report = (row or {}).get("report", {})
+        yield from self._multivariate_families(
+            report.get("multivariate"), report.get("features", {})
+        )
         yield self._age("ml_drift_report_age_seconds", "drift report", row, now)
 
-    def _multivariate_families(self, section: dict | None) -> Iterator[GaugeMetricFamily]:
+    def _multivariate_families(
+        self, section: dict | None, features: Iterable[str]
+    ) -> Iterator[GaugeMetricFamily]:
         """The multivariate check of the latest drift report; no series when it could not run
         (a profile without a joint sample, a report from before the check): unknown, not 0."""
         auc = self._gauge(
@@ -391,8 +396,9 @@ class MonitoringCollector(Collector):
         )
         drivers = self._gauge(
             "ml_drift_multivariate_driver_importance",
-            "Held-out AUC lost when the feature is shuffled: the features driving the "
-            "multivariate drift (only those named, only while it drifted)",
+            "Held-out AUC lost when the feature is shuffled, for the features named as driving "
+            "the multivariate drift; 0 for every other feature, and for all while it has not "
+            "drifted (the attribution runs only then)",
             ["feature"],
         )
         if section and section.get("available"):
@@ -400,8 +406,9 @@ class MonitoringCollector(Collector):
             self._add(p_value, section.get("p_value"))
             self._add(auc_threshold, section.get("auc_threshold"))
             self._add(severity, SEVERITY_CODE.get(section.get("severity", "none")))
-            for driver in section.get("top_features", []):
-                self._add(drivers, driver.get("auc_drop"), driver["feature"])
+            named = {d["feature"]: d.get("auc_drop") for d in section.get("top_features", [])}
+            for name in sorted(set(features) | set(named)):
+                self._add(drivers, named.get(name, 0.0), name)
         yield from (auc, p_value, auc_threshold, severity, drivers)
 
     def _quality_families(self, row: dict | None, now: datetime) -> Iterator[GaugeMetricFamily]:

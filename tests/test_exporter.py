@@ -180,8 +180,11 @@ def test_a_joint_drift_is_the_multivariate_series_with_its_drivers(
         for (name, labels), v in samples.items()
         if name == "ml_drift_multivariate_driver_importance"
     }
-    assert set(drivers) == {f["feature"] for f in joint.top_features}
-    assert "avg_amount_30d" in drivers and all(v > 0 for v in drivers.values())
+    named = {f["feature"]: f["auc_drop"] for f in joint.top_features}
+    assert "avg_amount_30d" in named and all(v > 0 for v in named.values())
+    # Every feature has its series (a dashboard draws them all); those not named are 0.
+    assert set(drivers) == set(fraud_schema.feature_names)
+    assert drivers == {name: pytest.approx(named.get(name, 0.0)) for name in drivers}
 
 
 def test_a_report_without_the_multivariate_check_has_no_multivariate_series(
