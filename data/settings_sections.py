@@ -466,8 +466,9 @@ class ServingSettings(BaseModel):
     REQUEST_ID_CACHE_SIZE: int = Field(
         default=100_000,
         ge=0,
-        description="Request ids each API worker remembers (the latest, with a hash of their "
-        "features and their answer): one sent again with other features gets 409, with the same "
+        description="Request ids each API worker remembers (at least the latest this many, at "
+        "most twice as many, with a hash of their features and their answer): one sent again "
+        "with other features gets 409, with the same "
         "features the first answer again. 0 = none (a reused id is only counted when its row is "
         "written, `ml_prediction_log_conflicts_total`).",
     )

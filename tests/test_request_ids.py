@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
+from api.idempotency import Answer, RecentRequests
 from api.logger import PredictionLogger, PredictionRecord
 from api.main import create_app
 from data.db import get_engine, init_db, prediction_logs
@@ -166,3 +167,18 @@ def test_the_writer_counts_a_reused_id_it_could_not_log(postgres_url, tmp_path, 
     )
     rows = logged(postgres_url)
     assert rows["w-2"]["amount"] == 2.0 and rows["w-4"]["amount"] == 4.0 and len(rows) == 4
+
+
+def test_the_worker_remembers_at_least_the_last_cache_size_ids_and_at_most_twice_that():
+    """Two generations: every one of the last `size` ids is known, none older than 2 × size."""
+    recent = RecentRequests(100)
+    for n in range(1_000):
+        recent.remember_many([(f"id{n}", Answer(n, n % 2, 0.5, "1"))])
+        known = [m for m in range(n + 1) if recent.get(f"id{m}") is not None]
+        assert set(range(max(0, n - 99), n + 1)) <= set(known), n
+        assert len(known) <= 200 and len(recent) == len(known)
+    assert recent.get("id999") == Answer(999, 1, 0.5, "1")
+    assert recent.known_any(["new", "id950"]) and not recent.known_any(["new", "id1"])
+    off = RecentRequests(0)
+    off.remember("x", Answer(1, 0, 0.1, "1"))
+    assert off.get("x") is None and len(off) == 0

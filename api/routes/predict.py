@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -105,15 +106,19 @@ def build_router(
         given = [instance.get("request_id") for instance in body.instances]
         # Rows whose id was answered before with the same features: their first answer again,
         # not counted nor logged twice. Other features, here or earlier: 409, nothing served.
-        digests: dict[int, int] = {}
+        digests: list[int] | None = None
         again: dict[int, Answer] = {}
-        if recent.size and any(rid is not None for rid in given):
-            first: dict[str, tuple[int, int]] = {}
+        first: dict[str, tuple[int, int]] = {}
+        named = [rid for rid in given if rid is not None] if recent.size else []
+        if named:
+            digests = [features_digest(row) for row in rows]
+        # The usual batch (new ids, each once) skips the row-by-row look below.
+        if named and (recent.known_any(named) or len(set(named)) < len(named)):
             checks: list[tuple[str, int, Answer]] = []
             for i, rid in enumerate(given):
                 if rid is None:
                     continue
-                digest = digests[i] = features_digest(rows[i])
+                digest = digests[i]
                 seen = recent.get(rid)
                 if seen is None and rid in first:  # the same id twice in this batch
                     seen = Answer(first[rid][1], -1, 0.0, "")
@@ -163,9 +168,16 @@ def build_router(
                         else (seen.predicted_class, seen.score, seen.model_version)
                     )
             answered = [by_row[i] for i in range(len(rows))]
-        for i, (label, score, answered_by) in enumerate(answered):
-            if i in digests and i not in again:
-                recent.remember(ids[i], Answer(digests[i], label, score, answered_by))
+        if digests is not None:
+            if not again and len(named) == len(ids):
+                answers = map(Answer, digests, labels, scores_list, repeat(version))
+                recent.remember_many(zip(ids, answers, strict=True))
+            else:
+                recent.remember_many(
+                    (ids[i], Answer(digests[i], *answer))
+                    for i, answer in enumerate(answered)
+                    if given[i] is not None and i not in again
+                )
         # Built as plain JSON: a thousand response models validated one by one cost more than
         # scoring the batch. The shape is BatchPredictResponse's, as the OpenAPI docs say.
         answers = [
