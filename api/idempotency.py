@@ -5,10 +5,9 @@ again used to be answered as new and its row silently dropped by the key. Each w
 at least the last REQUEST_ID_CACHE_SIZE request ids that callers gave (at most twice that), with
 a hash of their features and the answer: an id sent again with the same features (a client's
 retry) gets the first answer again and is neither counted nor logged a second time; with other
-features it gets 409. Older
-ids, and ids first answered by another worker, are not seen here: the prediction log's writer
-finds them when it writes the row (the first row stays, the other is counted in
-`ml_prediction_log_conflicts_total` and logged).
+features it gets 409. Older ids, and ids first answered by another worker, are not seen here:
+the prediction log's writer finds them when it writes the row (the first row stays, the other
+is counted in `ml_prediction_log_conflicts_total` and logged).
 
 Handlers run on the worker's event loop, one at a time between awaits, and nothing here awaits:
 no lock is needed.

@@ -146,6 +146,17 @@ def test_the_latest_reports_become_ml_series(collector, fraud_schema, database_u
     assert value(samples, "ml_exporter_source_up", source="database") == 1
 
 
+def save_drift(drift, database_url) -> None:
+    """Save a drift report alone for WINDOW, as the monitoring pass does."""
+    save_reports(
+        window=WINDOW,
+        model_name=get_settings().MODEL_NAME,
+        model_version="3",
+        engine=get_engine(database_url),
+        drift=drift,
+    )
+
+
 def test_a_joint_drift_is_the_multivariate_series_with_its_drivers(
     collector, fraud_schema, database_url
 ):
@@ -158,13 +169,7 @@ def test_a_joint_drift_is_the_multivariate_series_with_its_drivers(
     )
     profile = profile_from_frame(reference, fraud_schema)
     drift = compute_drift_report(profile, scored(current), fraud_schema, window=WINDOW)
-    save_reports(
-        window=WINDOW,
-        model_name=get_settings().MODEL_NAME,
-        model_version="3",
-        engine=get_engine(database_url),
-        drift=drift,
-    )
+    save_drift(drift, database_url)
     samples = scrape(collector)
     joint = drift.multivariate
     assert joint is not None and joint.severity == "critical"
@@ -203,13 +208,7 @@ def test_a_report_without_the_multivariate_check_has_no_multivariate_series(
         old, scored(generate_transactions(2_000, seed=2)), fraud_schema, window=WINDOW
     )
     assert not drift.multivariate.available
-    save_reports(
-        window=WINDOW,
-        model_name=get_settings().MODEL_NAME,
-        model_version="3",
-        engine=get_engine(database_url),
-        drift=drift,
-    )
+    save_drift(drift, database_url)
     names = {name for name, _ in scrape(MonitoringCollector(read_registry=False))}
     assert not {n for n in names if n.startswith("ml_drift_multivariate")}
     assert "ml_drift_psi" in names
