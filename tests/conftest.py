@@ -40,7 +40,7 @@ INTEGRATION_MODULES = {
     "test_airflow_dags", "test_alert_rules", "test_alertmanager", "test_api_server",
     "test_api_server_durability",
     "test_bench_drift_postgres", "test_bench_label_maturity",
-    "test_compose", "test_compose_celery", "test_compose_stack",
+    "test_compose", "test_compose_stack",
     "test_dashboards", "test_demo", "test_demo_report", "test_exporter", "test_html_report",
     "test_kubernetes", "test_kubernetes_airflow", "test_logger", "test_monitoring_live",
     "test_oncall_scenarios",
@@ -55,7 +55,7 @@ INTEGRATION_MODULES = {
 # which put the compose stacks, a few tests each, last), they start at once and the short ones
 # fill in around them. Measured on one machine: 12:32 against 12:48 in xdist's order.
 LONGEST_FIRST = (
-    "test_compose_stack", "test_compose_celery", "test_api_server_durability", "test_api_server",
+    "test_compose_stack", "test_api_server_durability", "test_api_server",
     "test_alert_rules", "test_monitoring_live", "test_retrain_loop", "test_demo", "test_stack",
     "test_own_model", "test_oncall_scenarios", "test_airflow_dags", "test_logs",
     "test_scorer_gate", "test_registry", "test_performance", "test_api", "test_train",

@@ -25,9 +25,8 @@ import yaml
 from pydantic import SecretStr
 
 from data.settings import PROJECT_ROOT, Settings
+from tests.compose_stacks import COMPOSE_FILE, ENV_EXAMPLE, compose_command
 
-COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
-ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 DOCKERFILES = [PROJECT_ROOT / "dockerfiles" / "Dockerfile.api",
                PROJECT_ROOT / "dockerfiles" / "Dockerfile.airflow"]  # fmt: skip
 COMPOSE_ONLY_MARKER = "# ==== docker compose only ===="
@@ -72,20 +71,6 @@ SECRET_SETTINGS = {
     if SecretStr is field.annotation or SecretStr in get_args(field.annotation)
 }
 SECRET_USERS = {"API_ADMIN_TOKEN": {"api"}, "LABEL_TOKENS": {"api"}}
-
-
-def compose_command() -> list[str]:
-    """`docker compose` (v2, or 1.29 through a CLI plugin), else `docker-compose` (1.29)."""
-    if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
-        if probe.returncode == 0:
-            return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    pytest.skip(
-        "neither `docker compose` nor `docker-compose` is installed "
-        "(`make system-tools` installs Debian's docker-compose)"
-    )
 
 
 def run_config(env_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -1,275 +1,70 @@
-"""The compose stack, brought up for real: build, every healthcheck green, a model trained and
-promoted inside the containers, a prediction through the published port found in the
+"""The compose stack, brought up for real, once: build, every healthcheck green, a model trained
+and promoted inside the containers, a prediction through the published port found in the
 containerized Postgres, every Prometheus target up, drift metrics from the exporter after a
 monitoring pass, two API replicas scraped after `--scale api=2`, no acknowledged prediction
 lost or doubled when an API container is SIGKILLed and restarted or one of three replicas sharing
-the spool volume is killed, and nothing left after `docker compose down -v`.
+the spool volume is killed. Then the same stack is switched to the `celery` profile as an
+operator would (AIRFLOW_EXECUTOR=CeleryExecutor, `--profile celery up -d --scale
+airflow-worker=2`): every Airflow service on the CeleryExecutor, both workers answer Celery's
+ping through Redis, a DAG run triggered through the Airflow REST API succeeds with its task on a
+worker. Nothing is left after `docker compose down -v`.
 
-Needs a Docker engine and the base images locally or from a registry; on machines without an
-image registry `../shared/containers/prepare.sh` provides both (`.ci/run` calls it). Grafana,
-node-exporter and cadvisor have no local stand-in there: they are left out when their image is
-not on the machine, and so are their Prometheus jobs.
+One stack for both: two Airflow stacks starting beside the rest of `make test` on two cores did
+not get healthy in 15 minutes, and one after the other they were the suite's longest path.
+Grafana, node-exporter and cadvisor have no local stand-in on machines without an image
+registry: they are left out when their image is not here, and so are their Prometheus jobs.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
 import re
-import secrets
-import shutil
-import socket
 import subprocess
 import time
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from data.settings import PROJECT_ROOT
-from tests.test_compose import COMPOSE_FILE, ENV_EXAMPLE, compose_command
-from tools.env import generate as generate_env
+from tests.compose_stacks import (
+    CELERY_APP,
+    ONE_SHOTS,
+    REQUEST,
+    AirflowApi,
+    Stack,
+    containers_of,
+    engine_problem,
+    ensure_redis_image,
+    env_file,
+    env_value,
+    get,
+    wait,
+    wait_healthy,
+)
 from tools.testkit.api_server import Load
 
 pytestmark = pytest.mark.slow
 
-# Images the stack pulls (the app images are built from dockerfiles/ on python:3.11-slim).
-BASE_IMAGES = ["python:3.11-slim", "postgres:16", "prom/prometheus:v2.53.4",
-               "prom/alertmanager:v0.27.0",
-               "prometheuscommunity/postgres-exporter:v0.15.0"]  # fmt: skip
-# Optional services: started only when their image is on this machine.
-OPTIONAL = {
-    "grafana": ("grafana/grafana:11.6.0", None),
-    "node-exporter": ("prom/node-exporter:v1.8.2", "node"),
-    "cadvisor": ("gcr.io/cadvisor/cadvisor:v0.49.1", "cadvisor"),
-}
-CORE_SERVICES = [
-    "postgres", "mlflow", "api", "exporter", "prometheus", "alertmanager", "airflow-init",
-    "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-    "postgres-exporter", "preflight",
+# The celery profile's workers, and the services an executor switch recreates or starts.
+WORKERS = 2
+CELERY_SERVICES = [
+    "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+    "airflow-triggerer", "airflow-worker",
 ]  # fmt: skip
-ONE_SHOTS = {"airflow-init", "preflight"}  # exit 0 once done (the preflight: the secrets pass)
-# One lock per machine and user, outside any test's tmp folder: pytest's workers share it.
-BUILD_LOCK = (
-    Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"mlmon-compose-build-{os.getuid()}.lock"
-)
-# Held while a stack is up (this module's and the celery profile's): two Airflow stacks starting
-# beside the rest of `make test` on two cores did not get healthy in 15 minutes (CI failed on
-# it); one after the other, each is healthy in one or two.
-STACK_LOCK = BUILD_LOCK.with_name(f"mlmon-compose-stack-{os.getuid()}.lock")
-HEALTHY_TIMEOUT = 900  # seconds; the Airflow services start slowly on 2 shared cores
-
-
-@contextlib.contextmanager
-def one_stack_at_a_time() -> Iterator[None]:
-    """Wait for any other test's compose stack to come down (pytest's workers share the lock)."""
-    STACK_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with STACK_LOCK.open("w") as lock:
-        started = time.monotonic()
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        waited = time.monotonic() - started
-        if waited > 1:
-            print(f"\ncompose: waited {waited:.0f} s for another test's stack to come down")
-        yield
-
-
-REQUEST = {
-    "amount": 950.0, "avg_amount_30d": 42.5, "hour_of_day": 3, "customer_age": None,
-    "account_age_days": 12, "distance_from_home_km": 850.0, "transactions_24h": 7,
-    "failed_logins_24h": 2, "merchant_category": "electronics", "entry_mode": "online",
-    "device_type": "mobile", "is_foreign": True, "card_present": False,
-}  # fmt: skip
-
-
-def _engine_problem() -> str | None:
-    if not shutil.which("docker"):
-        return "no docker binary on this machine (../shared/containers/prepare.sh installs one)"
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        return "no Docker engine answers (`docker info` fails; prepare.sh starts one)"
-    missing = [
-        image
-        for image in BASE_IMAGES
-        if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode
-    ]
-    if missing and not os.environ.get("COMPOSE_STACK_PULL"):
-        return (
-            f"base images not on this machine: {', '.join(missing)} (run "
-            "../shared/containers/prepare.sh with them, or set COMPOSE_STACK_PULL=1 to pull)"
-        )
-    return None
-
-
-def _image_present(image: str) -> bool:
-    return (
-        subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _free_range(size: int) -> str:
-    for _ in range(200):
-        start = secrets.randbelow(20_000) + 30_000
-        socks = []
-        try:
-            for port in range(start, start + size):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return f"{start}-{start + size - 1}"
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no free port range")
-
-
-def _env_file(path: Path) -> Path:
-    """What `make env` writes (tools/env.py: `.env.example` with generated secrets), with free
-    host ports and quick polling."""
-    text = generate_env(ENV_EXAMPLE.read_text())
-
-    def put(name: str, value: str) -> None:
-        nonlocal text
-        text, count = re.subn(rf"^{name}=.*$", f"{name}={value}", text, flags=re.M)
-        assert count == 1, name
-
-    assert not re.search(r"^[A-Z_]+=.*changeme", text, flags=re.M)
-    put("API_PUBLISHED_PORTS", _free_range(6))
-    for name in ("EXPORTER", "AIRFLOW", "PROMETHEUS", "ALERTMANAGER", "GRAFANA"):
-        put(f"{name}_PUBLISHED_PORT", str(_free_port()))
-    put("MODEL_POLL_SECONDS", "2")
-    put("EXPORTER_CACHE_SECONDS", "1")
-    # The DAGs parse but wait: the scheduled training_dag would otherwise register and promote
-    # a version of its own while the test trains one (seen: the API then served version 2).
-    put("AIRFLOW_DAGS_PAUSED", "true")
-    path.write_text(text)
-    return path
-
-
-class Stack:
-    def __init__(self, project: str, env_file: Path) -> None:
-        self.project = project
-        self.env_file = env_file
-        self.base = [
-            *compose_command(), "-p", project, "-f", str(COMPOSE_FILE),
-            "--project-directory", str(PROJECT_ROOT), "--env-file", str(env_file),
-        ]  # fmt: skip
-        self.services = list(CORE_SERVICES)
-        self.skipped_jobs: dict[str, str] = {}
-        for service, (image, job) in OPTIONAL.items():
-            if _image_present(image):
-                self.services.append(service)
-            elif job:
-                self.skipped_jobs[job] = f"{service}: no image {image} on this machine"
-        self.healthy_seconds: float | None = None
-
-    def run(self, *args: str, timeout: float = 600, check: bool = True) -> str:
-        result = subprocess.run(
-            [*self.base, *args], capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout + result.stderr
-
-    def build_images(self) -> None:
-        """The two project images (the API's also runs MLflow; one Airflow image serves every
-        Airflow service), built by one test at a time: the compose and the celery modules run
-        on different pytest workers, and two concurrent builds of one Dockerfile both miss the
-        layer cache and install every package twice. Behind the lock, the second is all cache
-        hits."""
-        BUILD_LOCK.parent.mkdir(parents=True, exist_ok=True)
-        with BUILD_LOCK.open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            self.run("build", "api", "airflow-apiserver", timeout=1800)
-
-    def url(self, service: str, port: int, index: int = 1) -> str:
-        out = self.run("port", "--index", str(index), service, str(port)).strip()
-        return "http://" + out.splitlines()[-1].strip()
-
-    def containers(self) -> dict[str, list[str]]:
-        ids = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}"],
-            capture_output=True, text=True, check=True,
-        ).stdout.split()  # fmt: skip
-        by_service: dict[str, list[str]] = {}
-        if not ids:
-            return by_service
-        inspected = json.loads(
-            subprocess.run(["docker", "inspect", *ids], capture_output=True, check=True).stdout
-        )
-        for container in inspected:
-            service = container["Config"]["Labels"]["com.docker.compose.service"]
-            state = container["State"]
-            status = state.get("Health", {}).get("Status") or (
-                f"exited {state['ExitCode']}" if state["Status"] == "exited" else state["Status"]
-            )
-            by_service.setdefault(service, []).append(status)
-        return by_service
-
-    def logs(self) -> str:
-        return self.run("logs", "--tail", "40", check=False)[-20_000:]
-
-
-def _get(url: str, timeout: float = 10) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.read()
-
-
-def _wait(predicate, timeout: float, what: str, interval: float = 3.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as exc:  # not up yet
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {last!r}")
-
-
-def wait_healthy(stack: Stack, wanted: dict[str, list[str]], what: str, interval: float) -> None:
-    """Until each service's containers are in the wanted states (one per container, any order);
-    a container that crashed or turned unhealthy fails at once, with the stack's logs."""
-
-    def all_healthy():
-        states = stack.containers()
-        for service, want in wanted.items():
-            got = states.get(service, ["missing"])
-            bad = [s for s in got if s in ("unhealthy", "restarting") or s.startswith("exited")]
-            if bad and bad != ["exited 0"]:
-                raise AssertionError(f"{service}: {got}\n{stack.logs()}")
-            if sorted(got) != sorted(want):
-                return None
-        return states
-
-    _wait(all_healthy, HEALTHY_TIMEOUT, what, interval=interval)
+# The lightest DAG: one task that deletes old prediction-log rows (none here) in the
+# monitoring database, so it needs no model, no data and no MLflow run.
+DAG_ID = "maintenance_dag"
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
-    problem = _engine_problem()
+    problem = engine_problem()
     if problem:
         pytest.skip(problem)
-    env_file = _env_file(tmp_path_factory.mktemp("compose") / "env")
-    stack = Stack(f"mlmon-test-{uuid.uuid4().hex[:8]}", env_file)
-    with one_stack_at_a_time():
-        yield from _up(stack)
-
-
-def _up(stack: Stack) -> Iterator[Stack]:
+    env = env_file(tmp_path_factory.mktemp("compose") / "env")
+    stack = Stack(f"mlmon-test-{uuid.uuid4().hex[:8]}", env)
     try:
         stack.build_images()
         started = time.monotonic()
@@ -297,7 +92,7 @@ def test_train_and_promote_inside_the_containers_then_predict_through_the_publis
     assert "it is now @champion" in out, out
     version = re.search(r"trained models:/fraud-detector/(\d+)", out).group(1)
     api = stack.url("api", 8000)
-    _wait(lambda: json.loads(_get(f"{api}/ready"))["status"] == "ready", 60, "the API ready")
+    wait(lambda: json.loads(get(f"{api}/ready"))["status"] == "ready", 60, "the API ready")
     request = urllib.request.Request(
         f"{api}/predict",
         data=json.dumps({"request_id": "compose-stack-1", "features": REQUEST}).encode(),
@@ -312,7 +107,7 @@ def test_train_and_promote_inside_the_containers_then_predict_through_the_publis
                          "-tAc", "SELECT model_version, predicted_class FROM prediction_logs "
                          "WHERE request_id = 'compose-stack-1'").strip()  # fmt: skip
 
-    row = _wait(logged, 30, "the prediction in the containerized Postgres")
+    row = wait(logged, 30, "the prediction in the containerized Postgres")
     assert row.splitlines()[-1] == f"{version}|{answer['predicted_class']}"
 
 
@@ -334,16 +129,16 @@ def test_drift_metrics_after_a_monitoring_pass(stack):
     exporter = stack.url("exporter", 9100)
 
     def drift_series():
-        text = _get(f"{exporter}/metrics").decode()
+        text = get(f"{exporter}/metrics").decode()
         return [line for line in text.splitlines() if line.startswith("ml_drift_psi{")]
 
-    series = _wait(drift_series, 60, "ml_drift_psi from the exporter")
+    series = wait(drift_series, 60, "ml_drift_psi from the exporter")
     assert any('feature="amount"' in line for line in series)
 
 
 def _targets(stack: Stack) -> list[dict]:
     prometheus = stack.url("prometheus", 9090)
-    return json.loads(_get(f"{prometheus}/api/v1/targets"))["data"]["activeTargets"]
+    return json.loads(get(f"{prometheus}/api/v1/targets"))["data"]["activeTargets"]
 
 
 def test_every_prometheus_target_is_up(stack):
@@ -355,12 +150,12 @@ def test_every_prometheus_target_is_up(stack):
         down = [(t["labels"]["job"], t["lastError"]) for t in targets if t["health"] != "up"]
         return targets if not down else None
 
-    targets = _wait(all_up, 120, "every Prometheus target up")
+    targets = wait(all_up, 120, "every Prometheus target up")
     assert {t["labels"]["job"] for t in targets} >= {"api", "exporter", "prometheus",
                                                      "alertmanager", "postgres"}  # fmt: skip
     # postgres-exporter reached Postgres with the read-only role (MLPostgresDown reads pg_up).
     prometheus = stack.url("prometheus", 9090)
-    answer = json.loads(_get(f"{prometheus}/api/v1/query?query=pg_up"))["data"]["result"]
+    answer = json.loads(get(f"{prometheus}/api/v1/query?query=pg_up"))["data"]["result"]
     assert [sample["value"][1] for sample in answer] == ["1"], answer
 
 
@@ -371,11 +166,11 @@ def test_scale_api_to_two_replicas_and_prometheus_scrapes_both(stack):
         up = [t for t in _targets(stack) if t["labels"]["job"] == "api" and t["health"] == "up"]
         return up if len(up) == 2 else None
 
-    targets = _wait(two_api_targets, 180, "two api targets up", interval=5)
+    targets = wait(two_api_targets, 180, "two api targets up", interval=5)
     assert len({t["labels"]["instance"] for t in targets}) == 2
     # and the second replica answers on its own published port
     second = stack.url("api", 8000, index=2)
-    assert json.loads(_get(f"{second}/health"))
+    assert json.loads(get(f"{second}/health"))
 
 
 def _api_containers(stack: Stack) -> list[str]:
@@ -401,7 +196,7 @@ def _ip_url(container: str) -> str:
 
 
 def _ready(url: str) -> None:
-    _wait(lambda: json.loads(_get(f"{url}/ready", timeout=3))["status"] == "ready", 240,
+    wait(lambda: json.loads(get(f"{url}/ready", timeout=3))["status"] == "ready", 240,
           f"{url} ready", interval=1)  # fmt: skip
 
 
@@ -451,7 +246,7 @@ def test_three_replicas_sharing_the_spool_volume_one_killed_lose_nothing(stack):
     take each other's live files, and one of them claims the dead one's within seconds: every
     acknowledged prediction is in Postgres once, none lost, none doubled."""
     stack.run("up", "-d", "--no-recreate", "--scale", "api=3", "api", timeout=300)
-    containers = _wait(lambda: (c := _api_containers(stack)) and len(c) == 3 and c, 120,
+    containers = wait(lambda: (c := _api_containers(stack)) and len(c) == 3 and c, 120,
                        "three api containers")  # fmt: skip
     urls = [_ip_url(c) for c in containers]
     for url in urls:
@@ -476,7 +271,83 @@ def test_three_replicas_sharing_the_spool_volume_one_killed_lose_nothing(stack):
     subprocess.run(["docker", "start", containers[1]], check=True, capture_output=True)
 
 
-def test_down_v_leaves_nothing(stack):
+@pytest.fixture(scope="module")
+def celery_stack(stack) -> Stack:
+    """The same stack switched to the CeleryExecutor: the Airflow services are recreated with
+    the new executor, Redis and two workers start; Postgres, MLflow, the API and the rest stay
+    as they are."""
+    ensure_redis_image()
+    text = stack.env_file.read_text()
+    stack.env_file.write_text(re.sub(r"^AIRFLOW_EXECUTOR=.*$", "AIRFLOW_EXECUTOR=CeleryExecutor",
+                                     text, flags=re.M))  # fmt: skip
+    stack.base += ["--profile", "celery"]
+    started = time.monotonic()
+    stack.run("up", "-d", "--scale", f"airflow-worker={WORKERS}", *CELERY_SERVICES, timeout=900)
+    wanted = {service: ["healthy"] for service in CELERY_SERVICES}
+    wanted["airflow-init"] = ["exited 0"]
+    wanted["airflow-worker"] = ["healthy"] * WORKERS
+    wait_healthy(stack, wanted, "every healthcheck of the celery profile", interval=3)
+    print(f"\ncompose --profile celery: the Airflow services recreated and {WORKERS} workers "
+          f"healthy {time.monotonic() - started:.0f} s after `up -d`")  # fmt: skip
+    return stack
+
+
+def test_every_airflow_service_runs_on_the_celery_executor(celery_stack):
+    for service in ("airflow-scheduler", "airflow-worker"):
+        out = celery_stack.run("exec", "-T", "--index", "1", service, "airflow", "config",
+                               "get-value", "core", "executor", timeout=120)  # fmt: skip
+        assert out.strip().splitlines()[-1] == "CeleryExecutor", (service, out)
+
+
+def test_both_workers_answer_celery_through_redis(celery_stack):
+    out = celery_stack.run("exec", "-T", "--index", "1", "airflow-worker", "celery", "--app",
+                           CELERY_APP, "inspect", "ping", timeout=120)  # fmt: skip
+    hostnames = {c["Config"]["Hostname"] for c in containers_of(celery_stack, "airflow-worker")}
+    assert len(hostnames) == WORKERS
+    for hostname in hostnames:
+        assert f"celery@{hostname}: OK" in out, out
+    assert f"{WORKERS} nodes online" in out, out
+
+
+def test_a_triggered_dag_run_succeeds_with_its_task_on_a_celery_worker(celery_stack):
+    env_file = celery_stack.env_file
+    api = AirflowApi(
+        celery_stack.url("airflow-apiserver", 8080),
+        env_value(env_file, "AIRFLOW_ADMIN_USER"),
+        env_value(env_file, "AIRFLOW_ADMIN_PASSWORD"),
+    )
+    # The dag-processor serializes the DAG files some seconds after it starts.
+    wait(lambda: api.get(f"/api/v2/dags/{DAG_ID}"), 180, f"{DAG_ID} parsed", interval=5)
+    api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+    run_id = f"celery-test-{uuid.uuid4().hex[:8]}"
+    api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
+
+    def finished():
+        state = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+        return state if state in ("success", "failed") else None
+
+    state = wait(finished, 300, f"dag run {run_id} finished", interval=5)
+    instances = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    assert state == "success", (instances, celery_stack.logs())
+    workers = {c["Config"]["Hostname"] for c in containers_of(celery_stack, "airflow-worker")}
+    (scheduler,) = [
+        c["Config"]["Hostname"] for c in containers_of(celery_stack, "airflow-scheduler")
+    ]
+    assert [ti["task_id"] for ti in instances] == ["purge_old_predictions"]
+    (instance,) = instances
+    assert instance["state"] == "success"
+    assert instance["hostname"] in workers and instance["hostname"] != scheduler, (
+        instance["hostname"], workers, scheduler
+    )  # fmt: skip
+    assert instance["executor"] in (None, "CeleryExecutor"), instance["executor"]
+    # The task's return value (how many rows it purged) came back through the result path.
+    xcom = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/"
+                   "purge_old_predictions/xcomEntries/return_value")["value"]  # fmt: skip
+    assert xcom is not None, xcom
+
+
+def test_down_v_leaves_nothing(stack, celery_stack):
+    """Last: the default services and the celery profile's all go."""
     stack.run("down", "-v", "--remove-orphans", timeout=300)
     label = f"label=com.docker.compose.project={stack.project}"
     for kind in (["ps", "-aq"], ["volume", "ls", "-q"], ["network", "ls", "-q"]):
