@@ -42,6 +42,14 @@ from monitoring.drift_report import (
 )
 from monitoring.html.drift_page import render_html
 
+
+def univariate(reference: pd.DataFrame, schema: FeatureSchema):
+    """A profile of `reference` without the joint sample: the per-feature rule alone. The
+    seed loops below judge that rule's false alarms; the multivariate check (a classifier fit,
+    70% of a 500-row report's time) has its own seed loop in test_multivariate_drift.py."""
+    return replace(profile_from_frame(reference, schema), joint_sample=None)
+
+
 FEATURE_KEYS = {
     "type",
     "test",
@@ -435,7 +443,7 @@ def test_few_false_alarms_with_30_undrifted_features_at_n_500_lessons_7():
     runs, any_flagged, dataset_flagged, naive_flagged = 200, 0, 0, 0
     for seed in range(runs):
         rng = np.random.default_rng(seed)
-        report = compute_drift_report(frame(rng), frame(rng), schema)
+        report = compute_drift_report(univariate(frame(rng), schema), frame(rng), schema)
         any_flagged += bool(report.drifted_features)
         dataset_flagged += report.dataset_drift
         naive_flagged += any(f.p_value < 0.05 for f in report.features.values())
@@ -460,7 +468,7 @@ def test_the_wasserstein_floor_rises_with_sampling_noise_at_n_500():
     flagged = {"rule": 0, "psi alone": 0, "fixed floor": 0}
     for seed in range(300):
         rng = np.random.default_rng(seed)
-        report = compute_drift_report(frame(rng), frame(rng), schema)
+        report = compute_drift_report(univariate(frame(rng), schema), frame(rng), schema)
         significant = [f for f in report.features.values() if f.p_value_corrected < 0.05]
         flagged["rule"] += bool(report.drifted_features)
         flagged["psi alone"] += any(f.psi >= 0.1 for f in significant)
@@ -497,7 +505,11 @@ def test_few_false_alarms_with_a_million_rows():
         rng = np.random.default_rng(1_000 + seed)
         reference = frame(rng, 100_000)
         profile = build_reference_profile(
-            reference, schema, predictions=np.zeros(100_000), scores=np.zeros(100_000)
+            reference,
+            schema,
+            predictions=np.zeros(100_000),
+            scores=np.zeros(100_000),
+            joint_sample_size=0,  # the per-feature rule alone, as in `univariate`
         )
         report = compute_drift_report(profile, frame(rng, 1_000_000), schema)
         any_flagged += bool(report.drifted_features)
@@ -743,6 +755,7 @@ def test_undrifted_fraud_windows_stay_quiet_at_every_size(unbounded_fraud):
     """The guarantee the new effect size must keep: no drift, no alarm (0 of 2,000 windows of
     500 rows, 1,000 of 5,000 and 100 of 100,000 in benchmarks/drift_power.py)."""
     schema, profile = unbounded_fraud
+    profile = replace(profile, joint_sample=None)  # the per-feature rule alone (`univariate`)
     for rows, seeds in ((500, 40), (5_000, 10), (100_000, 2)):
         for seed in range(seeds):
             current = coerce_frame(generate_transactions(rows, seed=1_000 + seed), schema)
