@@ -64,6 +64,7 @@ demo: $(STAMP) ## four simulated weeks: drift caught, a gated retrain, the recov
 bench: $(STAMP) ## the hot-path benchmarks (figures in BENCHMARKS.md)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m benchmarks.bench_api
+	$(PY) -m benchmarks.bench_server_start
 	$(PY) -m benchmarks.bench_journal
 	$(PY) -m benchmarks.bench_drift
 	$(PY) -m benchmarks.bench_drift_postgres

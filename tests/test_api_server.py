@@ -142,6 +142,26 @@ def test_a_worker_that_dies_is_replaced(server_env, postgres_url, tmp_path, frau
         assert server.sigterm() == 0
 
 
+def test_a_stop_sent_to_the_whole_process_group_is_a_clean_stop(server_env, postgres_url, tmp_path):
+    """SIGTERM to every process of the server at once, as systemd (KillMode=control-group),
+    honcho and `kill -- -PGID` send it: the workers drain and the server exits 0. The fork
+    server the workers come from used to die of it first, taking their exit statuses along, and
+    the supervisor read 255 for each worker and exited 1."""
+    server = ServerProcess(tmp_path, server_env | {"DATABASE_URL": postgres_url})
+    try:
+        server.wait_ready()
+        workers = server.worker_pids()
+        assert len(workers) == 2
+        os.killpg(server.process.pid, signal.SIGTERM)
+        assert server.process.wait(60) == 0, server.log_path.read_text()[-3000:]
+        log = server.log_path.read_text()
+        assert "did not stop in time" not in log and "exited with" not in log, log[-3000:]
+        for pid in workers:
+            assert f"Finished server process [{pid}]" in log
+    finally:
+        server.stop()
+
+
 def test_an_app_that_cannot_start_stops_the_server(server_env, postgres_url, tmp_path):
     """A worker that fails before its app starts would fail again on every restart: the server
     exits with status 3 instead of restarting workers forever."""

@@ -58,6 +58,7 @@ class ServerProcess:
             env=environment,
             stdout=self.log_path.open("w"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a process group of its own, as a service manager gives it
         )  # fmt: skip
 
     def wait_ready(self, timeout: float = 240) -> None:
@@ -79,13 +80,17 @@ class ServerProcess:
         raise TimeoutError(f"server not ready: {self.log_path.read_text()[-2000:]}")
 
     def worker_pids(self) -> list[int]:
-        """The live worker processes under `python -m api.serve`."""
-        pid = self.process.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        return [  # multiprocessing's resource tracker is a child too, but no worker
-            int(child)
-            for child in children
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        """The live worker processes of `python -m api.serve`: the children of its fork server
+        (multiprocessing's resource tracker is a child of the server too, but forks nothing)."""
+
+        def children(pid: int) -> list[int]:
+            return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+        return [
+            worker
+            for child in children(self.process.pid)
+            if b"forkserver" in Path(f"/proc/{child}/cmdline").read_bytes()
+            for worker in children(child)
         ]
 
     def sigterm(self, timeout: float = 60) -> int:
