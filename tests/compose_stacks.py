@@ -98,14 +98,18 @@ def image_present(image: str) -> bool:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A host port for a published service, free now and outside the ephemeral range (see
+    `free_range`): the stack binds it after the images are built."""
+    return int(free_range(1).split("-")[0])
 
 
 def free_range(size: int) -> str:
+    """`size` ports free now, below the kernel's ephemeral range: the API's replicas bind the
+    later ones only when scaled, minutes on, and a port the kernel handed another test's server
+    or client (`bind(0)`, an outgoing connection) in between failed `--scale api=3` once."""
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(200):
-        start = secrets.randbelow(20_000) + 30_000
+        start = secrets.randbelow(max(ephemeral_low - size - 20_000, 1)) + 20_000
         socks = []
         try:
             for port in range(start, start + size):
