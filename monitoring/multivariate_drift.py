@@ -192,7 +192,7 @@ def _encode(
     for feature in schema.features:
         ref_values = reference[feature.name]
         if feature.is_numerical or feature.is_boolean:
-            ref_cols.append(np.array([np.nan if v is None else v for v in ref_values], float))
+            ref_cols.append(np.asarray(ref_values, dtype=np.float64))  # None becomes NaN
             cur_cols.append(feature_numbers(current[feature.name]))
             categorical.append(False)
             continue
@@ -313,14 +313,14 @@ def _correlation_changes(
     if len(names) < 2:
         return []
     columns = ~categorical
-    ref = pd.DataFrame(x_ref[:, columns], columns=names).corr(method="spearman")
-    cur = pd.DataFrame(x_cur[:, columns], columns=names).corr(method="spearman")
-    pairs = []
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            before, after = ref.loc[a, b], cur.loc[a, b]
-            if np.isfinite(before) and np.isfinite(after):
-                pairs.append((abs(after - before), a, b, before, after))
+    ref = pd.DataFrame(x_ref[:, columns], columns=names).corr(method="spearman").to_numpy()
+    cur = pd.DataFrame(x_cur[:, columns], columns=names).corr(method="spearman").to_numpy()
+    first, second = np.triu_indices(len(names), k=1)  # every pair once, as a before b
+    before, after = ref[first, second], cur[first, second]
+    pairs = [
+        (abs(after[k] - before[k]), names[first[k]], names[second[k]], before[k], after[k])
+        for k in np.flatnonzero(np.isfinite(before) & np.isfinite(after))
+    ]
     pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
     # A change counts when it is both sizeable and beyond three times the sampling noise of
     # the difference of two correlations (about 1 / sqrt(n) each).
