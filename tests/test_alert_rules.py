@@ -18,7 +18,8 @@ from data.settings import PROJECT_ROOT
 
 PROMETHEUS = PROJECT_ROOT / "prometheus"
 RULES = PROMETHEUS / "alerts.yml"
-RULE_TESTS = PROMETHEUS / "tests" / "alerts_test.yml"
+RULE_TESTS = PROMETHEUS / "tests" / "alerts_test.yml"  # every alert, at one-minute steps
+DAY_TESTS = PROMETHEUS / "tests" / "alerts_day_test.yml"  # the healthy day, at five
 CONFIGS = (PROMETHEUS / "prometheus.yml", PROMETHEUS / "prometheus.loopback.yml")
 # Series Prometheus itself makes for every target or rule.
 PROMETHEUS_OWN = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS"}
@@ -162,8 +163,9 @@ def test_promtool_accepts_the_config_and_finds_its_rules(config):
     assert "SUCCESS: 1 rule files found" in result.stdout
 
 
-def test_promtool_rule_tests_pass():
-    result = promtool("test", "rules", str(RULE_TESTS))
+@pytest.mark.parametrize("tests", [RULE_TESTS, DAY_TESTS], ids=lambda path: path.stem)
+def test_promtool_rule_tests_pass(tests):
+    result = promtool("test", "rules", str(tests))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -196,17 +198,22 @@ def test_alerts_keep_the_series_labels_alertmanager_groups_by():
 
 
 def test_every_alert_is_tested_silent_one_step_before_it_fires_and_on_a_healthy_stack():
-    tests = load(RULE_TESTS)
-    assert tests["rule_files"] == ["../alerts.yml"]
+    tests, day = load(RULE_TESTS), load(DAY_TESTS)
+    assert tests["rule_files"] == day["rule_files"] == ["../alerts.yml"]
+    assert tests["group_eval_order"] == day["group_eval_order"]
+    # The day's file is evaluated every five minutes: it may only assert a healthy end state.
+    assert tests["evaluation_interval"] == "1m" and day["evaluation_interval"] == "5m"
+    assert [group["name"] for group in day["tests"]] == ["healthy", "healthy host"]
+    assert {c["eval_time"] for g in day["tests"] for c in g["alert_rule_test"]} == {"1500m"}
     boundary, healthy = set(), set()
-    for group in tests["tests"]:
+    for group in tests["tests"] + day["tests"]:
         step = group.get("interval", "1m")
         assert step == "1m", "the boundary arithmetic below assumes one-minute steps"
         cases = {}
         for case in group.get("alert_rule_test", []):
             minutes = int(case["eval_time"].removesuffix("m"))
             cases.setdefault(case["alertname"], {})[minutes] = case.get("exp_alerts") or []
-        for name, by_time in cases.items():
+        for name, by_time in cases.items() if group in tests["tests"] else ():  # 1-minute steps
             for minutes, expected in by_time.items():
                 if expected and (by_time.get(minutes - 1) == [] or name in ALWAYS_FIRING):
                     for alert in expected:
@@ -218,7 +225,9 @@ def test_every_alert_is_tested_silent_one_step_before_it_fires_and_on_a_healthy_
             healthy |= {name for name, by_time in cases.items() if by_time == {1500: []}}
             assert {n for n, by_time in cases.items() if by_time[1500]} == ALWAYS_FIRING
     tested = {
-        case["alertname"] for group in tests["tests"] for case in group.get("alert_rule_test", [])
+        case["alertname"]
+        for group in tests["tests"] + day["tests"]
+        for case in group.get("alert_rule_test", [])
     }
     # promtool takes a name no rule has as an alert that never fires: a renamed alert's test
     # would pass silently.
