@@ -212,7 +212,9 @@ def run_worker(host: str, port: int, started: EventType) -> None:
 class Supervisor:
     """Keeps `workers` worker processes running until SIGTERM or SIGINT, then stops them."""
 
-    def __init__(self, host: str, port: int, workers: int) -> None:
+    def __init__(
+        self, host: str, port: int, workers: int, context: ForkServerContext | None = None
+    ) -> None:
         self.args = (host, port)
         self.workers = workers
         # Set by the signal handler. A plain flag, not a threading.Event: the handler runs in
@@ -222,7 +224,7 @@ class Supervisor:
         self.stopping = False
         # Each worker's process, and the event it sets once its app has started.
         self.running: list[tuple[ForkServerProcess, EventType]] = []
-        self._context = process_context()
+        self._context = context or process_context()  # main's, which started the preparer
 
     def _start_one(self) -> tuple[ForkServerProcess, EventType]:
         started = self._context.Event()
@@ -329,10 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot listen on {args.host}:{args.port}: {problem}", file=sys.stderr)
         return 2
     # In a child of its own, so this long-lived process does not keep MLflow in memory.
-    preparer = process_context().Process(target=prepare_stores, name="stores")
+    context = process_context()
+    preparer = context.Process(target=prepare_stores, name="stores")
     preparer.start()
     preparer.join()
-    return Supervisor(args.host, args.port, args.workers).run()
+    return Supervisor(args.host, args.port, args.workers, context).run()
 
 
 if __name__ == "__main__":
